@@ -1,0 +1,35 @@
+//! Error types of the proof core.
+
+use thiserror::Error;
+
+/// A model, parameter set or dataset whose shape the proof cannot cover.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ShapeError {
+    /// Feature count outside `1..=max`.
+    #[error("model has {got} features; between 1 and {max} are supported")]
+    Features { got: usize, max: usize },
+    /// A weight (index = feature, or `d` for the bias) with `|w| >= bound`.
+    #[error("model parameter {index} is outside the fixed-point range (|w| < {bound})")]
+    ParameterOutOfRange { index: usize, bound: i64 },
+    /// Clip norm outside `(0, bound)`.
+    #[error("clip norm {got} is outside (0, {bound})")]
+    ClipNorm { got: i64, bound: i64 },
+    /// Batch size outside `1..=max`.
+    #[error("batch size {got} is outside 1..={max}")]
+    Batch { got: usize, max: usize },
+    /// More examples asked for than the dataset holds.
+    #[error("batch of {batch} examples asked from a dataset of {rows} rows")]
+    BatchLargerThanDataset { batch: usize, rows: u64 },
+    /// A dataset with no rows, or more than the Merkle tree supports.
+    #[error("dataset row count {got} is outside 1..={max}")]
+    Rows { got: u64, max: u64 },
+    /// A feature vector of the wrong length.
+    #[error("row has {got} features, the model has {expected}")]
+    RowWidth { expected: usize, got: usize },
+    /// A feature value the AIR's range check would reject.
+    #[error("feature {feature} value {value} is outside the fixed-point range")]
+    FeatureOutOfRange { feature: usize, value: i64 },
+    /// A batch index that is not in the dataset.
+    #[error("batch index {index} is not below the row count {rows}")]
+    IndexOutOfRange { index: u64, rows: u64 },
+}

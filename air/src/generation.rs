@@ -1,0 +1,212 @@
+//! Builds the trace of [`crate::ClippedGradientAir`] from a committed dataset.
+//!
+//! Every arithmetic cell comes from [`example_steps`], the reference implementation, so the
+//! update a proof attests to is the reference update by construction.
+
+use p3_field::PrimeCharacteristicRing;
+use p3_goldilocks::{
+    GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_FINAL, GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_INITIAL,
+    GOLDILOCKS_POSEIDON2_RC_12_INTERNAL, GenericPoseidon2LinearLayersGoldilocks, Goldilocks,
+};
+use p3_matrix::dense::RowMajorMatrix;
+use p3_poseidon2_air::{RoundConstants, generate_trace_rows};
+use p3_symmetric::Permutation;
+
+use crate::columns::{
+    HALF_FULL_ROUNDS, NUM_PERM_COLS, PARTIAL_ROUNDS, SBOX_DEGREE, SBOX_REGISTERS, StepCols,
+    split_row_mut, trace_width,
+};
+use crate::commitment::CommittedDataset;
+use crate::error::ShapeError;
+use crate::fixed::{FRAC_BITS, ONE, X_OFFSET, to_field};
+use crate::hash::{RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate};
+use crate::reference::{ClippedGradientSum, ExampleSteps, example_steps, validate_row};
+use crate::statement::Statement;
+
+/// Why a trace could not be built for a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum WitnessError {
+    /// The dataset does not match the statement.
+    #[error("the dataset does not match the statement: {0}")]
+    Dataset(String),
+    /// A row or parameter outside the supported ranges.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// An intermediate value outside the range its bit decomposition allows.
+    #[error("intermediate `{what}` = {value} does not fit in {bits} bits")]
+    Range { what: &'static str, value: i64, bits: usize },
+}
+
+/// The trace proving `statement` over `dataset`, and the update it attests to.
+pub fn generate_trace(
+    statement: &Statement,
+    dataset: &CommittedDataset,
+) -> Result<(RowMajorMatrix<Goldilocks>, ClippedGradientSum), WitnessError> {
+    let shape = statement.shape();
+    if dataset.commitment() != statement.dataset {
+        return Err(WitnessError::Dataset("root or row count differs".into()));
+    }
+    let d = shape.num_features;
+    if dataset.num_features() != d {
+        return Err(WitnessError::Dataset(format!(
+            "dataset has {} features, the model {d}",
+            dataset.num_features()
+        )));
+    }
+    let height = shape.height();
+    let block = shape.block_len();
+    let chunks = shape.chunks();
+    let width = trace_width(d);
+
+    let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; height];
+    let mut steps = Vec::with_capacity(shape.batch);
+    let mut update = ClippedGradientSum::zero(d);
+    for (i, &index) in statement.batch_indices.iter().enumerate() {
+        let (x, y, salt) = dataset.row(index as usize);
+        validate_row(&statement.model, x)?;
+        let base = i * block;
+        let sponge = leaf_sponge_inputs(d, &leaf_preimage(x, y, salt));
+        perm_inputs[base..base + chunks].copy_from_slice(&sponge);
+        let mut node = truncate(&permutation().permute(sponge[chunks - 1]));
+        for (level, sibling) in dataset.siblings(index as usize).iter().enumerate() {
+            let input = if (index >> level) & 1 == 0 {
+                node_input(&node, sibling)
+            } else {
+                node_input(sibling, &node)
+            };
+            perm_inputs[base + chunks + level] = input;
+            node = truncate(&permutation().permute(input));
+        }
+        let step = example_steps(&statement.model, x, y, statement.params.clip_norm);
+        update.add_example(step.coeff, x);
+        steps.push((x, step));
+    }
+
+    let constants = RoundConstants::new(
+        GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_INITIAL,
+        GOLDILOCKS_POSEIDON2_RC_12_INTERNAL,
+        GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_FINAL,
+    );
+    let perm_trace = generate_trace_rows::<
+        Goldilocks,
+        GenericPoseidon2LinearLayersGoldilocks,
+        WIDTH,
+        SBOX_DEGREE,
+        SBOX_REGISTERS,
+        HALF_FULL_ROUNDS,
+        PARTIAL_ROUNDS,
+    >(perm_inputs, &constants, 0);
+
+    let mut values = Goldilocks::zero_vec(height * width);
+    for (row, perm_row) in values.chunks_exact_mut(width).zip(perm_trace.values.chunks_exact(NUM_PERM_COLS)) {
+        row[..NUM_PERM_COLS].copy_from_slice(perm_row);
+    }
+
+    let mut running = vec![0i64; d + 1];
+    for (i, (x, step)) in steps.iter().enumerate() {
+        let base = i * block;
+        let mut logit = statement.model.bias * ONE;
+        let mut norm_sq = ONE * ONE;
+        for offset in 0..block {
+            let row = &mut values[(base + offset) * width..(base + offset + 1) * width];
+            let (_, cols, acc) = split_row_mut(row);
+            cols.logit = to_field(logit);
+            cols.norm_sq = to_field(norm_sq);
+            cols.coeff = to_field(step.coeff);
+            for (a, &r) in acc.iter_mut().zip(&running) {
+                *a = to_field(r);
+            }
+            if offset >= chunks {
+                continue;
+            }
+            let mut row_norm_sq = 0;
+            for lane in 0..RATE {
+                let j = offset * RATE + lane;
+                if j >= d {
+                    break;
+                }
+                let xj = x[j];
+                write_bits(&mut cols.x_bits[lane], xj + X_OFFSET, "feature")?;
+                logit += statement.model.weights[j] * xj;
+                row_norm_sq += xj * xj;
+                running[j] += step.coeff * xj;
+            }
+            norm_sq += row_norm_sq;
+            cols.row_norm_sq = to_field(row_norm_sq);
+            if offset == chunks - 1 {
+                running[d] += step.coeff * ONE;
+                write_example(cols, step, statement.params.clip_norm)?;
+            }
+        }
+    }
+    for row in values.chunks_exact_mut(width).skip(shape.batch * block) {
+        let (_, _, acc) = split_row_mut(row);
+        for (a, &r) in acc.iter_mut().zip(&running) {
+            *a = to_field(r);
+        }
+    }
+    debug_assert_eq!(running[..d], update.weights[..]);
+    Ok((RowMajorMatrix::new(values, width), update))
+}
+
+/// Writes the scalar arithmetic of one example into its last absorb row.
+fn write_example(
+    cols: &mut StepCols<Goldilocks>,
+    step: &ExampleSteps,
+    clip_norm: i64,
+) -> Result<(), WitnessError> {
+    let t = ONE / 2 + step.quarter_logit;
+    let mid = !(step.below || step.above);
+    cols.quarter_logit = to_field(step.quarter_logit);
+    write_bits(&mut cols.logit_rem_bits, step.logit - (step.quarter_logit << (FRAC_BITS + 2)), "logit remainder")?;
+    cols.below = Goldilocks::from_bool(step.below);
+    cols.above = Goldilocks::from_bool(step.above);
+    let slack = if step.below {
+        -t - 1
+    } else if step.above {
+        t - ONE - 1
+    } else {
+        t
+    };
+    write_bits(&mut cols.clamp_bits, slack, "clamp slack")?;
+    write_bits(&mut cols.clamp_mid_bits, if mid { ONE - t } else { 0 }, "clamp gap")?;
+    cols.sigmoid = to_field(step.sigmoid);
+
+    let abs_r = step.residual.abs();
+    cols.abs_residual = to_field(abs_r);
+    cols.residual_neg = Goldilocks::from_bool(step.residual < 0);
+    write_bits(&mut cols.abs_residual_bits, abs_r, "|residual|")?;
+
+    let nu = step.norm;
+    cols.norm = to_field(nu);
+    write_bits(&mut cols.norm_bits, nu, "norm")?;
+    write_bits(&mut cols.norm_upper_bits, nu * nu - step.norm_sq, "norm upper gap")?;
+    write_bits(&mut cols.norm_lower_bits, step.norm_sq - (nu - 1) * (nu - 1) - 1, "norm lower gap")?;
+
+    let bound = clip_norm * ONE;
+    let grad_norm = abs_r * nu;
+    cols.grad_norm = to_field(grad_norm);
+    cols.clipped = Goldilocks::from_bool(step.clipped);
+    let room = bound - grad_norm;
+    write_bits(&mut cols.clip_slack_bits, if step.clipped { -room - 1 } else { room }, "clip slack")?;
+    let m = step.coeff.abs();
+    cols.coeff_abs = to_field(m);
+    write_bits(&mut cols.coeff_abs_bits, m, "|coeff|")?;
+    cols.coeff_norm = to_field(m * nu);
+    let floor_rem = bound - m * nu;
+    let (rem, gap) = if step.clipped { (floor_rem, nu - 1 - floor_rem) } else { (0, 0) };
+    write_bits(&mut cols.clip_floor_bits, rem, "clip floor remainder")?;
+    write_bits(&mut cols.clip_floor_gap_bits, gap, "clip floor gap")?;
+    Ok(())
+}
+
+/// Little-endian bits of `value`, which must lie in `[0, 2^bits.len())`.
+fn write_bits(bits: &mut [Goldilocks], value: i64, what: &'static str) -> Result<(), WitnessError> {
+    if value < 0 || (bits.len() < 63 && value >> bits.len() != 0) {
+        return Err(WitnessError::Range { what, value, bits: bits.len() });
+    }
+    for (i, b) in bits.iter_mut().enumerate() {
+        *b = Goldilocks::from_bool((value >> i) & 1 == 1);
+    }
+    Ok(())
+}

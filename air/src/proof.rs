@@ -1,0 +1,148 @@
+//! Proving and verifying a clipped-gradient update, and the versioned proof encoding.
+//!
+//! Proof bytes are `b"ZKFP" || version (u32 LE) || postcard(Proof)`. Decoding and
+//! verification run under `catch_unwind`: Plonky3's verifier may panic on malformed input,
+//! and a hostile proof must become an error, never a crashed coordinator.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use p3_uni_stark::Proof;
+use thiserror::Error;
+
+use crate::air::ClippedGradientAir;
+use crate::commitment::CommittedDataset;
+use crate::config::{ZkConfig, zk_config};
+use crate::fixed::MAX_BATCH;
+use crate::generation::{WitnessError, generate_trace};
+use crate::reference::ClippedGradientSum;
+use crate::statement::{PROTOCOL_VERSION, Statement};
+
+/// First bytes of every encoded proof.
+pub const PROOF_MAGIC: [u8; 4] = *b"ZKFP";
+/// Proofs larger than this are refused before decoding.
+pub const MAX_PROOF_BYTES: usize = 8 << 20;
+/// Update entries must be below this in magnitude (so their field encoding is unique).
+const UPDATE_BOUND: u64 = 1 << 62;
+
+/// Why a proof could not be made.
+#[derive(Debug, Error)]
+pub enum ProveError {
+    /// The witness does not fit the statement.
+    #[error(transparent)]
+    Witness(#[from] WitnessError),
+    /// Plonky3 refused to prove.
+    #[error("the prover failed: {0}")]
+    Stark(String),
+}
+
+/// Why a submission was rejected. Each variant names the failed check.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    /// More bytes than any honest proof.
+    #[error("proof is {got} bytes, over the {max}-byte limit")]
+    TooLarge { got: usize, max: usize },
+    /// Missing or wrong magic bytes.
+    #[error("not a zkfed proof (bad magic bytes)")]
+    BadMagic,
+    /// A proof from another protocol version.
+    #[error("proof version {got}, expected {expected}")]
+    Version { expected: u32, got: u32 },
+    /// Bytes that do not decode as a proof.
+    #[error("proof bytes do not decode: {0}")]
+    Decode(String),
+    /// The update's shape disagrees with the statement.
+    #[error("update has {got} {what}, the statement requires {expected}")]
+    UpdateShape { what: &'static str, expected: u64, got: u64 },
+    /// An update entry too large to be a clipped-gradient sum.
+    #[error("update entry {index} is out of range")]
+    UpdateRange { index: usize },
+    /// The STARK verifier rejected the proof.
+    #[error("proof rejected: {0}")]
+    Rejected(String),
+    /// The STARK verifier panicked on malformed input (isolated).
+    #[error("proof rejected: malformed proof caused a verifier fault")]
+    VerifierFault,
+}
+
+/// Proves the statement over the committed dataset; returns the update and the proof bytes.
+pub fn prove(
+    statement: &Statement,
+    dataset: &CommittedDataset,
+) -> Result<(ClippedGradientSum, Vec<u8>), ProveError> {
+    let (trace, update) = generate_trace(statement, dataset)?;
+    let air = ClippedGradientAir::new(statement);
+    let public = statement.public_values(&update);
+    let config = zk_config();
+    let proof = p3_uni_stark::prove(&config, &air, trace, &public)
+        .map_err(|e| ProveError::Stark(format!("{e:?}")))?;
+    Ok((update, encode_proof(&proof)))
+}
+
+/// Encodes a proof with its magic bytes and version.
+pub fn encode_proof(proof: &Proof<ZkConfig>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(256 << 10);
+    bytes.extend_from_slice(&PROOF_MAGIC);
+    bytes.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    postcard::to_extend(proof, bytes).expect("serializing into a Vec cannot fail")
+}
+
+/// Decodes proof bytes, checking size, magic and version first.
+pub fn decode_proof(bytes: &[u8]) -> Result<Proof<ZkConfig>, VerifyError> {
+    if bytes.len() > MAX_PROOF_BYTES {
+        return Err(VerifyError::TooLarge { got: bytes.len(), max: MAX_PROOF_BYTES });
+    }
+    if bytes.len() < 8 || bytes[..4] != PROOF_MAGIC {
+        return Err(VerifyError::BadMagic);
+    }
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if version != PROTOCOL_VERSION {
+        return Err(VerifyError::Version { expected: PROTOCOL_VERSION, got: version });
+    }
+    let decoded = catch_unwind(|| postcard::from_bytes::<Proof<ZkConfig>>(&bytes[8..]));
+    match decoded {
+        Ok(Ok(proof)) => Ok(proof),
+        Ok(Err(e)) => Err(VerifyError::Decode(e.to_string())),
+        Err(_) => Err(VerifyError::VerifierFault),
+    }
+}
+
+/// Checks that `update` is the clipped-gradient sum the statement describes.
+pub fn verify(
+    statement: &Statement,
+    update: &ClippedGradientSum,
+    proof_bytes: &[u8],
+) -> Result<(), VerifyError> {
+    check_update_shape(statement, update)?;
+    let proof = decode_proof(proof_bytes)?;
+    let air = ClippedGradientAir::new(statement);
+    let public = statement.public_values(update);
+    let config = zk_config();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        p3_uni_stark::verify(&config, &air, &proof, &public)
+    }));
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(VerifyError::Rejected(format!("{e:?}"))),
+        Err(_) => Err(VerifyError::VerifierFault),
+    }
+}
+
+fn check_update_shape(statement: &Statement, update: &ClippedGradientSum) -> Result<(), VerifyError> {
+    let d = statement.model.num_features() as u64;
+    if update.weights.len() as u64 != d {
+        return Err(VerifyError::UpdateShape {
+            what: "weights",
+            expected: d,
+            got: update.weights.len() as u64,
+        });
+    }
+    let batch = statement.params.batch_size as u64;
+    if update.examples != batch || batch > MAX_BATCH as u64 {
+        return Err(VerifyError::UpdateShape { what: "examples", expected: batch, got: update.examples });
+    }
+    let entries = update.weights.iter().chain(std::iter::once(&update.bias));
+    if let Some(index) = entries.clone().position(|v| v.unsigned_abs() >= UPDATE_BOUND) {
+        return Err(VerifyError::UpdateRange { index });
+    }
+    Ok(())
+}

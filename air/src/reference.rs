@@ -1,0 +1,180 @@
+//! Plain-Rust reference training: the exact function every proof attests to.
+//!
+//! For one example `(x, y)` under model `(w, b)`, all in fixed point (scale 2^16):
+//!
+//! 1. logit `z = Σ w_j x_j + b·ONE` (scale 2^32, exact);
+//! 2. hard sigmoid `s = clamp(ONE/2 + floor(z / 2^18), 0, ONE)`, i.e. `σ(z) ≈ clamp(1/2 + z/4, 0, 1)`,
+//!    the piecewise-linear approximation that matches the logistic function's value and
+//!    slope at 0 (max error 0.12 at |z| = 2);
+//! 3. residual `r = s - y·ONE`, so the per-example gradient is `g = r · (x, 1)`;
+//! 4. squared norm `N = Σ x_j² + ONE²` (scale 2^32, exact) and `ν = ceil(sqrt(N))`, so
+//!    `||g|| = |r|·sqrt(N) ≤ |r|·ν`;
+//! 5. DP-SGD clipping `g ← g · min(1, C/||g||)` becomes a scalar: `c = r` when `|r|·ν ≤ C·ONE`,
+//!    otherwise `c = sign(r) · floor(C·ONE / ν)`;
+//! 6. the clipped gradient is `c · (x, 1)` and the batch update is `Σ_i c_i · (x_i, 1)`
+//!    at scale 2^32, exact (no rounding in the sum).
+//!
+//! Rounding versus real-valued DP-SGD: `ν` rounds the norm up and `c` rounds down, both by
+//! less than one unit in the last place (2^-16), so `||c·(x,1)|| ≤ C` always holds exactly:
+//! fixed point can only clip slightly harder than real arithmetic, never more loosely.
+
+use crate::error::ShapeError;
+use crate::fixed::{ONE, ceil_sqrt, feature_in_range, floor_div_pow2};
+use crate::model::Model;
+
+/// Every intermediate of one example's clipped-gradient computation.
+///
+/// Trace generation writes these into the AIR's columns, so the proof and the reference
+/// cannot drift apart: both are this struct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExampleSteps {
+    /// Logit at scale 2^32.
+    pub logit: i64,
+    /// `floor(logit / 2^18)`: z/4 at scale 2^16.
+    pub quarter_logit: i64,
+    /// Whether the hard sigmoid clamped at 0.
+    pub below: bool,
+    /// Whether the hard sigmoid clamped at 1.
+    pub above: bool,
+    /// Hard-sigmoid output at scale 2^16.
+    pub sigmoid: i64,
+    /// `sigmoid - y·ONE`.
+    pub residual: i64,
+    /// `Σ x_j² + ONE²` at scale 2^32.
+    pub norm_sq: i64,
+    /// `ceil(sqrt(norm_sq))` at scale 2^16.
+    pub norm: i64,
+    /// Whether clipping changed the gradient.
+    pub clipped: bool,
+    /// The clipped coefficient `c` at scale 2^16.
+    pub coeff: i64,
+}
+
+/// The clipped-gradient computation for one example.
+pub fn example_steps(model: &Model, x: &[i64], y: u8, clip_norm: i64) -> ExampleSteps {
+    let logit: i64 =
+        model.weights.iter().zip(x).map(|(w, x)| w * x).sum::<i64>() + model.bias * ONE;
+    let (quarter_logit, _) = floor_div_pow2(logit, crate::fixed::FRAC_BITS + 2);
+    let t = ONE / 2 + quarter_logit;
+    let below = t < 0;
+    let above = t > ONE;
+    let sigmoid = t.clamp(0, ONE);
+    let residual = sigmoid - i64::from(y) * ONE;
+    let norm_sq = x.iter().map(|x| x * x).sum::<i64>() + ONE * ONE;
+    let norm = ceil_sqrt(norm_sq);
+    let bound = clip_norm * ONE;
+    let clipped = residual.abs() * norm > bound;
+    let magnitude = if clipped { bound / norm } else { residual.abs() };
+    let coeff = if residual < 0 { -magnitude } else { magnitude };
+    ExampleSteps { logit, quarter_logit, below, above, sigmoid, residual, norm_sq, norm, clipped, coeff }
+}
+
+/// The sum of per-example clipped gradients over a batch, at scale 2^32.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClippedGradientSum {
+    /// One entry per feature.
+    pub weights: Vec<i64>,
+    /// The bias entry.
+    pub bias: i64,
+    /// How many examples were summed.
+    pub examples: u64,
+}
+
+impl ClippedGradientSum {
+    /// The sum of no examples.
+    pub fn zero(num_features: usize) -> Self {
+        Self { weights: vec![0; num_features], bias: 0, examples: 0 }
+    }
+
+    /// Adds one example's clipped gradient `coeff · (x, 1)`.
+    pub fn add_example(&mut self, coeff: i64, x: &[i64]) {
+        for (acc, &x) in self.weights.iter_mut().zip(x) {
+            *acc += coeff * x;
+        }
+        self.bias += coeff * ONE;
+        self.examples += 1;
+    }
+}
+
+/// Checks a row against the model shape and the feature range.
+pub fn validate_row(model: &Model, x: &[i64]) -> Result<(), ShapeError> {
+    if x.len() != model.num_features() {
+        return Err(ShapeError::RowWidth { expected: model.num_features(), got: x.len() });
+    }
+    match x.iter().position(|&v| !feature_in_range(v)) {
+        Some(feature) => Err(ShapeError::FeatureOutOfRange { feature, value: x[feature] }),
+        None => Ok(()),
+    }
+}
+
+/// The reference clipped-gradient sum of a batch of `(features, label)` rows.
+pub fn clipped_gradient_sum<'a>(
+    model: &Model,
+    rows: impl IntoIterator<Item = (&'a [i64], u8)>,
+    clip_norm: i64,
+) -> Result<ClippedGradientSum, ShapeError> {
+    model.validate()?;
+    let mut sum = ClippedGradientSum::zero(model.num_features());
+    for (x, y) in rows {
+        validate_row(model, x)?;
+        sum.add_example(example_steps(model, x, y, clip_norm).coeff, x);
+    }
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> Model {
+        Model { weights: vec![ONE, -2 * ONE], bias: ONE / 2 }
+    }
+
+    #[test]
+    fn sigmoid_clamps_and_is_linear_in_between() {
+        let m = model();
+        // z = 1·1 - 2·0 + 0.5 = 1.5 → 0.5 + 1.5/4 = 0.875
+        let s = example_steps(&m, &[ONE, 0], 1, 100 * ONE);
+        assert_eq!(s.sigmoid, ONE * 7 / 8);
+        assert!(!s.below && !s.above);
+        let s = example_steps(&m, &[8 * ONE, 0], 1, 100 * ONE);
+        assert!(s.above);
+        assert_eq!(s.sigmoid, ONE);
+        let s = example_steps(&m, &[0, 8 * ONE], 0, 100 * ONE);
+        assert!(s.below);
+        assert_eq!(s.sigmoid, 0);
+    }
+
+    #[test]
+    fn clipping_bounds_the_norm_and_keeps_the_sign() {
+        let m = model();
+        let x = [3 * ONE, 4 * ONE];
+        let clip = ONE / 2;
+        let s = example_steps(&m, &x, 1, clip);
+        assert!(s.clipped);
+        assert!(s.coeff <= 0, "residual is negative for y = 1");
+        // ||c·(x,1)|| ≤ C exactly, in integers at scale 2^64.
+        let lhs = (s.coeff as i128).pow(2) * s.norm_sq as i128;
+        assert!(lhs <= (clip as i128 * ONE as i128).pow(2));
+        // and clipping is tight to one unit of c.
+        let looser = ((s.coeff.abs() + 1) as i128).pow(2) * (s.norm as i128).pow(2);
+        assert!(looser > (clip as i128 * ONE as i128).pow(2));
+    }
+
+    #[test]
+    fn unclipped_gradient_is_the_residual() {
+        let m = model();
+        let s = example_steps(&m, &[ONE / 4, 0], 0, 100 * ONE);
+        assert!(!s.clipped);
+        assert_eq!(s.coeff, s.residual);
+    }
+
+    #[test]
+    fn rows_out_of_range_are_rejected() {
+        let m = model();
+        let err = clipped_gradient_sum(&m, [(&[1 << 21, 0][..], 1)], ONE).unwrap_err();
+        assert!(matches!(err, ShapeError::FeatureOutOfRange { feature: 0, .. }));
+        let err = clipped_gradient_sum(&m, [(&[0][..], 1)], ONE).unwrap_err();
+        assert!(matches!(err, ShapeError::RowWidth { .. }));
+    }
+}

@@ -1,0 +1,174 @@
+//! The statement a proof establishes, and its encoding as public values.
+//!
+//! Every field below is absorbed into the Fiat–Shamir transcript as a public value, so a
+//! proof verifies only against the exact statement it was made for: another run, round,
+//! participant, model, dataset, seed, clip norm, batch or update makes the verifier derive
+//! different challenges and reject. The AIR additionally constrains the values that
+//! describe the witness (root, update) and is itself built from the model and the batch
+//! indices (periodic columns), so those are enforced row by row.
+
+use p3_field::PrimeCharacteristicRing;
+use p3_goldilocks::Goldilocks;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::batch_indices;
+use crate::commitment::{DatasetCommitment, MAX_ROWS, tree_depth};
+use crate::error::ShapeError;
+use crate::fixed::{FRAC_BITS, to_field};
+use crate::hash::{DIGEST_ELEMS, leaf_chunks};
+use crate::model::{Model, RoundParams};
+use crate::reference::ClippedGradientSum;
+
+/// Version of the statement, trace layout and proof encoding. Bumped on any change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Smallest trace height: hiding FRI needs `2 · (queries + 2 · openings)` rows.
+pub const MIN_LOG_HEIGHT: usize = 8;
+
+/// Who proves what, when: the replay-protection part of the statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofContext {
+    /// Identifies the federation run.
+    pub federation_id: [u8; 32],
+    /// Round number.
+    pub round: u64,
+    /// SHA-256 of the participant's peer id.
+    pub participant: [u8; 32],
+}
+
+/// Dimensions of one proof's trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProofShape {
+    /// Features per row (`d`).
+    pub num_features: usize,
+    /// Examples in the batch (`B`).
+    pub batch: usize,
+    /// Merkle depth of the dataset tree.
+    pub depth: usize,
+}
+
+impl ProofShape {
+    /// Absorb rows per example.
+    pub fn chunks(&self) -> usize {
+        leaf_chunks(self.num_features)
+    }
+
+    /// Rows per example: absorb rows then Merkle rows.
+    pub fn block_len(&self) -> usize {
+        self.chunks() + self.depth
+    }
+
+    /// Trace height: the blocks padded to a power of two.
+    pub fn height(&self) -> usize {
+        (self.batch * self.block_len()).next_power_of_two().max(1 << MIN_LOG_HEIGHT)
+    }
+}
+
+/// Everything the verifier knows about one submission before looking at the proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// Run, round and participant.
+    pub context: ProofContext,
+    /// The global model of the round.
+    pub model: Model,
+    /// Clip norm and batch size.
+    pub params: RoundParams,
+    /// The participant's enrolled commitment.
+    pub dataset: DatasetCommitment,
+    /// The round's public seed.
+    pub seed: [u8; 32],
+    /// Rows the batch must use, derived from the seed (in order).
+    pub batch_indices: Vec<u64>,
+}
+
+impl Statement {
+    /// Validates every range the proof relies on and derives the batch from the seed.
+    pub fn new(
+        context: ProofContext,
+        model: Model,
+        params: RoundParams,
+        dataset: DatasetCommitment,
+        seed: [u8; 32],
+    ) -> Result<Self, ShapeError> {
+        model.validate()?;
+        params.validate()?;
+        if dataset.rows == 0 || dataset.rows > MAX_ROWS {
+            return Err(ShapeError::Rows { got: dataset.rows, max: MAX_ROWS });
+        }
+        let batch_indices =
+            batch_indices(&seed, &context.participant, dataset.rows, params.batch_size)?;
+        Ok(Self { context, model, params, dataset, seed, batch_indices })
+    }
+
+    /// The trace dimensions of this statement's proof.
+    pub fn shape(&self) -> ProofShape {
+        ProofShape {
+            num_features: self.model.num_features(),
+            batch: self.params.batch_size,
+            depth: tree_depth(self.dataset.rows),
+        }
+    }
+
+    /// Where the AIR finds the values it constrains.
+    pub fn layout(&self) -> PublicLayout {
+        PublicLayout::new(self.params.batch_size, self.model.num_features())
+    }
+
+    /// The public values of a proof that `update` answers this statement.
+    pub fn public_values(&self, update: &ClippedGradientSum) -> Vec<Goldilocks> {
+        let layout = self.layout();
+        let mut v = Vec::with_capacity(layout.len);
+        v.push(Goldilocks::from_u32(PROTOCOL_VERSION));
+        push_bytes(&mut v, &self.context.federation_id);
+        push_u64(&mut v, self.context.round);
+        push_bytes(&mut v, &self.context.participant);
+        v.extend(self.model.digest());
+        debug_assert_eq!(v.len(), layout.root);
+        v.extend(self.dataset.root_digest());
+        push_u64(&mut v, self.dataset.rows);
+        push_bytes(&mut v, &self.seed);
+        v.push(to_field(self.params.clip_norm));
+        v.push(Goldilocks::from_usize(self.model.num_features()));
+        v.push(Goldilocks::from_usize(self.params.batch_size));
+        v.push(Goldilocks::from_u32(FRAC_BITS));
+        v.extend(self.batch_indices.iter().map(|&i| Goldilocks::from_u64(i)));
+        debug_assert_eq!(v.len(), layout.update);
+        v.extend(update.weights.iter().map(|&w| to_field(w)));
+        v.push(to_field(update.bias));
+        v.push(Goldilocks::from_u64(update.examples));
+        debug_assert_eq!(v.len(), layout.len);
+        v
+    }
+}
+
+/// Offsets into the public values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicLayout {
+    /// First of the four root elements.
+    pub root: usize,
+    /// First update entry (`d` weights, then the bias, then the example count).
+    pub update: usize,
+    /// Total length.
+    pub len: usize,
+}
+
+impl PublicLayout {
+    fn new(batch: usize, num_features: usize) -> Self {
+        // version, federation (8), round (2), participant (8), model digest (4)
+        let root = 1 + 8 + 2 + 8 + DIGEST_ELEMS;
+        // root (4), rows (2), seed (8), clip, d, B, frac bits, indices
+        let update = root + DIGEST_ELEMS + 2 + 8 + 4 + batch;
+        Self { root, update, len: update + num_features + 2 }
+    }
+}
+
+fn push_bytes(v: &mut Vec<Goldilocks>, bytes: &[u8; 32]) {
+    for limb in bytes.chunks_exact(4) {
+        v.push(Goldilocks::from_u32(u32::from_le_bytes(limb.try_into().expect("4 bytes"))));
+    }
+}
+
+fn push_u64(v: &mut Vec<Goldilocks>, x: u64) {
+    v.push(Goldilocks::from_u32(x as u32));
+    v.push(Goldilocks::from_u32((x >> 32) as u32));
+}
