@@ -58,3 +58,76 @@ pub fn fixture_with(features: Vec<Vec<i64>>, labels: Vec<u8>, model: Model, spec
         .expect("valid statement");
     Fixture { dataset, statement }
 }
+
+use p3_air::BaseAir;
+use p3_field::PrimeCharacteristicRing;
+use p3_goldilocks::Goldilocks;
+use p3_matrix::dense::RowMajorMatrix;
+use zkfed_air::air::periodic;
+use zkfed_air::columns::{split_row, split_row_mut, PermCols, StepCols};
+use zkfed_air::fixed::from_field;
+use zkfed_air::hash::RATE;
+use zkfed_air::{ClippedGradientAir, ClippedGradientSum};
+
+/// Row of block `i` that holds the example's scalar arithmetic.
+pub fn scalar_row(f: &Fixture, i: usize) -> usize {
+    let shape = f.statement.shape();
+    i * shape.block_len() + shape.chunks() - 1
+}
+
+/// Mutable named views of one trace row.
+pub fn row_mut(trace: &mut RowMajorMatrix<Goldilocks>, row: usize) -> (&mut PermCols<Goldilocks>, &mut StepCols<Goldilocks>, &mut [Goldilocks]) {
+    let w = trace.width;
+    split_row_mut(&mut trace.values[row * w..(row + 1) * w])
+}
+
+/// Writes little-endian bits of `v` modulo 2^len (a forger writes the best it can).
+pub fn set_bits(bits: &mut [Goldilocks], v: i64) {
+    for (i, b) in bits.iter_mut().enumerate() {
+        *b = Goldilocks::from_bool((v >> i.min(63)) & 1 == 1);
+    }
+}
+
+/// Sets the coefficient of block `i` on every row of the block.
+pub fn set_block_coeff(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>, i: usize, coeff: i64) {
+    let block = f.statement.shape().block_len();
+    for row in i * block..(i + 1) * block {
+        row_mut(trace, row).1.coeff = zkfed_air::fixed::to_field(coeff);
+    }
+}
+
+/// Recomputes the update accumulators from the trace's coefficients and feature lanes, as
+/// an honest accumulator would, and returns the update the trace now claims.
+pub fn recompute_accumulators(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>) -> ClippedGradientSum {
+    let air = ClippedGradientAir::new(&f.statement);
+    let periodic_cols = air.periodic_columns().into_owned();
+    let shape = f.statement.shape();
+    let d = shape.num_features;
+    let mut running = vec![Goldilocks::ZERO; d + 1];
+    let w = trace.width;
+    for row in 0..trace.values.len() / w {
+        let contributions: Vec<Goldilocks> = {
+            let (perm, step, _) = split_row(&trace.values[row * w..(row + 1) * w]);
+            (0..=d)
+                .map(|j| {
+                    if j < d {
+                        periodic_cols[periodic::PHASE + j / RATE][row] * step.coeff * perm.inputs[j % RATE]
+                    } else {
+                        periodic_cols[periodic::PHASE + shape.chunks() - 1][row]
+                            * step.coeff
+                            * Goldilocks::from_i64(zkfed_air::fixed::ONE)
+                    }
+                })
+                .collect()
+        };
+        let (_, _, acc) = row_mut(trace, row);
+        acc.copy_from_slice(&running);
+        for (r, c) in running.iter_mut().zip(contributions) {
+            *r += c;
+        }
+    }
+    let last = trace.values.len() / w - 1;
+    let (_, _, acc) = split_row(&trace.values[last * w..]);
+    let ints: Vec<i64> = acc.iter().map(|&v| from_field(v).expect("small accumulator")).collect();
+    ClippedGradientSum { weights: ints[..d].to_vec(), bias: ints[d], examples: shape.batch as u64 }
+}

@@ -1,0 +1,353 @@
+//! Soundness: every cheat of DESIGN.md §4 that lives in the proof is mounted by a dishonest
+//! prover (a forged witness, a forged trace or a tampered proof) and must be rejected.
+//!
+//! Forged traces are checked twice: Plonky3's constraint checker must find a violated
+//! constraint, and a real proof of the forged trace must fail verification. The second
+//! half needs a release build (debug builds of Plonky3 refuse to prove a violating trace,
+//! which the helper also accepts as a rejection); README's test command is a release build.
+
+mod common;
+
+use common::*;
+use p3_air::check_all_constraints;
+use p3_field::PrimeCharacteristicRing;
+use p3_goldilocks::Goldilocks;
+use p3_matrix::dense::RowMajorMatrix;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use zkfed_air::fixed::{ONE, to_field};
+use zkfed_air::generation::generate_trace;
+use zkfed_air::proof::{VerifyError, prove_trace};
+use zkfed_air::{ClippedGradientAir, ClippedGradientSum, Model, Statement, prove, verify};
+
+/// The forged trace violates a constraint, and a proof of it does not verify.
+fn assert_rejected(statement: &Statement, trace: RowMajorMatrix<Goldilocks>, update: &ClippedGradientSum, what: &str) {
+    let air = ClippedGradientAir::new(statement);
+    let public = statement.public_values(update);
+    let report = check_all_constraints(&air, &trace, &public, Some(1));
+    assert!(!report.is_ok(), "{what}: the forged trace satisfies every constraint");
+    match prove_trace(statement, trace, update) {
+        Err(_) => assert!(cfg!(debug_assertions), "{what}: release prover refused"),
+        Ok(bytes) => {
+            let verdict = verify(statement, update, &bytes);
+            assert!(verdict.is_err(), "{what}: proof of a forged trace verified");
+        }
+    }
+}
+
+/// A fixture whose every example is clipped (large features, small clip bound).
+fn clipping_fixture() -> Fixture {
+    fixture(Spec { clip: ONE / 8, feature_scale: 4 * ONE, ..Spec::default() })
+}
+
+fn honest(f: &Fixture) -> (RowMajorMatrix<Goldilocks>, ClippedGradientSum) {
+    generate_trace(&f.statement, &f.dataset).expect("honest trace")
+}
+
+#[test]
+fn honest_trace_satisfies_every_constraint() {
+    let f = clipping_fixture();
+    let (trace, update) = honest(&f);
+    let air = ClippedGradientAir::new(&f.statement);
+    let report = check_all_constraints(&air, &trace, &f.statement.public_values(&update), Some(3));
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[test]
+fn skipped_clipping_is_rejected() {
+    let f = clipping_fixture();
+    let (mut trace, _) = honest(&f);
+    let row = scalar_row(&f, 0);
+    let (_, s, _) = row_mut(&mut trace, row);
+    assert_eq!(s.clipped, Goldilocks::ONE, "fixture must clip");
+    let abs_r = zkfed_air::fixed::from_field(s.abs_residual).unwrap();
+    let nu = zkfed_air::fixed::from_field(s.norm).unwrap();
+    let neg = s.residual_neg == Goldilocks::ONE;
+    s.clipped = Goldilocks::ZERO;
+    s.coeff_abs = to_field(abs_r);
+    set_bits(&mut s.coeff_abs_bits, abs_r);
+    s.coeff_norm = to_field(abs_r * nu);
+    set_bits(&mut s.clip_floor_bits, 0);
+    set_bits(&mut s.clip_floor_gap_bits, 0);
+    set_bits(&mut s.clip_slack_bits, f.statement.params.clip_norm * ONE - abs_r * nu);
+    let coeff = if neg { -abs_r } else { abs_r };
+    set_block_coeff(&f, &mut trace, 0, coeff);
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "unclipped gradient");
+}
+
+#[test]
+fn weakened_clipping_is_rejected() {
+    let f = clipping_fixture();
+    let (mut trace, _) = honest(&f);
+    let row = scalar_row(&f, 1);
+    let (_, s, _) = row_mut(&mut trace, row);
+    let m = zkfed_air::fixed::from_field(s.coeff_abs).unwrap();
+    let nu = zkfed_air::fixed::from_field(s.norm).unwrap();
+    let neg = s.residual_neg == Goldilocks::ONE;
+    // Clip to twice the bound: still "clipped", but |c|·ν > C·ONE.
+    let weak = 2 * m + 1;
+    s.coeff_abs = to_field(weak);
+    set_bits(&mut s.coeff_abs_bits, weak);
+    s.coeff_norm = to_field(weak * nu);
+    let rem = f.statement.params.clip_norm * ONE - weak * nu;
+    set_bits(&mut s.clip_floor_bits, rem);
+    set_bits(&mut s.clip_floor_gap_bits, nu - 1 - rem);
+    set_block_coeff(&f, &mut trace, 1, if neg { -weak } else { weak });
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "clip bound doubled");
+}
+
+#[test]
+fn understated_norm_is_rejected() {
+    // A smaller ν would clip more loosely.
+    let f = clipping_fixture();
+    let (mut trace, _) = honest(&f);
+    let (_, s, _) = row_mut(&mut trace, scalar_row(&f, 0));
+    let nu = zkfed_air::fixed::from_field(s.norm).unwrap() / 2;
+    s.norm = to_field(nu);
+    set_bits(&mut s.norm_bits, nu);
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "halved norm");
+}
+
+#[test]
+fn lying_about_the_sigmoid_case_is_rejected() {
+    // Claim "not clamped" for an example whose logit saturates, so s = t > 1.
+    let spec = Spec { weight_scale: 60 * ONE, ..Spec::default() };
+    let f = fixture(spec);
+    let (mut trace, _) = honest(&f);
+    let rows = (0..spec.batch).map(|i| scalar_row(&f, i)).collect::<Vec<_>>();
+    let row = rows
+        .into_iter()
+        .find(|&r| row_mut(&mut trace, r).1.above == Goldilocks::ONE)
+        .expect("some example saturates high");
+    let (_, s, _) = row_mut(&mut trace, row);
+    let t = ONE / 2 + zkfed_air::fixed::from_field(s.quarter_logit).unwrap();
+    s.above = Goldilocks::ZERO;
+    s.sigmoid = to_field(t);
+    set_bits(&mut s.clamp_bits, t);
+    set_bits(&mut s.clamp_mid_bits, ONE - t);
+    assert_rejected(&f.statement, trace, &ClippedGradientSum::zero(5), "unclamped sigmoid");
+}
+
+#[test]
+fn flipped_residual_sign_is_rejected() {
+    let f = fixture(Spec::default());
+    let (mut trace, _) = honest(&f);
+    let (_, s, _) = row_mut(&mut trace, scalar_row(&f, 2));
+    s.residual_neg = Goldilocks::ONE - s.residual_neg;
+    let c = zkfed_air::fixed::from_field(s.coeff).unwrap();
+    set_block_coeff(&f, &mut trace, 2, -c);
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "gradient sign flipped");
+}
+
+#[test]
+fn coefficient_changing_inside_a_block_is_rejected() {
+    let f = fixture(Spec { features: 13, ..Spec::default() });
+    let (mut trace, _) = honest(&f);
+    // Absorb row 0 of block 1 uses another coefficient than its scalar row proved.
+    let block = f.statement.shape().block_len();
+    row_mut(&mut trace, block).1.coeff += Goldilocks::from_u64(12345);
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "coefficient swapped mid-block");
+}
+
+#[test]
+fn non_boolean_label_is_rejected() {
+    // A label of 2 doubles the residual's pull; the leaf is re-hashed so only the label rule fails.
+    let f = fixture(Spec::default());
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..12 {
+        let (x, y, _) = f.dataset.row(i);
+        features.push(x.to_vec());
+        labels.push(y);
+    }
+    let i = f.statement.batch_indices[0] as usize;
+    labels[i] = 2;
+    let forged = fixture_with(features, labels, f.statement.model.clone(), Spec::default());
+    let (trace, update) = generate_trace(&forged.statement, &forged.dataset).expect("trace");
+    assert_rejected(&forged.statement, trace, &update, "label 2");
+}
+
+#[test]
+fn out_of_range_feature_is_rejected() {
+    let f = fixture(Spec::default());
+    let (mut trace, _) = honest(&f);
+    let (perm, s, _) = row_mut(&mut trace, 0);
+    // x = 2^21 wraps the 21-bit decomposition; the forger writes the low bits.
+    perm.inputs[0] = Goldilocks::from_u64(1 << 21);
+    set_bits(&mut s.x_bits[0], (1 << 21) + (1 << 20));
+    assert_rejected(&f.statement, trace, &ClippedGradientSum::zero(5), "feature 2^21");
+}
+
+#[test]
+fn rows_not_under_the_enrolled_root_are_rejected() {
+    // The same batch positions, but rows (and salts) of a dataset that was never enrolled.
+    let enrolled = fixture(Spec::default());
+    let other = fixture(Spec { seed: 99, ..Spec::default() });
+    let mut statement = other.statement.clone();
+    statement.dataset = enrolled.statement.dataset;
+    let (trace, update) = generate_trace(&other.statement, &other.dataset).unwrap();
+    assert_rejected(&statement, trace, &update, "rows of another dataset");
+}
+
+#[test]
+fn batch_not_derived_from_the_seed_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut cherry_picked = f.statement.clone();
+    cherry_picked.batch_indices = vec![0, 1, 2, 3];
+    assert_ne!(cherry_picked.batch_indices, f.statement.batch_indices);
+    let (trace, update) = generate_trace(&cherry_picked, &f.dataset).unwrap();
+    assert_rejected(&f.statement, trace, &update, "chosen rows");
+    // A whole proof for the chosen rows fails against the seed's statement too.
+    let (update, proof) = prove(&cherry_picked, &f.dataset).unwrap();
+    assert!(verify(&f.statement, &update, &proof).is_err());
+}
+
+#[test]
+fn stale_model_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut stale = f.statement.clone();
+    stale.model = Model { weights: vec![0; 5], bias: 0 };
+    let (trace, update) = generate_trace(&stale, &f.dataset).unwrap();
+    assert_rejected(&f.statement, trace, &update, "gradient of another model");
+    let (update, proof) = prove(&stale, &f.dataset).unwrap();
+    assert!(verify(&f.statement, &update, &proof).is_err());
+}
+
+#[test]
+fn tampered_accumulator_is_rejected() {
+    let f = fixture(Spec::default());
+    let (mut trace, mut update) = honest(&f);
+    let last = trace.values.len() / trace.width - 1;
+    row_mut(&mut trace, last).2[0] += Goldilocks::ONE;
+    update.weights[0] += 1;
+    assert_rejected(&f.statement, trace, &update, "accumulator bumped on the last row");
+}
+
+#[test]
+fn tampered_logit_is_rejected() {
+    let f = fixture(Spec::default());
+    let (mut trace, _) = honest(&f);
+    let row = scalar_row(&f, 1);
+    row_mut(&mut trace, row).1.logit += Goldilocks::from_u64(1 << 20);
+    assert_rejected(&f.statement, trace, &ClippedGradientSum::zero(5), "logit shifted");
+}
+
+#[test]
+fn nonzero_padding_lane_is_rejected() {
+    // 9 features: preimage positions 9..13 (row 1, lanes 1..5) are zero padding.
+    let f = fixture(Spec { features: 9, ..Spec::default() });
+    let (mut trace, _) = honest(&f);
+    row_mut(&mut trace, 1).0.inputs[2] = Goldilocks::from_u64(5);
+    assert_rejected(&f.statement, trace, &ClippedGradientSum::zero(9), "padding lane set");
+}
+
+#[test]
+fn wrong_leaf_iv_is_rejected() {
+    let f = fixture(Spec::default());
+    let (mut trace, _) = honest(&f);
+    row_mut(&mut trace, 0).0.inputs[9] += Goldilocks::ONE;
+    assert_rejected(&f.statement, trace, &ClippedGradientSum::zero(5), "leaf capacity changed");
+}
+
+#[test]
+fn update_changed_after_proving_is_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    verify(&f.statement, &update, &proof).expect("honest proof verifies");
+
+    let mut scaled = update.clone();
+    scaled.weights.iter_mut().for_each(|w| *w *= 2);
+    scaled.bias *= 2;
+    assert!(verify(&f.statement, &scaled, &proof).is_err(), "scaled update");
+
+    let mut nudged = update.clone();
+    nudged.weights[3] += 1;
+    assert!(verify(&f.statement, &nudged, &proof).is_err(), "one entry nudged");
+
+    let mut inflated = update.clone();
+    inflated.examples += 1;
+    assert!(matches!(
+        verify(&f.statement, &inflated, &proof),
+        Err(VerifyError::UpdateShape { what: "examples", .. })
+    ));
+
+    let mut wrapped = update.clone();
+    wrapped.weights[0] = wrapped.weights[0].wrapping_add(0xFFFF_FFFF_0000_0001u64 as i64);
+    assert!(verify(&f.statement, &wrapped, &proof).is_err(), "update shifted by p");
+}
+
+#[test]
+fn proof_replayed_under_another_statement_is_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    let variants: Vec<(&str, Box<dyn Fn(&mut Statement)>)> = vec![
+        ("round", Box::new(|s| s.context.round += 1)),
+        ("participant", Box::new(|s| s.context.participant[0] ^= 1)),
+        ("run", Box::new(|s| s.context.federation_id[31] ^= 1)),
+        ("seed", Box::new(|s| s.seed[0] ^= 1)),
+        ("model", Box::new(|s| s.model.weights[0] += 1)),
+        ("bias", Box::new(|s| s.model.bias += 1)),
+        ("clip norm", Box::new(|s| s.params.clip_norm += 1)),
+        ("row count", Box::new(|s| s.dataset.rows += 1)),
+        ("root", Box::new(|s| s.dataset.root[2] ^= 1)),
+    ];
+    for (what, change) in variants {
+        let mut other = f.statement.clone();
+        change(&mut other);
+        assert!(verify(&other, &update, &proof).is_err(), "replay with another {what} verified");
+    }
+    // A larger batch claims more examples from the same proof.
+    let mut bigger = f.statement.clone();
+    bigger.params.batch_size += 1;
+    bigger.batch_indices.push(11);
+    let mut claimed = update.clone();
+    claimed.examples += 1;
+    assert!(verify(&bigger, &claimed, &proof).is_err(), "inflated batch verified");
+}
+
+#[test]
+fn random_bit_flips_are_all_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    let mut rng = StdRng::seed_from_u64(2024);
+    let mut faults = 0;
+    for _ in 0..256 {
+        let mut bytes = proof.clone();
+        let bit = rng.random_range(0..bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        match verify(&f.statement, &update, &bytes) {
+            Ok(()) => panic!("bit {bit} flipped and the proof still verified"),
+            Err(VerifyError::VerifierFault) => faults += 1,
+            Err(_) => {}
+        }
+    }
+    eprintln!("256 flips rejected; {faults} of them tripped an (isolated) verifier fault");
+}
+
+#[test]
+fn truncated_empty_garbage_and_oversized_bytes_are_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    for len in [0, 3, 4, 8, 9, 100, proof.len() / 2, proof.len() - 1] {
+        assert!(verify(&f.statement, &update, &proof[..len]).is_err(), "truncated to {len}");
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    for len in [16usize, 1000, 200_000] {
+        let mut garbage: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        garbage[..8].copy_from_slice(&proof[..8]);
+        assert!(verify(&f.statement, &update, &garbage).is_err(), "garbage of {len} bytes");
+    }
+    let mut longer = proof.clone();
+    longer.extend_from_slice(&[0; 64]);
+    assert!(verify(&f.statement, &update, &longer).is_err(), "trailing bytes");
+    let oversized = vec![0u8; zkfed_air::proof::MAX_PROOF_BYTES + 1];
+    assert!(matches!(verify(&f.statement, &update, &oversized), Err(VerifyError::TooLarge { .. })));
+    let mut wrong_version = proof.clone();
+    wrong_version[4] ^= 0xff;
+    assert!(matches!(verify(&f.statement, &update, &wrong_version), Err(VerifyError::Version { .. })));
+}
