@@ -5,6 +5,7 @@ pub mod air;
 pub mod batch;
 pub mod columns;
 pub mod commitment;
+pub mod data;
 pub mod config;
 pub mod error;
 pub mod fixed;
