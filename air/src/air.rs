@@ -144,7 +144,11 @@ fn periodic_columns(statement: &Statement, shape: ProofShape) -> Vec<Vec<Goldilo
         }
         for level in 0..shape.depth {
             let row = base + k_rows + level;
-            let link = if (index >> level) & 1 == 0 { LINK_LEFT } else { LINK_RIGHT };
+            let link = if (index >> level) & 1 == 0 {
+                LINK_LEFT
+            } else {
+                LINK_RIGHT
+            };
             set(link, row - 1, Goldilocks::ONE);
             set(MERKLE, row, Goldilocks::ONE);
             if level + 1 == shape.depth {
@@ -185,18 +189,30 @@ impl<AB: AirBuilder<F = Goldilocks>> Air<AB> for ClippedGradientAir {
         let main = builder.main();
         let (perm, step, acc) = split_row(main.current_slice());
         let (perm_next, step_next, acc_next) = split_row(main.next_slice());
-        let p: Vec<AB::Expr> = builder.periodic_values().iter().map(|&v| v.into()).collect();
+        let p: Vec<AB::Expr> = builder
+            .periodic_values()
+            .iter()
+            .map(|&v| v.into())
+            .collect();
         let public: Vec<AB::Expr> = builder.public_values().iter().map(|&v| v.into()).collect();
 
         eval_booleans(builder, step);
         let row_logit = eval_lanes(builder, perm, step, &p);
         eval_sponge(builder, perm, perm_next, &p, self.shape.num_features);
         eval_merkle(builder, perm, perm_next, &p, &public[self.layout.root..]);
-        eval_block_sums(builder, perm, step, step_next, &p, row_logit.clone(), self.bias);
+        eval_block_sums(
+            builder,
+            perm,
+            step,
+            step_next,
+            &p,
+            row_logit.clone(),
+            self.bias,
+        );
         let scalar = p[periodic::PHASE + self.shape.chunks() - 1].clone();
         eval_example(builder, perm, step, scalar, row_logit, self.clip_norm);
         let update = &public[self.layout.update..];
-        eval_update(builder, perm, step, acc, acc_next, &p, self.shape, update);
+        eval_update(builder, perm, step, (acc, acc_next), &p, self.shape, update);
     }
 }
 
@@ -330,8 +346,12 @@ fn eval_block_sums<AB: AirBuilder<F = Goldilocks>>(
         .sum();
     builder.assert_eq(s.row_norm_sq, row_norm_sq);
 
-    builder.when_first_row().assert_eq(s.logit, bias_term.clone());
-    builder.when_first_row().assert_eq(s.norm_sq, one_sq.clone());
+    builder
+        .when_first_row()
+        .assert_eq(s.logit, bias_term.clone());
+    builder
+        .when_first_row()
+        .assert_eq(s.norm_sq, one_sq.clone());
     let mut t = builder.when_transition();
     t.assert_eq(
         next.logit,
@@ -362,7 +382,10 @@ fn eval_example<AB: AirBuilder<F = Goldilocks>>(
     let logit = s.logit.into() + row_logit;
     let quarter: AB::Expr = s.quarter_logit.into();
     let shift = constant::<AB>(1 << (FRAC_BITS + 2));
-    b.assert_eq(logit, quarter.clone() * shift + bits_value::<AB>(&s.logit_rem_bits));
+    b.assert_eq(
+        logit,
+        quarter.clone() * shift + bits_value::<AB>(&s.logit_rem_bits),
+    );
 
     // t = 1/2 + z/4; exactly one case of clamp(t, 0, 1) holds, proven by a range check.
     let t = constant::<AB>(ONE / 2) + quarter;
@@ -374,23 +397,35 @@ fn eval_example<AB: AirBuilder<F = Goldilocks>>(
         + above.clone() * (t.clone() - one.clone() - AB::Expr::ONE)
         + mid.clone() * t.clone();
     b.assert_eq(slack, bits_value::<AB>(&s.clamp_bits));
-    b.assert_eq(mid.clone() * (one.clone() - t.clone()), bits_value::<AB>(&s.clamp_mid_bits));
+    b.assert_eq(
+        mid.clone() * (one.clone() - t.clone()),
+        bits_value::<AB>(&s.clamp_mid_bits),
+    );
     b.assert_eq(s.sigmoid, mid * t + above * one.clone());
 
     // r = s - y·ONE = |r|·(1 - 2·neg)
     let residual = s.sigmoid.into() - label * one.clone();
     let abs_r: AB::Expr = s.abs_residual.into();
     let neg: AB::Expr = s.residual_neg.into();
-    b.assert_eq(residual, abs_r.clone() - neg.clone() * abs_r.clone() * AB::Expr::TWO);
+    b.assert_eq(
+        residual,
+        abs_r.clone() - neg.clone() * abs_r.clone() * AB::Expr::TWO,
+    );
     b.assert_eq(abs_r.clone(), bits_value::<AB>(&s.abs_residual_bits));
 
     // ν = ceil(sqrt(N)): (ν-1)² < N ≤ ν²
     let norm: AB::Expr = s.norm.into();
     let norm_sq = s.norm_sq.into() + s.row_norm_sq.into();
     b.assert_eq(norm.clone(), bits_value::<AB>(&s.norm_bits));
-    b.assert_eq(norm.square() - norm_sq.clone(), bits_value::<AB>(&s.norm_upper_bits));
+    b.assert_eq(
+        norm.square() - norm_sq.clone(),
+        bits_value::<AB>(&s.norm_upper_bits),
+    );
     let below_sq = (norm.clone() - AB::Expr::ONE).square();
-    b.assert_eq(norm_sq - below_sq - AB::Expr::ONE, bits_value::<AB>(&s.norm_lower_bits));
+    b.assert_eq(
+        norm_sq - below_sq - AB::Expr::ONE,
+        bits_value::<AB>(&s.norm_lower_bits),
+    );
 
     // Clip decision: |r|·ν ≤ C·ONE keeps c = r, otherwise c = sign(r)·floor(C·ONE/ν).
     let bound = constant::<AB>(clip_norm * ONE);
@@ -406,7 +441,10 @@ fn eval_example<AB: AirBuilder<F = Goldilocks>>(
     b.assert_zero(keep * (m.clone() - abs_r));
     b.assert_eq(s.coeff_norm, m.clone() * norm.clone());
     let floor_rem = bound - s.coeff_norm.into();
-    b.assert_eq(clipped.clone() * floor_rem.clone(), bits_value::<AB>(&s.clip_floor_bits));
+    b.assert_eq(
+        clipped.clone() * floor_rem.clone(),
+        bits_value::<AB>(&s.clip_floor_bits),
+    );
     let gap = norm - AB::Expr::ONE - floor_rem;
     b.assert_eq(clipped * gap, bits_value::<AB>(&s.clip_floor_gap_bits));
 
@@ -418,8 +456,7 @@ fn eval_update<AB: AirBuilder<F = Goldilocks>>(
     builder: &mut AB,
     perm: &PermCols<AB::Var>,
     s: &StepCols<AB::Var>,
-    acc: &[AB::Var],
-    acc_next: &[AB::Var],
+    (acc, acc_next): (&[AB::Var], &[AB::Var]),
     p: &[AB::Expr],
     shape: ProofShape,
     update: &[AB::Expr],

@@ -18,7 +18,10 @@ pub fn batch_indices(
     batch: usize,
 ) -> Result<Vec<u64>, ShapeError> {
     if rows == 0 {
-        return Err(ShapeError::Rows { got: rows, max: crate::commitment::MAX_ROWS });
+        return Err(ShapeError::Rows {
+            got: rows,
+            max: crate::commitment::MAX_ROWS,
+        });
     }
     if batch as u64 > rows {
         return Err(ShapeError::BatchLargerThanDataset { batch, rows });

@@ -9,7 +9,9 @@
 use core::borrow::{Borrow, BorrowMut};
 use core::mem::size_of;
 
-use p3_goldilocks::{GOLDILOCKS_POSEIDON2_HALF_FULL_ROUNDS, GOLDILOCKS_POSEIDON2_PARTIAL_ROUNDS_12};
+use p3_goldilocks::{
+    GOLDILOCKS_POSEIDON2_HALF_FULL_ROUNDS, GOLDILOCKS_POSEIDON2_PARTIAL_ROUNDS_12,
+};
 use p3_poseidon2_air::{Poseidon2Cols, num_cols};
 
 use crate::fixed::X_BITS;

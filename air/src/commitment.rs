@@ -55,6 +55,7 @@ pub struct CommittedDataset {
 
 /// A salt file that does not fit the dataset it should open.
 #[derive(Debug, Error)]
+#[allow(missing_docs)] // variant fields are named in their messages
 pub enum SaltError {
     /// Bytes that do not decode.
     #[error("salt file is corrupt: {0}")]
@@ -85,15 +86,24 @@ impl CommittedDataset {
     ) -> Result<Self, ShapeError> {
         let rows = features.len() as u64;
         if rows == 0 || rows > MAX_ROWS {
-            return Err(ShapeError::Rows { got: rows, max: MAX_ROWS });
+            return Err(ShapeError::Rows {
+                got: rows,
+                max: MAX_ROWS,
+            });
         }
         let d = features[0].len();
         for x in &features {
             if x.len() != d {
-                return Err(ShapeError::RowWidth { expected: d, got: x.len() });
+                return Err(ShapeError::RowWidth {
+                    expected: d,
+                    got: x.len(),
+                });
             }
             if let Some(feature) = x.iter().position(|&v| !feature_in_range(v)) {
-                return Err(ShapeError::FeatureOutOfRange { feature, value: x[feature] });
+                return Err(ShapeError::FeatureOutOfRange {
+                    feature,
+                    value: x[feature],
+                });
             }
         }
         assert_eq!(labels.len(), features.len(), "one label per row");
@@ -113,7 +123,12 @@ impl CommittedDataset {
                 .collect();
             levels.push(next);
         }
-        Ok(Self { features, labels, salts, levels })
+        Ok(Self {
+            features,
+            labels,
+            salts,
+            levels,
+        })
     }
 
     /// The public commitment.
@@ -132,7 +147,11 @@ impl CommittedDataset {
 
     /// One committed row: features, label and salt.
     pub fn row(&self, index: usize) -> (&[i64], u8, &[Goldilocks; SALT_ELEMS]) {
-        (&self.features[index], self.labels[index], &self.salts[index])
+        (
+            &self.features[index],
+            self.labels[index],
+            &self.salts[index],
+        )
     }
 
     /// Sibling digests from the leaf at `index` up to (not including) the root.
@@ -154,19 +173,30 @@ impl CommittedDataset {
 
 /// Encodes salts for durable storage.
 pub fn salts_to_bytes(salts: &[[Goldilocks; SALT_ELEMS]]) -> Vec<u8> {
-    let raw: Vec<[u64; SALT_ELEMS]> =
-        salts.iter().map(|s| s.map(|f| f.as_canonical_u64())).collect();
+    let raw: Vec<[u64; SALT_ELEMS]> = salts
+        .iter()
+        .map(|s| s.map(|f| f.as_canonical_u64()))
+        .collect();
     postcard::to_allocvec(&raw).expect("serializing integers cannot fail")
 }
 
 /// Decodes salts written by [`salts_to_bytes`], checking they fit `rows` rows.
-pub fn salts_from_bytes(bytes: &[u8], rows: usize) -> Result<Vec<[Goldilocks; SALT_ELEMS]>, SaltError> {
+pub fn salts_from_bytes(
+    bytes: &[u8],
+    rows: usize,
+) -> Result<Vec<[Goldilocks; SALT_ELEMS]>, SaltError> {
     let raw: Vec<[u64; SALT_ELEMS]> =
         postcard::from_bytes(bytes).map_err(|e| SaltError::Corrupt(e.to_string()))?;
     if raw.len() != rows {
-        return Err(SaltError::Count { expected: rows, got: raw.len() });
+        return Err(SaltError::Count {
+            expected: rows,
+            got: raw.len(),
+        });
     }
-    Ok(raw.into_iter().map(|s| s.map(Goldilocks::from_u64)).collect())
+    Ok(raw
+        .into_iter()
+        .map(|s| s.map(Goldilocks::from_u64))
+        .collect())
 }
 
 #[cfg(test)]
@@ -184,7 +214,8 @@ mod tests {
     #[test]
     fn salts_round_trip_reopens_the_same_root() {
         let (f, l) = data(5);
-        let c = CommittedDataset::commit(f.clone(), l.clone(), &mut StdRng::seed_from_u64(1)).unwrap();
+        let c =
+            CommittedDataset::commit(f.clone(), l.clone(), &mut StdRng::seed_from_u64(1)).unwrap();
         let bytes = salts_to_bytes(c.salts());
         let salts = salts_from_bytes(&bytes, 5).unwrap();
         let again = CommittedDataset::with_salts(f, l, salts).unwrap();
@@ -196,7 +227,8 @@ mod tests {
     #[test]
     fn fresh_salts_give_fresh_roots() {
         let (f, l) = data(4);
-        let a = CommittedDataset::commit(f.clone(), l.clone(), &mut StdRng::seed_from_u64(1)).unwrap();
+        let a =
+            CommittedDataset::commit(f.clone(), l.clone(), &mut StdRng::seed_from_u64(1)).unwrap();
         let b = CommittedDataset::commit(f, l, &mut StdRng::seed_from_u64(2)).unwrap();
         assert_ne!(a.commitment().root, b.commitment().root);
     }
@@ -209,7 +241,11 @@ mod tests {
             let (x, y, s) = c.row(i);
             let mut node = leaf_hash(x, y, s);
             for (level, sib) in c.siblings(i).iter().enumerate() {
-                node = if (i >> level) & 1 == 0 { compress(&node, sib) } else { compress(sib, &node) };
+                node = if (i >> level) & 1 == 0 {
+                    compress(&node, sib)
+                } else {
+                    compress(sib, &node)
+                };
             }
             assert_eq!(node, c.commitment().root_digest());
         }

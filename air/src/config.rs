@@ -80,6 +80,12 @@ pub fn zk_config() -> ZkConfig {
         rand::make_rng::<StdRng>(),
     );
     let fri = fri_parameters(ChallengeMmcs::new(mmcs.clone()));
-    let pcs = Pcs::new(Dft::default(), mmcs, fri, RANDOM_CODEWORDS, rand::make_rng::<StdRng>());
+    let pcs = Pcs::new(
+        Dft::default(),
+        mmcs,
+        fri,
+        RANDOM_CODEWORDS,
+        rand::make_rng::<StdRng>(),
+    );
     ZkConfig::new(pcs, Challenger::new(perm))
 }

@@ -44,6 +44,7 @@ pub struct RawDataset {
 
 /// A CSV that does not fit its schema. Lines count from 1, the header being line 1.
 #[derive(Debug, Error, PartialEq)]
+#[allow(missing_docs)] // variant fields are named in their messages
 pub enum DataError {
     /// The reader failed or the CSV is malformed.
     #[error("CSV line {line}: {message}")]
@@ -56,13 +57,21 @@ pub enum DataError {
     MissingColumn { column: String },
     /// A row with a different number of fields than the header.
     #[error("CSV line {line}: {got} fields, the header has {expected}")]
-    ColumnCount { line: u64, expected: usize, got: usize },
+    ColumnCount {
+        line: u64,
+        expected: usize,
+        got: usize,
+    },
     /// An empty value.
     #[error("CSV line {line}, column `{column}`: missing value")]
     Missing { line: u64, column: String },
     /// A value that is not a finite number.
     #[error("CSV line {line}, column `{column}`: `{value}` is not a finite number")]
-    NotNumeric { line: u64, column: String, value: String },
+    NotNumeric {
+        line: u64,
+        column: String,
+        value: String,
+    },
     /// A label other than 0 or 1.
     #[error("CSV line {line}: label `{value}` is not 0 or 1")]
     BadLabel { line: u64, value: String },
@@ -74,7 +83,12 @@ pub enum DataError {
     TooManyRows { max: usize },
     /// A standardized value the fixed-point format cannot hold.
     #[error("row {row}, feature `{column}`: standardized value {value:.3} is outside ±{limit}")]
-    OutOfRange { row: usize, column: String, value: f64, limit: f64 },
+    OutOfRange {
+        row: usize,
+        column: String,
+        value: f64,
+        limit: f64,
+    },
     /// Standardization statistics that do not fit the schema.
     #[error("standardization has {got} features, the schema {expected}")]
     StatsShape { expected: usize, got: usize },
@@ -85,7 +99,10 @@ pub enum DataError {
 
 /// Reads a CSV with a header row, keeping the schema's columns.
 pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataError> {
-    let mut csv = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
     let mut records = csv.records();
     let header = match records.next() {
         Some(r) => r.map_err(|e| csv_error(1, e))?,
@@ -95,9 +112,15 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
         header
             .iter()
             .position(|h| h.trim() == name)
-            .ok_or_else(|| DataError::MissingColumn { column: name.to_string() })
+            .ok_or_else(|| DataError::MissingColumn {
+                column: name.to_string(),
+            })
     };
-    let feature_cols = schema.features.iter().map(|f| position(f)).collect::<Result<Vec<_>, _>>()?;
+    let feature_cols = schema
+        .features
+        .iter()
+        .map(|f| position(f))
+        .collect::<Result<Vec<_>, _>>()?;
     let label_col = position(&schema.label)?;
 
     let mut features = Vec::new();
@@ -106,7 +129,11 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
         let line = i as u64 + 2;
         let record = record.map_err(|e| csv_error(line, e))?;
         if record.len() != header.len() {
-            return Err(DataError::ColumnCount { line, expected: header.len(), got: record.len() });
+            return Err(DataError::ColumnCount {
+                line,
+                expected: header.len(),
+                got: record.len(),
+            });
         }
         if features.len() == MAX_CSV_ROWS {
             return Err(DataError::TooManyRows { max: MAX_CSV_ROWS });
@@ -119,8 +146,18 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
         let label = match record[label_col].trim() {
             "0" => 0,
             "1" => 1,
-            "" => return Err(DataError::Missing { line, column: schema.label.clone() }),
-            other => return Err(DataError::BadLabel { line, value: other.to_string() }),
+            "" => {
+                return Err(DataError::Missing {
+                    line,
+                    column: schema.label.clone(),
+                });
+            }
+            other => {
+                return Err(DataError::BadLabel {
+                    line,
+                    value: other.to_string(),
+                });
+            }
         };
         features.push(row);
         labels.push(label);
@@ -128,22 +165,36 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
     if features.is_empty() {
         return Err(DataError::Empty);
     }
-    Ok(RawDataset { schema: schema.clone(), features, labels })
+    Ok(RawDataset {
+        schema: schema.clone(),
+        features,
+        labels,
+    })
 }
 
 fn csv_error(line: u64, e: csv::Error) -> DataError {
     let line = e.position().map_or(line, |p| p.line());
-    DataError::Csv { line, message: e.to_string() }
+    DataError::Csv {
+        line,
+        message: e.to_string(),
+    }
 }
 
 fn parse_number(field: &str, line: u64, column: &str) -> Result<f64, DataError> {
     let field = field.trim();
     if field.is_empty() {
-        return Err(DataError::Missing { line, column: column.to_string() });
+        return Err(DataError::Missing {
+            line,
+            column: column.to_string(),
+        });
     }
     match field.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(DataError::NotNumeric { line, column: column.to_string(), value: field.to_string() }),
+        _ => Err(DataError::NotNumeric {
+            line,
+            column: column.to_string(),
+            value: field.to_string(),
+        }),
     }
 }
 
@@ -182,11 +233,17 @@ impl Standardization {
     fn check(&self, schema: &Schema) -> Result<(), DataError> {
         let d = schema.features.len();
         if self.mean.len() != d || self.std.len() != d {
-            return Err(DataError::StatsShape { expected: d, got: self.mean.len().min(self.std.len()) });
+            return Err(DataError::StatsShape {
+                expected: d,
+                got: self.mean.len().min(self.std.len()),
+            });
         }
         for (name, &std) in schema.features.iter().zip(&self.std) {
             if !(std.is_finite() && std > 0.0) {
-                return Err(DataError::DegenerateColumn { column: name.clone(), std });
+                return Err(DataError::DegenerateColumn {
+                    column: name.clone(),
+                    std,
+                });
             }
         }
         Ok(())
@@ -209,7 +266,12 @@ impl Standardization {
                         if feature_in_range(q) {
                             Ok(q)
                         } else {
-                            Err(DataError::OutOfRange { row, column: column.clone(), value: z, limit })
+                            Err(DataError::OutOfRange {
+                                row,
+                                column: column.clone(),
+                                value: z,
+                                limit,
+                            })
                         }
                     })
                     .collect()
@@ -228,8 +290,15 @@ pub fn breast_cancer() -> RawDataset {
         .map(|row| row.iter().map(|&v| f64::from(v)).collect())
         .collect();
     let labels = ds.target.iter().map(|&t| u8::from(t != 0)).collect();
-    let schema = Schema { features: ds.feature_names.clone(), label: "diagnosis".into() };
-    RawDataset { schema, features, labels }
+    let schema = Schema {
+        features: ds.feature_names.clone(),
+        label: "diagnosis".into(),
+    };
+    RawDataset {
+        schema,
+        features,
+        labels,
+    }
 }
 
 #[cfg(test)]
@@ -237,7 +306,10 @@ mod tests {
     use super::*;
 
     fn schema() -> Schema {
-        Schema { features: vec!["a".into(), "b".into()], label: "y".into() }
+        Schema {
+            features: vec!["a".into(), "b".into()],
+            label: "y".into(),
+        }
     }
 
     #[test]
@@ -253,16 +325,48 @@ mod tests {
         let s = schema();
         let e = |csv: &str| read_csv(csv.as_bytes(), &s).unwrap_err();
         assert_eq!(e(""), DataError::NoHeader);
-        assert_eq!(e("a,y\n1,0\n"), DataError::MissingColumn { column: "b".into() });
-        assert_eq!(e("a,b,y\n1,2\n"), DataError::ColumnCount { line: 2, expected: 3, got: 2 });
-        assert_eq!(e("a,b,y\n1,,0\n"), DataError::Missing { line: 2, column: "b".into() });
+        assert_eq!(
+            e("a,y\n1,0\n"),
+            DataError::MissingColumn { column: "b".into() }
+        );
+        assert_eq!(
+            e("a,b,y\n1,2\n"),
+            DataError::ColumnCount {
+                line: 2,
+                expected: 3,
+                got: 2
+            }
+        );
+        assert_eq!(
+            e("a,b,y\n1,,0\n"),
+            DataError::Missing {
+                line: 2,
+                column: "b".into()
+            }
+        );
         assert_eq!(
             e("a,b,y\n1,2,0\n1,two,1\n"),
-            DataError::NotNumeric { line: 3, column: "b".into(), value: "two".into() }
+            DataError::NotNumeric {
+                line: 3,
+                column: "b".into(),
+                value: "two".into()
+            }
         );
-        assert!(matches!(e("a,b,y\n1,NaN,0\n"), DataError::NotNumeric { .. }));
-        assert!(matches!(e("a,b,y\n1,inf,0\n"), DataError::NotNumeric { .. }));
-        assert_eq!(e("a,b,y\n1,2,2\n"), DataError::BadLabel { line: 2, value: "2".into() });
+        assert!(matches!(
+            e("a,b,y\n1,NaN,0\n"),
+            DataError::NotNumeric { .. }
+        ));
+        assert!(matches!(
+            e("a,b,y\n1,inf,0\n"),
+            DataError::NotNumeric { .. }
+        ));
+        assert_eq!(
+            e("a,b,y\n1,2,2\n"),
+            DataError::BadLabel {
+                line: 2,
+                value: "2".into()
+            }
+        );
         assert_eq!(e("a,b,y\n"), DataError::Empty);
     }
 
@@ -270,12 +374,26 @@ mod tests {
     fn standardization_rejects_values_outside_the_format() {
         let mut rows = vec![vec![0.0, 1.0]; 300];
         rows.push(vec![1000.0, 2.0]);
-        let data = RawDataset { schema: schema(), features: rows, labels: vec![0; 301] };
+        let data = RawDataset {
+            schema: schema(),
+            features: rows,
+            labels: vec![0; 301],
+        };
         let stats = Standardization::fit(&data).unwrap();
         let err = stats.apply(&data).unwrap_err();
-        assert!(matches!(err, DataError::OutOfRange { row: 300, .. }), "{err:?}");
-        let flat = RawDataset { schema: schema(), features: vec![vec![1.0, 1.0]; 3], labels: vec![0; 3] };
-        assert!(matches!(Standardization::fit(&flat), Err(DataError::DegenerateColumn { .. })));
+        assert!(
+            matches!(err, DataError::OutOfRange { row: 300, .. }),
+            "{err:?}"
+        );
+        let flat = RawDataset {
+            schema: schema(),
+            features: vec![vec![1.0, 1.0]; 3],
+            labels: vec![0; 3],
+        };
+        assert!(matches!(
+            Standardization::fit(&flat),
+            Err(DataError::DegenerateColumn { .. })
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use thiserror::Error;
 
 /// A model, parameter set or dataset whose shape the proof cannot cover.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // variant fields are named in their messages
 pub enum ShapeError {
     /// Feature count outside `1..=max`.
     #[error("model has {got} features; between 1 and {max} are supported")]

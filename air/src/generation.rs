@@ -19,12 +19,15 @@ use crate::columns::{
 use crate::commitment::CommittedDataset;
 use crate::error::ShapeError;
 use crate::fixed::{FRAC_BITS, ONE, X_OFFSET, to_field};
-use crate::hash::{RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate};
+use crate::hash::{
+    RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate,
+};
 use crate::reference::{ClippedGradientSum, ExampleSteps, example_steps, validate_row};
 use crate::statement::Statement;
 
 /// Why a trace could not be built for a statement.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // variant fields are named in their messages
 pub enum WitnessError {
     /// The dataset does not match the statement.
     #[error("the dataset does not match the statement: {0}")]
@@ -34,7 +37,11 @@ pub enum WitnessError {
     Shape(#[from] ShapeError),
     /// An intermediate value outside the range its bit decomposition allows.
     #[error("intermediate `{what}` = {value} does not fit in {bits} bits")]
-    Range { what: &'static str, value: i64, bits: usize },
+    Range {
+        what: &'static str,
+        value: i64,
+        bits: usize,
+    },
 }
 
 /// The trace proving `statement` over `dataset`, and the update it attests to.
@@ -98,7 +105,10 @@ pub fn generate_trace(
     >(perm_inputs, &constants, 0);
 
     let mut values = Goldilocks::zero_vec(height * width);
-    for (row, perm_row) in values.chunks_exact_mut(width).zip(perm_trace.values.chunks_exact(NUM_PERM_COLS)) {
+    for (row, perm_row) in values
+        .chunks_exact_mut(width)
+        .zip(perm_trace.values.chunks_exact(NUM_PERM_COLS))
+    {
         row[..NUM_PERM_COLS].copy_from_slice(perm_row);
     }
 
@@ -158,7 +168,11 @@ fn write_example(
     let t = ONE / 2 + step.quarter_logit;
     let mid = !(step.below || step.above);
     cols.quarter_logit = to_field(step.quarter_logit);
-    write_bits(&mut cols.logit_rem_bits, step.logit - (step.quarter_logit << (FRAC_BITS + 2)), "logit remainder")?;
+    write_bits(
+        &mut cols.logit_rem_bits,
+        step.logit - (step.quarter_logit << (FRAC_BITS + 2)),
+        "logit remainder",
+    )?;
     cols.below = Goldilocks::from_bool(step.below);
     cols.above = Goldilocks::from_bool(step.above);
     let slack = if step.below {
@@ -169,7 +183,11 @@ fn write_example(
         t
     };
     write_bits(&mut cols.clamp_bits, slack, "clamp slack")?;
-    write_bits(&mut cols.clamp_mid_bits, if mid { ONE - t } else { 0 }, "clamp gap")?;
+    write_bits(
+        &mut cols.clamp_mid_bits,
+        if mid { ONE - t } else { 0 },
+        "clamp gap",
+    )?;
     cols.sigmoid = to_field(step.sigmoid);
 
     let abs_r = step.residual.abs();
@@ -180,21 +198,37 @@ fn write_example(
     let nu = step.norm;
     cols.norm = to_field(nu);
     write_bits(&mut cols.norm_bits, nu, "norm")?;
-    write_bits(&mut cols.norm_upper_bits, nu * nu - step.norm_sq, "norm upper gap")?;
-    write_bits(&mut cols.norm_lower_bits, step.norm_sq - (nu - 1) * (nu - 1) - 1, "norm lower gap")?;
+    write_bits(
+        &mut cols.norm_upper_bits,
+        nu * nu - step.norm_sq,
+        "norm upper gap",
+    )?;
+    write_bits(
+        &mut cols.norm_lower_bits,
+        step.norm_sq - (nu - 1) * (nu - 1) - 1,
+        "norm lower gap",
+    )?;
 
     let bound = clip_norm * ONE;
     let grad_norm = abs_r * nu;
     cols.grad_norm = to_field(grad_norm);
     cols.clipped = Goldilocks::from_bool(step.clipped);
     let room = bound - grad_norm;
-    write_bits(&mut cols.clip_slack_bits, if step.clipped { -room - 1 } else { room }, "clip slack")?;
+    write_bits(
+        &mut cols.clip_slack_bits,
+        if step.clipped { -room - 1 } else { room },
+        "clip slack",
+    )?;
     let m = step.coeff.abs();
     cols.coeff_abs = to_field(m);
     write_bits(&mut cols.coeff_abs_bits, m, "|coeff|")?;
     cols.coeff_norm = to_field(m * nu);
     let floor_rem = bound - m * nu;
-    let (rem, gap) = if step.clipped { (floor_rem, nu - 1 - floor_rem) } else { (0, 0) };
+    let (rem, gap) = if step.clipped {
+        (floor_rem, nu - 1 - floor_rem)
+    } else {
+        (0, 0)
+    };
     write_bits(&mut cols.clip_floor_bits, rem, "clip floor remainder")?;
     write_bits(&mut cols.clip_floor_gap_bits, gap, "clip floor gap")?;
     Ok(())
@@ -203,7 +237,11 @@ fn write_example(
 /// Little-endian bits of `value`, which must lie in `[0, 2^bits.len())`.
 fn write_bits(bits: &mut [Goldilocks], value: i64, what: &'static str) -> Result<(), WitnessError> {
     if value < 0 || (bits.len() < 63 && value >> bits.len() != 0) {
-        return Err(WitnessError::Range { what, value, bits: bits.len() });
+        return Err(WitnessError::Range {
+            what,
+            value,
+            bits: bits.len(),
+        });
     }
     for (i, b) in bits.iter_mut().enumerate() {
         *b = Goldilocks::from_bool((value >> i) & 1 == 1);

@@ -66,7 +66,11 @@ pub fn node_capacity() -> [Goldilocks; WIDTH - RATE] {
 }
 
 /// The padded leaf preimage of one row, `leaf_chunks(d) * RATE` elements long.
-pub fn leaf_preimage(features: &[i64], label: u8, salt: &[Goldilocks; SALT_ELEMS]) -> Vec<Goldilocks> {
+pub fn leaf_preimage(
+    features: &[i64],
+    label: u8,
+    salt: &[Goldilocks; SALT_ELEMS],
+) -> Vec<Goldilocks> {
     let len = leaf_chunks(features.len()) * RATE;
     let mut pre = vec![Goldilocks::ZERO; len];
     for (slot, &x) in pre.iter_mut().zip(features) {
@@ -79,7 +83,10 @@ pub fn leaf_preimage(features: &[i64], label: u8, salt: &[Goldilocks; SALT_ELEMS
 }
 
 /// The permutation inputs of a leaf sponge, one per absorb row.
-pub fn leaf_sponge_inputs(num_features: usize, preimage: &[Goldilocks]) -> Vec<[Goldilocks; WIDTH]> {
+pub fn leaf_sponge_inputs(
+    num_features: usize,
+    preimage: &[Goldilocks],
+) -> Vec<[Goldilocks; WIDTH]> {
     let perm = permutation();
     let mut capacity = leaf_iv(num_features);
     let mut inputs = Vec::with_capacity(preimage.len() / RATE);
@@ -97,7 +104,9 @@ pub fn leaf_sponge_inputs(num_features: usize, preimage: &[Goldilocks]) -> Vec<[
 /// The leaf digest of one row.
 pub fn leaf_hash(features: &[i64], label: u8, salt: &[Goldilocks; SALT_ELEMS]) -> Digest {
     let pre = leaf_preimage(features, label, salt);
-    let last = *leaf_sponge_inputs(features.len(), &pre).last().expect("at least one chunk");
+    let last = *leaf_sponge_inputs(features.len(), &pre)
+        .last()
+        .expect("at least one chunk");
     truncate(&permutation().permute(last))
 }
 

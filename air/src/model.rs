@@ -19,7 +19,10 @@ pub struct Model {
 impl Model {
     /// The all-zero model with `num_features` weights.
     pub fn zeros(num_features: usize) -> Self {
-        Self { weights: vec![0; num_features], bias: 0 }
+        Self {
+            weights: vec![0; num_features],
+            bias: 0,
+        }
     }
 
     /// Number of features the model expects.
@@ -31,7 +34,10 @@ impl Model {
     pub fn validate(&self) -> Result<(), ShapeError> {
         let d = self.weights.len();
         if d == 0 || d > MAX_FEATURES {
-            return Err(ShapeError::Features { got: d, max: MAX_FEATURES });
+            return Err(ShapeError::Features {
+                got: d,
+                max: MAX_FEATURES,
+            });
         }
         let bad = self
             .weights
@@ -39,7 +45,10 @@ impl Model {
             .chain(std::iter::once(&self.bias))
             .position(|w| w.unsigned_abs() >= PARAM_BOUND as u64);
         match bad {
-            Some(index) => Err(ShapeError::ParameterOutOfRange { index, bound: PARAM_BOUND }),
+            Some(index) => Err(ShapeError::ParameterOutOfRange {
+                index,
+                bound: PARAM_BOUND,
+            }),
             None => Ok(()),
         }
     }
@@ -69,10 +78,16 @@ impl RoundParams {
     /// Checks the ranges the AIR's headroom argument relies on.
     pub fn validate(&self) -> Result<(), ShapeError> {
         if self.clip_norm <= 0 || self.clip_norm >= PARAM_BOUND {
-            return Err(ShapeError::ClipNorm { got: self.clip_norm, bound: PARAM_BOUND });
+            return Err(ShapeError::ClipNorm {
+                got: self.clip_norm,
+                bound: PARAM_BOUND,
+            });
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return Err(ShapeError::Batch { got: self.batch_size, max: MAX_BATCH });
+            return Err(ShapeError::Batch {
+                got: self.batch_size,
+                max: MAX_BATCH,
+            });
         }
         Ok(())
     }

@@ -27,6 +27,7 @@ const UPDATE_BOUND: u64 = 1 << 62;
 
 /// Why a proof could not be made.
 #[derive(Debug, Error)]
+#[allow(missing_docs)] // variant fields are named in their messages
 pub enum ProveError {
     /// The witness does not fit the statement.
     #[error(transparent)]
@@ -38,6 +39,7 @@ pub enum ProveError {
 
 /// Why a submission was rejected. Each variant names the failed check.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[allow(missing_docs)] // variant fields are named in their messages
 pub enum VerifyError {
     /// More bytes than any honest proof.
     #[error("proof is {got} bytes, over the {max}-byte limit")]
@@ -53,7 +55,11 @@ pub enum VerifyError {
     Decode(String),
     /// The update's shape disagrees with the statement.
     #[error("update has {got} {what}, the statement requires {expected}")]
-    UpdateShape { what: &'static str, expected: u64, got: u64 },
+    UpdateShape {
+        what: &'static str,
+        expected: u64,
+        got: u64,
+    },
     /// An update entry too large to be a clipped-gradient sum.
     #[error("update entry {index} is out of range")]
     UpdateRange { index: usize },
@@ -89,11 +95,15 @@ pub fn prove_trace(
     let air = ClippedGradientAir::new(statement);
     let public = statement.public_values(update);
     let config = zk_config();
-    let outcome = catch_unwind(AssertUnwindSafe(|| p3_uni_stark::prove(&config, &air, trace, &public)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        p3_uni_stark::prove(&config, &air, trace, &public)
+    }));
     match outcome {
         Ok(Ok(proof)) => Ok(encode_proof(&proof)),
         Ok(Err(e)) => Err(ProveError::Stark(format!("{e:?}"))),
-        Err(_) => Err(ProveError::Stark("the prover's constraint check failed".into())),
+        Err(_) => Err(ProveError::Stark(
+            "the prover's constraint check failed".into(),
+        )),
     }
 }
 
@@ -108,19 +118,28 @@ pub fn encode_proof(proof: &Proof<ZkConfig>) -> Vec<u8> {
 /// Decodes proof bytes, checking size, magic and version first.
 pub fn decode_proof(bytes: &[u8]) -> Result<Proof<ZkConfig>, VerifyError> {
     if bytes.len() > MAX_PROOF_BYTES {
-        return Err(VerifyError::TooLarge { got: bytes.len(), max: MAX_PROOF_BYTES });
+        return Err(VerifyError::TooLarge {
+            got: bytes.len(),
+            max: MAX_PROOF_BYTES,
+        });
     }
     if bytes.len() < 8 || bytes[..4] != PROOF_MAGIC {
         return Err(VerifyError::BadMagic);
     }
     let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     if version != PROTOCOL_VERSION {
-        return Err(VerifyError::Version { expected: PROTOCOL_VERSION, got: version });
+        return Err(VerifyError::Version {
+            expected: PROTOCOL_VERSION,
+            got: version,
+        });
     }
     let decoded = catch_unwind(|| postcard::take_from_bytes::<Proof<ZkConfig>>(&bytes[8..]));
     match decoded {
         Ok(Ok((proof, []))) => Ok(proof),
-        Ok(Ok((_, rest))) => Err(VerifyError::Decode(format!("{} trailing bytes", rest.len()))),
+        Ok(Ok((_, rest))) => Err(VerifyError::Decode(format!(
+            "{} trailing bytes",
+            rest.len()
+        ))),
         Ok(Err(e)) => Err(VerifyError::Decode(e.to_string())),
         Err(_) => Err(VerifyError::VerifierFault),
     }
@@ -147,7 +166,10 @@ pub fn verify(
     }
 }
 
-fn check_update_shape(statement: &Statement, update: &ClippedGradientSum) -> Result<(), VerifyError> {
+fn check_update_shape(
+    statement: &Statement,
+    update: &ClippedGradientSum,
+) -> Result<(), VerifyError> {
     let d = statement.model.num_features() as u64;
     if update.weights.len() as u64 != d {
         return Err(VerifyError::UpdateShape {
@@ -158,10 +180,17 @@ fn check_update_shape(statement: &Statement, update: &ClippedGradientSum) -> Res
     }
     let batch = statement.params.batch_size as u64;
     if update.examples != batch || batch > MAX_BATCH as u64 {
-        return Err(VerifyError::UpdateShape { what: "examples", expected: batch, got: update.examples });
+        return Err(VerifyError::UpdateShape {
+            what: "examples",
+            expected: batch,
+            got: update.examples,
+        });
     }
     let entries = update.weights.iter().chain(std::iter::once(&update.bias));
-    if let Some(index) = entries.clone().position(|v| v.unsigned_abs() >= UPDATE_BOUND) {
+    if let Some(index) = entries
+        .clone()
+        .position(|v| v.unsigned_abs() >= UPDATE_BOUND)
+    {
         return Err(VerifyError::UpdateRange { index });
     }
     Ok(())

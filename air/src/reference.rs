@@ -64,9 +64,24 @@ pub fn example_steps(model: &Model, x: &[i64], y: u8, clip_norm: i64) -> Example
     let norm = ceil_sqrt(norm_sq);
     let bound = clip_norm * ONE;
     let clipped = residual.abs() * norm > bound;
-    let magnitude = if clipped { bound / norm } else { residual.abs() };
+    let magnitude = if clipped {
+        bound / norm
+    } else {
+        residual.abs()
+    };
     let coeff = if residual < 0 { -magnitude } else { magnitude };
-    ExampleSteps { logit, quarter_logit, below, above, sigmoid, residual, norm_sq, norm, clipped, coeff }
+    ExampleSteps {
+        logit,
+        quarter_logit,
+        below,
+        above,
+        sigmoid,
+        residual,
+        norm_sq,
+        norm,
+        clipped,
+        coeff,
+    }
 }
 
 /// The sum of per-example clipped gradients over a batch, at scale 2^32.
@@ -83,7 +98,11 @@ pub struct ClippedGradientSum {
 impl ClippedGradientSum {
     /// The sum of no examples.
     pub fn zero(num_features: usize) -> Self {
-        Self { weights: vec![0; num_features], bias: 0, examples: 0 }
+        Self {
+            weights: vec![0; num_features],
+            bias: 0,
+            examples: 0,
+        }
     }
 
     /// Adds one example's clipped gradient `coeff · (x, 1)`.
@@ -99,10 +118,16 @@ impl ClippedGradientSum {
 /// Checks a row against the model shape and the feature range.
 pub fn validate_row(model: &Model, x: &[i64]) -> Result<(), ShapeError> {
     if x.len() != model.num_features() {
-        return Err(ShapeError::RowWidth { expected: model.num_features(), got: x.len() });
+        return Err(ShapeError::RowWidth {
+            expected: model.num_features(),
+            got: x.len(),
+        });
     }
     match x.iter().position(|&v| !feature_in_range(v)) {
-        Some(feature) => Err(ShapeError::FeatureOutOfRange { feature, value: x[feature] }),
+        Some(feature) => Err(ShapeError::FeatureOutOfRange {
+            feature,
+            value: x[feature],
+        }),
         None => Ok(()),
     }
 }
@@ -127,7 +152,10 @@ mod tests {
     use super::*;
 
     fn model() -> Model {
-        Model { weights: vec![ONE, -2 * ONE], bias: ONE / 2 }
+        Model {
+            weights: vec![ONE, -2 * ONE],
+            bias: ONE / 2,
+        }
     }
 
     #[test]
@@ -173,7 +201,10 @@ mod tests {
     fn rows_out_of_range_are_rejected() {
         let m = model();
         let err = clipped_gradient_sum(&m, [(&[1 << 21, 0][..], 1)], ONE).unwrap_err();
-        assert!(matches!(err, ShapeError::FeatureOutOfRange { feature: 0, .. }));
+        assert!(matches!(
+            err,
+            ShapeError::FeatureOutOfRange { feature: 0, .. }
+        ));
         let err = clipped_gradient_sum(&m, [(&[0][..], 1)], ONE).unwrap_err();
         assert!(matches!(err, ShapeError::RowWidth { .. }));
     }

@@ -60,7 +60,9 @@ impl ProofShape {
 
     /// Trace height: the blocks padded to a power of two.
     pub fn height(&self) -> usize {
-        (self.batch * self.block_len()).next_power_of_two().max(1 << MIN_LOG_HEIGHT)
+        (self.batch * self.block_len())
+            .next_power_of_two()
+            .max(1 << MIN_LOG_HEIGHT)
     }
 }
 
@@ -93,11 +95,21 @@ impl Statement {
         model.validate()?;
         params.validate()?;
         if dataset.rows == 0 || dataset.rows > MAX_ROWS {
-            return Err(ShapeError::Rows { got: dataset.rows, max: MAX_ROWS });
+            return Err(ShapeError::Rows {
+                got: dataset.rows,
+                max: MAX_ROWS,
+            });
         }
         let batch_indices =
             batch_indices(&seed, &context.participant, dataset.rows, params.batch_size)?;
-        Ok(Self { context, model, params, dataset, seed, batch_indices })
+        Ok(Self {
+            context,
+            model,
+            params,
+            dataset,
+            seed,
+            batch_indices,
+        })
     }
 
     /// The trace dimensions of this statement's proof.
@@ -158,13 +170,19 @@ impl PublicLayout {
         let root = 1 + 8 + 2 + 8 + DIGEST_ELEMS;
         // root (4), rows (2), seed (8), clip, d, B, frac bits, indices
         let update = root + DIGEST_ELEMS + 2 + 8 + 4 + batch;
-        Self { root, update, len: update + num_features + 2 }
+        Self {
+            root,
+            update,
+            len: update + num_features + 2,
+        }
     }
 }
 
 fn push_bytes(v: &mut Vec<Goldilocks>, bytes: &[u8; 32]) {
     for limb in bytes.chunks_exact(4) {
-        v.push(Goldilocks::from_u32(u32::from_le_bytes(limb.try_into().expect("4 bytes"))));
+        v.push(Goldilocks::from_u32(u32::from_le_bytes(
+            limb.try_into().expect("4 bytes"),
+        )));
     }
 }
 

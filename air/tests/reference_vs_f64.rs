@@ -4,12 +4,19 @@
 //! logistic sigmoid.
 
 use ndarray::{Array1, Array2, Axis};
+use zkfed_air::Model;
 use zkfed_air::data::{Standardization, breast_cancer};
 use zkfed_air::fixed::{ONE, dequantize};
 use zkfed_air::reference::clipped_gradient_sum;
-use zkfed_air::Model;
 
-fn f64_clipped_sum(x: &Array2<f64>, y: &Array1<f64>, w: &Array1<f64>, b: f64, clip: f64, sigmoid: impl Fn(f64) -> f64) -> Array1<f64> {
+fn f64_clipped_sum(
+    x: &Array2<f64>,
+    y: &Array1<f64>,
+    w: &Array1<f64>,
+    b: f64,
+    clip: f64,
+    sigmoid: impl Fn(f64) -> f64,
+) -> Array1<f64> {
     let d = x.ncols();
     let mut sum = Array1::<f64>::zeros(d + 1);
     for (row, &label) in x.axis_iter(Axis(0)).zip(y) {
@@ -39,7 +46,10 @@ fn fixed_point_matches_f64_dp_sgd_on_breast_cancer() {
     // A model part-way through training: 15 full-batch fixed-point steps with lr = 0.5.
     let mut model = Model::zeros(d);
     for _ in 0..15 {
-        let rows = q.iter().map(|r| r.as_slice()).zip(raw.labels.iter().copied());
+        let rows = q
+            .iter()
+            .map(|r| r.as_slice())
+            .zip(raw.labels.iter().copied());
         let u = clipped_gradient_sum(&model, rows, clip).unwrap();
         // g is a sum at scale 2^32; the step is lr · mean at scale 2^16.
         let step = |g: i64| (g as f64 * 0.5 / (ONE as f64 * n as f64)).round() as i64;
@@ -49,17 +59,29 @@ fn fixed_point_matches_f64_dp_sgd_on_breast_cancer() {
         model.bias -= step(u.bias);
     }
 
-    let rows = q.iter().map(|r| r.as_slice()).zip(raw.labels.iter().copied());
+    let rows = q
+        .iter()
+        .map(|r| r.as_slice())
+        .zip(raw.labels.iter().copied());
     let fixed = clipped_gradient_sum(&model, rows, clip).unwrap();
-    let fixed = Array1::from_iter(fixed.weights.iter().chain([&fixed.bias]).map(|&v| v as f64 / (ONE as f64).powi(2)));
+    let fixed = Array1::from_iter(
+        fixed
+            .weights
+            .iter()
+            .chain([&fixed.bias])
+            .map(|&v| v as f64 / (ONE as f64).powi(2)),
+    );
 
     let w = Array1::from_iter(model.weights.iter().map(|&v| dequantize(v)));
     let b = dequantize(model.bias);
     let hard = f64_clipped_sum(&x, &y, &w, b, 1.0, |z| (0.5 + z / 4.0).clamp(0.0, 1.0));
     let logistic = f64_clipped_sum(&x, &y, &w, b, 1.0, |z| 1.0 / (1.0 + (-z).exp()));
 
-    let rel = |a: &Array1<f64>, b: &Array1<f64>| (a - b).mapv(|v| v * v).sum().sqrt() / b.mapv(|v| v * v).sum().sqrt();
-    let max_abs = |a: &Array1<f64>, b: &Array1<f64>| (a - b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let rel = |a: &Array1<f64>, b: &Array1<f64>| {
+        (a - b).mapv(|v| v * v).sum().sqrt() / b.mapv(|v| v * v).sum().sqrt()
+    };
+    let max_abs =
+        |a: &Array1<f64>, b: &Array1<f64>| (a - b).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let dev_hard = rel(&fixed, &hard);
     let dev_logistic = rel(&fixed, &logistic);
     eprintln!(
@@ -70,10 +92,16 @@ fn fixed_point_matches_f64_dp_sgd_on_breast_cancer() {
         "fixed point vs f64 logistic sigmoid: relative L2 {dev_logistic:.3}, max |Δ| {:.3}",
         max_abs(&fixed, &logistic)
     );
-    assert!(dev_hard < 1e-3, "fixed-point arithmetic drifts from f64: {dev_hard}");
+    assert!(
+        dev_hard < 1e-3,
+        "fixed-point arithmetic drifts from f64: {dev_hard}"
+    );
     // The approximation changes the gradient (saturated examples contribute nothing), but it
     // must stay a clear descent direction for the logistic loss.
     let cosine = fixed.dot(&logistic) / (fixed.dot(&fixed).sqrt() * logistic.dot(&logistic).sqrt());
     eprintln!("cosine(fixed, logistic f64) = {cosine:.4}");
-    assert!(cosine > 0.5, "hard-sigmoid gradient points elsewhere: cosine {cosine}");
+    assert!(
+        cosine > 0.5,
+        "hard-sigmoid gradient points elsewhere: cosine {cosine}"
+    );
 }

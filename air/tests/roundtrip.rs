@@ -15,15 +15,16 @@ fn honest_proof_verifies_and_matches_reference() {
         let (x, y, _) = f.dataset.row(i as usize);
         (x, y)
     });
-    let reference = clipped_gradient_sum(&f.statement.model, rows, f.statement.params.clip_norm).unwrap();
+    let reference =
+        clipped_gradient_sum(&f.statement.model, rows, f.statement.params.clip_norm).unwrap();
     assert_eq!(update, reference);
     eprintln!("proof bytes: {}", proof.len());
 }
 
 use common::fixture_with;
-use zkfed_air::fixed::{PARAM_BOUND, X_OFFSET};
-use zkfed_air::fixed::ONE;
 use zkfed_air::Model;
+use zkfed_air::fixed::ONE;
+use zkfed_air::fixed::{PARAM_BOUND, X_OFFSET};
 
 fn prove_verify_matches_reference(f: &common::Fixture) -> zkfed_air::ClippedGradientSum {
     let (update, proof) = prove(&f.statement, &f.dataset).expect("prove");
@@ -32,15 +33,28 @@ fn prove_verify_matches_reference(f: &common::Fixture) -> zkfed_air::ClippedGrad
         let (x, y, _) = f.dataset.row(i as usize);
         (x, y)
     });
-    let reference = clipped_gradient_sum(&f.statement.model, rows, f.statement.params.clip_norm).unwrap();
-    assert_eq!(update, reference, "the proof attests to the reference update");
+    let reference =
+        clipped_gradient_sum(&f.statement.model, rows, f.statement.params.clip_norm).unwrap();
+    assert_eq!(
+        update, reference,
+        "the proof attests to the reference update"
+    );
     update
 }
 
 #[test]
 fn random_models_and_data_of_several_shapes() {
-    for (seed, features, rows, batch) in [(1, 1, 2, 1), (2, 13, 33, 5), (3, 30, 40, 8), (4, 6, 9, 9)] {
-        let spec = Spec { features, rows, batch, seed, clip: ONE / 2, ..Spec::default() };
+    for (seed, features, rows, batch) in
+        [(1, 1, 2, 1), (2, 13, 33, 5), (3, 30, 40, 8), (4, 6, 9, 9)]
+    {
+        let spec = Spec {
+            features,
+            rows,
+            batch,
+            seed,
+            clip: ONE / 2,
+            ..Spec::default()
+        };
         prove_verify_matches_reference(&fixture(spec));
     }
 }
@@ -48,18 +62,41 @@ fn random_models_and_data_of_several_shapes() {
 #[test]
 fn gradient_exactly_at_the_clip_bound_is_not_clipped() {
     // x = 0, w = b = 0, y = 1: r = -1/2 and ||(x, 1)|| = 1, so ||g|| = 1/2 = C exactly.
-    let spec = Spec { features: 1, rows: 2, batch: 2, clip: ONE / 2, ..Spec::default() };
+    let spec = Spec {
+        features: 1,
+        rows: 2,
+        batch: 2,
+        clip: ONE / 2,
+        ..Spec::default()
+    };
     let f = fixture_with(vec![vec![0], vec![0]], vec![1, 1], Model::zeros(1), spec);
     let update = prove_verify_matches_reference(&f);
-    assert_eq!(update.bias, 2 * (-ONE / 2) * ONE, "both examples keep c = r = -1/2");
+    assert_eq!(
+        update.bias,
+        2 * (-ONE / 2) * ONE,
+        "both examples keep c = r = -1/2"
+    );
 }
 
 #[test]
 fn zero_gradients_prove() {
     // Saturated, correctly classified examples have r = 0.
-    let spec = Spec { features: 2, rows: 3, batch: 3, ..Spec::default() };
-    let model = Model { weights: vec![100 * ONE, 0], bias: 0 };
-    let f = fixture_with(vec![vec![ONE, 5], vec![2 * ONE, -7], vec![3 * ONE, 0]], vec![1, 1, 1], model, spec);
+    let spec = Spec {
+        features: 2,
+        rows: 3,
+        batch: 3,
+        ..Spec::default()
+    };
+    let model = Model {
+        weights: vec![100 * ONE, 0],
+        bias: 0,
+    };
+    let f = fixture_with(
+        vec![vec![ONE, 5], vec![2 * ONE, -7], vec![3 * ONE, 0]],
+        vec![1, 1, 1],
+        model,
+        spec,
+    );
     let update = prove_verify_matches_reference(&f);
     assert_eq!(update.weights, vec![0, 0]);
     assert_eq!(update.bias, 0);
@@ -70,14 +107,48 @@ fn extreme_features_and_weights_prove() {
     let lo = -X_OFFSET;
     let hi = X_OFFSET - 1;
     let w = PARAM_BOUND - 1;
-    let features = vec![vec![hi; 9], vec![lo; 9], vec![hi, lo, hi, lo, 0, hi, lo, hi, lo], vec![0; 9]];
+    let features = vec![
+        vec![hi; 9],
+        vec![lo; 9],
+        vec![hi, lo, hi, lo, 0, hi, lo, hi, lo],
+        vec![0; 9],
+    ];
     let labels = vec![0, 1, 1, 0];
     for (model, clip) in [
-        (Model { weights: vec![w; 9], bias: w }, PARAM_BOUND - 1),
-        (Model { weights: vec![-w; 9], bias: -w }, 1),
-        (Model { weights: vec![w, -w, w, -w, w, -w, w, -w, w], bias: 0 }, ONE),
+        (
+            Model {
+                weights: vec![w; 9],
+                bias: w,
+            },
+            PARAM_BOUND - 1,
+        ),
+        (
+            Model {
+                weights: vec![-w; 9],
+                bias: -w,
+            },
+            1,
+        ),
+        (
+            Model {
+                weights: vec![w, -w, w, -w, w, -w, w, -w, w],
+                bias: 0,
+            },
+            ONE,
+        ),
     ] {
-        let spec = Spec { features: 9, rows: 4, batch: 4, ..Spec::default() };
-        prove_verify_matches_reference(&fixture_with(features.clone(), labels.clone(), model, spec));
+        let spec = Spec {
+            features: 9,
+            rows: 4,
+            batch: 4,
+            clip,
+            ..Spec::default()
+        };
+        prove_verify_matches_reference(&fixture_with(
+            features.clone(),
+            labels.clone(),
+            model,
+            spec,
+        ));
     }
 }

@@ -28,23 +28,41 @@ pub struct Spec {
 
 impl Default for Spec {
     fn default() -> Self {
-        Self { features: 5, rows: 12, batch: 4, clip: ONE, feature_scale: 3 * ONE, weight_scale: ONE, seed: 7 }
+        Self {
+            features: 5,
+            rows: 12,
+            batch: 4,
+            clip: ONE,
+            feature_scale: 3 * ONE,
+            weight_scale: ONE,
+            seed: 7,
+        }
     }
 }
 
 pub fn context(round: u64) -> ProofContext {
-    ProofContext { federation_id: [0xfe; 32], round, participant: [0x11; 32] }
+    ProofContext {
+        federation_id: [0xfe; 32],
+        round,
+        participant: [0x11; 32],
+    }
 }
 
 pub fn fixture(spec: Spec) -> Fixture {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let fs = spec.feature_scale.min(X_OFFSET - 1);
     let features: Vec<Vec<i64>> = (0..spec.rows)
-        .map(|_| (0..spec.features).map(|_| rng.random_range(-fs..=fs)).collect())
+        .map(|_| {
+            (0..spec.features)
+                .map(|_| rng.random_range(-fs..=fs))
+                .collect()
+        })
         .collect();
     let labels: Vec<u8> = (0..spec.rows).map(|_| rng.random_range(0..=1u8)).collect();
     let model = Model {
-        weights: (0..spec.features).map(|_| rng.random_range(-spec.weight_scale..=spec.weight_scale)).collect(),
+        weights: (0..spec.features)
+            .map(|_| rng.random_range(-spec.weight_scale..=spec.weight_scale))
+            .collect(),
         bias: rng.random_range(-spec.weight_scale..=spec.weight_scale),
     };
     fixture_with(features, labels, model, spec)
@@ -53,9 +71,18 @@ pub fn fixture(spec: Spec) -> Fixture {
 pub fn fixture_with(features: Vec<Vec<i64>>, labels: Vec<u8>, model: Model, spec: Spec) -> Fixture {
     let mut rng = StdRng::seed_from_u64(spec.seed ^ 0x5a17);
     let dataset = CommittedDataset::commit(features, labels, &mut rng).expect("valid dataset");
-    let params = RoundParams { clip_norm: spec.clip, batch_size: spec.batch };
-    let statement = Statement::new(context(3), model, params, dataset.commitment(), [spec.seed as u8; 32])
-        .expect("valid statement");
+    let params = RoundParams {
+        clip_norm: spec.clip,
+        batch_size: spec.batch,
+    };
+    let statement = Statement::new(
+        context(3),
+        model,
+        params,
+        dataset.commitment(),
+        [spec.seed as u8; 32],
+    )
+    .expect("valid statement");
     Fixture { dataset, statement }
 }
 
@@ -64,7 +91,7 @@ use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
 use zkfed_air::air::periodic;
-use zkfed_air::columns::{split_row, split_row_mut, PermCols, StepCols};
+use zkfed_air::columns::{PermCols, StepCols, split_row, split_row_mut};
 use zkfed_air::fixed::from_field;
 use zkfed_air::hash::RATE;
 use zkfed_air::{ClippedGradientAir, ClippedGradientSum};
@@ -76,7 +103,14 @@ pub fn scalar_row(f: &Fixture, i: usize) -> usize {
 }
 
 /// Mutable named views of one trace row.
-pub fn row_mut(trace: &mut RowMajorMatrix<Goldilocks>, row: usize) -> (&mut PermCols<Goldilocks>, &mut StepCols<Goldilocks>, &mut [Goldilocks]) {
+pub fn row_mut(
+    trace: &mut RowMajorMatrix<Goldilocks>,
+    row: usize,
+) -> (
+    &mut PermCols<Goldilocks>,
+    &mut StepCols<Goldilocks>,
+    &mut [Goldilocks],
+) {
     let w = trace.width;
     split_row_mut(&mut trace.values[row * w..(row + 1) * w])
 }
@@ -98,7 +132,11 @@ pub fn set_block_coeff(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>, i: u
 
 /// Recomputes the update accumulators from the trace's coefficients and feature lanes, as
 /// an honest accumulator would, and returns the update the trace now claims.
-pub fn recompute_accumulators(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>) -> ClippedGradientSum {
+#[allow(clippy::needless_range_loop)] // one row index reads several periodic columns
+pub fn recompute_accumulators(
+    f: &Fixture,
+    trace: &mut RowMajorMatrix<Goldilocks>,
+) -> ClippedGradientSum {
     let air = ClippedGradientAir::new(&f.statement);
     let periodic_cols = air.periodic_columns().into_owned();
     let shape = f.statement.shape();
@@ -111,7 +149,9 @@ pub fn recompute_accumulators(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks
             (0..=d)
                 .map(|j| {
                     if j < d {
-                        periodic_cols[periodic::PHASE + j / RATE][row] * step.coeff * perm.inputs[j % RATE]
+                        periodic_cols[periodic::PHASE + j / RATE][row]
+                            * step.coeff
+                            * perm.inputs[j % RATE]
                     } else {
                         periodic_cols[periodic::PHASE + shape.chunks() - 1][row]
                             * step.coeff
@@ -128,6 +168,13 @@ pub fn recompute_accumulators(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks
     }
     let last = trace.values.len() / w - 1;
     let (_, _, acc) = split_row(&trace.values[last * w..]);
-    let ints: Vec<i64> = acc.iter().map(|&v| from_field(v).expect("small accumulator")).collect();
-    ClippedGradientSum { weights: ints[..d].to_vec(), bias: ints[d], examples: shape.batch as u64 }
+    let ints: Vec<i64> = acc
+        .iter()
+        .map(|&v| from_field(v).expect("small accumulator"))
+        .collect();
+    ClippedGradientSum {
+        weights: ints[..d].to_vec(),
+        bias: ints[d],
+        examples: shape.batch as u64,
+    }
 }
