@@ -65,8 +65,12 @@ pub mod periodic {
     pub const MERKLE: usize = 5;
     /// This is the last Merkle row of a block: its output is the root.
     pub const ROOT_ROW: usize = 6;
+    /// First Merkle row of a block: the activation arithmetic.
+    pub const ACTIVATION: usize = 7;
+    /// Second Merkle row of a block: the clipping arithmetic.
+    pub const CLIPPING: usize = 8;
     /// Per lane: the model weight of the feature absorbed in that lane (0 if none).
-    pub const WEIGHT: usize = 7;
+    pub const WEIGHT: usize = 9;
     /// Per lane: 1 if the lane holds a feature.
     pub const FEATURE: usize = WEIGHT + RATE;
     /// Per lane: 1 if the lane is zero padding.
@@ -151,6 +155,11 @@ fn periodic_columns(statement: &Statement, shape: ProofShape) -> Vec<Vec<Goldilo
             };
             set(link, row - 1, Goldilocks::ONE);
             set(MERKLE, row, Goldilocks::ONE);
+            match level {
+                0 => set(ACTIVATION, row, Goldilocks::ONE),
+                1 => set(CLIPPING, row, Goldilocks::ONE),
+                _ => {}
+            }
             if level + 1 == shape.depth {
                 set(ROOT_ROW, row, Goldilocks::ONE);
             }
@@ -200,17 +209,11 @@ impl<AB: AirBuilder<F = Goldilocks>> Air<AB> for ClippedGradientAir {
         let row_logit = eval_lanes(builder, perm, step, &p);
         eval_sponge(builder, perm, perm_next, &p, self.shape.num_features);
         eval_merkle(builder, perm, perm_next, &p, &public[self.layout.root..]);
-        eval_block_sums(
-            builder,
-            perm,
-            step,
-            step_next,
-            &p,
-            row_logit.clone(),
-            self.bias,
-        );
-        let scalar = p[periodic::PHASE + self.shape.chunks() - 1].clone();
-        eval_example(builder, perm, step, scalar, row_logit, self.clip_norm);
+        eval_block_sums(builder, perm, step, step_next, &p, row_logit, self.bias);
+        let last_absorb = p[periodic::PHASE + self.shape.chunks() - 1].clone();
+        builder.assert_zero(last_absorb * (step.label.into() - perm.inputs[LABEL_LANE].into()));
+        eval_activation(builder, step, p[periodic::ACTIVATION].clone());
+        eval_clipping(builder, step, p[periodic::CLIPPING].clone(), self.clip_norm);
         let update = &public[self.layout.update..];
         eval_update(builder, perm, step, (acc, acc_next), &p, self.shape, update);
     }
@@ -234,22 +237,8 @@ fn output<T: Copy>(perm: &PermCols<T>) -> [T; WIDTH] {
 
 /// Every bit and flag column is boolean on every row (unused ones are zero).
 fn eval_booleans<AB: AirBuilder>(builder: &mut AB, s: &StepCols<AB::Var>) {
-    let singles = [s.below, s.above, s.residual_neg, s.clipped];
-    let arrays: [&[AB::Var]; 12] = [
-        s.x_bits.as_flattened(),
-        &s.logit_rem_bits,
-        &s.clamp_bits,
-        &s.clamp_mid_bits,
-        &s.abs_residual_bits,
-        &s.norm_bits,
-        &s.norm_upper_bits,
-        &s.norm_lower_bits,
-        &s.clip_slack_bits,
-        &s.coeff_abs_bits,
-        &s.clip_floor_bits,
-        &s.clip_floor_gap_bits,
-    ];
-    for &b in singles.iter().chain(arrays.into_iter().flatten()) {
+    let flags = [s.label, s.below, s.above, s.residual_neg, s.clipped];
+    for &b in flags.iter().chain(&s.bits) {
         builder.assert_bool(b);
     }
 }
@@ -266,7 +255,7 @@ fn eval_lanes<AB: AirBuilder<F = Goldilocks>>(
         let x: AB::Expr = perm.inputs[lane].into();
         let feature = p[periodic::FEATURE + lane].clone();
         let offset = x.clone() + constant::<AB>(X_OFFSET);
-        builder.assert_zero(feature * (offset - bits_value::<AB>(&s.x_bits[lane])));
+        builder.assert_zero(feature * (offset - bits_value::<AB>(s.x_bits(lane))));
         builder.assert_zero(p[periodic::ZERO + lane].clone() * x.clone());
         row_logit += p[periodic::WEIGHT + lane].clone() * x;
     }
@@ -361,30 +350,35 @@ fn eval_block_sums<AB: AirBuilder<F = Goldilocks>>(
         next.norm_sq,
         keep.clone() * s.norm_sq.into() + s.row_norm_sq.into() + start_next * one_sq,
     );
-    t.assert_zero(keep * (next.coeff.into() - s.coeff.into()));
+    let constants = [
+        (next.coeff, s.coeff),
+        (next.label, s.label),
+        (next.abs_residual, s.abs_residual),
+        (next.residual_neg, s.residual_neg),
+        (next.norm, s.norm),
+    ];
+    for (after, before) in constants {
+        t.assert_zero(keep.clone() * (after.into() - before.into()));
+    }
 }
 
-/// The example's arithmetic on its last absorb row: hard sigmoid, residual, norm, clipping.
-fn eval_example<AB: AirBuilder<F = Goldilocks>>(
+/// Activation, on a block's first Merkle row (where the running sums are complete):
+/// hard sigmoid, residual `r = |r|·(1 - 2·neg)` and `ν = ceil(sqrt(N))`.
+fn eval_activation<AB: AirBuilder<F = Goldilocks>>(
     builder: &mut AB,
-    perm: &PermCols<AB::Var>,
     s: &StepCols<AB::Var>,
-    scalar: AB::Expr,
-    row_logit: AB::Expr,
-    clip_norm: i64,
+    gate: AB::Expr,
 ) {
     let one = constant::<AB>(ONE);
-    let mut b = builder.when(scalar);
-    let label: AB::Expr = perm.inputs[LABEL_LANE].into();
-    b.assert_bool(label.clone());
+    let bits = s.activation();
+    let mut b = builder.when(gate);
 
     // logit = quarter·2^18 + rem, rem in [0, 2^18)
-    let logit = s.logit.into() + row_logit;
     let quarter: AB::Expr = s.quarter_logit.into();
     let shift = constant::<AB>(1 << (FRAC_BITS + 2));
     b.assert_eq(
-        logit,
-        quarter.clone() * shift + bits_value::<AB>(&s.logit_rem_bits),
+        s.logit,
+        quarter.clone() * shift + bits_value::<AB>(&bits.logit_rem),
     );
 
     // t = 1/2 + z/4; exactly one case of clamp(t, 0, 1) holds, proven by a range check.
@@ -396,58 +390,71 @@ fn eval_example<AB: AirBuilder<F = Goldilocks>>(
     let slack = below * (-t.clone() - AB::Expr::ONE)
         + above.clone() * (t.clone() - one.clone() - AB::Expr::ONE)
         + mid.clone() * t.clone();
-    b.assert_eq(slack, bits_value::<AB>(&s.clamp_bits));
+    b.assert_eq(slack, bits_value::<AB>(&bits.clamp));
     b.assert_eq(
         mid.clone() * (one.clone() - t.clone()),
-        bits_value::<AB>(&s.clamp_mid_bits),
+        bits_value::<AB>(&bits.clamp_mid),
     );
     b.assert_eq(s.sigmoid, mid * t + above * one.clone());
 
     // r = s - y·ONE = |r|·(1 - 2·neg)
-    let residual = s.sigmoid.into() - label * one.clone();
+    let residual = s.sigmoid.into() - s.label.into() * one;
     let abs_r: AB::Expr = s.abs_residual.into();
     let neg: AB::Expr = s.residual_neg.into();
     b.assert_eq(
         residual,
-        abs_r.clone() - neg.clone() * abs_r.clone() * AB::Expr::TWO,
+        abs_r.clone() - neg * abs_r.clone() * AB::Expr::TWO,
     );
-    b.assert_eq(abs_r.clone(), bits_value::<AB>(&s.abs_residual_bits));
+    b.assert_eq(abs_r, bits_value::<AB>(&bits.abs_residual));
 
-    // ν = ceil(sqrt(N)): (ν-1)² < N ≤ ν²
+    // ν² ≥ N (the other half of ν = ceil(sqrt N) is on the clipping row)
     let norm: AB::Expr = s.norm.into();
-    let norm_sq = s.norm_sq.into() + s.row_norm_sq.into();
-    b.assert_eq(norm.clone(), bits_value::<AB>(&s.norm_bits));
+    b.assert_eq(norm.clone(), bits_value::<AB>(&bits.norm));
     b.assert_eq(
-        norm.square() - norm_sq.clone(),
-        bits_value::<AB>(&s.norm_upper_bits),
+        norm.square() - s.norm_sq.into(),
+        bits_value::<AB>(&bits.norm_upper),
     );
+}
+
+/// Clipping, on a block's second Merkle row: `(ν-1)² < N`, then `c = r` when
+/// `|r|·ν ≤ C·ONE`, otherwise `c = sign(r)·floor(C·ONE/ν)`.
+fn eval_clipping<AB: AirBuilder<F = Goldilocks>>(
+    builder: &mut AB,
+    s: &StepCols<AB::Var>,
+    gate: AB::Expr,
+    clip_norm: i64,
+) {
+    let bits = s.clipping();
+    let mut b = builder.when(gate);
+    let norm: AB::Expr = s.norm.into();
     let below_sq = (norm.clone() - AB::Expr::ONE).square();
     b.assert_eq(
-        norm_sq - below_sq - AB::Expr::ONE,
-        bits_value::<AB>(&s.norm_lower_bits),
+        s.norm_sq.into() - below_sq - AB::Expr::ONE,
+        bits_value::<AB>(&bits.norm_lower),
     );
 
-    // Clip decision: |r|·ν ≤ C·ONE keeps c = r, otherwise c = sign(r)·floor(C·ONE/ν).
     let bound = constant::<AB>(clip_norm * ONE);
+    let abs_r: AB::Expr = s.abs_residual.into();
     let clipped: AB::Expr = s.clipped.into();
     let keep = AB::Expr::ONE - clipped.clone();
     b.assert_eq(s.grad_norm, abs_r.clone() * norm.clone());
     let room = bound.clone() - s.grad_norm.into();
     let decision = keep.clone() * room.clone() + clipped.clone() * (-room - AB::Expr::ONE);
-    b.assert_eq(decision, bits_value::<AB>(&s.clip_slack_bits));
+    b.assert_eq(decision, bits_value::<AB>(&bits.clip_slack));
 
     let m: AB::Expr = s.coeff_abs.into();
-    b.assert_eq(m.clone(), bits_value::<AB>(&s.coeff_abs_bits));
+    b.assert_eq(m.clone(), bits_value::<AB>(&bits.coeff_abs));
     b.assert_zero(keep * (m.clone() - abs_r));
     b.assert_eq(s.coeff_norm, m.clone() * norm.clone());
     let floor_rem = bound - s.coeff_norm.into();
     b.assert_eq(
         clipped.clone() * floor_rem.clone(),
-        bits_value::<AB>(&s.clip_floor_bits),
+        bits_value::<AB>(&bits.clip_floor),
     );
     let gap = norm - AB::Expr::ONE - floor_rem;
-    b.assert_eq(clipped * gap, bits_value::<AB>(&s.clip_floor_gap_bits));
+    b.assert_eq(clipped * gap, bits_value::<AB>(&bits.clip_floor_gap));
 
+    let neg: AB::Expr = s.residual_neg.into();
     b.assert_eq(s.coeff, m.clone() - neg * m * AB::Expr::TWO);
 }
 

@@ -3,8 +3,9 @@
 //! A row is `[Poseidon2 permutation | StepCols | update accumulators (d + 1)]`. Every row
 //! carries one Poseidon2 permutation. An example occupies a block of `K + D` rows: `K`
 //! absorb rows (the leaf sponge; each absorbs 8 preimage elements, and its feature lanes
-//! feed the logit and the norm), then `D` Merkle rows (one compression each). The example's
-//! scalar arithmetic (sigmoid, residual, norm, clipping) sits on its last absorb row.
+//! feed the logit and the norm), then `D ≥ 2` Merkle rows (one compression each). The
+//! example's scalar arithmetic sits on its first two Merkle rows, whose bit pools are free:
+//! activation (hard sigmoid, residual, norm) on the first, clipping on the second.
 
 use core::borrow::{Borrow, BorrowMut};
 use core::mem::size_of;
@@ -47,64 +48,133 @@ pub const NORM_BITS: usize = 26;
 pub const NORM_GAP_BITS: usize = 27;
 /// Bits of the clip-decision slack (|C·ONE - |r|·ν| < 2^44).
 pub const CLIP_SLACK_BITS: usize = 45;
+/// Boolean columns per row, shared by the range checks of whichever row type it is.
+pub const POOL_BITS: usize = RATE * X_BITS;
+
+/// The bit pool of a block's first Merkle row: range checks of the activation.
+#[repr(C)]
+pub struct ActivationBits<T> {
+    /// Remainder of `floor(logit / 2^18)`.
+    pub logit_rem: [T; LOGIT_REM_BITS],
+    /// The slack that proves the clamp case.
+    pub clamp: [T; CLAMP_BITS],
+    /// `ONE - t` when neither clamp applies.
+    pub clamp_mid: [T; CLAMP_MID_BITS],
+    /// `|r|`.
+    pub abs_residual: [T; UNIT_BITS],
+    /// `ν`.
+    pub norm: [T; NORM_BITS],
+    /// `ν² - N`.
+    pub norm_upper: [T; NORM_GAP_BITS],
+}
+
+/// The bit pool of a block's second Merkle row: range checks of the clipping.
+#[repr(C)]
+pub struct ClippingBits<T> {
+    /// `N - (ν - 1)² - 1`.
+    pub norm_lower: [T; NORM_GAP_BITS],
+    /// The slack that proves the clip decision.
+    pub clip_slack: [T; CLIP_SLACK_BITS],
+    /// `|c|`.
+    pub coeff_abs: [T; UNIT_BITS],
+    /// `C·ONE - |c|·ν` when clipped.
+    pub clip_floor: [T; NORM_BITS],
+    /// `ν - 1 - (C·ONE - |c|·ν)` when clipped.
+    pub clip_floor_gap: [T; NORM_BITS],
+}
+
+const _: () = assert!(size_of::<ActivationBits<u8>>() <= POOL_BITS);
+const _: () = assert!(size_of::<ClippingBits<u8>>() <= POOL_BITS);
 
 /// The named non-hash columns of a row.
+///
+/// Block constants (`coeff`, `label`, `abs_residual`, `residual_neg`, `norm`) hold one
+/// value on every row of an example's block, which is how the activation row and the
+/// clipping row share them.
 #[repr(C)]
 pub struct StepCols<T> {
-    /// Bits of `x + 2^20` for each absorbed lane that holds a feature.
-    pub x_bits: [[T; X_BITS]; RATE],
+    /// Boolean pool: feature range checks on absorb rows ([`Self::x_bits`]), activation
+    /// checks on the first Merkle row, clipping checks on the second.
+    pub bits: [T; POOL_BITS],
     /// Running logit of the block, `b·ONE + Σ w_j x_j` over the rows before this one.
     pub logit: T,
     /// Running squared norm of the block, `ONE² + Σ x_j²` over the rows before this one.
     pub norm_sq: T,
     /// This row's own `Σ x_j²` over its feature lanes.
     pub row_norm_sq: T,
-    /// The example's clipped coefficient `c`, constant over its block.
+    /// Block constant: the example's clipped coefficient `c`.
     pub coeff: T,
+    /// Block constant: the example's label.
+    pub label: T,
     /// `floor(logit / 2^18)`, the quarter logit at scale 2^16.
     pub quarter_logit: T,
-    /// Remainder bits of that division.
-    pub logit_rem_bits: [T; LOGIT_REM_BITS],
     /// The hard sigmoid clamped at 0.
     pub below: T,
     /// The hard sigmoid clamped at 1.
     pub above: T,
-    /// Bits of the slack that proves the clamp case.
-    pub clamp_bits: [T; CLAMP_BITS],
-    /// Bits of `ONE - t` when neither clamp applies.
-    pub clamp_mid_bits: [T; CLAMP_MID_BITS],
     /// Hard-sigmoid output.
     pub sigmoid: T,
-    /// `|r|`.
+    /// Block constant: `|r|`.
     pub abs_residual: T,
-    /// Whether `r < 0`.
+    /// Block constant: whether `r < 0`.
     pub residual_neg: T,
-    /// Bits of `|r|`.
-    pub abs_residual_bits: [T; UNIT_BITS],
-    /// `ν = ceil(sqrt(norm_sq))`.
+    /// Block constant: `ν = ceil(sqrt(N))`.
     pub norm: T,
-    /// Bits of `ν`.
-    pub norm_bits: [T; NORM_BITS],
-    /// Bits of `ν² - N`.
-    pub norm_upper_bits: [T; NORM_GAP_BITS],
-    /// Bits of `N - (ν - 1)² - 1`.
-    pub norm_lower_bits: [T; NORM_GAP_BITS],
     /// `|r| · ν`, the gradient-norm bound.
     pub grad_norm: T,
     /// Whether the gradient was clipped.
     pub clipped: T,
-    /// Bits of the slack that proves the clip decision.
-    pub clip_slack_bits: [T; CLIP_SLACK_BITS],
     /// `|c|`.
     pub coeff_abs: T,
-    /// Bits of `|c|`.
-    pub coeff_abs_bits: [T; UNIT_BITS],
     /// `|c| · ν`.
     pub coeff_norm: T,
-    /// Bits of `C·ONE - |c|·ν` when clipped.
-    pub clip_floor_bits: [T; NORM_BITS],
-    /// Bits of `ν - 1 - (C·ONE - |c|·ν)` when clipped.
-    pub clip_floor_gap_bits: [T; NORM_BITS],
+}
+
+impl<T> StepCols<T> {
+    /// The bits of `x + 2^20` for the feature in `lane` (absorb rows).
+    pub fn x_bits(&self, lane: usize) -> &[T] {
+        &self.bits[lane * X_BITS..(lane + 1) * X_BITS]
+    }
+
+    /// Mutable [`Self::x_bits`].
+    pub fn x_bits_mut(&mut self, lane: usize) -> &mut [T] {
+        &mut self.bits[lane * X_BITS..(lane + 1) * X_BITS]
+    }
+
+    /// The pool read as activation range checks.
+    pub fn activation(&self) -> &ActivationBits<T> {
+        view(&self.bits[..size_of::<ActivationBits<u8>>()])
+    }
+
+    /// Mutable [`Self::activation`].
+    pub fn activation_mut(&mut self) -> &mut ActivationBits<T> {
+        view_mut(&mut self.bits[..size_of::<ActivationBits<u8>>()])
+    }
+
+    /// The pool read as clipping range checks.
+    pub fn clipping(&self) -> &ClippingBits<T> {
+        view(&self.bits[..size_of::<ClippingBits<u8>>()])
+    }
+
+    /// Mutable [`Self::clipping`].
+    pub fn clipping_mut(&mut self) -> &mut ClippingBits<T> {
+        view_mut(&mut self.bits[..size_of::<ClippingBits<u8>>()])
+    }
+}
+
+fn view<T, V>(cells: &[T]) -> &V {
+    // SAFETY: `V` is a `#[repr(C)]` struct of arrays of `T` whose size in `T`s equals
+    // `cells.len()` (callers pass `size_of::<V<u8>>()` cells), so it has `T`'s alignment.
+    let (prefix, views, suffix) = unsafe { cells.align_to::<V>() };
+    debug_assert!(prefix.is_empty() && suffix.is_empty() && views.len() == 1);
+    &views[0]
+}
+
+fn view_mut<T, V>(cells: &mut [T]) -> &mut V {
+    // SAFETY: as in `view`.
+    let (prefix, views, suffix) = unsafe { cells.align_to_mut::<V>() };
+    debug_assert!(prefix.is_empty() && suffix.is_empty() && views.len() == 1);
+    &mut views[0]
 }
 
 /// Width of [`StepCols`].
@@ -136,21 +206,13 @@ pub fn split_row_mut<T>(row: &mut [T]) -> (&mut PermCols<T>, &mut StepCols<T>, &
 impl<T> Borrow<StepCols<T>> for [T] {
     fn borrow(&self) -> &StepCols<T> {
         debug_assert_eq!(self.len(), NUM_STEP_COLS);
-        let (prefix, shorts, suffix) = unsafe { self.align_to::<StepCols<T>>() };
-        debug_assert!(prefix.is_empty(), "alignment should match");
-        debug_assert!(suffix.is_empty(), "alignment should match");
-        debug_assert_eq!(shorts.len(), 1);
-        &shorts[0]
+        view(self)
     }
 }
 
 impl<T> BorrowMut<StepCols<T>> for [T] {
     fn borrow_mut(&mut self) -> &mut StepCols<T> {
         debug_assert_eq!(self.len(), NUM_STEP_COLS);
-        let (prefix, shorts, suffix) = unsafe { self.align_to_mut::<StepCols<T>>() };
-        debug_assert!(prefix.is_empty(), "alignment should match");
-        debug_assert!(suffix.is_empty(), "alignment should match");
-        debug_assert_eq!(shorts.len(), 1);
-        &mut shorts[0]
+        view_mut(self)
     }
 }

@@ -32,15 +32,18 @@ impl DatasetCommitment {
         self.root.map(Goldilocks::from_u64)
     }
 
-    /// Merkle depth for this row count (at least 1).
+    /// Merkle depth for this row count (at least 2).
     pub fn depth(&self) -> usize {
         tree_depth(self.rows)
     }
 }
 
-/// Merkle depth for `rows` leaves: `max(1, ceil(log2 rows))`.
+/// Merkle depth for `rows` leaves: `max(2, ceil(log2 rows))`.
+///
+/// At least two levels, because the proof does each example's arithmetic on its first
+/// two Merkle rows; tiny datasets simply get zero-digest padding leaves.
 pub fn tree_depth(rows: u64) -> usize {
-    (rows.max(2).next_power_of_two().trailing_zeros()) as usize
+    (rows.max(4).next_power_of_two().trailing_zeros()) as usize
 }
 
 /// A dataset the owner has committed to: rows, their salts and the whole tree.
@@ -252,10 +255,10 @@ mod tests {
     }
 
     #[test]
-    fn depth_is_at_least_one() {
-        assert_eq!(tree_depth(1), 1);
-        assert_eq!(tree_depth(2), 1);
-        assert_eq!(tree_depth(3), 2);
+    fn depth_is_at_least_two() {
+        assert_eq!(tree_depth(1), 2);
+        assert_eq!(tree_depth(4), 2);
+        assert_eq!(tree_depth(5), 3);
         assert_eq!(tree_depth(569), 10);
     }
 }

@@ -86,7 +86,7 @@ pub fn generate_trace(
         }
         let step = example_steps(&statement.model, x, y, statement.params.clip_norm);
         update.add_example(step.coeff, x);
-        steps.push((x, step));
+        steps.push((x, y, step));
     }
 
     let constants = RoundConstants::new(
@@ -113,7 +113,7 @@ pub fn generate_trace(
     }
 
     let mut running = vec![0i64; d + 1];
-    for (i, (x, step)) in steps.iter().enumerate() {
+    for (i, (x, y, step)) in steps.iter().enumerate() {
         let base = i * block;
         let mut logit = statement.model.bias * ONE;
         let mut norm_sq = ONE * ONE;
@@ -122,9 +122,14 @@ pub fn generate_trace(
             let (_, cols, acc) = split_row_mut(row);
             cols.logit = to_field(logit);
             cols.norm_sq = to_field(norm_sq);
-            cols.coeff = to_field(step.coeff);
+            write_block_constants(cols, *y, step);
             for (a, &r) in acc.iter_mut().zip(&running) {
                 *a = to_field(r);
+            }
+            if offset == chunks {
+                write_activation(cols, step)?;
+            } else if offset == chunks + 1 {
+                write_clipping(cols, step, statement.params.clip_norm)?;
             }
             if offset >= chunks {
                 continue;
@@ -136,7 +141,7 @@ pub fn generate_trace(
                     break;
                 }
                 let xj = x[j];
-                write_bits(&mut cols.x_bits[lane], xj + X_OFFSET, "feature")?;
+                write_bits(cols.x_bits_mut(lane), xj + X_OFFSET, "feature")?;
                 logit += statement.model.weights[j] * xj;
                 row_norm_sq += xj * xj;
                 running[j] += step.coeff * xj;
@@ -145,7 +150,6 @@ pub fn generate_trace(
             cols.row_norm_sq = to_field(row_norm_sq);
             if offset == chunks - 1 {
                 running[d] += step.coeff * ONE;
-                write_example(cols, step, statement.params.clip_norm)?;
             }
         }
     }
@@ -159,22 +163,26 @@ pub fn generate_trace(
     Ok((RowMajorMatrix::new(values, width), update))
 }
 
-/// Writes the scalar arithmetic of one example into its last absorb row.
-fn write_example(
+/// The values every row of an example's block repeats.
+fn write_block_constants(cols: &mut StepCols<Goldilocks>, label: u8, step: &ExampleSteps) {
+    cols.coeff = to_field(step.coeff);
+    cols.label = Goldilocks::from_u8(label);
+    cols.abs_residual = to_field(step.residual.abs());
+    cols.residual_neg = Goldilocks::from_bool(step.residual < 0);
+    cols.norm = to_field(step.norm);
+}
+
+/// The activation witness, on the block's first Merkle row.
+fn write_activation(
     cols: &mut StepCols<Goldilocks>,
     step: &ExampleSteps,
-    clip_norm: i64,
 ) -> Result<(), WitnessError> {
     let t = ONE / 2 + step.quarter_logit;
     let mid = !(step.below || step.above);
     cols.quarter_logit = to_field(step.quarter_logit);
-    write_bits(
-        &mut cols.logit_rem_bits,
-        step.logit - (step.quarter_logit << (FRAC_BITS + 2)),
-        "logit remainder",
-    )?;
     cols.below = Goldilocks::from_bool(step.below);
     cols.above = Goldilocks::from_bool(step.above);
+    cols.sigmoid = to_field(step.sigmoid);
     let slack = if step.below {
         -t - 1
     } else if step.above {
@@ -182,55 +190,58 @@ fn write_example(
     } else {
         t
     };
-    write_bits(&mut cols.clamp_bits, slack, "clamp slack")?;
+    let nu = step.norm;
+    let bits = cols.activation_mut();
+    let rem = step.logit - (step.quarter_logit << (FRAC_BITS + 2));
+    write_bits(&mut bits.logit_rem, rem, "logit remainder")?;
+    write_bits(&mut bits.clamp, slack, "clamp slack")?;
     write_bits(
-        &mut cols.clamp_mid_bits,
+        &mut bits.clamp_mid,
         if mid { ONE - t } else { 0 },
         "clamp gap",
     )?;
-    cols.sigmoid = to_field(step.sigmoid);
-
-    let abs_r = step.residual.abs();
-    cols.abs_residual = to_field(abs_r);
-    cols.residual_neg = Goldilocks::from_bool(step.residual < 0);
-    write_bits(&mut cols.abs_residual_bits, abs_r, "|residual|")?;
-
-    let nu = step.norm;
-    cols.norm = to_field(nu);
-    write_bits(&mut cols.norm_bits, nu, "norm")?;
+    write_bits(&mut bits.abs_residual, step.residual.abs(), "|residual|")?;
+    write_bits(&mut bits.norm, nu, "norm")?;
     write_bits(
-        &mut cols.norm_upper_bits,
+        &mut bits.norm_upper,
         nu * nu - step.norm_sq,
         "norm upper gap",
     )?;
-    write_bits(
-        &mut cols.norm_lower_bits,
-        step.norm_sq - (nu - 1) * (nu - 1) - 1,
-        "norm lower gap",
-    )?;
+    Ok(())
+}
 
+/// The clipping witness, on the block's second Merkle row.
+fn write_clipping(
+    cols: &mut StepCols<Goldilocks>,
+    step: &ExampleSteps,
+    clip_norm: i64,
+) -> Result<(), WitnessError> {
+    let nu = step.norm;
     let bound = clip_norm * ONE;
-    let grad_norm = abs_r * nu;
+    let grad_norm = step.residual.abs() * nu;
+    let m = step.coeff.abs();
     cols.grad_norm = to_field(grad_norm);
     cols.clipped = Goldilocks::from_bool(step.clipped);
-    let room = bound - grad_norm;
-    write_bits(
-        &mut cols.clip_slack_bits,
-        if step.clipped { -room - 1 } else { room },
-        "clip slack",
-    )?;
-    let m = step.coeff.abs();
     cols.coeff_abs = to_field(m);
-    write_bits(&mut cols.coeff_abs_bits, m, "|coeff|")?;
     cols.coeff_norm = to_field(m * nu);
+    let room = bound - grad_norm;
     let floor_rem = bound - m * nu;
     let (rem, gap) = if step.clipped {
         (floor_rem, nu - 1 - floor_rem)
     } else {
         (0, 0)
     };
-    write_bits(&mut cols.clip_floor_bits, rem, "clip floor remainder")?;
-    write_bits(&mut cols.clip_floor_gap_bits, gap, "clip floor gap")?;
+    let bits = cols.clipping_mut();
+    let lower = step.norm_sq - (nu - 1) * (nu - 1) - 1;
+    write_bits(&mut bits.norm_lower, lower, "norm lower gap")?;
+    write_bits(
+        &mut bits.clip_slack,
+        if step.clipped { -room - 1 } else { room },
+        "clip slack",
+    )?;
+    write_bits(&mut bits.coeff_abs, m, "|coeff|")?;
+    write_bits(&mut bits.clip_floor, rem, "clip floor remainder")?;
+    write_bits(&mut bits.clip_floor_gap, gap, "clip floor gap")?;
     Ok(())
 }
 

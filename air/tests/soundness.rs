@@ -73,7 +73,7 @@ fn honest_trace_satisfies_every_constraint() {
 fn skipped_clipping_is_rejected() {
     let f = clipping_fixture();
     let (mut trace, _) = honest(&f);
-    let row = scalar_row(&f, 0);
+    let row = clipping_row(&f, 0);
     let (_, s, _) = row_mut(&mut trace, row);
     assert_eq!(s.clipped, Goldilocks::ONE, "fixture must clip");
     let abs_r = zkfed_air::fixed::from_field(s.abs_residual).unwrap();
@@ -81,12 +81,13 @@ fn skipped_clipping_is_rejected() {
     let neg = s.residual_neg == Goldilocks::ONE;
     s.clipped = Goldilocks::ZERO;
     s.coeff_abs = to_field(abs_r);
-    set_bits(&mut s.coeff_abs_bits, abs_r);
     s.coeff_norm = to_field(abs_r * nu);
-    set_bits(&mut s.clip_floor_bits, 0);
-    set_bits(&mut s.clip_floor_gap_bits, 0);
+    let bits = s.clipping_mut();
+    set_bits(&mut bits.coeff_abs, abs_r);
+    set_bits(&mut bits.clip_floor, 0);
+    set_bits(&mut bits.clip_floor_gap, 0);
     set_bits(
-        &mut s.clip_slack_bits,
+        &mut bits.clip_slack,
         f.statement.params.clip_norm * ONE - abs_r * nu,
     );
     let coeff = if neg { -abs_r } else { abs_r };
@@ -99,7 +100,7 @@ fn skipped_clipping_is_rejected() {
 fn weakened_clipping_is_rejected() {
     let f = clipping_fixture();
     let (mut trace, _) = honest(&f);
-    let row = scalar_row(&f, 1);
+    let row = clipping_row(&f, 1);
     let (_, s, _) = row_mut(&mut trace, row);
     let m = zkfed_air::fixed::from_field(s.coeff_abs).unwrap();
     let nu = zkfed_air::fixed::from_field(s.norm).unwrap();
@@ -107,11 +108,12 @@ fn weakened_clipping_is_rejected() {
     // Clip to twice the bound: still "clipped", but |c|·ν > C·ONE.
     let weak = 2 * m + 1;
     s.coeff_abs = to_field(weak);
-    set_bits(&mut s.coeff_abs_bits, weak);
     s.coeff_norm = to_field(weak * nu);
     let rem = f.statement.params.clip_norm * ONE - weak * nu;
-    set_bits(&mut s.clip_floor_bits, rem);
-    set_bits(&mut s.clip_floor_gap_bits, nu - 1 - rem);
+    let bits = s.clipping_mut();
+    set_bits(&mut bits.coeff_abs, weak);
+    set_bits(&mut bits.clip_floor, rem);
+    set_bits(&mut bits.clip_floor_gap, nu - 1 - rem);
     set_block_coeff(&f, &mut trace, 1, if neg { -weak } else { weak });
     let update = recompute_accumulators(&f, &mut trace);
     assert_rejected(&f.statement, trace, &update, "clip bound doubled");
@@ -122,10 +124,10 @@ fn understated_norm_is_rejected() {
     // A smaller ν would clip more loosely.
     let f = clipping_fixture();
     let (mut trace, _) = honest(&f);
-    let (_, s, _) = row_mut(&mut trace, scalar_row(&f, 0));
-    let nu = zkfed_air::fixed::from_field(s.norm).unwrap() / 2;
-    s.norm = to_field(nu);
-    set_bits(&mut s.norm_bits, nu);
+    let row = activation_row(&f, 0);
+    let nu = zkfed_air::fixed::from_field(row_mut(&mut trace, row).1.norm).unwrap() / 2;
+    set_block(&f, &mut trace, 0, |s| s.norm = to_field(nu));
+    set_bits(&mut row_mut(&mut trace, row).1.activation_mut().norm, nu);
     let update = recompute_accumulators(&f, &mut trace);
     assert_rejected(&f.statement, trace, &update, "halved norm");
 }
@@ -140,7 +142,7 @@ fn lying_about_the_sigmoid_case_is_rejected() {
     let f = fixture(spec);
     let (mut trace, _) = honest(&f);
     let rows = (0..spec.batch)
-        .map(|i| scalar_row(&f, i))
+        .map(|i| activation_row(&f, i))
         .collect::<Vec<_>>();
     let row = rows
         .into_iter()
@@ -150,8 +152,8 @@ fn lying_about_the_sigmoid_case_is_rejected() {
     let t = ONE / 2 + zkfed_air::fixed::from_field(s.quarter_logit).unwrap();
     s.above = Goldilocks::ZERO;
     s.sigmoid = to_field(t);
-    set_bits(&mut s.clamp_bits, t);
-    set_bits(&mut s.clamp_mid_bits, ONE - t);
+    set_bits(&mut s.activation_mut().clamp, t);
+    set_bits(&mut s.activation_mut().clamp_mid, ONE - t);
     assert_rejected(
         &f.statement,
         trace,
@@ -164,9 +166,11 @@ fn lying_about_the_sigmoid_case_is_rejected() {
 fn flipped_residual_sign_is_rejected() {
     let f = fixture(Spec::default());
     let (mut trace, _) = honest(&f);
-    let (_, s, _) = row_mut(&mut trace, scalar_row(&f, 2));
-    s.residual_neg = Goldilocks::ONE - s.residual_neg;
+    let (_, s, _) = row_mut(&mut trace, activation_row(&f, 2));
     let c = zkfed_air::fixed::from_field(s.coeff).unwrap();
+    set_block(&f, &mut trace, 2, |s| {
+        s.residual_neg = Goldilocks::ONE - s.residual_neg
+    });
     set_block_coeff(&f, &mut trace, 2, -c);
     let update = recompute_accumulators(&f, &mut trace);
     assert_rejected(&f.statement, trace, &update, "gradient sign flipped");
@@ -216,7 +220,7 @@ fn out_of_range_feature_is_rejected() {
     let (perm, s, _) = row_mut(&mut trace, 0);
     // x = 2^21 wraps the 21-bit decomposition; the forger writes the low bits.
     perm.inputs[0] = Goldilocks::from_u64(1 << 21);
-    set_bits(&mut s.x_bits[0], (1 << 21) + (1 << 20));
+    set_bits(s.x_bits_mut(0), (1 << 21) + (1 << 20));
     assert_rejected(
         &f.statement,
         trace,
@@ -285,7 +289,7 @@ fn tampered_accumulator_is_rejected() {
 fn tampered_logit_is_rejected() {
     let f = fixture(Spec::default());
     let (mut trace, _) = honest(&f);
-    let row = scalar_row(&f, 1);
+    let row = activation_row(&f, 1);
     row_mut(&mut trace, row).1.logit += Goldilocks::from_u64(1 << 20);
     assert_rejected(
         &f.statement,
@@ -455,4 +459,51 @@ fn truncated_empty_garbage_and_oversized_bytes_are_rejected() {
         verify(&f.statement, &update, &wrong_version),
         Err(VerifyError::Version { .. })
     ));
+}
+
+#[test]
+fn label_not_from_the_committed_row_is_rejected() {
+    // Flip the label the arithmetic uses while the leaf keeps the committed one.
+    let f = fixture(Spec::default());
+    let (mut trace, _) = honest(&f);
+    set_block(&f, &mut trace, 0, |s| s.label = Goldilocks::ONE - s.label);
+    assert_rejected(
+        &f.statement,
+        trace,
+        &ClippedGradientSum::zero(5),
+        "label swapped",
+    );
+}
+
+#[test]
+fn residual_changed_between_activation_and_clipping_is_rejected() {
+    // Carry a smaller |r| to the clipping row so the example escapes clipping.
+    let f = clipping_fixture();
+    let (mut trace, _) = honest(&f);
+    let row = clipping_row(&f, 0);
+    let (_, s, _) = row_mut(&mut trace, row);
+    let nu = zkfed_air::fixed::from_field(s.norm).unwrap();
+    let small = (f.statement.params.clip_norm * ONE) / nu; // |r|·ν ≤ C·ONE: no clipping
+    let neg = s.residual_neg == Goldilocks::ONE;
+    s.abs_residual = to_field(small);
+    s.clipped = Goldilocks::ZERO;
+    s.grad_norm = to_field(small * nu);
+    s.coeff_abs = to_field(small);
+    s.coeff_norm = to_field(small * nu);
+    let bits = s.clipping_mut();
+    set_bits(
+        &mut bits.clip_slack,
+        f.statement.params.clip_norm * ONE - small * nu,
+    );
+    set_bits(&mut bits.coeff_abs, small);
+    set_bits(&mut bits.clip_floor, 0);
+    set_bits(&mut bits.clip_floor_gap, 0);
+    // Every later row of the block agrees with the forged value.
+    let block = f.statement.shape().block_len();
+    for r in row..block {
+        row_mut(&mut trace, r).1.abs_residual = to_field(small);
+    }
+    set_block_coeff(&f, &mut trace, 0, if neg { -small } else { small });
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "residual shrunk between rows");
 }

@@ -96,10 +96,28 @@ use zkfed_air::fixed::from_field;
 use zkfed_air::hash::RATE;
 use zkfed_air::{ClippedGradientAir, ClippedGradientSum};
 
-/// Row of block `i` that holds the example's scalar arithmetic.
-pub fn scalar_row(f: &Fixture, i: usize) -> usize {
+/// Row of block `i` that holds the example's activation arithmetic (first Merkle row).
+pub fn activation_row(f: &Fixture, i: usize) -> usize {
     let shape = f.statement.shape();
-    i * shape.block_len() + shape.chunks() - 1
+    i * shape.block_len() + shape.chunks()
+}
+
+/// Row of block `i` that holds the example's clipping arithmetic (second Merkle row).
+pub fn clipping_row(f: &Fixture, i: usize) -> usize {
+    activation_row(f, i) + 1
+}
+
+/// Applies `change` to the step columns of every row of block `i` (for block constants).
+pub fn set_block(
+    f: &Fixture,
+    trace: &mut RowMajorMatrix<Goldilocks>,
+    i: usize,
+    change: impl Fn(&mut StepCols<Goldilocks>),
+) {
+    let block = f.statement.shape().block_len();
+    for row in i * block..(i + 1) * block {
+        change(row_mut(trace, row).1);
+    }
 }
 
 /// Mutable named views of one trace row.
@@ -124,10 +142,7 @@ pub fn set_bits(bits: &mut [Goldilocks], v: i64) {
 
 /// Sets the coefficient of block `i` on every row of the block.
 pub fn set_block_coeff(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>, i: usize, coeff: i64) {
-    let block = f.statement.shape().block_len();
-    for row in i * block..(i + 1) * block {
-        row_mut(trace, row).1.coeff = zkfed_air::fixed::to_field(coeff);
-    }
+    set_block(f, trace, i, |s| s.coeff = zkfed_air::fixed::to_field(coeff));
 }
 
 /// Recomputes the update accumulators from the trace's coefficients and feature lanes, as
