@@ -30,6 +30,9 @@ pub enum ShapeError {
     /// A feature value the AIR's range check would reject.
     #[error("feature {feature} value {value} is outside the fixed-point range")]
     FeatureOutOfRange { feature: usize, value: i64 },
+    /// Batch indices other than those the round seed derives.
+    #[error("batch indices are not the ones derived from the round seed")]
+    BatchNotFromSeed,
     /// A batch index that is not in the dataset.
     #[error("batch index {index} is not below the row count {rows}")]
     IndexOutOfRange { index: u64, rows: u64 },

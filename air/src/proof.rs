@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::air::ClippedGradientAir;
 use crate::commitment::CommittedDataset;
 use crate::config::{Val, ZkConfig, zk_config};
+use crate::error::ShapeError;
 use crate::fixed::MAX_BATCH;
 use crate::generation::{WitnessError, generate_trace};
 use crate::reference::ClippedGradientSum;
@@ -50,6 +51,9 @@ pub enum VerifyError {
     /// A proof from another protocol version.
     #[error("proof version {got}, expected {expected}")]
     Version { expected: u32, got: u32 },
+    /// A statement that is not internally consistent (the verifier's own input).
+    #[error("invalid statement: {0}")]
+    Statement(#[from] ShapeError),
     /// Bytes that do not decode as a proof.
     #[error("proof bytes do not decode: {0}")]
     Decode(String),
@@ -76,6 +80,7 @@ pub fn prove(
     statement: &Statement,
     dataset: &CommittedDataset,
 ) -> Result<(ClippedGradientSum, Vec<u8>), ProveError> {
+    statement.validate().map_err(WitnessError::from)?;
     let (trace, update) = generate_trace(statement, dataset)?;
     let proof = prove_trace(statement, trace, &update)?;
     Ok((update, proof))
@@ -151,6 +156,7 @@ pub fn verify(
     update: &ClippedGradientSum,
     proof_bytes: &[u8],
 ) -> Result<(), VerifyError> {
+    statement.validate()?;
     check_update_shape(statement, update)?;
     let proof = decode_proof(proof_bytes)?;
     let air = ClippedGradientAir::new(statement);

@@ -112,6 +112,23 @@ impl Statement {
         })
     }
 
+    /// Re-checks everything [`Statement::new`] establishes, including that the batch is the
+    /// one the seed derives. The verifier calls this: a statement is only as good as the
+    /// data it was built from, and its fields are public.
+    pub fn validate(&self) -> Result<(), ShapeError> {
+        let fresh = Self::new(
+            self.context,
+            self.model.clone(),
+            self.params,
+            self.dataset,
+            self.seed,
+        )?;
+        if fresh.batch_indices != self.batch_indices {
+            return Err(ShapeError::BatchNotFromSeed);
+        }
+        Ok(())
+    }
+
     /// The trace dimensions of this statement's proof.
     pub fn shape(&self) -> ProofShape {
         ProofShape {
