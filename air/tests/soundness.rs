@@ -490,3 +490,118 @@ fn residual_changed_between_activation_and_clipping_is_rejected() {
     let update = recompute_accumulators(&f, &mut trace);
     assert_rejected(&f.statement, trace, &update, "residual shrunk between rows");
 }
+
+#[test]
+fn non_boolean_pool_bit_is_rejected() {
+    // Spell the same |r| with a "bit" of 2 in place of a 1 one place up: only booleanity fails.
+    let f = fixture(Spec::default());
+    let (mut trace, update) = honest(&f);
+    let (_, s, _) = row_mut(&mut trace, activation_row(&f, 0));
+    let bits = &mut s.activation_mut().abs_residual;
+    let i = (1..bits.len())
+        .find(|&i| bits[i] == Goldilocks::ONE)
+        .expect("|r| > 1");
+    bits[i] = Goldilocks::ZERO;
+    bits[i - 1] += Goldilocks::TWO;
+    assert_rejected(&f.statement, trace, &update, "bit valued 2 or 3");
+}
+
+#[test]
+fn broken_sponge_chain_is_rejected() {
+    // Restart the sponge on the second absorb row instead of chaining its capacity.
+    let f = fixture(Spec {
+        features: 13,
+        ..Spec::default()
+    });
+    let (mut trace, update) = honest(&f);
+    row_mut(&mut trace, 1).0.inputs[8] += Goldilocks::ONE;
+    assert_rejected(&f.statement, trace, &update, "capacity not chained");
+}
+
+#[test]
+fn understated_squared_norm_is_rejected() {
+    // Shrink the running ||x||² on the arithmetic rows (with a matching ν) to dodge clipping.
+    let f = clipping_fixture();
+    let (mut trace, _) = honest(&f);
+    let act = activation_row(&f, 0);
+    let n = zkfed_air::fixed::from_field(row_mut(&mut trace, act).1.norm_sq).unwrap() / 4;
+    let nu = zkfed_air::fixed::ceil_sqrt(n);
+    let block = f.statement.shape().block_len();
+    for r in act..block {
+        row_mut(&mut trace, r).1.norm_sq = to_field(n);
+    }
+    set_block(&f, &mut trace, 0, |s| s.norm = to_field(nu));
+    let bits = row_mut(&mut trace, act).1.activation_mut();
+    set_bits(&mut bits.norm, nu);
+    set_bits(&mut bits.norm_upper, nu * nu - n);
+    let bits = row_mut(&mut trace, act + 1).1.clipping_mut();
+    set_bits(&mut bits.norm_lower, n - (nu - 1) * (nu - 1) - 1);
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(&f.statement, trace, &update, "squared norm quartered");
+}
+
+#[test]
+fn overstated_norm_is_rejected() {
+    // A larger ν clips harder than the reference: a different function, so rejected too.
+    let f = fixture(Spec::default());
+    let (mut trace, update) = honest(&f);
+    let row = activation_row(&f, 1);
+    let nu = zkfed_air::fixed::from_field(row_mut(&mut trace, row).1.norm).unwrap() + 1;
+    let n = zkfed_air::fixed::from_field(row_mut(&mut trace, row).1.norm_sq).unwrap();
+    set_block(&f, &mut trace, 1, |s| s.norm = to_field(nu));
+    let bits = row_mut(&mut trace, row).1.activation_mut();
+    set_bits(&mut bits.norm, nu);
+    set_bits(&mut bits.norm_upper, nu * nu - n);
+    assert_rejected(&f.statement, trace, &update, "norm plus one");
+}
+
+#[test]
+fn overclipped_coefficient_is_rejected() {
+    // |c| one below floor(C·ONE/ν): still within the bound, but not the reference function.
+    let f = clipping_fixture();
+    let (mut trace, _) = honest(&f);
+    let row = clipping_row(&f, 0);
+    let (_, s, _) = row_mut(&mut trace, row);
+    let m = zkfed_air::fixed::from_field(s.coeff_abs).unwrap() - 1;
+    let nu = zkfed_air::fixed::from_field(s.norm).unwrap();
+    let neg = s.residual_neg == Goldilocks::ONE;
+    s.coeff_abs = to_field(m);
+    s.coeff_norm = to_field(m * nu);
+    let rem = f.statement.params.clip_norm * ONE - m * nu;
+    let bits = s.clipping_mut();
+    set_bits(&mut bits.coeff_abs, m);
+    set_bits(&mut bits.clip_floor, rem);
+    set_bits(&mut bits.clip_floor_gap, nu - 1 - rem);
+    set_block_coeff(&f, &mut trace, 0, if neg { -m } else { m });
+    let update = recompute_accumulators(&f, &mut trace);
+    assert_rejected(
+        &f.statement,
+        trace,
+        &update,
+        "coefficient one below the floor",
+    );
+}
+
+#[test]
+fn accumulator_not_starting_at_zero_is_rejected() {
+    // Start the update sum at a chosen offset: every transition still holds.
+    let f = fixture(Spec::default());
+    let (mut trace, mut update) = honest(&f);
+    let offset = Goldilocks::from_u64(1 << 30);
+    let height = trace.values.len() / trace.width;
+    for r in 0..height {
+        row_mut(&mut trace, r).2[2] += offset;
+    }
+    update.weights[2] += 1 << 30;
+    assert_rejected(&f.statement, trace, &update, "accumulator offset");
+}
+
+#[test]
+fn forged_permutation_cell_is_rejected() {
+    // A Merkle row whose permutation output is swapped for another value.
+    let f = fixture(Spec::default());
+    let (mut trace, update) = honest(&f);
+    let row = activation_row(&f, 2) + 1;
+    row_mut(&mut trace, row).0.partial_rounds[5].post_sbox += Goldilocks::ONE;
+    assert_rejected(&f.statement, trace, &update, "permutation cell changed");
+}
