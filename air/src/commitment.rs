@@ -82,6 +82,9 @@ impl CommittedDataset {
     }
 
     /// Rebuilds a commitment from persisted salts.
+    ///
+    /// Labels are committed as given; the proof itself rejects any label but 0 or 1 (the
+    /// CSV loader never produces one).
     pub fn with_salts(
         features: Vec<Vec<i64>>,
         labels: Vec<u8>,
@@ -109,8 +112,15 @@ impl CommittedDataset {
                 });
             }
         }
-        assert_eq!(labels.len(), features.len(), "one label per row");
-        assert_eq!(salts.len(), features.len(), "one salt per row");
+        for (what, got) in [("labels", labels.len()), ("salts", salts.len())] {
+            if got != features.len() {
+                return Err(ShapeError::Count {
+                    what,
+                    expected: features.len(),
+                    got,
+                });
+            }
+        }
         let depth = tree_depth(rows);
         let mut leaves = vec![[Goldilocks::ZERO; 4]; 1 << depth];
         for (i, leaf) in leaves.iter_mut().take(features.len()).enumerate() {
@@ -252,6 +262,30 @@ mod tests {
             }
             assert_eq!(node, c.commitment().root_digest());
         }
+    }
+
+    #[test]
+    fn mismatched_salts_and_labels_are_errors() {
+        let (f, l) = data(3);
+        let salts = vec![[Goldilocks::ONE; SALT_ELEMS]; 2];
+        let err = CommittedDataset::with_salts(f.clone(), l, salts).unwrap_err();
+        assert_eq!(
+            err,
+            ShapeError::Count {
+                what: "salts",
+                expected: 3,
+                got: 2
+            }
+        );
+        let err = CommittedDataset::commit(f, vec![0], &mut StdRng::seed_from_u64(1)).unwrap_err();
+        assert_eq!(
+            err,
+            ShapeError::Count {
+                what: "labels",
+                expected: 3,
+                got: 1
+            }
+        );
     }
 
     #[test]

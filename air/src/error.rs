@@ -24,6 +24,13 @@ pub enum ShapeError {
     /// A dataset with no rows, or more than the Merkle tree supports.
     #[error("dataset row count {got} is outside 1..={max}")]
     Rows { got: u64, max: u64 },
+    /// Per-row inputs of different lengths.
+    #[error("{got} {what} for {expected} rows")]
+    Count {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     /// A feature vector of the wrong length.
     #[error("row has {got} features, the model has {expected}")]
     RowWidth { expected: usize, got: usize },

@@ -49,6 +49,7 @@ pub fn generate_trace(
     statement: &Statement,
     dataset: &CommittedDataset,
 ) -> Result<(RowMajorMatrix<Goldilocks>, ClippedGradientSum), WitnessError> {
+    statement.check_shape()?;
     let shape = statement.shape();
     if dataset.commitment() != statement.dataset {
         return Err(WitnessError::Dataset("root or row count differs".into()));

@@ -97,6 +97,7 @@ pub fn prove_trace(
     trace: RowMajorMatrix<Val>,
     update: &ClippedGradientSum,
 ) -> Result<Vec<u8>, ProveError> {
+    statement.check_shape().map_err(WitnessError::from)?;
     let air = ClippedGradientAir::new(statement);
     let public = statement.public_values(update);
     let config = zk_config();

@@ -129,6 +129,34 @@ impl Statement {
         Ok(())
     }
 
+    /// The structural part of [`Self::validate`]: shapes in range, one index per example,
+    /// every index a row. Trace generation needs only this (it also serves forgers' tests).
+    pub fn check_shape(&self) -> Result<(), ShapeError> {
+        self.model.validate()?;
+        self.params.validate()?;
+        if self.dataset.rows == 0 || self.dataset.rows > MAX_ROWS {
+            return Err(ShapeError::Rows {
+                got: self.dataset.rows,
+                max: MAX_ROWS,
+            });
+        }
+        let (expected, got) = (self.params.batch_size, self.batch_indices.len());
+        if got != expected {
+            return Err(ShapeError::Count {
+                what: "batch indices",
+                expected,
+                got,
+            });
+        }
+        match self.batch_indices.iter().find(|&&i| i >= self.dataset.rows) {
+            Some(&index) => Err(ShapeError::IndexOutOfRange {
+                index,
+                rows: self.dataset.rows,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The trace dimensions of this statement's proof.
     pub fn shape(&self) -> ProofShape {
         ProofShape {
@@ -206,4 +234,67 @@ fn push_bytes(v: &mut Vec<Goldilocks>, bytes: &[u8; 32]) {
 fn push_u64(v: &mut Vec<Goldilocks>, x: u64) {
     v.push(Goldilocks::from_u32(x as u32));
     v.push(Goldilocks::from_u32((x >> 32) as u32));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::ONE;
+
+    fn statement() -> Statement {
+        let context = ProofContext {
+            federation_id: [1; 32],
+            round: 2,
+            participant: [3; 32],
+        };
+        let params = RoundParams {
+            clip_norm: ONE,
+            batch_size: 3,
+        };
+        let dataset = DatasetCommitment {
+            root: [0; 4],
+            rows: 10,
+        };
+        Statement::new(context, Model::zeros(4), params, dataset, [5; 32]).unwrap()
+    }
+
+    #[test]
+    fn inconsistent_statements_are_errors_not_panics() {
+        let good = statement();
+        assert_eq!(good.validate(), Ok(()));
+        let mut extra = good.clone();
+        extra.batch_indices.push(1);
+        assert!(matches!(extra.check_shape(), Err(ShapeError::Count { .. })));
+        let mut outside = good.clone();
+        outside.batch_indices[0] = 10;
+        assert!(matches!(
+            outside.check_shape(),
+            Err(ShapeError::IndexOutOfRange { index: 10, .. })
+        ));
+        let mut reordered = good.clone();
+        reordered.batch_indices.reverse();
+        assert_eq!(reordered.check_shape(), Ok(()));
+        assert_eq!(reordered.validate(), Err(ShapeError::BatchNotFromSeed));
+        let mut wide = good;
+        wide.model.weights[1] = crate::fixed::PARAM_BOUND;
+        assert!(matches!(
+            wide.validate(),
+            Err(ShapeError::ParameterOutOfRange { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn public_values_follow_the_layout() {
+        let s = statement();
+        let update = ClippedGradientSum {
+            weights: vec![1, 2, 3, 4],
+            bias: 5,
+            examples: 3,
+        };
+        let v = s.public_values(&update);
+        let layout = s.layout();
+        assert_eq!(v.len(), layout.len);
+        assert_eq!(&v[layout.root..layout.root + 4], &s.dataset.root_digest());
+        assert_eq!(v[layout.update + 4], Goldilocks::from_u64(5));
+    }
 }

@@ -2,30 +2,19 @@
 
 mod common;
 
-use common::{Spec, fixture};
+use common::{Spec, fixture, fixture_with};
+use zkfed_air::Model;
+use zkfed_air::fixed::{ONE, PARAM_BOUND, X_OFFSET};
 use zkfed_air::reference::clipped_gradient_sum;
 use zkfed_air::{prove, verify};
 
 #[test]
 fn honest_proof_verifies_and_matches_reference() {
-    let f = fixture(Spec::default());
-    let (update, proof) = prove(&f.statement, &f.dataset).expect("prove");
-    verify(&f.statement, &update, &proof).expect("verify");
-    let rows = f.statement.batch_indices.iter().map(|&i| {
-        let (x, y, _) = f.dataset.row(i as usize);
-        (x, y)
-    });
-    let reference =
-        clipped_gradient_sum(&f.statement.model, rows, f.statement.params.clip_norm).unwrap();
-    assert_eq!(update, reference);
-    eprintln!("proof bytes: {}", proof.len());
+    prove_verify_matches_reference(&fixture(Spec::default()));
 }
 
-use common::fixture_with;
-use zkfed_air::Model;
-use zkfed_air::fixed::ONE;
-use zkfed_air::fixed::{PARAM_BOUND, X_OFFSET};
-
+/// Proves the fixture's statement, verifies the bytes, and checks the proven update is the
+/// reference update; returns it.
 fn prove_verify_matches_reference(f: &common::Fixture) -> zkfed_air::ClippedGradientSum {
     let (update, proof) = prove(&f.statement, &f.dataset).expect("prove");
     verify(&f.statement, &update, &proof).expect("verify");
