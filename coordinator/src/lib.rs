@@ -1,6 +1,8 @@
-//! The coordinator node (`zkfed-coordinator`): enrolment, round scheduling, proof
-//! verification on blocking threads, aggregation, durable state and the signed audit log.
+//! The coordinator node (`zkfed-coordinator`): enrolment, rounds, proof verification,
+//! aggregation, durable state and the signed audit log.
 //!
-//! Not built yet: this crate is reserved for issue 3 ("Coordinator and participant nodes
-//! over libp2p, with durable state and an audit trail"). Verification itself already exists
-//! as [`zkfed_air::verify`] and aggregation as `zkfed_aggregation::fedavg_step`.
+//! Built so far: the event model ([`events`]) and the durable, signed log ([`log`]). The
+//! network loop, configuration and the `audit verify` command are in progress (issue 3).
+
+pub mod events;
+pub mod log;

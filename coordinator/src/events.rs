@@ -1,0 +1,238 @@
+//! The coordinator's events and the run state they fold into.
+//!
+//! Every decision the coordinator makes is an [`AuditEvent`], appended to the signed log
+//! before anyone is told. [`RunState::apply`] folds events into the state, so a restart is
+//! a replay of the log and an auditor's replay sees exactly what the coordinator saw.
+
+use std::collections::BTreeMap;
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use zkfed_air::{ClippedGradientSum, Model, RoundParams};
+use zkfed_protocol::{RoundAnnouncement, RunParameters, SignedEnrolment};
+
+/// Parameters fixed when the run starts (the first event of every log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// What participants are told.
+    pub public: RunParameters,
+    /// The coordinator's public key (libp2p protobuf encoding): it signs every record.
+    #[serde(with = "serde_bytes")]
+    pub coordinator_key: Vec<u8>,
+    /// Peers allowed to take part (their peer-id bytes).
+    pub allow_list: Vec<Vec<u8>>,
+    /// Minimum accepted updates for a round to be aggregated.
+    pub quorum: usize,
+    /// Clip norm and batch size of every round.
+    pub params: RoundParams,
+    /// FedAvg learning rate (fixed point, scale 2^16).
+    pub learning_rate: i64,
+    /// Seconds a round stays open.
+    pub round_deadline_secs: u64,
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AuditEvent {
+    /// The run began with this configuration.
+    RunStarted(RunConfig),
+    /// A participant enrolled this signed commitment.
+    Enrolled {
+        /// Peer-id bytes of the participant.
+        #[serde(with = "serde_bytes")]
+        peer: Vec<u8>,
+        /// The commitment, signed by the participant.
+        enrolment: SignedEnrolment,
+    },
+    /// A round opened.
+    RoundStarted(RoundAnnouncement),
+    /// A submission was judged. Accepted proofs are stored beside the log under
+    /// `(round, peer)`; their SHA-256 is recorded here.
+    Judged {
+        /// The round.
+        round: u64,
+        /// Peer-id bytes of the submitter.
+        #[serde(with = "serde_bytes")]
+        peer: Vec<u8>,
+        /// The update (kept for rejected ones too, for the record).
+        update: ClippedGradientSum,
+        /// SHA-256 of the proof bytes.
+        proof_sha256: [u8; 32],
+        /// `None` if accepted, else the failed check.
+        rejection: Option<String>,
+    },
+    /// A round closed with enough accepted updates: the new model.
+    Aggregated {
+        /// The round.
+        round: u64,
+        /// `w_{r+1}`.
+        model: Model,
+    },
+    /// A round closed below quorum; the next attempt starts with a fresh seed.
+    Abandoned {
+        /// The round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The round currently open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenRound {
+    /// What was announced.
+    pub announcement: RoundAnnouncement,
+    /// Every judged submission, by peer.
+    pub judged: BTreeMap<PeerId, Option<String>>,
+    /// Accepted updates in the order they were accepted.
+    pub accepted: Vec<(PeerId, ClippedGradientSum)>,
+}
+
+/// Everything the coordinator knows, derived from the log alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunState {
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// Enrolled participants.
+    pub enrolments: BTreeMap<PeerId, SignedEnrolment>,
+    /// The current global model.
+    pub model: Model,
+    /// Rounds aggregated so far.
+    pub completed_rounds: u64,
+    /// The open round, if any.
+    pub open: Option<OpenRound>,
+}
+
+/// A log that does not describe a possible run.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReplayError {
+    /// The log does not start with `RunStarted`, or has it twice.
+    #[error("record {seq}: the log must start with exactly one RunStarted")]
+    NotStarted {
+        /// Offending record.
+        seq: u64,
+    },
+    /// An event that cannot happen in the current state.
+    #[error("record {seq}: {what}")]
+    Impossible {
+        /// Offending record.
+        seq: u64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl RunState {
+    /// The state right after `RunStarted`.
+    pub fn new(config: RunConfig) -> Self {
+        let d = config.public.schema.features.len();
+        Self {
+            config,
+            enrolments: BTreeMap::new(),
+            model: Model::zeros(d),
+            completed_rounds: 0,
+            open: None,
+        }
+    }
+
+    /// Rebuilds the state from a whole log.
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a AuditEvent>,
+    ) -> Result<Self, ReplayError> {
+        let mut events = events.into_iter();
+        let mut state = match events.next() {
+            Some(AuditEvent::RunStarted(config)) => Self::new(config.clone()),
+            _ => return Err(ReplayError::NotStarted { seq: 0 }),
+        };
+        for (i, event) in events.enumerate() {
+            state.apply(i as u64 + 1, event)?;
+        }
+        Ok(state)
+    }
+
+    /// Whether the run has completed all its rounds.
+    pub fn finished(&self) -> bool {
+        self.completed_rounds >= self.config.public.rounds
+    }
+
+    /// Folds one event (record number `seq`) into the state.
+    pub fn apply(&mut self, seq: u64, event: &AuditEvent) -> Result<(), ReplayError> {
+        let impossible = |what: String| ReplayError::Impossible { seq, what };
+        match event {
+            AuditEvent::RunStarted(_) => return Err(ReplayError::NotStarted { seq }),
+            AuditEvent::Enrolled { peer, enrolment } => {
+                let peer = PeerId::from_bytes(peer)
+                    .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                if self.enrolments.contains_key(&peer) {
+                    return Err(impossible(format!("{peer} enrolled twice")));
+                }
+                self.enrolments.insert(peer, enrolment.clone());
+            }
+            AuditEvent::RoundStarted(announcement) => {
+                if self.open.is_some() || self.finished() {
+                    return Err(impossible(
+                        "a round started while another was open or the run was over".into(),
+                    ));
+                }
+                if announcement.round != self.completed_rounds + 1
+                    || announcement.model != self.model
+                {
+                    return Err(impossible(format!(
+                        "round {} does not follow the current state",
+                        announcement.round
+                    )));
+                }
+                self.open = Some(OpenRound {
+                    announcement: announcement.clone(),
+                    judged: BTreeMap::new(),
+                    accepted: Vec::new(),
+                });
+            }
+            AuditEvent::Judged {
+                round,
+                peer,
+                update,
+                rejection,
+                ..
+            } => {
+                let peer = PeerId::from_bytes(peer)
+                    .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                let open = self
+                    .open
+                    .as_mut()
+                    .ok_or_else(|| impossible("verdict with no open round".into()))?;
+                if open.announcement.round != *round || open.judged.contains_key(&peer) {
+                    return Err(impossible(format!(
+                        "verdict for round {round} from {peer} out of place"
+                    )));
+                }
+                open.judged.insert(peer, rejection.clone());
+                if rejection.is_none() {
+                    open.accepted.push((peer, update.clone()));
+                }
+            }
+            AuditEvent::Aggregated { round, model } => {
+                match &self.open {
+                    Some(open) if open.announcement.round == *round => {}
+                    _ => {
+                        return Err(impossible(format!(
+                            "aggregate for round {round}, which is not open"
+                        )));
+                    }
+                }
+                self.model = model.clone();
+                self.completed_rounds = *round;
+                self.open = None;
+            }
+            AuditEvent::Abandoned { round, .. } => {
+                match &self.open {
+                    Some(open) if open.announcement.round == *round => {}
+                    _ => return Err(impossible(format!("round {round} abandoned but not open"))),
+                }
+                self.open = None;
+            }
+        }
+        Ok(())
+    }
+}

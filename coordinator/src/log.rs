@@ -1,0 +1,259 @@
+//! The append-only, hash-chained, signed audit log in an embedded transactional store.
+//!
+//! Record `n` carries `prev = H(record n-1)` and the coordinator's signature over
+//! `H(record n) = SHA-256("zkfed/audit/v1" || n || prev || event)`. A record and the proof it
+//! accepts are written in one redb transaction with immediate durability, so after a crash
+//! (kill -9 included) the log holds exactly the events whose outcome anyone was told.
+
+use std::path::Path;
+
+use libp2p::PeerId;
+use libp2p::identity::{Keypair, PublicKey};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::events::AuditEvent;
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
+const PROOFS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("accepted_proofs");
+
+/// One signed entry of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// Hash of the previous record (zeros for the first).
+    pub prev: [u8; 32],
+    /// What happened.
+    pub event: AuditEvent,
+    /// The coordinator's signature over [`AuditRecord::hash`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl AuditRecord {
+    /// The hash that chains and is signed.
+    pub fn hash(&self) -> [u8; 32] {
+        record_hash(self.seq, &self.prev, &self.event)
+    }
+
+    /// Whether `key` signed this record.
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        key.verify(&self.hash(), &self.signature)
+    }
+}
+
+fn record_hash(seq: u64, prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"zkfed/audit/v1");
+    h.update(seq.to_le_bytes());
+    h.update(prev);
+    h.update(postcard::to_allocvec(event).expect("serializing plain data cannot fail"));
+    h.finalize().into()
+}
+
+/// A failure of the store.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// The database failed.
+    #[error("state store: {0}")]
+    Store(#[from] redb::Error),
+    /// A stored record that does not decode.
+    #[error("audit record {seq} is corrupt: {message}")]
+    Corrupt {
+        /// The record.
+        seq: u64,
+        /// The decoder's complaint.
+        message: String,
+    },
+}
+
+macro_rules! store_err {
+    ($($t:ty),*) => {$(impl From<$t> for LogError {
+        fn from(e: $t) -> Self { LogError::Store(e.into()) }
+    })*};
+}
+store_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The log, open for appending.
+pub struct AuditLog {
+    db: Database,
+    key: Keypair,
+    next_seq: u64,
+    last_hash: [u8; 32],
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path`, returning it and every record it holds.
+    pub fn open(path: &Path, key: Keypair) -> Result<(Self, Vec<AuditRecord>), LogError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(RECORDS)?;
+        txn.open_table(PROOFS)?;
+        txn.commit()?;
+        let records = read_records(&db)?;
+        let (next_seq, last_hash) = match records.last() {
+            Some(r) => (r.seq + 1, r.hash()),
+            None => (0, [0; 32]),
+        };
+        Ok((
+            Self {
+                db,
+                key,
+                next_seq,
+                last_hash,
+            },
+            records,
+        ))
+    }
+
+    /// Appends one event (and the proof it accepts) durably; returns the signed record.
+    pub fn append(
+        &mut self,
+        event: AuditEvent,
+        proof: Option<(u64, &PeerId, &[u8])>,
+    ) -> Result<AuditRecord, LogError> {
+        let seq = self.next_seq;
+        let hash = record_hash(seq, &self.last_hash, &event);
+        let signature = self.key.sign(&hash).expect("ed25519 signing cannot fail");
+        let record = AuditRecord {
+            seq,
+            prev: self.last_hash,
+            event,
+            signature,
+        };
+        let bytes = postcard::to_allocvec(&record).expect("serializing plain data cannot fail");
+        let txn = self.db.begin_write()?;
+        {
+            let mut records = txn.open_table(RECORDS)?;
+            records.insert(seq, bytes.as_slice())?;
+            if let Some((round, peer, proof)) = proof {
+                let mut proofs = txn.open_table(PROOFS)?;
+                proofs.insert((round, peer.to_bytes().as_slice()), proof)?;
+            }
+        }
+        txn.commit()?;
+        self.next_seq = seq + 1;
+        self.last_hash = hash;
+        Ok(record)
+    }
+
+    /// The stored proof of an accepted submission.
+    pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, LogError> {
+        read_proof(&self.db, round, peer)
+    }
+}
+
+/// A log opened read-only, for offline audits.
+pub struct StoredLog {
+    db: redb::ReadOnlyDatabase,
+}
+
+impl StoredLog {
+    /// Opens the store at `path` without writing to it.
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        Ok(Self {
+            db: redb::ReadOnlyDatabase::open(path)?,
+        })
+    }
+
+    /// Every record, in order.
+    pub fn records(&self) -> Result<Vec<AuditRecord>, LogError> {
+        read_records(&self.db)
+    }
+
+    /// The stored proof of an accepted submission.
+    pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, LogError> {
+        read_proof(&self.db, round, peer)
+    }
+}
+
+fn read_records(db: &impl ReadableDatabase) -> Result<Vec<AuditRecord>, LogError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(RECORDS)?;
+    let mut records = Vec::new();
+    for entry in table.iter()? {
+        let (seq, bytes) = entry?;
+        let seq = seq.value();
+        let record: AuditRecord =
+            postcard::from_bytes(bytes.value()).map_err(|e| LogError::Corrupt {
+                seq,
+                message: e.to_string(),
+            })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn read_proof(
+    db: &impl ReadableDatabase,
+    round: u64,
+    peer: &PeerId,
+) -> Result<Option<Vec<u8>>, LogError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(PROOFS)?;
+    let key = peer.to_bytes();
+    Ok(table
+        .get((round, key.as_slice()))?
+        .map(|v| v.value().to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::AuditEvent;
+
+    fn event(round: u64) -> AuditEvent {
+        AuditEvent::Abandoned {
+            round,
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn records_chain_sign_and_survive_reopening() {
+        let dir = tempdir();
+        let path = dir.join("state.redb");
+        let key = Keypair::generate_ed25519();
+        let peer = Keypair::generate_ed25519().public().to_peer_id();
+        {
+            let (mut log, existing) = AuditLog::open(&path, key.clone()).unwrap();
+            assert!(existing.is_empty());
+            log.append(event(1), None).unwrap();
+            log.append(event(2), Some((2, &peer, b"proof"))).unwrap();
+        }
+        let (mut log, records) = AuditLog::open(&path, key.clone()).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].prev, records[0].hash());
+        assert!(records.iter().all(|r| r.signed_by(&key.public())));
+        assert_eq!(log.proof(2, &peer).unwrap().as_deref(), Some(&b"proof"[..]));
+        let third = log.append(event(3), None).unwrap();
+        assert_eq!((third.seq, third.prev), (2, records[1].hash()));
+        drop(log);
+        let stored = StoredLog::open(&path).unwrap();
+        assert_eq!(stored.records().unwrap().len(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A fresh directory under the system temp dir.
+    pub(crate) fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "zkfed-log-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

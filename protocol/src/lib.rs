@@ -1,0 +1,266 @@
+//! The wire protocol between participants and the coordinator: one versioned
+//! request-response protocol (`/zkfed/1`, CBOR), its message types and its limits.
+//!
+//! Participants always dial and ask; the coordinator only answers. Every response names
+//! the round it is about, so a late answer can never be mistaken for a current one.
+
+use std::time::Duration;
+
+use libp2p::identity::{Keypair, PublicKey};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::{PeerId, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zkfed_air::data::{Schema, Standardization};
+use zkfed_air::{ClippedGradientSum, DatasetCommitment, Model, RoundParams};
+
+/// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION`.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/1");
+/// Largest request a node accepts: a submission carries a proof of at most 8 MiB.
+pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
+/// Largest response a node accepts: models of up to 1024 features, run parameters.
+pub const MAX_RESPONSE_BYTES: u64 = 4 << 20;
+/// How long a request may wait for its response (verification included).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Concurrent streams per connection.
+pub const MAX_STREAMS: usize = 16;
+
+/// The request-response behaviour both nodes use, with the size limits raised and bounded.
+pub fn request_response_behaviour() -> request_response::cbor::Behaviour<Request, Response> {
+    let codec = request_response::cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_REQUEST_BYTES)
+        .set_response_size_maximum(MAX_RESPONSE_BYTES);
+    let config = request_response::Config::default()
+        .with_request_timeout(REQUEST_TIMEOUT)
+        .with_max_concurrent_streams(MAX_STREAMS);
+    request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config)
+}
+
+/// What a participant asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// The run's fixed parameters (needed before the dataset can be committed).
+    Parameters,
+    /// Enrol a dataset commitment.
+    Enrol(SignedEnrolment),
+    /// The round currently open, if any.
+    CurrentRound,
+    /// An update with its proof.
+    Submit(Submission),
+}
+
+/// What the coordinator answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Parameters`].
+    Parameters(RunParameters),
+    /// The enrolment is recorded (or was already, with the same commitment).
+    Enrolled,
+    /// The open round.
+    Round(RoundAnnouncement),
+    /// No round is open now; ask again later.
+    Waiting {
+        /// Why (for logs).
+        reason: String,
+    },
+    /// The run is over.
+    Finished {
+        /// Rounds completed.
+        rounds: u64,
+        /// The final model.
+        model: Model,
+    },
+    /// The outcome of a submission.
+    Verdict(Verdict),
+    /// The request was refused.
+    Refused {
+        /// Why, naming the failed check.
+        reason: String,
+    },
+}
+
+/// Parameters fixed for the whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunParameters {
+    /// Identifies the run (bound into every proof).
+    pub federation_id: [u8; 32],
+    /// Feature and label columns every participant's CSV must have.
+    pub schema: Schema,
+    /// Public standardization statistics.
+    pub standardization: Standardization,
+    /// Rounds the run will complete.
+    pub rounds: u64,
+}
+
+/// A participant's commitment to its dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolment {
+    /// The run this enrolment is for.
+    pub federation_id: [u8; 32],
+    /// Root and row count.
+    pub commitment: DatasetCommitment,
+    /// SHA-256 of the schema the rows follow.
+    pub schema_hash: [u8; 32],
+}
+
+/// An enrolment signed with the participant's libp2p identity key, so an auditor can check
+/// offline that this peer committed to this root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedEnrolment {
+    /// What is signed.
+    pub enrolment: Enrolment,
+    /// The signer's public key (libp2p protobuf encoding).
+    #[serde(with = "serde_bytes")]
+    pub public_key: Vec<u8>,
+    /// Signature over [`Enrolment::signing_bytes`].
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Why a signed enrolment does not check out.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EnrolmentError {
+    /// The public key does not decode.
+    #[error("enrolment public key does not decode")]
+    BadKey,
+    /// The key is not the sender's.
+    #[error("enrolment is signed by {signer}, not by the sending peer {sender}")]
+    WrongSigner {
+        /// Peer id of the key.
+        signer: PeerId,
+        /// Peer id of the connection.
+        sender: PeerId,
+    },
+    /// The signature does not verify.
+    #[error("enrolment signature does not verify")]
+    BadSignature,
+}
+
+impl Enrolment {
+    /// The canonical bytes a participant signs (domain-separated).
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut bytes = b"zkfed/enrolment/v1".to_vec();
+        bytes.extend(postcard::to_allocvec(self).expect("serializing plain data cannot fail"));
+        bytes
+    }
+}
+
+impl SignedEnrolment {
+    /// Signs an enrolment with the participant's node key.
+    pub fn sign(enrolment: Enrolment, key: &Keypair) -> Self {
+        let signature = key
+            .sign(&enrolment.signing_bytes())
+            .expect("ed25519 signing cannot fail");
+        Self {
+            enrolment,
+            public_key: key.public().encode_protobuf(),
+            signature,
+        }
+    }
+
+    /// Checks the signature and that `sender` owns the signing key.
+    pub fn verify(&self, sender: &PeerId) -> Result<(), EnrolmentError> {
+        let key =
+            PublicKey::try_decode_protobuf(&self.public_key).map_err(|_| EnrolmentError::BadKey)?;
+        let signer = key.to_peer_id();
+        if signer != *sender {
+            return Err(EnrolmentError::WrongSigner {
+                signer,
+                sender: *sender,
+            });
+        }
+        if !key.verify(&self.enrolment.signing_bytes(), &self.signature) {
+            return Err(EnrolmentError::BadSignature);
+        }
+        Ok(())
+    }
+}
+
+/// The open round, as the coordinator publishes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundAnnouncement {
+    /// Round number (from 1).
+    pub round: u64,
+    /// The global model `w_r`.
+    pub model: Model,
+    /// Clip norm and batch size.
+    pub params: RoundParams,
+    /// Fresh public randomness the batches derive from.
+    pub seed: [u8; 32],
+}
+
+/// An update and its proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The round the update answers.
+    pub round: u64,
+    /// The clipped-gradient sum.
+    pub update: ClippedGradientSum,
+    /// Proof bytes (`zkfed_air::proof` encoding).
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+}
+
+/// The coordinator's decision on one submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The round the submission named.
+    pub round: u64,
+    /// Whether it will be aggregated.
+    pub accepted: bool,
+    /// The failed check, when rejected.
+    pub reason: Option<String>,
+}
+
+/// The participant identifier bound into proofs: SHA-256 of the peer id's bytes.
+pub fn participant_digest(peer: &PeerId) -> [u8; 32] {
+    Sha256::digest(peer.to_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enrolment() -> Enrolment {
+        Enrolment {
+            federation_id: [1; 32],
+            commitment: DatasetCommitment {
+                root: [1, 2, 3, 4],
+                rows: 10,
+            },
+            schema_hash: [2; 32],
+        }
+    }
+
+    #[test]
+    fn signed_enrolments_verify_only_for_their_signer() {
+        let key = Keypair::generate_ed25519();
+        let other = Keypair::generate_ed25519();
+        let signed = SignedEnrolment::sign(enrolment(), &key);
+        assert_eq!(signed.verify(&key.public().to_peer_id()), Ok(()));
+        assert!(matches!(
+            signed.verify(&other.public().to_peer_id()),
+            Err(EnrolmentError::WrongSigner { .. })
+        ));
+        let mut tampered = signed.clone();
+        tampered.enrolment.commitment.rows += 1;
+        assert_eq!(
+            tampered.verify(&key.public().to_peer_id()),
+            Err(EnrolmentError::BadSignature)
+        );
+        let mut garbage = signed;
+        garbage.public_key = vec![1, 2, 3];
+        assert_eq!(
+            garbage.verify(&key.public().to_peer_id()),
+            Err(EnrolmentError::BadKey)
+        );
+    }
+
+    #[test]
+    fn participant_digests_differ_per_peer() {
+        let a = Keypair::generate_ed25519().public().to_peer_id();
+        let b = Keypair::generate_ed25519().public().to_peer_id();
+        assert_ne!(participant_digest(&a), participant_digest(&b));
+    }
+}
