@@ -128,9 +128,9 @@ pub enum EnrolmentError {
     #[error("enrolment is signed by {signer}, not by the sending peer {sender}")]
     WrongSigner {
         /// Peer id of the key.
-        signer: PeerId,
+        signer: String,
         /// Peer id of the connection.
-        sender: PeerId,
+        sender: String,
     },
     /// The signature does not verify.
     #[error("enrolment signature does not verify")]
