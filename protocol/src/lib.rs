@@ -166,8 +166,8 @@ impl SignedEnrolment {
         let signer = key.to_peer_id();
         if signer != *sender {
             return Err(EnrolmentError::WrongSigner {
-                signer,
-                sender: *sender,
+                signer: signer.to_string(),
+                sender: sender.to_string(),
             });
         }
         if !key.verify(&self.enrolment.signing_bytes(), &self.signature) {
