@@ -4,5 +4,8 @@
 //! Built so far: the event model ([`events`]) and the durable, signed log ([`log`]). The
 //! network loop, configuration and the `audit verify` command are in progress (issue 3).
 
+pub mod audit;
+pub mod core;
 pub mod events;
 pub mod log;
+pub mod rounds;

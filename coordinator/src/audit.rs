@@ -1,0 +1,153 @@
+//! Offline audit: re-verify a coordinator's log from its store alone.
+//!
+//! Checks, record by record: the hash chain, the coordinator's signature, that the event is
+//! possible in the replayed state, every enrolment signature, every accepted proof
+//! (re-verified from the stored bytes against the statement rebuilt from the log), and
+//! every aggregate (recomputed bit for bit). The first divergence is reported.
+
+use libp2p::PeerId;
+use libp2p::identity::PublicKey;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::events::{AuditEvent, RunState};
+use crate::log::AuditRecord;
+use crate::rounds::{aggregate, statement_for};
+
+/// What an audit of a consistent log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSummary {
+    /// Records checked.
+    pub records: u64,
+    /// The coordinator whose signatures were checked.
+    pub coordinator: PeerId,
+    /// Rounds aggregated.
+    pub rounds: u64,
+    /// Proofs re-verified.
+    pub proofs_verified: u64,
+    /// Rejections on record.
+    pub rejections: u64,
+}
+
+/// The first place a log stops being consistent.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("record {seq}: {what}")]
+pub struct Divergence {
+    /// The record.
+    pub seq: u64,
+    /// What does not check out.
+    pub what: String,
+}
+
+/// Audits `records`; `proof` looks up the stored proof of an accepted submission.
+pub fn audit(
+    records: &[AuditRecord],
+    proof: impl Fn(u64, &PeerId) -> Option<Vec<u8>>,
+    expected_coordinator: Option<&PeerId>,
+) -> Result<AuditSummary, Divergence> {
+    let diverge = |seq: u64, what: String| Divergence { seq, what };
+    let first = records
+        .first()
+        .ok_or_else(|| diverge(0, "the log is empty".into()))?;
+    let AuditEvent::RunStarted(config) = &first.event else {
+        return Err(diverge(0, "the log does not start with RunStarted".into()));
+    };
+    let key = PublicKey::try_decode_protobuf(&config.coordinator_key)
+        .map_err(|_| diverge(0, "coordinator key does not decode".into()))?;
+    let coordinator = key.to_peer_id();
+    if let Some(expected) = expected_coordinator
+        && *expected != coordinator
+    {
+        return Err(diverge(
+            0,
+            format!("log is signed by {coordinator}, expected {expected}"),
+        ));
+    }
+
+    let mut state = RunState::new(config.clone());
+    let mut summary = AuditSummary {
+        records: 0,
+        coordinator,
+        rounds: 0,
+        proofs_verified: 0,
+        rejections: 0,
+    };
+    let mut prev = [0u8; 32];
+    for (i, record) in records.iter().enumerate() {
+        let seq = i as u64;
+        if record.seq != seq || record.prev != prev {
+            return Err(diverge(
+                seq,
+                "hash chain broken (record missing, reordered or altered)".into(),
+            ));
+        }
+        if !record.signed_by(&key) {
+            return Err(diverge(seq, "coordinator signature does not verify".into()));
+        }
+        prev = record.hash();
+        if seq > 0 {
+            check_event(&state, seq, &record.event, &proof, &mut summary)?;
+            state
+                .apply(seq, &record.event)
+                .map_err(|e| diverge(seq, e.to_string()))?;
+        }
+        summary.records += 1;
+    }
+    summary.rounds = state.completed_rounds;
+    Ok(summary)
+}
+
+fn check_event(
+    state: &RunState,
+    seq: u64,
+    event: &AuditEvent,
+    proof: &impl Fn(u64, &PeerId) -> Option<Vec<u8>>,
+    summary: &mut AuditSummary,
+) -> Result<(), Divergence> {
+    let diverge = |what: String| Divergence { seq, what };
+    match event {
+        AuditEvent::Enrolled { peer, enrolment } => {
+            let peer =
+                PeerId::from_bytes(peer).map_err(|e| diverge(format!("bad peer id: {e}")))?;
+            enrolment
+                .verify(&peer)
+                .map_err(|e| diverge(format!("enrolment of {peer}: {e}")))?;
+        }
+        AuditEvent::Judged {
+            round,
+            peer,
+            update,
+            proof_sha256,
+            rejection,
+        } => {
+            let peer =
+                PeerId::from_bytes(peer).map_err(|e| diverge(format!("bad peer id: {e}")))?;
+            if rejection.is_some() {
+                summary.rejections += 1;
+                return Ok(());
+            }
+            let bytes = proof(*round, &peer)
+                .ok_or_else(|| diverge(format!("accepted proof of {peer} is missing")))?;
+            if Sha256::digest(&bytes).as_slice() != proof_sha256 {
+                return Err(diverge(format!(
+                    "stored proof of {peer} is not the one accepted"
+                )));
+            }
+            let statement =
+                statement_for(state, &peer).map_err(|e| diverge(format!("{peer}: {e}")))?;
+            zkfed_air::verify(&statement, update, &bytes)
+                .map_err(|e| diverge(format!("accepted proof of {peer} does not verify: {e}")))?;
+            summary.proofs_verified += 1;
+        }
+        AuditEvent::Aggregated { model, .. } => {
+            let recomputed = aggregate(state).map_err(|e| diverge(format!("aggregate: {e}")))?;
+            if recomputed != *model {
+                return Err(diverge(
+                    "aggregate differs from FedAvg of the accepted updates".into(),
+                ));
+            }
+        }
+        AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Abandoned { .. } => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! [`Core`]: the log and the state it folds into, advanced only by recording events.
+//!
+//! The network loop drives it; tests drive it directly. Every method that changes anything
+//! appends the event durably first and applies it second, so the state in memory is always
+//! the replay of the log on disk.
+
+use std::path::Path;
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zkfed_aggregation::AggregationError;
+use zkfed_air::Statement;
+use zkfed_protocol::{SignedEnrolment, Submission, Verdict};
+
+use crate::events::{AuditEvent, ReplayError, RunConfig, RunState};
+use crate::log::{AuditLog, LogError};
+use crate::rounds;
+
+/// A failure that stops the coordinator (never a participant's fault).
+#[derive(Debug, Error)]
+pub enum CoreError {
+    /// The store failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The stored log does not replay.
+    #[error("the stored log does not replay: {0}")]
+    Replay(#[from] ReplayError),
+    /// The state directory belongs to a run with another configuration.
+    #[error("the state directory holds a run with a different configuration")]
+    ConfigMismatch,
+    /// Aggregation failed.
+    #[error("aggregation failed: {0}")]
+    Aggregation(#[from] AggregationError),
+}
+
+/// The coordinator's durable state machine.
+pub struct Core {
+    log: AuditLog,
+    state: RunState,
+}
+
+impl Core {
+    /// Opens the store, starting the run with `config` or resuming the run it holds.
+    pub fn open(path: &Path, key: Keypair, config: RunConfig) -> Result<Self, CoreError> {
+        let (mut log, records) = AuditLog::open(path, key)?;
+        let state = if records.is_empty() {
+            let record = log.append(AuditEvent::RunStarted(config), None)?;
+            match record.event {
+                AuditEvent::RunStarted(config) => RunState::new(config),
+                _ => unreachable!("just appended RunStarted"),
+            }
+        } else {
+            let state = RunState::replay(records.iter().map(|r| &r.event))?;
+            if state.config != config {
+                return Err(CoreError::ConfigMismatch);
+            }
+            state
+        };
+        Ok(Self { log, state })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    /// The stored proof of an accepted submission.
+    pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, CoreError> {
+        Ok(self.log.proof(round, peer)?)
+    }
+
+    fn record(
+        &mut self,
+        event: AuditEvent,
+        proof: Option<(u64, &PeerId, &[u8])>,
+    ) -> Result<(), CoreError> {
+        let record = self.log.append(event, proof)?;
+        self.state.apply(record.seq, &record.event)?;
+        Ok(())
+    }
+
+    /// Handles an enrolment: `Err(reason)` refuses it.
+    pub fn enrol(
+        &mut self,
+        peer: &PeerId,
+        signed: &SignedEnrolment,
+    ) -> Result<Result<(), String>, CoreError> {
+        match rounds::judge_enrolment(&self.state, peer, signed) {
+            Ok(Some(event)) => self.record(event, None).map(Ok),
+            Ok(None) => Ok(Ok(())),
+            Err(reason) => Ok(Err(reason)),
+        }
+    }
+
+    /// Starts the next round with `seed` if one should start; returns whether it did.
+    pub fn start_round_if_due(&mut self, seed: [u8; 32]) -> Result<bool, CoreError> {
+        match rounds::start_round(&self.state, seed) {
+            Some(event) => self.record(event, None).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Checks a submission before verification: the statement to verify it against.
+    pub fn admit(&self, peer: &PeerId, submission: &Submission) -> Result<Statement, String> {
+        rounds::admit_submission(&self.state, peer, submission)
+    }
+
+    /// Records the verification outcome of an admitted submission and returns the verdict.
+    ///
+    /// Re-admits first: the round may have closed, or another submission from the same
+    /// peer may have been judged, while this one was being verified.
+    pub fn judge(
+        &mut self,
+        peer: &PeerId,
+        submission: &Submission,
+        outcome: Result<(), String>,
+    ) -> Result<Verdict, CoreError> {
+        let round = submission.round;
+        if let Err(reason) = self.admit(peer, submission) {
+            return Ok(Verdict {
+                round,
+                accepted: false,
+                reason: Some(reason),
+            });
+        }
+        let proof_sha256: [u8; 32] = Sha256::digest(&submission.proof).into();
+        let rejection = outcome.err();
+        let event = AuditEvent::Judged {
+            round,
+            peer: peer.to_bytes(),
+            update: submission.update.clone(),
+            proof_sha256,
+            rejection: rejection.clone(),
+        };
+        let proof = rejection
+            .is_none()
+            .then_some((round, peer, submission.proof.as_slice()));
+        self.record(event, proof)?;
+        Ok(Verdict {
+            round,
+            accepted: rejection.is_none(),
+            reason: rejection,
+        })
+    }
+
+    /// Closes the open round if it is due; returns the closing event.
+    pub fn close_round_if_due(
+        &mut self,
+        deadline_passed: bool,
+    ) -> Result<Option<AuditEvent>, CoreError> {
+        match rounds::close_round(&self.state, deadline_passed)? {
+            Some(event) => {
+                self.record(event.clone(), None)?;
+                Ok(Some(event))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Round policy: pure decisions over the [`RunState`], each returning the event to log.
+//!
+//! The live coordinator and the offline auditor share [`statement_for`], so the statement
+//! a proof is checked against is rebuilt the same way by both.
+
+use libp2p::PeerId;
+use zkfed_aggregation::{AggregationError, fedavg_step};
+use zkfed_air::{ProofContext, Statement};
+use zkfed_protocol::{RoundAnnouncement, SignedEnrolment, Submission, participant_digest};
+
+use crate::events::{AuditEvent, RunState};
+
+/// The statement a submission from `peer` must prove in the open round.
+pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, String> {
+    let open = state.open.as_ref().ok_or("no round is open")?;
+    let enrolment = state.enrolments.get(peer).ok_or("peer is not enrolled")?;
+    let announcement = &open.announcement;
+    let context = ProofContext {
+        federation_id: state.config.public.federation_id,
+        round: announcement.round,
+        participant: participant_digest(peer),
+    };
+    Statement::new(
+        context,
+        announcement.model.clone(),
+        announcement.params,
+        enrolment.enrolment.commitment,
+        announcement.seed,
+    )
+    .map_err(|e| format!("cannot form the statement: {e}"))
+}
+
+/// Whether `peer` may enrol `signed`; `Ok(None)` if it already enrolled exactly this.
+pub fn judge_enrolment(
+    state: &RunState,
+    peer: &PeerId,
+    signed: &SignedEnrolment,
+) -> Result<Option<AuditEvent>, String> {
+    signed.verify(peer).map_err(|e| e.to_string())?;
+    let e = &signed.enrolment;
+    if e.federation_id != state.config.public.federation_id {
+        return Err("enrolment is for another federation".into());
+    }
+    if e.schema_hash != state.config.public.schema.hash() {
+        return Err("enrolment is for another schema".into());
+    }
+    if e.commitment.rows < state.config.params.batch_size as u64 {
+        return Err(format!(
+            "dataset of {} rows is smaller than the batch of {}",
+            e.commitment.rows, state.config.params.batch_size
+        ));
+    }
+    match state.enrolments.get(peer) {
+        Some(existing) if existing.enrolment == *e => Ok(None),
+        Some(_) => Err("already enrolled with another commitment; the root cannot change".into()),
+        None => Ok(Some(AuditEvent::Enrolled {
+            peer: peer.to_bytes(),
+            enrolment: signed.clone(),
+        })),
+    }
+}
+
+/// The statement of an admissible submission, or why it is refused before verification.
+pub fn admit_submission(
+    state: &RunState,
+    peer: &PeerId,
+    submission: &Submission,
+) -> Result<Statement, String> {
+    let open = state.open.as_ref().ok_or("no round is open")?;
+    let round = open.announcement.round;
+    if submission.round != round {
+        return Err(format!(
+            "submission for round {} but round {round} is open",
+            submission.round
+        ));
+    }
+    if open.judged.contains_key(peer) {
+        return Err(format!("duplicate submission for round {round}"));
+    }
+    statement_for(state, peer)
+}
+
+/// The next round's start event, if one should start now.
+pub fn start_round(state: &RunState, seed: [u8; 32]) -> Option<AuditEvent> {
+    if state.open.is_some() || state.finished() || state.enrolments.len() < state.config.quorum {
+        return None;
+    }
+    Some(AuditEvent::RoundStarted(RoundAnnouncement {
+        round: state.completed_rounds + 1,
+        model: state.model.clone(),
+        params: state.config.params,
+        seed,
+    }))
+}
+
+/// The event that closes the open round, if it should close now: at quorum once every
+/// enrolled participant has been judged, or at the deadline.
+pub fn close_round(
+    state: &RunState,
+    deadline_passed: bool,
+) -> Result<Option<AuditEvent>, AggregationError> {
+    let Some(open) = &state.open else {
+        return Ok(None);
+    };
+    let round = open.announcement.round;
+    let quorum_met = open.accepted.len() >= state.config.quorum;
+    let all_in = state.enrolments.keys().all(|p| open.judged.contains_key(p));
+    if quorum_met && (all_in || deadline_passed) {
+        return Ok(Some(AuditEvent::Aggregated {
+            round,
+            model: aggregate(state)?,
+        }));
+    }
+    if deadline_passed || all_in {
+        let reason = format!(
+            "{} accepted updates, quorum is {}",
+            open.accepted.len(),
+            state.config.quorum
+        );
+        return Ok(Some(AuditEvent::Abandoned { round, reason }));
+    }
+    Ok(None)
+}
+
+/// FedAvg of the open round's accepted updates, in the order they were accepted.
+pub fn aggregate(state: &RunState) -> Result<zkfed_air::Model, AggregationError> {
+    let open = state.open.as_ref().ok_or(AggregationError::Empty)?;
+    let updates: Vec<_> = open.accepted.iter().map(|(_, u)| u.clone()).collect();
+    fedavg_step(
+        &open.announcement.model,
+        &updates,
+        state.config.learning_rate,
+    )
+}

@@ -1,0 +1,245 @@
+//! A run through [`Core`] with real proofs, then an offline audit of its store: it passes,
+//! and a tampered record, proof, update or aggregate is each caught.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use zkfed_air::data::{Standardization, breast_cancer};
+use zkfed_air::fixed::ONE;
+use zkfed_air::{CommittedDataset, RoundParams, prove};
+use zkfed_coordinator::audit::audit;
+use zkfed_coordinator::core::Core;
+use zkfed_coordinator::events::{AuditEvent, RunConfig};
+use zkfed_coordinator::log::{AuditRecord, StoredLog};
+use zkfed_protocol::{Enrolment, RunParameters, SignedEnrolment, Submission};
+
+struct Hospital {
+    key: Keypair,
+    dataset: CommittedDataset,
+}
+
+impl Hospital {
+    fn peer(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "zkfed-audit-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two rounds, three hospitals; hospital 2 scales its update in round 1.
+fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
+    let raw = breast_cancer();
+    let standardization = Standardization::fit(&raw).unwrap();
+    let rows = standardization.apply(&raw).unwrap();
+    let mut rng = StdRng::seed_from_u64(8);
+    let hospitals: Vec<Hospital> = (0..3)
+        .map(|k| {
+            let part = rows[k * 60..(k + 1) * 60].to_vec();
+            let labels = raw.labels[k * 60..(k + 1) * 60].to_vec();
+            let dataset = CommittedDataset::commit(part, labels, &mut rng).unwrap();
+            Hospital {
+                key: Keypair::generate_ed25519(),
+                dataset,
+            }
+        })
+        .collect();
+    let config = RunConfig {
+        public: RunParameters {
+            federation_id: [7; 32],
+            schema: raw.schema.clone(),
+            standardization,
+            rounds: 2,
+        },
+        coordinator_key: coordinator.public().encode_protobuf(),
+        allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
+        quorum: 2,
+        params: RoundParams {
+            clip_norm: ONE,
+            batch_size: 4,
+        },
+        learning_rate: ONE,
+        round_deadline_secs: 60,
+    };
+    let mut core =
+        Core::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
+    for h in &hospitals {
+        let enrolment = Enrolment {
+            federation_id: config.public.federation_id,
+            commitment: h.dataset.commitment(),
+            schema_hash: config.public.schema.hash(),
+        };
+        core.enrol(&h.peer(), &SignedEnrolment::sign(enrolment, &h.key))
+            .unwrap()
+            .unwrap();
+    }
+    for round in 1..=2u64 {
+        assert!(core.start_round_if_due([round as u8; 32]).unwrap());
+        for (k, h) in hospitals.iter().enumerate() {
+            let statement =
+                zkfed_coordinator::rounds::statement_for(core.state(), &h.peer()).unwrap();
+            let (mut update, proof) = prove(&statement, &h.dataset).unwrap();
+            if round == 1 && k == 2 {
+                update.weights.iter_mut().for_each(|w| *w *= 3);
+            }
+            let submission = Submission {
+                round,
+                update,
+                proof,
+            };
+            let admitted = core.admit(&h.peer(), &submission).unwrap();
+            let outcome = zkfed_air::verify(&admitted, &submission.update, &submission.proof)
+                .map_err(|e| e.to_string());
+            let verdict = core.judge(&h.peer(), &submission, outcome).unwrap();
+            assert_eq!(
+                verdict.accepted,
+                !(round == 1 && k == 2),
+                "round {round} hospital {k}: {verdict:?}"
+            );
+            // A second submission in the same round is refused without touching the log.
+            assert!(core.admit(&h.peer(), &submission).is_err());
+        }
+        assert!(matches!(
+            core.close_round_if_due(false).unwrap(),
+            Some(AuditEvent::Aggregated { .. })
+        ));
+    }
+    assert!(core.state().finished());
+    (config, hospitals)
+}
+
+fn proofs(dir: &Path) -> BTreeMap<(u64, PeerId), Vec<u8>> {
+    let stored = StoredLog::open(&dir.join("state.redb")).unwrap();
+    let mut map = BTreeMap::new();
+    for r in stored.records().unwrap() {
+        if let AuditEvent::Judged {
+            round,
+            peer,
+            rejection: None,
+            ..
+        } = r.event
+        {
+            let peer = PeerId::from_bytes(&peer).unwrap();
+            map.insert((round, peer), stored.proof(round, &peer).unwrap().unwrap());
+        }
+    }
+    map
+}
+
+/// Rewrites the chain and signatures, as a dishonest coordinator holding the key could.
+fn resign(records: &mut [AuditRecord], key: &Keypair) {
+    let mut prev = [0; 32];
+    for r in records.iter_mut() {
+        r.prev = prev;
+        r.signature = key.sign(&r.hash()).unwrap();
+        prev = r.hash();
+    }
+}
+
+#[test]
+fn audit_passes_on_a_real_run_and_catches_each_tampering() {
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    let (config, _) = run(&dir, &coordinator);
+
+    // Restart: the same store replays to the same state.
+    let reopened =
+        Core::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
+    assert_eq!(reopened.state().completed_rounds, 2);
+    drop(reopened);
+
+    let records = StoredLog::open(&dir.join("state.redb"))
+        .unwrap()
+        .records()
+        .unwrap();
+    let proofs = proofs(&dir);
+    let lookup = |m: &BTreeMap<(u64, PeerId), Vec<u8>>| {
+        let m = m.clone();
+        move |round: u64, peer: &PeerId| m.get(&(round, *peer)).cloned()
+    };
+    let me = coordinator.public().to_peer_id();
+    let summary = audit(&records, lookup(&proofs), Some(&me)).expect("honest log audits clean");
+    assert_eq!(
+        (summary.rounds, summary.proofs_verified, summary.rejections),
+        (2, 5, 1)
+    );
+
+    // Another coordinator's key.
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    assert!(audit(&records, lookup(&proofs), Some(&stranger)).is_err());
+
+    // A record altered without re-signing.
+    let mut altered = records.clone();
+    let last = altered.len() - 1;
+    if let AuditEvent::Aggregated { model, .. } = &mut altered[last].event {
+        model.bias += 1;
+    }
+    let d = audit(&altered, lookup(&proofs), None).unwrap_err();
+    assert_eq!(d.seq, last as u64, "{d}");
+
+    // A record removed.
+    let mut removed = records.clone();
+    removed.remove(3);
+    assert_eq!(audit(&removed, lookup(&proofs), None).unwrap_err().seq, 3);
+
+    // A stored proof swapped for another accepted one.
+    let mut swapped = proofs.clone();
+    let keys: Vec<_> = swapped.keys().cloned().collect();
+    let other = swapped[&keys[1]].clone();
+    swapped.insert(keys[0], other);
+    let d = audit(&records, lookup(&swapped), None).unwrap_err();
+    assert!(d.what.contains("not the one accepted"), "{d}");
+
+    // The coordinator itself re-signs a log with an inflated accepted update.
+    let mut forged = records.clone();
+    let judged = forged
+        .iter()
+        .position(|r| {
+            matches!(
+                &r.event,
+                AuditEvent::Judged {
+                    rejection: None,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    if let AuditEvent::Judged { update, .. } = &mut forged[judged].event {
+        update.bias += 1;
+    }
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert!(d.what.contains("does not verify"), "{d}");
+
+    // ... or with an aggregate that is not FedAvg of the accepted updates.
+    let mut forged = records.clone();
+    let agg = forged
+        .iter()
+        .position(|r| matches!(r.event, AuditEvent::Aggregated { .. }))
+        .unwrap();
+    if let AuditEvent::Aggregated { model, .. } = &mut forged[agg].event {
+        model.weights[0] += 1;
+    }
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert_eq!(d.seq, agg as u64, "{d}");
+    assert!(d.what.contains("aggregate differs"), "{d}");
+
+    // Reopening with another configuration is refused rather than silently mixing runs.
+    let mut other_config = config;
+    other_config.quorum = 3;
+    assert!(Core::open(&dir.join("state.redb"), coordinator, other_config).is_err());
+    std::fs::remove_dir_all(dir).unwrap();
+}
