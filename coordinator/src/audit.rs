@@ -151,3 +151,14 @@ fn check_event(
     }
     Ok(())
 }
+
+/// Audits the store at `path`: `Ok(Err(_))` is a divergence, `Err(_)` an unreadable store.
+pub fn audit_store(
+    path: &std::path::Path,
+    expected_coordinator: Option<&PeerId>,
+) -> Result<Result<AuditSummary, Divergence>, crate::log::LogError> {
+    let stored = crate::log::StoredLog::open(path)?;
+    let records = stored.records()?;
+    let lookup = |round: u64, peer: &PeerId| stored.proof(round, peer).ok().flatten();
+    Ok(audit(&records, lookup, expected_coordinator))
+}

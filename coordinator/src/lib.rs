@@ -5,7 +5,10 @@
 //! network loop, configuration and the `audit verify` command are in progress (issue 3).
 
 pub mod audit;
+pub mod config;
 pub mod core;
 pub mod events;
 pub mod log;
+pub mod node;
 pub mod rounds;
+pub mod starter;

@@ -4,6 +4,8 @@
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
 
+pub mod node;
+
 use std::time::Duration;
 
 use libp2p::identity::{Keypair, PublicKey};

@@ -1,0 +1,139 @@
+//! `zkfed-coordinator`: runs a federation's coordinator, prints its peer id, writes a
+//! starter configuration, or audits a state directory offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "zkfed coordinator: verifies every update before aggregating it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator with a TOML configuration.
+    Run {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print this node's peer id (creating its key on first use).
+    PeerId {
+        /// The state directory holding `node.key`.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Write a starter configuration for the bundled breast-cancer data.
+    Init {
+        /// Where to write the configuration.
+        #[arg(long)]
+        out: PathBuf,
+        /// State directory the configuration names.
+        #[arg(long)]
+        state: PathBuf,
+        /// Allowed participant peer ids.
+        #[arg(long, num_args = 1..)]
+        allow: Vec<String>,
+        /// Listen address.
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7000")]
+        listen: String,
+        /// Rounds.
+        #[arg(long, default_value_t = 20)]
+        rounds: u64,
+        /// Quorum (defaults to every allowed peer).
+        #[arg(long)]
+        quorum: Option<usize>,
+    },
+    /// Offline audit of a state directory.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Re-verify every accepted proof and recompute every aggregate.
+    Verify {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// The coordinator peer id the log must be signed by.
+        #[arg(long)]
+        coordinator: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run { config } => {
+            let config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
+            let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+            runtime.block_on(zkfed_coordinator::node::run(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PeerId { state } => {
+            let key = zkfed_protocol::node::load_or_create_key(&state.join("node.key"))?;
+            println!("{}", key.public().to_peer_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init {
+            out,
+            state,
+            allow,
+            listen,
+            rounds,
+            quorum,
+        } => {
+            let config =
+                zkfed_coordinator::starter::bundled_config(state, allow, listen, rounds, quorum);
+            std::fs::write(&out, toml::to_string_pretty(&config)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { state, coordinator },
+        } => {
+            let expected = coordinator
+                .map(|c| c.parse())
+                .transpose()
+                .context("--coordinator")?;
+            match zkfed_coordinator::audit::audit_store(
+                &state.join("state.redb"),
+                expected.as_ref(),
+            )? {
+                Ok(summary) => {
+                    println!(
+                        "audit passed: {} records signed by {}, {} rounds, {} proofs re-verified, {} rejections on record",
+                        summary.records,
+                        summary.coordinator,
+                        summary.rounds,
+                        summary.proofs_verified,
+                        summary.rejections
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(divergence) => {
+                    println!("audit FAILED at {divergence}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The coordinator's network loop: one swarm, one `select!`, verification on blocking
+//! threads.
+//!
+//! Requests are answered from the [`Core`]; submissions are admitted, verified on a bounded
+//! pool of blocking threads while other requests keep flowing, and judged (logged) before
+//! their verdict is sent. A tick starts rounds and closes them at quorum or deadline.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{PeerId, Swarm, allow_block_list, connection_limits, identify, ping};
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tracing::{info, warn};
+use zkfed_protocol::{Request, Response, Submission};
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::events::AuditEvent;
+
+/// Proofs verified at once (each on a blocking thread).
+const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+/// How often rounds are started and deadlines checked.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The coordinator's composed behaviour.
+#[derive(NetworkBehaviour)]
+pub(crate) struct CoordinatorBehaviour {
+    /// Refuses every peer not on the allow-list.
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// Bounds connections.
+    limits: connection_limits::Behaviour,
+    /// The zkfed protocol.
+    zkfed: request_response::cbor::Behaviour<Request, Response>,
+    /// Peer information exchange.
+    identify: identify::Behaviour,
+    /// Liveness.
+    ping: ping::Behaviour,
+}
+
+/// A finished verification, on its way back to the loop.
+struct Verified {
+    peer: PeerId,
+    submission: Submission,
+    channel: ResponseChannel<Response>,
+    outcome: Result<(), String>,
+}
+
+/// Runs the coordinator until the run is over (plus the linger time) or `shutdown` fires.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut core = Core::open(&config.store, config.key.clone(), config.run.clone())
+        .context("opening the state store")?;
+    let me = config.key.public().to_peer_id();
+    info!(peer = %me, rounds_done = core.state().completed_rounds, "coordinator starting");
+    let mut swarm = swarm(&config)?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("listening on {addr}"))?;
+    }
+
+    let (verified_tx, mut verified_rx) = mpsc::channel::<Verified>(64);
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS));
+    let mut in_flight: BTreeSet<PeerId> = BTreeSet::new();
+    let mut round_opened_at = core.state().open.as_ref().map(|_| Instant::now());
+    let mut finished_at = core.state().finished().then(Instant::now);
+    let mut tick = tokio::time::interval(TICK);
+    tokio::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("shutdown requested");
+                break;
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(CoordinatorBehaviourEvent::Zkfed(request_response::Event::Message {
+                    peer,
+                    message: request_response::Message::Request { request, channel, .. },
+                    ..
+                })) => {
+                    if let Some(response) = handle_request(&mut core, peer, request, channel, &mut in_flight, &verified_tx, &permits)? {
+                        let (channel, response) = response;
+                        let _ = swarm.behaviour_mut().zkfed.send_response(channel, response);
+                    }
+                }
+                SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+                SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                    warn!(from = %send_back_addr, %error, "refused an incoming connection");
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => info!(peer = %peer_id, "participant connected"),
+                _ => {}
+            },
+            Some(done) = verified_rx.recv() => {
+                in_flight.remove(&done.peer);
+                let verdict = core.judge(&done.peer, &done.submission, done.outcome)?;
+                match &verdict.reason {
+                    None => info!(peer = %done.peer, round = verdict.round, "accepted"),
+                    Some(reason) => warn!(peer = %done.peer, round = verdict.round, %reason, "rejected"),
+                }
+                let _ = swarm.behaviour_mut().zkfed.send_response(done.channel, Response::Verdict(verdict));
+            }
+            _ = tick.tick() => {
+                if core.state().finished() {
+                    let at = *finished_at.get_or_insert_with(Instant::now);
+                    if at.elapsed() >= Duration::from_secs(config.linger_secs) {
+                        info!(rounds = core.state().completed_rounds, "run complete");
+                        break;
+                    }
+                    continue;
+                }
+                let deadline = Duration::from_secs(config.run.round_deadline_secs);
+                let passed = round_opened_at.is_some_and(|t| t.elapsed() >= deadline);
+                if let Some(event) = core.close_round_if_due(passed)? {
+                    log_close(&event);
+                    round_opened_at = None;
+                }
+                let mut seed = [0u8; 32];
+                rand::make_rng::<rand::rngs::StdRng>().fill_bytes(&mut seed);
+                if core.start_round_if_due(seed)? {
+                    round_opened_at = Some(Instant::now());
+                    info!(round = core.state().completed_rounds + 1, "round started");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn swarm(config: &Config) -> anyhow::Result<Swarm<CoordinatorBehaviour>> {
+    let allow_list = config.allow.clone();
+    zkfed_protocol::node::build_swarm(config.key.clone(), move |key| {
+        let mut allow = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+        for peer in allow_list {
+            allow.allow_peer(peer);
+        }
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(64))
+            .with_max_established_incoming(Some(1024))
+            .with_max_established_per_peer(Some(4));
+        CoordinatorBehaviour {
+            allow,
+            limits: connection_limits::Behaviour::new(limits),
+            zkfed: zkfed_protocol::request_response_behaviour(),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/zkfed/1.0.0".into(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("building the swarm: {e}"))
+}
+
+type Reply = (ResponseChannel<Response>, Response);
+
+/// Answers a request now, or starts verifying a submission (answered when it finishes).
+fn handle_request(
+    core: &mut Core,
+    peer: PeerId,
+    request: Request,
+    channel: ResponseChannel<Response>,
+    in_flight: &mut BTreeSet<PeerId>,
+    verified: &mpsc::Sender<Verified>,
+    permits: &Arc<Semaphore>,
+) -> anyhow::Result<Option<Reply>> {
+    let response = match request {
+        Request::Parameters => Response::Parameters(core.state().config.public.clone()),
+        Request::Enrol(signed) => match core.enrol(&peer, &signed)? {
+            Ok(()) => {
+                info!(%peer, rows = signed.enrolment.commitment.rows, "enrolled");
+                Response::Enrolled
+            }
+            Err(reason) => {
+                warn!(%peer, %reason, "enrolment refused");
+                Response::Refused { reason }
+            }
+        },
+        Request::CurrentRound => {
+            let state = core.state();
+            if state.finished() {
+                Response::Finished {
+                    rounds: state.completed_rounds,
+                    model: state.model.clone(),
+                }
+            } else if !state.enrolments.contains_key(&peer) {
+                Response::Refused {
+                    reason: "not enrolled".into(),
+                }
+            } else {
+                match &state.open {
+                    Some(open) => Response::Round(open.announcement.clone()),
+                    None => Response::Waiting {
+                        reason: "no round is open".into(),
+                    },
+                }
+            }
+        }
+        Request::Submit(submission) => {
+            let round = submission.round;
+            let refuse = |reason: String| {
+                warn!(%peer, round, %reason, "submission refused before verification");
+                Response::Verdict(zkfed_protocol::Verdict {
+                    round,
+                    accepted: false,
+                    reason: Some(reason),
+                })
+            };
+            if in_flight.contains(&peer) {
+                refuse("a submission from this peer is already being verified".into())
+            } else {
+                match core.admit(&peer, &submission) {
+                    Err(reason) => refuse(reason),
+                    Ok(statement) => {
+                        in_flight.insert(peer);
+                        let permits = permits.clone();
+                        let verified = verified.clone();
+                        tokio::spawn(async move {
+                            let Ok(_permit) = permits.acquire_owned().await else {
+                                return;
+                            };
+                            let checked = submission.clone();
+                            let outcome = tokio::task::spawn_blocking(move || {
+                                zkfed_air::verify(&statement, &checked.update, &checked.proof)
+                                    .map_err(|e| e.to_string())
+                            })
+                            .await
+                            .unwrap_or_else(|_| Err("verification task failed".into()));
+                            let _ = verified
+                                .send(Verified {
+                                    peer,
+                                    submission,
+                                    channel,
+                                    outcome,
+                                })
+                                .await;
+                        });
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    };
+    Ok(Some((channel, response)))
+}
+
+fn log_close(event: &AuditEvent) {
+    match event {
+        AuditEvent::Aggregated { round, .. } => info!(round, "round aggregated"),
+        AuditEvent::Abandoned { round, reason } => warn!(round, %reason, "round abandoned"),
+        _ => {}
+    }
+}
