@@ -1,0 +1,66 @@
+//! Configuration in two stages: [`RawConfig`] (TOML or flags) and the resolved [`Config`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// The participant's TOML file, as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The coordinator's multiaddr, ending in `/p2p/<peer id>`.
+    pub coordinator: String,
+    /// The CSV of this participant's rows (header row first).
+    pub dataset: PathBuf,
+    /// Directory for the node key, the salts and the commitment.
+    pub state_dir: PathBuf,
+}
+
+/// A validated, resolved configuration.
+pub struct Config {
+    /// Where the coordinator listens.
+    pub coordinator_addr: Multiaddr,
+    /// Who the coordinator is (the only peer this node talks to).
+    pub coordinator: PeerId,
+    /// The dataset file.
+    pub dataset: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The node key.
+    pub key: Keypair,
+}
+
+impl RawConfig {
+    /// Parses a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Validates and loads (or creates) the node key.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let addr: Multiaddr = self
+            .coordinator
+            .parse()
+            .with_context(|| format!("coordinator address `{}`", self.coordinator))?;
+        let Some(Protocol::P2p(coordinator)) = addr.iter().last() else {
+            bail!("the coordinator address must end in /p2p/<peer id>");
+        };
+        std::fs::create_dir_all(&self.state_dir)
+            .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
+        let key = zkfed_protocol::node::load_or_create_key(&self.state_dir.join("node.key"))
+            .context("loading the node key")?;
+        Ok(Config {
+            coordinator_addr: addr,
+            coordinator,
+            dataset: self.dataset,
+            state_dir: self.state_dir,
+            key,
+        })
+    }
+}

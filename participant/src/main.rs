@@ -1,0 +1,103 @@
+//! `zkfed-participant`: takes part in a federation from a hospital's machine, prints its
+//! peer id for the allow-list, or exports a shard of the bundled data as CSV.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use zkfed_participant::config::RawConfig;
+
+#[derive(Parser)]
+#[command(version, about = "zkfed participant: proves every update it sends")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take part in a run (a TOML file, or the three flags).
+    Run {
+        /// The configuration file.
+        #[arg(long, conflicts_with_all = ["coordinator", "dataset", "state"])]
+        config: Option<PathBuf>,
+        /// The coordinator's multiaddr ending in /p2p/<peer id>.
+        #[arg(long, requires_all = ["dataset", "state"])]
+        coordinator: Option<String>,
+        /// The CSV of this participant's rows.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// The state directory (node key, salts).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Print this node's peer id (creating its key on first use), for the allow-list.
+    PeerId {
+        /// The state directory holding `node.key`.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Write shard `shard` of `of` of the bundled breast-cancer data as CSV.
+    ExportBundled {
+        /// Which shard (from 0).
+        #[arg(long)]
+        shard: usize,
+        /// How many shards.
+        #[arg(long)]
+        of: usize,
+        /// Where to write the CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            config,
+            coordinator,
+            dataset,
+            state,
+        } => {
+            let raw = match (config, coordinator, dataset, state) {
+                (Some(path), ..) => RawConfig::load(&path)?,
+                (None, Some(coordinator), Some(dataset), Some(state_dir)) => RawConfig {
+                    coordinator,
+                    dataset,
+                    state_dir,
+                },
+                _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
+            };
+            let config = raw.resolve()?;
+            let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+            let outcome = runtime.block_on(zkfed_participant::node::run(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
+            if let Some(outcome) = outcome {
+                println!(
+                    "run finished after {} rounds; {} of this node's updates accepted",
+                    outcome.rounds, outcome.accepted
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PeerId { state } => {
+            let key = zkfed_protocol::node::load_or_create_key(&state.join("node.key"))?;
+            println!("{}", key.public().to_peer_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportBundled { shard, of, out } => {
+            anyhow::ensure!(of >= 1 && shard < of, "--shard must be below --of");
+            let csv = zkfed_participant::bundled_shard_csv(shard, of);
+            std::fs::write(&out, csv).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The participant's loop: parameters, commitment, enrolment, then rounds until the run ends.
+//!
+//! The participant only ever asks; each request is retried with exponential backoff when
+//! the coordinator is unreachable (restarting, or the network dropped), so a participant
+//! rides out a coordinator restart and rejoins the round in progress.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use libp2p::request_response::{self, OutboundFailure};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{PeerId, Swarm, allow_block_list, identify, ping};
+use tracing::{info, warn};
+use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
+use zkfed_air::data::{Standardization, read_csv};
+use zkfed_air::{CommittedDataset, Model, ProofContext, Statement};
+use zkfed_protocol::{
+    Enrolment, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment, Submission,
+    participant_digest,
+};
+
+use crate::config::Config;
+
+/// Pause between polls while no new round is open.
+const POLL: Duration = Duration::from_millis(500);
+/// Longest wait between retries of a failed request.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The participant's composed behaviour.
+#[derive(NetworkBehaviour)]
+pub(crate) struct ParticipantBehaviour {
+    /// Talks only to the coordinator.
+    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// The zkfed protocol.
+    zkfed: request_response::cbor::Behaviour<Request, Response>,
+    /// Peer information exchange.
+    identify: identify::Behaviour,
+    /// Liveness.
+    ping: ping::Behaviour,
+}
+
+/// How a run ended for this participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Rounds the run completed.
+    pub rounds: u64,
+    /// The final model.
+    pub model: Model,
+    /// Rounds in which this participant's update was accepted.
+    pub accepted: u64,
+}
+
+/// Runs the participant until the run is over or `shutdown` fires (then `Ok(None)`).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Option<Outcome>> {
+    tokio::select! {
+        outcome = participate(config) => outcome.map(Some),
+        () = shutdown => {
+            info!("shutdown requested");
+            Ok(None)
+        }
+    }
+}
+
+async fn participate(config: Config) -> anyhow::Result<Outcome> {
+    let me = config.key.public().to_peer_id();
+    info!(peer = %me, coordinator = %config.coordinator, "participant starting");
+    let mut link = Link::new(&config)?;
+
+    let Response::Parameters(params) = link.ask(Request::Parameters).await? else {
+        bail!("the coordinator did not answer with the run parameters");
+    };
+    let dataset = commit_dataset(&config, &params)?;
+    let enrolment = Enrolment {
+        federation_id: params.federation_id,
+        commitment: dataset.commitment(),
+        schema_hash: params.schema.hash(),
+    };
+    match link
+        .ask(Request::Enrol(SignedEnrolment::sign(
+            enrolment,
+            &config.key,
+        )))
+        .await?
+    {
+        Response::Enrolled => info!(rows = dataset.commitment().rows, "enrolled"),
+        Response::Refused { reason } => bail!("enrolment refused: {reason}"),
+        other => bail!("unexpected answer to enrolment: {other:?}"),
+    }
+
+    let mut last_submitted = 0;
+    let mut accepted = 0;
+    loop {
+        match link.ask(Request::CurrentRound).await? {
+            Response::Round(round) if round.round > last_submitted => {
+                let submission = prove_round(&params, &round, &me, &dataset).await?;
+                last_submitted = round.round;
+                match link.ask(Request::Submit(submission)).await? {
+                    Response::Verdict(v) if v.accepted => {
+                        accepted += 1;
+                        info!(round = v.round, "update accepted");
+                    }
+                    Response::Verdict(v) => {
+                        warn!(round = v.round, reason = ?v.reason, "update rejected")
+                    }
+                    other => warn!(?other, "unexpected answer to a submission"),
+                }
+            }
+            Response::Round(_) | Response::Waiting { .. } => tokio::time::sleep(POLL).await,
+            Response::Finished { rounds, model } => {
+                info!(rounds, accepted, "run finished");
+                return Ok(Outcome {
+                    rounds,
+                    model,
+                    accepted,
+                });
+            }
+            Response::Refused { reason } => bail!("coordinator refused: {reason}"),
+            other => bail!("unexpected answer: {other:?}"),
+        }
+    }
+}
+
+/// Loads the CSV under the run's schema and commits to it, reusing persisted salts.
+///
+/// Fresh salts are written durably before the commitment is used: without them the
+/// commitment could never be opened again.
+fn commit_dataset(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
+    let file = std::fs::File::open(&config.dataset)
+        .with_context(|| format!("opening {}", config.dataset.display()))?;
+    let raw = read_csv(std::io::BufReader::new(file), &params.schema)
+        .with_context(|| format!("reading {}", config.dataset.display()))?;
+    let rows = standardize(&params.standardization, &raw)?;
+    let salts_path = config.state_dir.join("salts.bin");
+    let dataset = match std::fs::read(&salts_path) {
+        Ok(bytes) => {
+            let salts = salts_from_bytes(&bytes, rows.len())
+                .context("the stored salts do not fit the dataset")?;
+            CommittedDataset::with_salts(rows, raw.labels, salts)?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dataset = CommittedDataset::commit(
+                rows,
+                raw.labels,
+                &mut rand::make_rng::<rand::rngs::StdRng>(),
+            )?;
+            write_salts(&salts_path, &dataset)?;
+            dataset
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", salts_path.display())),
+    };
+    Ok(dataset)
+}
+
+fn standardize(
+    stats: &Standardization,
+    raw: &zkfed_air::data::RawDataset,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    stats
+        .apply(raw)
+        .context("standardizing the dataset with the run's statistics")
+}
+
+fn write_salts(path: &Path, dataset: &CommittedDataset) -> anyhow::Result<()> {
+    zkfed_protocol::node::write_durably(path, &salts_to_bytes(dataset.salts()), true)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Proves this round's update on a blocking thread.
+async fn prove_round(
+    params: &RunParameters,
+    round: &RoundAnnouncement,
+    me: &PeerId,
+    dataset: &CommittedDataset,
+) -> anyhow::Result<Submission> {
+    let context = ProofContext {
+        federation_id: params.federation_id,
+        round: round.round,
+        participant: participant_digest(me),
+    };
+    let statement = Statement::new(
+        context,
+        round.model.clone(),
+        round.params,
+        dataset.commitment(),
+        round.seed,
+    )
+    .context("forming the round's statement")?;
+    let dataset = dataset.clone();
+    info!(
+        round = round.round,
+        batch = round.params.batch_size,
+        "proving"
+    );
+    let started = std::time::Instant::now();
+    let (update, proof) =
+        tokio::task::spawn_blocking(move || zkfed_air::prove(&statement, &dataset))
+            .await
+            .context("the proving task failed")?
+            .context("proving")?;
+    info!(
+        round = round.round,
+        seconds = started.elapsed().as_secs_f64(),
+        bytes = proof.len(),
+        "proved"
+    );
+    Ok(Submission {
+        round: round.round,
+        update,
+        proof,
+    })
+}
+
+/// The connection to the coordinator: one request at a time, retried with backoff.
+struct Link {
+    swarm: Swarm<ParticipantBehaviour>,
+    coordinator: PeerId,
+}
+
+impl Link {
+    fn new(config: &Config) -> anyhow::Result<Self> {
+        let coordinator = config.coordinator;
+        let mut swarm = zkfed_protocol::node::build_swarm(config.key.clone(), |key| {
+            let mut allow =
+                allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+            allow.allow_peer(coordinator);
+            ParticipantBehaviour {
+                allow,
+                zkfed: zkfed_protocol::request_response_behaviour(),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/zkfed/1.0.0".into(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("building the swarm: {e}"))?;
+        swarm.add_peer_address(coordinator, config.coordinator_addr.clone());
+        Ok(Self { swarm, coordinator })
+    }
+
+    /// Sends `request` until it is answered, backing off while the coordinator is away.
+    async fn ask(&mut self, request: Request) -> anyhow::Result<Response> {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.once(request.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => {
+                    warn!(%failure, retry_in = ?backoff, "coordinator unreachable");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn once(&mut self, request: Request) -> Result<Response, OutboundFailure> {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .zkfed
+            .send_request(&self.coordinator, request);
+        loop {
+            match self.swarm.select_next_some().await {
+                SwarmEvent::Behaviour(ParticipantBehaviourEvent::Zkfed(event)) => match event {
+                    request_response::Event::Message {
+                        message:
+                            request_response::Message::Response {
+                                request_id,
+                                response,
+                            },
+                        ..
+                    } if request_id == id => return Ok(response),
+                    request_response::Event::OutboundFailure {
+                        request_id, error, ..
+                    } if request_id == id => {
+                        return Err(error);
+                    }
+                    _ => {}
+                },
+                SwarmEvent::OutgoingConnectionError { error, .. } => warn!(%error, "dial failed"),
+                _ => {}
+            }
+        }
+    }
+}
