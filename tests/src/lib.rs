@@ -1,4 +1,3 @@
-//! End-to-end tests across crates (node processes over loopback once issue 3 lands).
-//!
-//! Today it checks the proof core and aggregation compose: a round's accepted updates,
-//! proven and verified from their bytes, aggregate into the next model.
+//! End-to-end tests across crates: `tests/round.rs` composes the proof core and
+//! aggregation through their public APIs; `tests/federation.rs` runs the real coordinator and
+//! participant binaries over loopback, kills nodes and audits the result.
