@@ -36,6 +36,9 @@ pub fn judge_enrolment(
     peer: &PeerId,
     signed: &SignedEnrolment,
 ) -> Result<Option<AuditEvent>, String> {
+    if !state.config.allow_list.contains(&peer.to_bytes()) {
+        return Err("peer is not on the allow-list".into());
+    }
     signed.verify(peer).map_err(|e| e.to_string())?;
     let e = &signed.enrolment;
     if e.federation_id != state.config.public.federation_id {

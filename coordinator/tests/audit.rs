@@ -243,3 +243,84 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     assert!(Core::open(&dir.join("state.redb"), coordinator, other_config).is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
+    let dir = tempdir().join("policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = breast_cancer();
+    let coordinator = Keypair::generate_ed25519();
+    let member = Keypair::generate_ed25519();
+    let stranger = Keypair::generate_ed25519();
+    let config = RunConfig {
+        public: RunParameters {
+            federation_id: [7; 32],
+            schema: raw.schema.clone(),
+            standardization: Standardization::fit(&raw).unwrap(),
+            rounds: 1,
+        },
+        coordinator_key: coordinator.public().encode_protobuf(),
+        allow_list: vec![member.public().to_peer_id().to_bytes()],
+        quorum: 1,
+        params: RoundParams {
+            clip_norm: ONE,
+            batch_size: 4,
+        },
+        learning_rate: ONE,
+        round_deadline_secs: 60,
+    };
+    let mut core = Core::open(&dir.join("state.redb"), coordinator, config.clone()).unwrap();
+    let enrolment = |rows: u64, federation_id: [u8; 32]| Enrolment {
+        federation_id,
+        commitment: zkfed_air::DatasetCommitment {
+            root: [1, 2, 3, 4],
+            rows,
+        },
+        schema_hash: config.public.schema.hash(),
+    };
+    let member_peer = member.public().to_peer_id();
+    let stranger_peer = stranger.public().to_peer_id();
+    let signed = SignedEnrolment::sign(enrolment(50, [7; 32]), &stranger);
+    assert!(
+        core.enrol(&stranger_peer, &signed)
+            .unwrap()
+            .unwrap_err()
+            .contains("allow-list")
+    );
+    let signed = SignedEnrolment::sign(enrolment(50, [8; 32]), &member);
+    assert!(
+        core.enrol(&member_peer, &signed)
+            .unwrap()
+            .unwrap_err()
+            .contains("another federation")
+    );
+    let signed = SignedEnrolment::sign(enrolment(2, [7; 32]), &member);
+    assert!(
+        core.enrol(&member_peer, &signed)
+            .unwrap()
+            .unwrap_err()
+            .contains("smaller than the batch")
+    );
+    // Signed by someone else on the member's behalf.
+    let signed = SignedEnrolment::sign(enrolment(50, [7; 32]), &stranger);
+    assert!(
+        core.enrol(&member_peer, &signed)
+            .unwrap()
+            .unwrap_err()
+            .contains("signed by")
+    );
+    let signed = SignedEnrolment::sign(enrolment(50, [7; 32]), &member);
+    core.enrol(&member_peer, &signed).unwrap().unwrap();
+    core.enrol(&member_peer, &signed)
+        .unwrap()
+        .expect("re-enrolling the same root is idempotent");
+    let changed = SignedEnrolment::sign(enrolment(51, [7; 32]), &member);
+    assert!(
+        core.enrol(&member_peer, &changed)
+            .unwrap()
+            .unwrap_err()
+            .contains("root cannot change")
+    );
+    assert_eq!(core.state().enrolments.len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -7,6 +7,7 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
+use zkfed_air::data::Schema;
 
 /// The participant's TOML file, as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,6 +19,10 @@ pub struct RawConfig {
     pub dataset: PathBuf,
     /// Directory for the node key, the salts and the commitment.
     pub state_dir: PathBuf,
+    /// The columns this node agrees to train on. When set, a run that asks for any other
+    /// schema is refused before a single row is read.
+    #[serde(default)]
+    pub schema: Option<Schema>,
 }
 
 /// A validated, resolved configuration.
@@ -32,6 +37,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The node key.
     pub key: Keypair,
+    /// The schema this node agrees to, if restricted.
+    pub schema: Option<Schema>,
 }
 
 impl RawConfig {
@@ -61,6 +68,7 @@ impl RawConfig {
             dataset: self.dataset,
             state_dir: self.state_dir,
             key,
+            schema: self.schema,
         })
     }
 }

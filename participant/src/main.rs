@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     coordinator,
                     dataset,
                     state_dir,
+                    schema: None,
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };

@@ -15,8 +15,8 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{PeerId, Swarm, allow_block_list, identify, ping};
 use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
-use zkfed_air::data::{Standardization, read_csv};
-use zkfed_air::{CommittedDataset, Model, ProofContext, Statement};
+use zkfed_air::data::read_csv;
+use zkfed_air::{CommittedDataset, DatasetCommitment, Model, ProofContext, Statement};
 use zkfed_protocol::{
     Enrolment, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment, Submission,
     participant_digest,
@@ -26,6 +26,8 @@ use crate::config::Config;
 
 /// Pause between polls while no new round is open.
 const POLL: Duration = Duration::from_millis(500);
+/// How long the coordinator may stay unreachable before the participant gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Longest wait between retries of a failed request.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -75,6 +77,17 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
     let Response::Parameters(params) = link.ask(Request::Parameters).await? else {
         bail!("the coordinator did not answer with the run parameters");
     };
+    if let Some(agreed) = &config.schema
+        && *agreed != params.schema
+    {
+        bail!(
+            "the run asks for columns {:?} (label `{}`), but this node agreed to {:?} (label `{}`)",
+            params.schema.features,
+            params.schema.label,
+            agreed.features,
+            agreed.label
+        );
+    }
     let dataset = commit_dataset(&config, &params)?;
     let enrolment = Enrolment {
         federation_id: params.federation_id,
@@ -128,46 +141,52 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
 
 /// Loads the CSV under the run's schema and commits to it, reusing persisted salts.
 ///
-/// Fresh salts are written durably before the commitment is used: without them the
-/// commitment could never be opened again.
+/// Fresh salts and the commitment are written durably before the commitment is used:
+/// without the salts it could never be opened again. On later starts the stored
+/// commitment must match the file, so an edited CSV is caught here, not at enrolment.
 fn commit_dataset(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
     let file = std::fs::File::open(&config.dataset)
         .with_context(|| format!("opening {}", config.dataset.display()))?;
     let raw = read_csv(std::io::BufReader::new(file), &params.schema)
         .with_context(|| format!("reading {}", config.dataset.display()))?;
-    let rows = standardize(&params.standardization, &raw)?;
+    let rows = params
+        .standardization
+        .apply(&raw)
+        .context("standardizing the dataset with the run's statistics")?;
     let salts_path = config.state_dir.join("salts.bin");
-    let dataset = match std::fs::read(&salts_path) {
+    let commitment_path = config.state_dir.join("commitment.bin");
+    match std::fs::read(&salts_path) {
         Ok(bytes) => {
             let salts = salts_from_bytes(&bytes, rows.len())
                 .context("the stored salts do not fit the dataset")?;
-            CommittedDataset::with_salts(rows, raw.labels, salts)?
+            let dataset = CommittedDataset::with_salts(rows, raw.labels, salts)?;
+            let stored = std::fs::read(&commitment_path)
+                .with_context(|| format!("reading {}", commitment_path.display()))?;
+            let stored: DatasetCommitment =
+                postcard::from_bytes(&stored).context("the stored commitment is corrupt")?;
+            if stored != dataset.commitment() {
+                bail!(
+                    "{} changed since this node committed to it; the enrolled root cannot change",
+                    config.dataset.display()
+                );
+            }
+            Ok(dataset)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let dataset = CommittedDataset::commit(
-                rows,
-                raw.labels,
-                &mut rand::make_rng::<rand::rngs::StdRng>(),
-            )?;
-            write_salts(&salts_path, &dataset)?;
-            dataset
+            let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+            let dataset = CommittedDataset::commit(rows, raw.labels, &mut rng)?;
+            write_durably(&salts_path, &salts_to_bytes(dataset.salts()))?;
+            let commitment =
+                postcard::to_allocvec(&dataset.commitment()).expect("plain data serializes");
+            write_durably(&commitment_path, &commitment)?;
+            Ok(dataset)
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", salts_path.display())),
-    };
-    Ok(dataset)
+        Err(e) => Err(e).with_context(|| format!("reading {}", salts_path.display())),
+    }
 }
 
-fn standardize(
-    stats: &Standardization,
-    raw: &zkfed_air::data::RawDataset,
-) -> anyhow::Result<Vec<Vec<i64>>> {
-    stats
-        .apply(raw)
-        .context("standardizing the dataset with the run's statistics")
-}
-
-fn write_salts(path: &Path, dataset: &CommittedDataset) -> anyhow::Result<()> {
-    zkfed_protocol::node::write_durably(path, &salts_to_bytes(dataset.salts()), true)
+fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    zkfed_protocol::node::write_durably(path, bytes, true)
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -244,12 +263,17 @@ impl Link {
         Ok(Self { swarm, coordinator })
     }
 
-    /// Sends `request` until it is answered, backing off while the coordinator is away.
+    /// Sends `request` until it is answered, backing off while the coordinator is away;
+    /// gives up after [`GIVE_UP_AFTER`] without an answer.
     async fn ask(&mut self, request: Request) -> anyhow::Result<Response> {
         let mut backoff = Duration::from_millis(250);
+        let started = std::time::Instant::now();
         loop {
             match self.once(request.clone()).await {
                 Ok(response) => return Ok(response),
+                Err(failure) if started.elapsed() >= GIVE_UP_AFTER => {
+                    bail!("the coordinator has been unreachable for {GIVE_UP_AFTER:?}: {failure}");
+                }
                 Err(failure) => {
                     warn!(%failure, retry_in = ?backoff, "coordinator unreachable");
                     tokio::time::sleep(backoff).await;
@@ -287,5 +311,49 @@ impl Link {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zkfed_air::data::{Standardization, breast_cancer};
+
+    #[test]
+    fn commitment_is_reused_and_an_edited_csv_is_caught() {
+        let dir = std::env::temp_dir().join(format!("zkfed-part-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = dir.join("rows.csv");
+        std::fs::write(&csv, crate::bundled_shard_csv(0, 5)).unwrap();
+        let raw = breast_cancer();
+        let params = RunParameters {
+            federation_id: [1; 32],
+            schema: raw.schema.clone(),
+            standardization: Standardization::fit(&raw).unwrap(),
+            rounds: 1,
+        };
+        let config = || Config {
+            coordinator_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            coordinator: libp2p::identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id(),
+            dataset: csv.clone(),
+            state_dir: dir.join("state"),
+            key: libp2p::identity::Keypair::generate_ed25519(),
+            schema: None,
+        };
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let first = commit_dataset(&config(), &params).unwrap().commitment();
+        let again = commit_dataset(&config(), &params).unwrap().commitment();
+        assert_eq!(first, again, "salts are reused, so the root is stable");
+        let edited = crate::bundled_shard_csv(0, 5).replacen(",1\n", ",0\n", 1);
+        std::fs::write(&csv, edited).unwrap();
+        let err = commit_dataset(&config(), &params).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("changed since this node committed"),
+            "{err:#}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
