@@ -1,8 +1,9 @@
 //! The coordinator node (`zkfed-coordinator`): enrolment, rounds, proof verification,
 //! aggregation, durable state and the signed audit log.
 //!
-//! Built so far: the event model ([`events`]) and the durable, signed log ([`log`]). The
-//! network loop, configuration and the `audit verify` command are in progress (issue 3).
+//! Every decision is an [`events::AuditEvent`] appended to the signed log ([`log`]) before
+//! anyone is told; the state is the replay of that log ([`core`]), the policy is pure
+//! ([`rounds`]), the network loop is [`node`], and [`audit`] re-checks a store offline.
 
 pub mod audit;
 pub mod config;
