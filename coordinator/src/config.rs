@@ -65,6 +65,8 @@ pub struct Config {
     pub run: RunConfig,
     /// Seconds to keep answering after the run.
     pub linger_secs: u64,
+    /// Code-only observer (the simulation); `None` from the binary.
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::node::CoordinatorEvent>>,
 }
 
 impl RawConfig {
@@ -147,6 +149,7 @@ impl RawConfig {
             store: self.state_dir.join("state.redb"),
             run,
             linger_secs: self.linger_secs,
+            events: None,
         })
     }
 }

@@ -45,12 +45,44 @@ pub(crate) struct CoordinatorBehaviour {
     ping: ping::Behaviour,
 }
 
+/// What the coordinator reports to an observer (the simulation).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoordinatorEvent {
+    /// A submission was verified and judged.
+    Judged {
+        /// The round.
+        round: u64,
+        /// The submitter.
+        peer: PeerId,
+        /// Seconds the verification took.
+        verify_seconds: f64,
+        /// The failed check, if rejected.
+        rejection: Option<String>,
+    },
+    /// A round closed.
+    Closed {
+        /// The round.
+        round: u64,
+        /// Whether it was aggregated (else abandoned below quorum).
+        aggregated: bool,
+        /// Seconds from opening to closing.
+        seconds: f64,
+    },
+}
+
+fn emit(config: &Config, event: CoordinatorEvent) {
+    if let Some(tx) = &config.events {
+        let _ = tx.send(event);
+    }
+}
+
 /// A finished verification, on its way back to the loop.
 struct Verified {
     peer: PeerId,
     submission: Submission,
     channel: ResponseChannel<Response>,
     outcome: Result<(), String>,
+    seconds: f64,
 }
 
 /// Runs the coordinator until the run is over (plus the linger time) or `shutdown` fires.
@@ -101,6 +133,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Some(done) = verified_rx.recv() => {
                 in_flight.remove(&done.peer);
                 let verdict = core.judge(&done.peer, &done.submission, done.outcome)?;
+                emit(&config, CoordinatorEvent::Judged {
+                    round: verdict.round,
+                    peer: done.peer,
+                    verify_seconds: done.seconds,
+                    rejection: verdict.reason.clone(),
+                });
                 match &verdict.reason {
                     None => info!(peer = %done.peer, round = verdict.round, "accepted"),
                     Some(reason) => warn!(peer = %done.peer, round = verdict.round, %reason, "rejected"),
@@ -120,6 +158,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 let passed = round_opened_at.is_some_and(|t| t.elapsed() >= deadline);
                 if let Some(event) = core.close_round_if_due(passed)? {
                     log_close(&event);
+                    if let AuditEvent::Aggregated { round, .. } | AuditEvent::Abandoned { round, .. } = event {
+                        let seconds = round_opened_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                        let aggregated = matches!(event, AuditEvent::Aggregated { .. });
+                        emit(&config, CoordinatorEvent::Closed { round, aggregated, seconds });
+                    }
                     round_opened_at = None;
                 }
                 let mut seed = [0u8; 32];
@@ -227,14 +270,17 @@ fn handle_request(
                                 return;
                             };
                             let checked = submission.clone();
+                            let started = std::time::Instant::now();
                             let outcome = tokio::task::spawn_blocking(move || {
                                 zkfed_air::verify(&statement, &checked.update, &checked.proof)
                                     .map_err(|e| e.to_string())
                             })
                             .await
                             .unwrap_or_else(|_| Err("verification task failed".into()));
+                            let seconds = started.elapsed().as_secs_f64();
                             let _ = verified
                                 .send(Verified {
+                                    seconds,
                                     peer,
                                     submission,
                                     channel,

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,6 +14,7 @@ use futures::StreamExt;
 use libp2p::request_response::{self, OutboundFailure};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{PeerId, Swarm, allow_block_list, identify, ping};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
 use zkfed_air::data::read_csv;
@@ -42,6 +44,70 @@ pub(crate) struct ParticipantBehaviour {
     identify: identify::Behaviour,
     /// Liveness.
     ping: ping::Behaviour,
+}
+
+/// What a participant reports to an observer (the simulation), at most two per round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParticipantEvent {
+    /// A proof was made.
+    Proved {
+        /// The round.
+        round: u64,
+        /// Seconds spent proving.
+        seconds: f64,
+        /// Bytes of the submission sent (proof and update).
+        bytes: usize,
+    },
+    /// The coordinator's verdict arrived.
+    Judged {
+        /// The round.
+        round: u64,
+        /// Whether the update was accepted.
+        accepted: bool,
+        /// The failed check, if rejected.
+        reason: Option<String>,
+    },
+}
+
+/// What a tampering hook sees: the honest submission and what it was made from.
+pub struct TamperInput<'a> {
+    /// The honest submission.
+    pub honest: &'a Submission,
+    /// The statement it proves.
+    pub statement: &'a Statement,
+    /// The committed rows.
+    pub dataset: &'a CommittedDataset,
+    /// This node's previous submission, if any.
+    pub previous: Option<&'a Submission>,
+}
+
+/// Rewrites a submission before it is sent (the simulation's adversaries).
+pub type Tamper = Arc<dyn Fn(&TamperInput<'_>) -> Submission + Send + Sync>;
+
+/// Code-only extensions of a participant; the binary leaves them empty.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Receives [`ParticipantEvent`]s.
+    pub events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
+    /// Replaces the honest submission.
+    pub tamper: Option<Tamper>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("events", &self.events.is_some())
+            .field("tamper", &self.tamper.is_some())
+            .finish()
+    }
+}
+
+impl Hooks {
+    fn emit(&self, event: ParticipantEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
+    }
 }
 
 /// How a run ended for this participant.
@@ -107,19 +173,40 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
     }
 
     let mut last_submitted = 0;
+    let mut previous: Option<Submission> = None;
     let mut accepted = 0;
     loop {
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if round.round > last_submitted => {
-                let submission = prove_round(&params, &round, &me, &dataset).await?;
+                let (honest, statement, seconds) =
+                    prove_round(&params, &round, &me, &dataset).await?;
+                let submission = match &config.hooks.tamper {
+                    Some(tamper) => {
+                        tampered(tamper, &honest, statement, &dataset, previous.clone()).await?
+                    }
+                    None => honest.clone(),
+                };
+                let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
+                config.hooks.emit(ParticipantEvent::Proved {
+                    round: round.round,
+                    seconds,
+                    bytes,
+                });
+                previous = Some(honest);
                 last_submitted = round.round;
                 match link.ask(Request::Submit(submission)).await? {
-                    Response::Verdict(v) if v.accepted => {
-                        accepted += 1;
-                        info!(round = v.round, "update accepted");
-                    }
                     Response::Verdict(v) => {
-                        warn!(round = v.round, reason = ?v.reason, "update rejected")
+                        if v.accepted {
+                            accepted += 1;
+                            info!(round = v.round, "update accepted");
+                        } else {
+                            warn!(round = v.round, reason = ?v.reason, "update rejected");
+                        }
+                        config.hooks.emit(ParticipantEvent::Judged {
+                            round: v.round,
+                            accepted: v.accepted,
+                            reason: v.reason,
+                        });
                     }
                     other => warn!(?other, "unexpected answer to a submission"),
                 }
@@ -196,7 +283,7 @@ async fn prove_round(
     round: &RoundAnnouncement,
     me: &PeerId,
     dataset: &CommittedDataset,
-) -> anyhow::Result<Submission> {
+) -> anyhow::Result<(Submission, Statement, f64)> {
     let context = ProofContext {
         federation_id: params.federation_id,
         round: round.round,
@@ -210,29 +297,49 @@ async fn prove_round(
         round.seed,
     )
     .context("forming the round's statement")?;
-    let dataset = dataset.clone();
+    let (for_prover, rows) = (statement.clone(), dataset.clone());
     info!(
         round = round.round,
         batch = round.params.batch_size,
         "proving"
     );
     let started = std::time::Instant::now();
-    let (update, proof) =
-        tokio::task::spawn_blocking(move || zkfed_air::prove(&statement, &dataset))
-            .await
-            .context("the proving task failed")?
-            .context("proving")?;
-    info!(
-        round = round.round,
-        seconds = started.elapsed().as_secs_f64(),
-        bytes = proof.len(),
-        "proved"
-    );
-    Ok(Submission {
-        round: round.round,
-        update,
-        proof,
+    let (update, proof) = tokio::task::spawn_blocking(move || zkfed_air::prove(&for_prover, &rows))
+        .await
+        .context("the proving task failed")?
+        .context("proving")?;
+    let seconds = started.elapsed().as_secs_f64();
+    info!(round = round.round, seconds, bytes = proof.len(), "proved");
+    Ok((
+        Submission {
+            round: round.round,
+            update,
+            proof,
+        },
+        statement,
+        seconds,
+    ))
+}
+
+/// Runs a tampering hook on a blocking thread (it may prove again).
+async fn tampered(
+    tamper: &Tamper,
+    honest: &Submission,
+    statement: Statement,
+    dataset: &CommittedDataset,
+    previous: Option<Submission>,
+) -> anyhow::Result<Submission> {
+    let (tamper, honest, dataset) = (tamper.clone(), honest.clone(), dataset.clone());
+    tokio::task::spawn_blocking(move || {
+        tamper(&TamperInput {
+            honest: &honest,
+            statement: &statement,
+            dataset: &dataset,
+            previous: previous.as_ref(),
+        })
     })
+    .await
+    .context("the tampering task failed")
 }
 
 /// The connection to the coordinator: one request at a time, retried with backoff.
@@ -342,6 +449,7 @@ mod tests {
             state_dir: dir.join("state"),
             key: libp2p::identity::Keypair::generate_ed25519(),
             schema: None,
+            hooks: Hooks::default(),
         };
         std::fs::create_dir_all(dir.join("state")).unwrap();
         let first = commit_dataset(&config(), &params).unwrap().commitment();
