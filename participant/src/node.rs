@@ -346,12 +346,13 @@ async fn tampered(
 struct Link {
     swarm: Swarm<ParticipantBehaviour>,
     coordinator: PeerId,
+    address: libp2p::Multiaddr,
 }
 
 impl Link {
     fn new(config: &Config) -> anyhow::Result<Self> {
         let coordinator = config.coordinator;
-        let mut swarm = zkfed_protocol::node::build_swarm(config.key.clone(), |key| {
+        let swarm = zkfed_protocol::node::build_swarm(config.key.clone(), |key| {
             let mut allow =
                 allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
             allow.allow_peer(coordinator);
@@ -366,8 +367,11 @@ impl Link {
             }
         })
         .map_err(|e| anyhow::anyhow!("building the swarm: {e}"))?;
-        swarm.add_peer_address(coordinator, config.coordinator_addr.clone());
-        Ok(Self { swarm, coordinator })
+        Ok(Self {
+            swarm,
+            coordinator,
+            address: config.coordinator_addr.clone(),
+        })
     }
 
     /// Sends `request` until it is answered, backing off while the coordinator is away;
@@ -391,6 +395,12 @@ impl Link {
     }
 
     async fn once(&mut self, request: Request) -> Result<Response, OutboundFailure> {
+        // A failed dial drops the address from the behaviours' books: offer it again, so a
+        // participant started before its coordinator (or across a restart) keeps dialing.
+        if !self.swarm.is_connected(&self.coordinator) {
+            self.swarm
+                .add_peer_address(self.coordinator, self.address.clone());
+        }
         let id = self
             .swarm
             .behaviour_mut()

@@ -1,0 +1,273 @@
+//! Adversarial participants: the cheats of DESIGN.md §4 that can be mounted over the wire,
+//! each a tampering hook on an otherwise honest participant.
+
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use zkfed_air::fixed::{ONE, PARAM_BOUND};
+use zkfed_air::{CommittedDataset, Model, Statement, clipped_gradient_sum};
+use zkfed_participant::node::{Tamper, TamperInput};
+use zkfed_protocol::Submission;
+
+/// One kind of cheat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// The update multiplied by 4 after proving.
+    ScaledUpdate,
+    /// One entry of the update changed: a valid proof with a different update.
+    ChangedUpdate,
+    /// The unclipped gradient sum sent with the honest proof.
+    SkippedClipping,
+    /// More examples claimed than were proven.
+    InflatedCount,
+    /// Bits of the proof flipped.
+    FlippedBits,
+    /// The proof cut in half.
+    TruncatedProof,
+    /// Random bytes behind valid magic and version.
+    GarbageProof,
+    /// Last round's proof and update resent for this round.
+    ReplayedRound,
+    /// A proof for another model (the all-zero one).
+    StaleModel,
+    /// A proof over rows not derived from the round seed.
+    ChosenRows,
+    /// A proof over the same rows under a fresh, never-enrolled commitment.
+    UnenrolledRows,
+}
+
+impl Attack {
+    /// Every kind, in the order `cycle` uses.
+    pub const ALL: [Attack; 11] = [
+        Attack::ScaledUpdate,
+        Attack::ChangedUpdate,
+        Attack::SkippedClipping,
+        Attack::InflatedCount,
+        Attack::FlippedBits,
+        Attack::TruncatedProof,
+        Attack::GarbageProof,
+        Attack::ReplayedRound,
+        Attack::StaleModel,
+        Attack::ChosenRows,
+        Attack::UnenrolledRows,
+    ];
+
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::ScaledUpdate => "scaled-update",
+            Attack::ChangedUpdate => "changed-update",
+            Attack::SkippedClipping => "skipped-clipping",
+            Attack::InflatedCount => "inflated-count",
+            Attack::FlippedBits => "flipped-bits",
+            Attack::TruncatedProof => "truncated-proof",
+            Attack::GarbageProof => "garbage-proof",
+            Attack::ReplayedRound => "replayed-round",
+            Attack::StaleModel => "stale-model",
+            Attack::ChosenRows => "chosen-rows",
+            Attack::UnenrolledRows => "unenrolled-rows",
+        }
+    }
+
+    /// Whether the coordinator's rejection reason is the one this cheat must trigger.
+    pub fn expected_rejection(self, reason: &str) -> bool {
+        match self {
+            Attack::InflatedCount => reason.contains("examples"),
+            Attack::TruncatedProof => reason.contains("do not decode"),
+            Attack::GarbageProof | Attack::FlippedBits => {
+                reason.contains("do not decode") || reason.contains("proof rejected")
+            }
+            _ => reason.contains("proof rejected"),
+        }
+    }
+}
+
+/// Which cheat an adversary mounts: one kind every round, or all kinds in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdversaryPlan {
+    /// The same cheat every round.
+    Always(Attack),
+    /// Round `r` uses `Attack::ALL[(r - 1) % 11]`.
+    Cycle,
+}
+
+impl AdversaryPlan {
+    /// The cheat for `round`.
+    pub fn attack(self, round: u64) -> Attack {
+        match self {
+            AdversaryPlan::Always(a) => a,
+            AdversaryPlan::Cycle => Attack::ALL[(round as usize - 1) % Attack::ALL.len()],
+        }
+    }
+}
+
+/// `KIND[:COUNT]`: a plan and how many adversaries follow it.
+pub fn parse_adversary(s: &str) -> Result<(AdversaryPlan, usize), String> {
+    let (kind, count) = match s.split_once(':') {
+        Some((k, c)) => (
+            k,
+            c.parse::<usize>()
+                .map_err(|_| format!("`{s}`: COUNT must be a number"))?,
+        ),
+        None => (s, 1),
+    };
+    let plan = if kind == "cycle" {
+        AdversaryPlan::Cycle
+    } else {
+        let attack = Attack::ALL
+            .iter()
+            .find(|a| a.name() == kind)
+            .ok_or_else(|| {
+                let names: Vec<_> = Attack::ALL.iter().map(|a| a.name()).collect();
+                format!(
+                    "`{kind}` is not an attack; use `cycle` or one of {}",
+                    names.join(", ")
+                )
+            })?;
+        AdversaryPlan::Always(*attack)
+    };
+    Ok((plan, count))
+}
+
+/// The tampering hook of an adversary following `plan`.
+pub fn tamper(plan: AdversaryPlan) -> Tamper {
+    Arc::new(move |input: &TamperInput<'_>| mount(plan.attack(input.honest.round), input))
+}
+
+fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
+    let mut s = input.honest.clone();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.round);
+    match attack {
+        Attack::ScaledUpdate => {
+            s.update.weights.iter_mut().for_each(|w| *w *= 4);
+            s.update.bias *= 4;
+        }
+        Attack::ChangedUpdate => s.update.weights[0] += ONE * ONE / 2,
+        Attack::SkippedClipping => {
+            let st = input.statement;
+            let rows = st.batch_indices.iter().map(|&i| {
+                let (x, y, _) = input.dataset.row(i as usize);
+                (x, y)
+            });
+            if let Ok(unclipped) = clipped_gradient_sum(&st.model, rows, PARAM_BOUND - 1) {
+                s.update = unclipped;
+            }
+            if s.update == input.honest.update {
+                s.update.bias += 1; // nothing was clipped this round: still a different update
+            }
+        }
+        Attack::InflatedCount => s.update.examples *= 2,
+        Attack::FlippedBits => {
+            for _ in 0..8 {
+                let bit = rng.random_range(64..s.proof.len() * 8);
+                s.proof[bit / 8] ^= 1 << (bit % 8);
+            }
+        }
+        Attack::TruncatedProof => s.proof.truncate(s.proof.len() / 2),
+        Attack::GarbageProof => {
+            let len = s.proof.len();
+            let header = s.proof[..8].to_vec();
+            s.proof = header
+                .into_iter()
+                .chain((8..len).map(|_| rng.random::<u8>()))
+                .collect();
+        }
+        Attack::ReplayedRound => {
+            if let Some(previous) = input.previous {
+                s = Submission {
+                    round: s.round,
+                    ..previous.clone()
+                };
+            } else {
+                s.update.bias += 1; // no earlier round to replay yet: send a changed update
+            }
+        }
+        Attack::StaleModel => {
+            let zero = Model::zeros(input.statement.model.num_features());
+            s = reprove(
+                input,
+                |st| Statement::new(st.context, zero, st.params, st.dataset, st.seed),
+                input.dataset,
+            );
+        }
+        Attack::ChosenRows => {
+            let mut seed = input.statement.seed;
+            seed[0] ^= 0xff;
+            s = reprove(
+                input,
+                |st| Statement::new(st.context, st.model.clone(), st.params, st.dataset, seed),
+                input.dataset,
+            );
+        }
+        Attack::UnenrolledRows => {
+            let fresh = recommit(input.dataset);
+            let commitment = fresh.commitment();
+            s = reprove(
+                input,
+                |st| Statement::new(st.context, st.model.clone(), st.params, commitment, st.seed),
+                &fresh,
+            );
+        }
+    }
+    s
+}
+
+/// Proves a different statement and submits it for the round.
+fn reprove(
+    input: &TamperInput<'_>,
+    statement: impl FnOnce(&Statement) -> Result<Statement, zkfed_air::ShapeError>,
+    dataset: &CommittedDataset,
+) -> Submission {
+    match statement(input.statement).map(|st| zkfed_air::prove(&st, dataset)) {
+        Ok(Ok((update, proof))) => Submission {
+            round: input.honest.round,
+            update,
+            proof,
+        },
+        _ => input.honest.clone(),
+    }
+}
+
+/// The same rows under fresh salts: a commitment the coordinator never saw.
+fn recommit(dataset: &CommittedDataset) -> CommittedDataset {
+    let n = dataset.commitment().rows as usize;
+    let (features, labels) = (0..n)
+        .map(|i| dataset.row(i))
+        .map(|(x, y, _)| (x.to_vec(), y))
+        .unzip();
+    CommittedDataset::commit(
+        features,
+        labels,
+        &mut rand::make_rng::<rand::rngs::StdRng>(),
+    )
+    .expect("rows that committed once commit again")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adversary_specs_parse() {
+        assert_eq!(parse_adversary("cycle"), Ok((AdversaryPlan::Cycle, 1)));
+        assert_eq!(
+            parse_adversary("scaled-update:3"),
+            Ok((AdversaryPlan::Always(Attack::ScaledUpdate), 3))
+        );
+        assert!(
+            parse_adversary("nonsense")
+                .unwrap_err()
+                .contains("not an attack")
+        );
+        assert!(parse_adversary("cycle:x").is_err());
+    }
+
+    #[test]
+    fn cycle_visits_every_attack() {
+        let seen: std::collections::BTreeSet<_> =
+            (1..=11).map(|r| AdversaryPlan::Cycle.attack(r)).collect();
+        assert_eq!(seen.len(), Attack::ALL.len());
+        assert_eq!(AdversaryPlan::Cycle.attack(12), Attack::ALL[0]);
+    }
+}

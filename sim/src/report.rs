@@ -1,0 +1,270 @@
+//! The simulation's report: a per-round table, JSON, CSV and an SVG plot.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+
+/// One round's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundRow {
+    /// Round number.
+    pub round: u64,
+    /// Test accuracy of the model after this round (zkfed).
+    pub accuracy: f64,
+    /// Mean logistic loss on the test split.
+    pub loss: f64,
+    /// Test accuracy of centralized training after the same number of steps.
+    pub centralized_accuracy: f64,
+    /// Accepted submissions.
+    pub accepted: usize,
+    /// Rejected submissions, by reason.
+    pub rejected: BTreeMap<String, usize>,
+    /// Proving seconds: median, 95th percentile, maximum.
+    pub prove_p50: f64,
+    /// 95th percentile proving seconds.
+    pub prove_p95: f64,
+    /// Maximum proving seconds.
+    pub prove_max: f64,
+    /// Median verification milliseconds.
+    pub verify_ms_p50: f64,
+    /// Maximum verification milliseconds.
+    pub verify_ms_max: f64,
+    /// Bytes participants sent (proofs and updates).
+    pub bytes_sent: usize,
+    /// Bytes participants received (the round's model, once each).
+    pub bytes_received: usize,
+    /// Seconds from the round opening to its close.
+    pub wall_seconds: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The options, as given.
+    pub options: String,
+    /// Per-round figures.
+    pub rounds: Vec<RoundRow>,
+    /// Final test accuracy (zkfed).
+    pub final_accuracy: f64,
+    /// Final test accuracy of centralized training.
+    pub final_centralized_accuracy: f64,
+    /// Adversarial submissions and how many were rejected with the expected reason.
+    pub adversarial: AdversarialSummary,
+    /// Total wall time in seconds.
+    pub wall_seconds: f64,
+}
+
+/// How the adversaries fared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AdversarialSummary {
+    /// Submissions sent by adversaries.
+    pub submitted: usize,
+    /// Of those, rejected.
+    pub rejected: usize,
+    /// Of those, rejected with the reason their attack must trigger.
+    pub rejected_for_the_right_reason: usize,
+    /// Adversarial updates that were aggregated (must be zero).
+    pub aggregated: usize,
+    /// Reasons by attack kind.
+    pub reasons: BTreeMap<String, Vec<String>>,
+}
+
+/// Percentile `p` (0..=100) of `values` (nearest rank), 0 if empty.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Writes `report.json`, `rounds.csv` and `accuracy.svg` into `dir`.
+pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(report).expect("plain data serializes");
+    std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
+    std::fs::write(dir.join("rounds.csv"), csv(&report.rounds)).context("writing rounds.csv")?;
+    plot(&report.rounds, &dir.join("accuracy.svg"))
+}
+
+/// The per-round CSV text.
+pub fn csv(rows: &[RoundRow]) -> String {
+    let mut out = String::from(
+        "round,accuracy,loss,centralized_accuracy,accepted,rejected,rejected_by_reason,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,bytes_sent,bytes_received,wall_s\n",
+    );
+    for r in rows {
+        let reasons: Vec<String> = r.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let rejected: usize = r.rejected.values().sum();
+        out.push_str(&format!(
+            "{},{:.4},{:.4},{:.4},{},{},\"{}\",{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2}\n",
+            r.round,
+            r.accuracy,
+            r.loss,
+            r.centralized_accuracy,
+            r.accepted,
+            rejected,
+            reasons.join("; ").replace('"', "'"),
+            r.prove_p50,
+            r.prove_p95,
+            r.prove_max,
+            r.verify_ms_p50,
+            r.verify_ms_max,
+            r.bytes_sent,
+            r.bytes_received,
+            r.wall_seconds
+        ));
+    }
+    out
+}
+
+/// A plotted line: its legend, colour and the value it draws per round.
+type Series = (&'static str, RGBColor, fn(&RoundRow) -> f64);
+
+fn plot(rows: &[RoundRow], path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let rounds = rows.len().max(1) as u64;
+    let low = rows
+        .iter()
+        .flat_map(|r| [r.accuracy, r.centralized_accuracy])
+        .fold(1.0f64, f64::min)
+        .min(0.5);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Test accuracy per round", ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(1u64..rounds, (low - 0.02)..1.0f64)
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("round")
+        .y_desc("test accuracy")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let series: [Series; 2] = [
+        ("zkfed (every update proven and verified)", BLUE, |r| {
+            r.accuracy
+        }),
+        ("centralized, same fixed-point model", RED, |r| {
+            r.centralized_accuracy
+        }),
+    ];
+    for (name, color, value) in series {
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|r| (r.round, value(r))),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))
+}
+
+/// Prints the per-round table.
+pub fn print_table(rows: &[RoundRow], out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "round  accuracy  central.  loss    accepted  rejected  prove p50/p95/max s  verify p50/max ms  KiB sent  wall s"
+    )?;
+    for r in rows {
+        let rejected: usize = r.rejected.values().sum();
+        writeln!(
+            out,
+            "{:>5}  {:>7.1}%  {:>7.1}%  {:>6.3}  {:>8}  {:>8}  {:>6.2}/{:>5.2}/{:>5.2}    {:>7.1}/{:>6.1}    {:>8.0}  {:>6.1}",
+            r.round,
+            r.accuracy * 100.0,
+            r.centralized_accuracy * 100.0,
+            r.loss,
+            r.accepted,
+            rejected,
+            r.prove_p50,
+            r.prove_p95,
+            r.prove_max,
+            r.verify_ms_p50,
+            r.verify_ms_max,
+            r.bytes_sent as f64 / 1024.0,
+            r.wall_seconds
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(round: u64) -> RoundRow {
+        RoundRow {
+            round,
+            accuracy: 0.9,
+            loss: 0.3,
+            centralized_accuracy: 0.92,
+            accepted: 4,
+            rejected: BTreeMap::from([("proof rejected: x".to_string(), 1)]),
+            prove_p50: 0.5,
+            prove_p95: 0.7,
+            prove_max: 0.8,
+            verify_ms_p50: 20.0,
+            verify_ms_max: 30.0,
+            bytes_sent: 1000,
+            bytes_received: 200,
+            wall_seconds: 1.5,
+        }
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v = [5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), 3.0);
+        assert_eq!(percentile(&v, 95.0), 5.0);
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn csv_has_a_header_and_a_line_per_round() {
+        let text = csv(&[row(1), row(2)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("round,accuracy"));
+        assert!(lines[1].starts_with("1,0.9000,0.3000,0.9200,4,1,\"proof rejected: x=1\""));
+    }
+
+    #[test]
+    fn report_files_are_written() {
+        let dir = std::env::temp_dir().join(format!("zkfed-report-{}", std::process::id()));
+        let report = Report {
+            options: "test".into(),
+            rounds: vec![row(1), row(2), row(3)],
+            final_accuracy: 0.9,
+            final_centralized_accuracy: 0.92,
+            adversarial: AdversarialSummary::default(),
+            wall_seconds: 3.0,
+        };
+        write(&report, &dir).unwrap();
+        let svg = std::fs::read_to_string(dir.join("accuracy.svg")).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("test accuracy"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["rounds"].as_array().unwrap().len(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

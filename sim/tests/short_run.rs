@@ -1,0 +1,40 @@
+//! A short networked simulation: two honest hospitals and one adversary that cycles through
+//! every attack over 11 rounds. Every adversarial submission must be rejected for the
+//! reason its attack triggers and never aggregated, and the report files must exist.
+
+use zkfed_sim::partition::Partition;
+use zkfed_sim::{Options, run};
+
+#[test]
+fn every_attack_is_rejected_for_the_right_reason() {
+    let out = std::env::temp_dir().join(format!("zkfed-sim-test-{}", std::process::id()));
+    let options = Options {
+        participants: 2,
+        rounds: 11,
+        partition: Partition::Iid,
+        adversary: vec!["cycle:1".into()],
+        batch: 8,
+        clip: 1.0,
+        learning_rate: 1.0,
+        dataset: None,
+        label: None,
+        seed: 5,
+        out: out.clone(),
+        quiet: true,
+    };
+    let mut printed = Vec::new();
+    let report = run(&options, &mut printed).expect("the simulation runs");
+    let text = String::from_utf8(printed).unwrap();
+    let a = &report.adversarial;
+    assert_eq!(a.submitted, 11, "{text}");
+    assert_eq!(a.aggregated, 0, "{text}");
+    assert_eq!(a.rejected_for_the_right_reason, 11, "{a:?}");
+    assert_eq!(a.reasons.len(), 11, "every attack kind was mounted: {a:?}");
+    assert_eq!(report.rounds.len(), 11);
+    assert!(report.rounds.iter().all(|r| r.accepted == 2), "{text}");
+    assert!(report.final_accuracy > 0.85, "{text}");
+    for file in ["report.json", "rounds.csv", "accuracy.svg"] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
