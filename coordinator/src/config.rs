@@ -72,9 +72,7 @@ pub struct Config {
 impl RawConfig {
     /// Parses a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        Ok(zkfed_protocol::node::load_toml(path)?)
     }
 
     /// Validates every field and loads (or creates) the node key.

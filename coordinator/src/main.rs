@@ -73,13 +73,7 @@ enum AuditCommand {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    zkfed_protocol::node::init_logging("info");
     match Cli::parse().command {
         Command::Run { config } => {
             let config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;

@@ -498,26 +498,20 @@ fn rows_of(
                 let centralized_accuracy = central
                     .get(*round as usize - 1)
                     .map_or(0.0, |m| evaluate(m).0);
-                let prove: Vec<f64> = observed
+                let proved: Vec<(f64, usize)> = observed
                     .proofs
                     .iter()
                     .filter_map(|(_, e)| match e {
                         ParticipantEvent::Proved {
-                            round: r, seconds, ..
-                        } if r == round => Some(*seconds),
+                            round: r,
+                            seconds,
+                            bytes,
+                        } if r == round => Some((*seconds, *bytes)),
                         _ => None,
                     })
                     .collect();
-                let bytes_sent = observed
-                    .proofs
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        ParticipantEvent::Proved {
-                            round: r, bytes, ..
-                        } if r == round => Some(*bytes),
-                        _ => None,
-                    })
-                    .sum();
+                let prove: Vec<f64> = proved.iter().map(|(s, _)| *s).collect();
+                let bytes_sent = proved.iter().map(|(_, b)| b).sum();
                 let verify: Vec<f64> = observed
                     .coordinator
                     .iter()

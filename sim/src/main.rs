@@ -5,13 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    zkfed_protocol::node::init_logging("warn");
     let options = zkfed_sim::Options::parse();
     let report = zkfed_sim::run(&options, &mut std::io::stdout())?;
     let adversarial = &report.adversarial;
