@@ -640,15 +640,3 @@ fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::i
         "(the --no-proofs overhead baseline, --processes and --synthetic are not built yet)"
     )
 }
-
-/// Fraction of rows the fixed-point model classifies correctly (logit > 0 ⇒ label 1).
-pub fn accuracy<'a>(model: &Model, rows: impl Iterator<Item = (&'a [i64], u8)>) -> f64 {
-    let (mut right, mut total) = (0usize, 0usize);
-    for (x, y) in rows {
-        let z: i64 =
-            model.weights.iter().zip(x).map(|(w, x)| w * x).sum::<i64>() + model.bias * ONE;
-        right += usize::from(u8::from(z > 0) == y);
-        total += 1;
-    }
-    right as f64 / total.max(1) as f64
-}
