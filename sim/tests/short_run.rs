@@ -18,6 +18,7 @@ fn every_attack_is_rejected_for_the_right_reason() {
         learning_rate: 1.0,
         dataset: None,
         label: None,
+        synthetic: None,
         seed: 5,
         out: out.clone(),
         quiet: true,
