@@ -91,6 +91,8 @@ pub struct Hooks {
     pub events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
     /// Replaces the honest submission.
     pub tamper: Option<Tamper>,
+    /// Send the reference update with no proof (the simulation's trusting baseline only).
+    pub skip_proving: bool,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -98,6 +100,7 @@ impl std::fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("events", &self.events.is_some())
             .field("tamper", &self.tamper.is_some())
+            .field("skip_proving", &self.skip_proving)
             .finish()
     }
 }
@@ -178,8 +181,9 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
     loop {
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if round.round > last_submitted => {
+                let skip = config.hooks.skip_proving;
                 let (honest, statement, seconds) =
-                    prove_round(&params, &round, &me, &dataset).await?;
+                    prove_round(&params, &round, &me, &dataset, skip).await?;
                 let submission = match &config.hooks.tamper {
                     Some(tamper) => {
                         tampered(tamper, &honest, statement, &dataset, previous.clone()).await?
@@ -283,6 +287,7 @@ async fn prove_round(
     round: &RoundAnnouncement,
     me: &PeerId,
     dataset: &CommittedDataset,
+    skip_proving: bool,
 ) -> anyhow::Result<(Submission, Statement, f64)> {
     let context = ProofContext {
         federation_id: params.federation_id,
@@ -304,10 +309,24 @@ async fn prove_round(
         "proving"
     );
     let started = std::time::Instant::now();
-    let (update, proof) = tokio::task::spawn_blocking(move || zkfed_air::prove(&for_prover, &rows))
-        .await
-        .context("the proving task failed")?
-        .context("proving")?;
+    let (update, proof) = tokio::task::spawn_blocking(move || {
+        if skip_proving {
+            let batch = for_prover.batch_indices.iter().map(|&i| {
+                let (x, y, _) = rows.row(i as usize);
+                (x, y)
+            });
+            let update = zkfed_air::clipped_gradient_sum(
+                &for_prover.model,
+                batch,
+                for_prover.params.clip_norm,
+            )?;
+            return Ok((update, Vec::new()));
+        }
+        zkfed_air::prove(&for_prover, &rows).map_err(anyhow::Error::from)
+    })
+    .await
+    .context("the proving task failed")?
+    .context("proving")?;
     let seconds = started.elapsed().as_secs_f64();
     info!(round = round.round, seconds, bytes = proof.len(), "proved");
     Ok((

@@ -138,6 +138,15 @@ pub fn tamper(plan: AdversaryPlan) -> Tamper {
 fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
     let mut s = input.honest.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.round);
+    let corrupts_proof = matches!(
+        attack,
+        Attack::FlippedBits | Attack::GarbageProof | Attack::TruncatedProof
+    );
+    if corrupts_proof && s.proof.len() <= 8 {
+        // No proof to corrupt (the no-proofs baseline): cheat on the update instead.
+        s.update.bias += ONE * ONE;
+        return s;
+    }
     match attack {
         Attack::ScaledUpdate => {
             s.update.weights.iter_mut().for_each(|w| *w *= 4);

@@ -79,6 +79,9 @@ pub struct Options {
     /// Where the report, the node state directories and the shards go.
     #[arg(long, default_value = "sim-out")]
     pub out: PathBuf,
+    /// Run only the trusting baseline: no proving, no verifying (for the overhead figure).
+    #[arg(long)]
+    pub no_proofs: bool,
     /// Hide the progress bar (for logs and tests).
     #[arg(long)]
     pub quiet: bool,
@@ -126,12 +129,20 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
 
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
-    let work = options.out.join("nodes");
-    let _ = std::fs::remove_dir_all(&work);
-    let specs = node_specs(&work, shards, options.participants, &adversaries);
-    for spec in &specs {
-        write_shard(&raw, &spec.rows, &spec.csv)?;
+    let mut federations = Vec::new();
+    for (dir, proofs) in [("nodes", true), ("nodes-no-proofs", false)] {
+        if proofs && options.no_proofs {
+            continue;
+        }
+        let work = options.out.join(dir);
+        let _ = std::fs::remove_dir_all(&work);
+        let specs = node_specs(&work, shards.clone(), options.participants, &adversaries);
+        for spec in &specs {
+            write_shard(&raw, &spec.rows, &spec.csv)?;
+        }
+        federations.push((work, proofs, specs));
     }
+    let specs = &federations[0].2;
     writeln!(
         out,
         "{} hospitals ({} honest, {} adversarial), {} training rows ({:?}), {} test rows, batch {batch}, {} rounds",
@@ -145,7 +156,17 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
     )?;
 
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-    let observed = runtime.block_on(federate(options, &specs, &raw, &stats, batch))?;
+    let mut runs = Vec::new();
+    for (work, proofs, specs) in &federations {
+        let setting = Setting {
+            work,
+            proofs: *proofs,
+            batch,
+        };
+        runs.push(runtime.block_on(federate(options, specs, &raw, &stats, setting))?);
+    }
+    let observed = &runs[0];
+    let baseline = runs.last().filter(|_| runs.len() == 2);
 
     let evaluate = |m: &Model| evaluate(m, &quantized, &raw.labels, &test);
     let honest_rows: Vec<usize> = specs
@@ -160,9 +181,25 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         &honest_rows,
         batch * options.participants,
     )?;
-    let rounds = rows_of(&observed, &specs, &central, evaluate);
-    let adversarial = adversarial_summary(&observed, &specs);
+    let mut rounds = rows_of(observed, specs, &central, &evaluate);
+    if let Some(baseline) = baseline {
+        let base = rows_of(baseline, &federations[1].2, &central, &evaluate);
+        for (row, b) in rounds.iter_mut().zip(base) {
+            row.baseline_accuracy = Some(b.accuracy);
+            row.baseline_wall_seconds = Some(b.wall_seconds);
+        }
+    }
+    let adversarial = adversarial_summary(observed, specs);
+    let mean = |f: &dyn Fn(&RoundRow) -> Option<f64>| {
+        let v: Vec<f64> = rounds.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let overhead_ratio = mean(&|r| Some(r.wall_seconds))
+        .zip(mean(&|r| r.baseline_wall_seconds))
+        .map(|(with, without)| with / without);
     let report = Report {
+        proofs: !options.no_proofs,
+        overhead_ratio,
         options: format!("{options:?}"),
         final_accuracy: rounds.last().map_or(0.0, |r| r.accuracy),
         final_centralized_accuracy: rounds.last().map_or(0.0, |r| r.centralized_accuracy),
@@ -286,13 +323,21 @@ struct Observed {
     peers: BTreeMap<PeerId, usize>,
 }
 
+/// Where a federation runs and whether it proves.
+struct Setting<'a> {
+    work: &'a Path,
+    proofs: bool,
+    batch: usize,
+}
+
 async fn federate(
     options: &Options,
     specs: &[NodeSpec],
     raw: &RawDataset,
     stats: &Standardization,
-    batch: usize,
+    setting: Setting<'_>,
 ) -> anyhow::Result<Observed> {
+    let batch = setting.batch;
     let mut peers = BTreeMap::new();
     for (k, spec) in specs.iter().enumerate() {
         let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
@@ -313,12 +358,13 @@ async fn federate(
         clip_norm: options.clip,
         batch_size: batch,
         learning_rate: options.learning_rate,
-        state_dir: options.out.join("nodes").join("coordinator"),
+        state_dir: setting.work.join("coordinator"),
         linger_secs: 2,
         schema: raw.schema.clone(),
         standardization: stats.clone(),
     };
     let mut config = raw_config.resolve()?;
+    config.verify_proofs = setting.proofs;
     let store = config.store.clone();
     let (coordinator_tx, mut coordinator_rx) = mpsc::unbounded_channel();
     config.events = Some(coordinator_tx);
@@ -344,6 +390,7 @@ async fn federate(
         config.hooks = Hooks {
             events: Some(tx),
             tamper: spec.plan.map(adversary::tamper),
+            skip_proving: !setting.proofs,
         };
         let forward = participant_tx.clone();
         tokio::spawn(async move {
@@ -484,7 +531,7 @@ fn rows_of(
     observed: &Observed,
     specs: &[NodeSpec],
     central: &[Model],
-    evaluate: impl Fn(&Model) -> (f64, f64),
+    evaluate: &impl Fn(&Model) -> (f64, f64),
 ) -> Vec<RoundRow> {
     let mut rows = Vec::new();
     let mut judged: BTreeMap<u64, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
@@ -556,6 +603,8 @@ fn rows_of(
                     bytes_sent,
                     bytes_received: specs.len() * 8 * (model.weights.len() + 1),
                     wall_seconds,
+                    baseline_accuracy: None,
+                    baseline_wall_seconds: None,
                 });
             }
             _ => {}
@@ -642,8 +691,16 @@ fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::i
         report.wall_seconds,
         options.out.display()
     )?;
-    writeln!(
-        out,
-        "(the --no-proofs overhead baseline and --processes are not built yet)"
-    )
+    match report.overhead_ratio {
+        Some(ratio) => writeln!(
+            out,
+            "overhead: round wall time with proofs / without = {ratio:.2}"
+        )?,
+        None if !report.proofs => writeln!(
+            out,
+            "proofs were off (--no-proofs): every update was trusted"
+        )?,
+        None => {}
+    }
+    writeln!(out, "(--processes is not built yet)")
 }

@@ -39,6 +39,10 @@ pub struct RoundRow {
     pub bytes_received: usize,
     /// Seconds from the round opening to its close.
     pub wall_seconds: f64,
+    /// Test accuracy of the same federation with proofs off, if it ran.
+    pub baseline_accuracy: Option<f64>,
+    /// Round wall time of the same federation with proofs off, if it ran.
+    pub baseline_wall_seconds: Option<f64>,
 }
 
 /// The whole report.
@@ -46,6 +50,10 @@ pub struct RoundRow {
 pub struct Report {
     /// The options, as given.
     pub options: String,
+    /// Whether the reported federation proved and verified (false with `--no-proofs`).
+    pub proofs: bool,
+    /// Mean round wall time with proofs divided by that without, if both ran.
+    pub overhead_ratio: Option<f64>,
     /// Per-round figures.
     pub rounds: Vec<RoundRow>,
     /// Final test accuracy (zkfed).
@@ -96,17 +104,18 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
 /// The per-round CSV text.
 pub fn csv(rows: &[RoundRow]) -> String {
     let mut out = String::from(
-        "round,accuracy,loss,centralized_accuracy,accepted,rejected,rejected_by_reason,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,bytes_sent,bytes_received,wall_s\n",
+        "round,accuracy,loss,centralized_accuracy,no_proofs_accuracy,accepted,rejected,rejected_by_reason,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,bytes_sent,bytes_received,wall_s,no_proofs_wall_s\n",
     );
     for r in rows {
         let reasons: Vec<String> = r.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let rejected: usize = r.rejected.values().sum();
         out.push_str(&format!(
-            "{},{:.4},{:.4},{:.4},{},{},\"{}\",{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2}\n",
+            "{},{:.4},{:.4},{:.4},{},{},{},\"{}\",{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2},{}\n",
             r.round,
             r.accuracy,
             r.loss,
             r.centralized_accuracy,
+            optional(r.baseline_accuracy, 4),
             r.accepted,
             rejected,
             reasons.join("; ").replace('"', "'"),
@@ -117,10 +126,15 @@ pub fn csv(rows: &[RoundRow]) -> String {
             r.verify_ms_max,
             r.bytes_sent,
             r.bytes_received,
-            r.wall_seconds
+            r.wall_seconds,
+            optional(r.baseline_wall_seconds, 2)
         ));
     }
     out
+}
+
+fn optional(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.digits$}"))
 }
 
 /// A plotted line: its legend, colour and the value it draws per round.
@@ -133,7 +147,13 @@ fn plot(rows: &[RoundRow], path: &Path) -> anyhow::Result<()> {
     let rounds = rows.len().max(1) as u64;
     let low = rows
         .iter()
-        .flat_map(|r| [r.accuracy, r.centralized_accuracy])
+        .flat_map(|r| {
+            [
+                r.accuracy,
+                r.centralized_accuracy,
+                r.baseline_accuracy.unwrap_or(1.0),
+            ]
+        })
         .fold(1.0f64, f64::min)
         .min(0.5);
     let mut chart = ChartBuilder::on(&root)
@@ -157,6 +177,18 @@ fn plot(rows: &[RoundRow], path: &Path) -> anyhow::Result<()> {
             r.centralized_accuracy
         }),
     ];
+    if rows.iter().all(|r| r.baseline_accuracy.is_some()) {
+        let color = GREEN;
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter()
+                    .map(|r| (r.round, r.baseline_accuracy.unwrap_or(0.0))),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+            .label("same federation, no proofs (trusts every update)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
     for (name, color, value) in series {
         chart
             .draw_series(LineSeries::new(
@@ -226,6 +258,8 @@ mod tests {
             bytes_sent: 1000,
             bytes_received: 200,
             wall_seconds: 1.5,
+            baseline_accuracy: Some(0.91),
+            baseline_wall_seconds: Some(0.5),
         }
     }
 
@@ -244,7 +278,8 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("round,accuracy"));
-        assert!(lines[1].starts_with("1,0.9000,0.3000,0.9200,4,1,\"proof rejected: x=1\""));
+        assert!(lines[1].starts_with("1,0.9000,0.3000,0.9200,0.9100,4,1,\"proof rejected: x=1\""));
+        assert!(lines[1].ends_with(",1.50,0.50"));
     }
 
     #[test]
@@ -252,6 +287,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("zkfed-report-{}", std::process::id()));
         let report = Report {
             options: "test".into(),
+            proofs: true,
+            overhead_ratio: Some(3.0),
             rounds: vec![row(1), row(2), row(3)],
             final_accuracy: 0.9,
             final_centralized_accuracy: 0.92,

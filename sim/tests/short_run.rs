@@ -19,6 +19,7 @@ fn every_attack_is_rejected_for_the_right_reason() {
         dataset: None,
         label: None,
         synthetic: None,
+        no_proofs: false,
         seed: 5,
         out: out.clone(),
         quiet: true,
@@ -34,6 +35,12 @@ fn every_attack_is_rejected_for_the_right_reason() {
     assert_eq!(report.rounds.len(), 11);
     assert!(report.rounds.iter().all(|r| r.accepted == 2), "{text}");
     assert!(report.final_accuracy > 0.85, "{text}");
+    // The trusting baseline ran too: it accepts the cheats, and proving costs time.
+    assert!(
+        report.rounds.iter().all(|r| r.baseline_accuracy.is_some()),
+        "{text}"
+    );
+    assert!(report.overhead_ratio.is_some_and(|r| r > 1.0), "{text}");
     for file in ["report.json", "rounds.csv", "accuracy.svg"] {
         assert!(out.join(file).exists(), "{file} missing");
     }
