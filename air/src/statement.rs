@@ -92,14 +92,7 @@ impl Statement {
         dataset: DatasetCommitment,
         seed: [u8; 32],
     ) -> Result<Self, ShapeError> {
-        model.validate()?;
-        params.validate()?;
-        if dataset.rows == 0 || dataset.rows > MAX_ROWS {
-            return Err(ShapeError::Rows {
-                got: dataset.rows,
-                max: MAX_ROWS,
-            });
-        }
+        check_ranges(&model, &params, &dataset)?;
         let batch_indices =
             batch_indices(&seed, &context.participant, dataset.rows, params.batch_size)?;
         Ok(Self {
@@ -116,14 +109,14 @@ impl Statement {
     /// one the seed derives. The verifier calls this: a statement is only as good as the
     /// data it was built from, and its fields are public.
     pub fn validate(&self) -> Result<(), ShapeError> {
-        let fresh = Self::new(
-            self.context,
-            self.model.clone(),
-            self.params,
-            self.dataset,
-            self.seed,
+        self.check_shape()?;
+        let derived = batch_indices(
+            &self.seed,
+            &self.context.participant,
+            self.dataset.rows,
+            self.params.batch_size,
         )?;
-        if fresh.batch_indices != self.batch_indices {
+        if derived != self.batch_indices {
             return Err(ShapeError::BatchNotFromSeed);
         }
         Ok(())
@@ -132,14 +125,7 @@ impl Statement {
     /// The structural part of [`Self::validate`]: shapes in range, one index per example,
     /// every index a row. Trace generation needs only this (it also serves forgers' tests).
     pub fn check_shape(&self) -> Result<(), ShapeError> {
-        self.model.validate()?;
-        self.params.validate()?;
-        if self.dataset.rows == 0 || self.dataset.rows > MAX_ROWS {
-            return Err(ShapeError::Rows {
-                got: self.dataset.rows,
-                max: MAX_ROWS,
-            });
-        }
+        check_ranges(&self.model, &self.params, &self.dataset)?;
         let (expected, got) = (self.params.batch_size, self.batch_indices.len());
         if got != expected {
             return Err(ShapeError::Count {
@@ -196,6 +182,23 @@ impl Statement {
         debug_assert_eq!(v.len(), layout.len);
         v
     }
+}
+
+/// The ranges the headroom argument and the tree depth rely on.
+fn check_ranges(
+    model: &Model,
+    params: &RoundParams,
+    dataset: &DatasetCommitment,
+) -> Result<(), ShapeError> {
+    model.validate()?;
+    params.validate()?;
+    if dataset.rows == 0 || dataset.rows > MAX_ROWS {
+        return Err(ShapeError::Rows {
+            got: dataset.rows,
+            max: MAX_ROWS,
+        });
+    }
+    Ok(())
 }
 
 /// Offsets into the public values.

@@ -85,8 +85,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PeerId { state } => {
-            let key = zkfed_protocol::node::load_or_create_key(&state.join("node.key"))?;
-            println!("{}", key.public().to_peer_id());
+            println!("{}", zkfed_protocol::node::peer_id(&state)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::ExportBundled { shard, of, out } => {

@@ -30,6 +30,13 @@ pub fn load_or_create_key(path: &Path) -> std::io::Result<Keypair> {
     }
 }
 
+/// The peer id of the node whose state directory is `state` (creating its key if needed).
+pub fn peer_id(state: &Path) -> std::io::Result<libp2p::PeerId> {
+    Ok(load_or_create_key(&state.join("node.key"))?
+        .public()
+        .to_peer_id())
+}
+
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
 pub fn write_durably(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
