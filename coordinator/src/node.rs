@@ -67,6 +67,19 @@ pub enum CoordinatorEvent {
         aggregated: bool,
         /// Seconds from opening to closing.
         seconds: f64,
+        /// Bytes read from all sockets since the coordinator started.
+        bytes_received: u64,
+        /// Bytes written to all sockets since the coordinator started.
+        bytes_sent: u64,
+    },
+    /// A connection, an enrolment or a submission was refused before any verification.
+    Refused {
+        /// Who, when known (a refused connection may fail before the handshake).
+        peer: Option<PeerId>,
+        /// The round of a refused submission.
+        round: Option<u64>,
+        /// Why.
+        reason: String,
     },
 }
 
@@ -94,7 +107,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if !config.verify_proofs {
         warn!("proof verification is OFF: every update is trusted (simulation baseline only)");
     }
-    let mut swarm = swarm(&config)?;
+    let traffic = zkfed_protocol::node::Traffic::default();
+    let mut swarm = swarm(&config, &traffic)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -124,12 +138,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     let verifier = Verifier { tx: &verified_tx, permits: &permits, enabled: config.verify_proofs };
                     if let Some(response) = handle_request(&mut core, peer, request, channel, &mut in_flight, &verifier)? {
                         let (channel, response) = response;
+                        if let Some((round, reason)) = refusal(&response) {
+                            emit(&config, CoordinatorEvent::Refused { peer: Some(peer), round, reason });
+                        }
                         let _ = swarm.behaviour_mut().zkfed.send_response(channel, response);
                     }
                 }
                 SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
-                SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
-                    warn!(from = %send_back_addr, %error, "refused an incoming connection");
+                SwarmEvent::IncomingConnectionError { send_back_addr, error, peer_id, .. } => {
+                    warn!(from = %send_back_addr, peer = ?peer_id, %error, "refused an incoming connection");
+                    let reason = format!("connection refused: {error}");
+                    emit(&config, CoordinatorEvent::Refused { peer: peer_id, round: None, reason });
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => info!(peer = %peer_id, "participant connected"),
                 _ => {}
@@ -165,7 +184,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     if let AuditEvent::Aggregated { round, .. } | AuditEvent::Abandoned { round, .. } = event {
                         let seconds = round_opened_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
                         let aggregated = matches!(event, AuditEvent::Aggregated { .. });
-                        emit(&config, CoordinatorEvent::Closed { round, aggregated, seconds });
+                        emit(&config, CoordinatorEvent::Closed {
+                            round,
+                            aggregated,
+                            seconds,
+                            bytes_received: traffic.received(),
+                            bytes_sent: traffic.sent(),
+                        });
                     }
                     round_opened_at = None;
                 }
@@ -181,9 +206,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-fn swarm(config: &Config) -> anyhow::Result<Swarm<CoordinatorBehaviour>> {
+fn swarm(
+    config: &Config,
+    traffic: &zkfed_protocol::node::Traffic,
+) -> anyhow::Result<Swarm<CoordinatorBehaviour>> {
     let allow_list = config.allow.clone();
-    zkfed_protocol::node::build_swarm(config.key.clone(), move |key| {
+    zkfed_protocol::node::build_swarm(config.key.clone(), traffic, move |key| {
         let mut allow = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
         for peer in allow_list {
             allow.allow_peer(peer);
@@ -207,6 +235,15 @@ fn swarm(config: &Config) -> anyhow::Result<Swarm<CoordinatorBehaviour>> {
 }
 
 type Reply = (ResponseChannel<Response>, Response);
+
+/// The round (for submissions) and reason of an answer that refuses without verifying.
+fn refusal(response: &Response) -> Option<(Option<u64>, String)> {
+    match response {
+        Response::Refused { reason } => Some((None, reason.clone())),
+        Response::Verdict(v) => v.reason.clone().map(|reason| (Some(v.round), reason)),
+        _ => None,
+    }
+}
 
 /// Where admitted submissions go to be verified.
 struct Verifier<'a> {

@@ -217,7 +217,13 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
             }
             Response::Round(_) | Response::Waiting { .. } => tokio::time::sleep(POLL).await,
             Response::Finished { rounds, model } => {
-                info!(rounds, accepted, "run finished");
+                info!(
+                    rounds,
+                    accepted,
+                    bytes_sent = link.traffic.sent(),
+                    bytes_received = link.traffic.received(),
+                    "run finished"
+                );
                 return Ok(Outcome {
                     rounds,
                     model,
@@ -366,12 +372,14 @@ struct Link {
     swarm: Swarm<ParticipantBehaviour>,
     coordinator: PeerId,
     address: libp2p::Multiaddr,
+    traffic: zkfed_protocol::node::Traffic,
 }
 
 impl Link {
     fn new(config: &Config) -> anyhow::Result<Self> {
         let coordinator = config.coordinator;
-        let swarm = zkfed_protocol::node::build_swarm(config.key.clone(), |key| {
+        let traffic = zkfed_protocol::node::Traffic::default();
+        let swarm = zkfed_protocol::node::build_swarm(config.key.clone(), &traffic, |key| {
             let mut allow =
                 allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
             allow.allow_peer(coordinator);
@@ -390,6 +398,7 @@ impl Link {
             swarm,
             coordinator,
             address: config.coordinator_addr.clone(),
+            traffic,
         })
     }
 

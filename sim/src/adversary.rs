@@ -102,8 +102,65 @@ impl AdversaryPlan {
     }
 }
 
-/// `KIND[:COUNT]`: a plan and how many adversaries follow it.
-pub fn parse_adversary(s: &str) -> Result<(AdversaryPlan, usize), String> {
+/// One adversarial node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adversary {
+    /// An enrolled participant that tampers with its submissions.
+    Tampering(AdversaryPlan),
+    /// A peer that is not on the allow-list and tries to take part anyway.
+    Stranger,
+    /// An enrolled participant that sends many garbage submissions at once every round.
+    Flood,
+}
+
+impl Adversary {
+    /// The tampering plan, for adversaries that run the participant library.
+    pub fn plan(self) -> Option<AdversaryPlan> {
+        match self {
+            Adversary::Tampering(plan) => Some(plan),
+            Adversary::Stranger | Adversary::Flood => None,
+        }
+    }
+
+    /// The node name prefix: `adversary`, `stranger` or `flood`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Adversary::Tampering(_) => "adversary",
+            Adversary::Stranger => "stranger",
+            Adversary::Flood => "flood",
+        }
+    }
+
+    /// What this adversary's submission for `round` is called in reports.
+    pub fn label(self, round: u64) -> &'static str {
+        match self {
+            Adversary::Tampering(plan) => plan.attack(round).name(),
+            Adversary::Stranger | Adversary::Flood => self.kind(),
+        }
+    }
+
+    /// Whether `reason`, the coordinator's verdict on this adversary's verified submission
+    /// for `round`, is the one its cheat must trigger. A stranger must never get that far.
+    pub fn expected_rejection(self, round: u64, reason: &str) -> bool {
+        match self {
+            Adversary::Tampering(plan) => plan.attack(round).expected_rejection(reason),
+            Adversary::Flood => Attack::GarbageProof.expected_rejection(reason),
+            Adversary::Stranger => false,
+        }
+    }
+
+    /// Whether `reason`, a refusal before verification, is the one this adversary's extra
+    /// submissions must get: only a flood sends more than one per round.
+    pub fn expected_refusal(self, reason: &str) -> bool {
+        self == Adversary::Flood
+            && ["already being verified", "duplicate submission", "round"]
+                .iter()
+                .any(|r| reason.contains(r))
+    }
+}
+
+/// `KIND[:COUNT]`: an adversary and how many of it.
+pub fn parse_adversary(s: &str) -> Result<(Adversary, usize), String> {
     let (kind, count) = match s.split_once(':') {
         Some((k, c)) => (
             k,
@@ -112,22 +169,27 @@ pub fn parse_adversary(s: &str) -> Result<(AdversaryPlan, usize), String> {
         ),
         None => (s, 1),
     };
-    let plan = if kind == "cycle" {
-        AdversaryPlan::Cycle
-    } else {
-        let attack = Attack::ALL
-            .iter()
-            .find(|a| a.name() == kind)
-            .ok_or_else(|| {
-                let names: Vec<_> = Attack::ALL.iter().map(|a| a.name()).collect();
-                format!(
-                    "`{kind}` is not an attack; use `cycle` or one of {}",
-                    names.join(", ")
-                )
-            })?;
-        AdversaryPlan::Always(*attack)
+    let adversary = match kind {
+        "cycle" => Adversary::Tampering(AdversaryPlan::Cycle),
+        "stranger" => Adversary::Stranger,
+        "flood" => Adversary::Flood,
+        _ => Adversary::Tampering(AdversaryPlan::Always(attack_named(kind)?)),
     };
-    Ok((plan, count))
+    Ok((adversary, count))
+}
+
+fn attack_named(kind: &str) -> Result<Attack, String> {
+    Attack::ALL
+        .iter()
+        .copied()
+        .find(|a| a.name() == kind)
+        .ok_or_else(|| {
+            let names: Vec<_> = Attack::ALL.iter().map(|a| a.name()).collect();
+            format!(
+                "`{kind}` is not an attack; use `cycle`, `stranger`, `flood` or one of {}",
+                names.join(", ")
+            )
+        })
 }
 
 /// The tampering hook of an adversary following `plan`.
@@ -259,11 +321,19 @@ mod tests {
 
     #[test]
     fn adversary_specs_parse() {
-        assert_eq!(parse_adversary("cycle"), Ok((AdversaryPlan::Cycle, 1)));
+        assert_eq!(
+            parse_adversary("cycle"),
+            Ok((Adversary::Tampering(AdversaryPlan::Cycle), 1))
+        );
         assert_eq!(
             parse_adversary("scaled-update:3"),
-            Ok((AdversaryPlan::Always(Attack::ScaledUpdate), 3))
+            Ok((
+                Adversary::Tampering(AdversaryPlan::Always(Attack::ScaledUpdate)),
+                3
+            ))
         );
+        assert_eq!(parse_adversary("stranger"), Ok((Adversary::Stranger, 1)));
+        assert_eq!(parse_adversary("flood:2"), Ok((Adversary::Flood, 2)));
         assert!(
             parse_adversary("nonsense")
                 .unwrap_err()
@@ -278,5 +348,21 @@ mod tests {
             (1..=11).map(|r| AdversaryPlan::Cycle.attack(r)).collect();
         assert_eq!(seen.len(), Attack::ALL.len());
         assert_eq!(AdversaryPlan::Cycle.attack(12), Attack::ALL[0]);
+    }
+
+    #[test]
+    fn only_a_flood_expects_refusals_and_a_stranger_expects_nothing() {
+        let cycle = Adversary::Tampering(AdversaryPlan::Cycle);
+        let busy = "a submission from this peer is already being verified";
+        assert!(Adversary::Flood.expected_refusal(busy));
+        assert!(Adversary::Flood.expected_refusal("duplicate submission for round 3"));
+        assert!(!Adversary::Flood.expected_refusal("not enrolled"));
+        assert!(!cycle.expected_refusal(busy));
+        assert!(!Adversary::Stranger.expected_refusal(busy));
+        assert!(Adversary::Flood.expected_rejection(1, "proofs do not decode: bad length"));
+        assert!(!Adversary::Flood.expected_rejection(1, "update claims 32 examples"));
+        assert!(!Adversary::Stranger.expected_rejection(1, "proof rejected"));
+        assert_eq!(cycle.label(2), "changed-update");
+        assert_eq!(Adversary::Flood.label(2), "flood");
     }
 }

@@ -8,6 +8,7 @@
 //! report compares test accuracy with centralized training of the same fixed-point model.
 
 pub mod adversary;
+pub mod flood;
 pub mod partition;
 pub mod report;
 pub mod synthetic;
@@ -32,9 +33,10 @@ use zkfed_coordinator::events::AuditEvent;
 use zkfed_coordinator::node::CoordinatorEvent;
 use zkfed_participant::node::{Hooks, ParticipantEvent};
 
-use crate::adversary::{AdversaryPlan, parse_adversary};
+use crate::adversary::{Adversary, parse_adversary};
+use crate::flood::FloodTally;
 use crate::partition::{Partition, split};
-use crate::report::{AdversarialSummary, Report, RoundRow, percentile};
+use crate::report::{AdversarialSummary, PeakMemory, Report, RoundRow, percentile};
 
 /// Command-line options of `zkfed-sim`.
 #[derive(Debug, Clone, Parser)]
@@ -52,7 +54,9 @@ pub struct Options {
     /// `iid` or `dirichlet:ALPHA` (label skew; smaller ALPHA is more skewed).
     #[arg(long, default_value = "dirichlet:0.5")]
     pub partition: Partition,
-    /// Adversaries: `KIND[:COUNT]`, KIND `cycle` or an attack name; repeatable. `none` for none.
+    /// Adversaries: `KIND[:COUNT]`, KIND `cycle` (every tampering attack in turn), an attack
+    /// name, `stranger` (not on the allow-list) or `flood` (many submissions at once);
+    /// repeatable. `none` for none.
     #[arg(long, default_value = "cycle:1")]
     pub adversary: Vec<String>,
     /// Examples per hospital per round (lowered to the smallest shard if needed).
@@ -91,7 +95,7 @@ pub struct Options {
 struct NodeSpec {
     state: PathBuf,
     csv: PathBuf,
-    plan: Option<AdversaryPlan>,
+    adversary: Option<Adversary>,
     rows: Vec<usize>,
 }
 
@@ -171,7 +175,7 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
     let evaluate = |m: &Model| evaluate(m, &quantized, &raw.labels, &test);
     let honest_rows: Vec<usize> = specs
         .iter()
-        .filter(|s| s.plan.is_none())
+        .filter(|s| s.adversary.is_none())
         .flat_map(|s| s.rows.clone())
         .collect();
     let central = centralized(
@@ -181,9 +185,9 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         &honest_rows,
         batch * options.participants,
     )?;
-    let mut rounds = rows_of(observed, specs, &central, &evaluate);
+    let mut rounds = rows_of(observed, &central, &evaluate);
     if let Some(baseline) = baseline {
-        let base = rows_of(baseline, &federations[1].2, &central, &evaluate);
+        let base = rows_of(baseline, &central, &evaluate);
         for (row, b) in rounds.iter_mut().zip(base) {
             row.baseline_accuracy = Some(b.accuracy);
             row.baseline_wall_seconds = Some(b.wall_seconds);
@@ -194,9 +198,9 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         let v: Vec<f64> = rounds.iter().filter_map(f).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let overhead_ratio = mean(&|r| Some(r.wall_seconds))
-        .zip(mean(&|r| r.baseline_wall_seconds))
-        .map(|(with, without)| with / without);
+    let mean_round_seconds = mean(&|r| Some(r.wall_seconds)).unwrap_or(0.0);
+    let overhead_ratio =
+        mean(&|r| r.baseline_wall_seconds).map(|without| mean_round_seconds / without);
     let report = Report {
         proofs: !options.no_proofs,
         overhead_ratio,
@@ -206,6 +210,11 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         rounds,
         adversarial,
         wall_seconds: started.elapsed().as_secs_f64(),
+        mean_round_seconds,
+        peak_memory: own_peak_memory().map(|bytes| PeakMemory {
+            bytes,
+            of: "the simulation process (coordinator and every participant)".into(),
+        }),
     };
     report::write(&report, &options.out)?;
     writeln!(out)?;
@@ -214,16 +223,16 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn adversaries(specs: &[String]) -> anyhow::Result<Vec<AdversaryPlan>> {
-    let mut plans = Vec::new();
+fn adversaries(specs: &[String]) -> anyhow::Result<Vec<Adversary>> {
+    let mut adversaries = Vec::new();
     for spec in specs {
         if spec == "none" {
             continue;
         }
-        let (plan, count) = parse_adversary(spec).map_err(anyhow::Error::msg)?;
-        plans.extend(std::iter::repeat_n(plan, count));
+        let (adversary, count) = parse_adversary(spec).map_err(anyhow::Error::msg)?;
+        adversaries.extend(std::iter::repeat_n(adversary, count));
     }
-    Ok(plans)
+    Ok(adversaries)
 }
 
 fn load_data(options: &Options) -> anyhow::Result<RawDataset> {
@@ -277,21 +286,21 @@ fn node_specs(
     work: &Path,
     shards: Vec<Vec<usize>>,
     honest: usize,
-    adversaries: &[AdversaryPlan],
+    adversaries: &[Adversary],
 ) -> Vec<NodeSpec> {
     shards
         .into_iter()
         .enumerate()
         .map(|(k, rows)| {
-            let plan = k.checked_sub(honest).map(|a| adversaries[a]);
-            let name = match plan {
+            let adversary = k.checked_sub(honest).map(|a| adversaries[a]);
+            let name = match adversary {
                 None => format!("hospital-{k}"),
-                Some(_) => format!("adversary-{}", k - honest),
+                Some(a) => format!("{}-{}", a.kind(), k - honest),
             };
             NodeSpec {
                 state: work.join(&name),
                 csv: work.join(format!("{name}.csv")),
-                plan,
+                adversary,
                 rows,
             }
         })
@@ -321,6 +330,7 @@ struct Observed {
     proofs: Vec<(PeerId, ParticipantEvent)>,
     coordinator: Vec<CoordinatorEvent>,
     peers: BTreeMap<PeerId, usize>,
+    floods: Vec<FloodTally>,
 }
 
 /// Where a federation runs and whether it proves.
@@ -339,9 +349,14 @@ async fn federate(
 ) -> anyhow::Result<Observed> {
     let batch = setting.batch;
     let mut peers = BTreeMap::new();
+    let mut allow = Vec::new();
     for (k, spec) in specs.iter().enumerate() {
         let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
-        peers.insert(key.public().to_peer_id(), k);
+        let peer = key.public().to_peer_id();
+        peers.insert(peer, k);
+        if spec.adversary != Some(Adversary::Stranger) {
+            allow.push(peer.to_string());
+        }
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -350,7 +365,7 @@ async fn federate(
     rand::make_rng::<StdRng>().fill_bytes(&mut federation_id);
     let raw_config = zkfed_coordinator::config::RawConfig {
         listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
-        allow: peers.keys().map(ToString::to_string).collect(),
+        allow,
         federation_id: zkfed_coordinator::config::hex32(&federation_id),
         rounds: options.rounds,
         quorum: options.participants,
@@ -368,16 +383,28 @@ async fn federate(
     let store = config.store.clone();
     let (coordinator_tx, mut coordinator_rx) = mpsc::unbounded_channel();
     config.events = Some(coordinator_tx);
-    let address = format!(
-        "/ip4/127.0.0.1/tcp/{port}/p2p/{}",
-        config.key.public().to_peer_id()
-    );
+    let coordinator_peer = config.key.public().to_peer_id();
+    let listen: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
+    let address = format!("{listen}/p2p/{coordinator_peer}");
     let coordinator = tokio::spawn(zkfed_coordinator::node::run(config, std::future::pending()));
     wait_until_listening(port).await?;
 
     let (participant_tx, mut participant_rx) = mpsc::unbounded_channel();
     let mut participants = Vec::new();
+    let mut strangers = Vec::new();
+    let mut floods = Vec::new();
     for spec in specs {
+        if spec.adversary == Some(Adversary::Flood) {
+            let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
+            let csv = spec.csv.clone();
+            floods.push(tokio::spawn(flood::flood(
+                listen.clone(),
+                coordinator_peer,
+                key,
+                csv,
+            )));
+            continue;
+        }
         let mut config = zkfed_participant::config::RawConfig {
             coordinator: address.clone(),
             dataset: spec.csv.clone(),
@@ -389,7 +416,10 @@ async fn federate(
         let (tx, mut rx) = mpsc::unbounded_channel();
         config.hooks = Hooks {
             events: Some(tx),
-            tamper: spec.plan.map(adversary::tamper),
+            tamper: spec
+                .adversary
+                .and_then(Adversary::plan)
+                .map(adversary::tamper),
             skip_proving: !setting.proofs,
         };
         let forward = participant_tx.clone();
@@ -398,10 +428,21 @@ async fn federate(
                 let _ = forward.send((me, event));
             }
         });
-        participants.push(tokio::spawn(zkfed_participant::node::run(
-            config,
-            std::future::pending(),
-        )));
+        if spec.adversary == Some(Adversary::Stranger) {
+            // Refused at every dial, it would retry forever: stopped once the run is over.
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            strangers.push((
+                stop,
+                tokio::spawn(zkfed_participant::node::run(config, async move {
+                    let _ = stopped.await;
+                })),
+            ));
+        } else {
+            participants.push(tokio::spawn(zkfed_participant::node::run(
+                config,
+                std::future::pending(),
+            )));
+        }
     }
     drop(participant_tx);
 
@@ -447,6 +488,19 @@ async fn federate(
             bail!("a participant failed: {e:#}");
         }
     }
+    for (stop, task) in strangers {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    let mut flood_tallies = Vec::new();
+    for task in floods {
+        match tokio::time::timeout(Duration::from_secs(20), task).await {
+            Ok(Ok(Ok(tally))) => flood_tallies.push(tally),
+            Ok(Ok(Err(e))) => bail!("the flooding adversary failed: {e:#}"),
+            Ok(Err(e)) => bail!("the flooding adversary's task failed: {e}"),
+            Err(_) => bail!("the flooding adversary did not see the run finish"),
+        }
+    }
     while let Ok(event) = participant_rx.try_recv() {
         proofs.push(event);
     }
@@ -460,6 +514,7 @@ async fn federate(
         proofs,
         coordinator: coordinator_events,
         peers,
+        floods: flood_tallies,
     })
 }
 
@@ -529,10 +584,19 @@ fn centralized(
 
 fn rows_of(
     observed: &Observed,
-    specs: &[NodeSpec],
     central: &[Model],
     evaluate: &impl Fn(&Model) -> (f64, f64),
 ) -> Vec<RoundRow> {
+    let traffic = traffic_by_round(&observed.coordinator);
+    let mut refused: BTreeMap<u64, usize> = BTreeMap::new();
+    for event in &observed.coordinator {
+        if let CoordinatorEvent::Refused {
+            round: Some(round), ..
+        } = event
+        {
+            *refused.entry(*round).or_default() += 1;
+        }
+    }
     let mut rows = Vec::new();
     let mut judged: BTreeMap<u64, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
     for event in &observed.log {
@@ -552,20 +616,17 @@ fn rows_of(
                 let centralized_accuracy = central
                     .get(*round as usize - 1)
                     .map_or(0.0, |m| evaluate(m).0);
-                let proved: Vec<(f64, usize)> = observed
+                let prove: Vec<f64> = observed
                     .proofs
                     .iter()
                     .filter_map(|(_, e)| match e {
                         ParticipantEvent::Proved {
-                            round: r,
-                            seconds,
-                            bytes,
-                        } if r == round => Some((*seconds, *bytes)),
+                            round: r, seconds, ..
+                        } if r == round => Some(*seconds),
                         _ => None,
                     })
                     .collect();
-                let prove: Vec<f64> = proved.iter().map(|(s, _)| *s).collect();
-                let bytes_sent = proved.iter().map(|(_, b)| b).sum();
+                let (bytes_in, bytes_out) = traffic.get(round).copied().unwrap_or_default();
                 let verify: Vec<f64> = observed
                     .coordinator
                     .iter()
@@ -600,8 +661,9 @@ fn rows_of(
                     prove_max: percentile(&prove, 100.0),
                     verify_ms_p50: percentile(&verify, 50.0),
                     verify_ms_max: percentile(&verify, 100.0),
-                    bytes_sent,
-                    bytes_received: specs.len() * 8 * (model.weights.len() + 1),
+                    refused: refused.get(round).copied().unwrap_or_default(),
+                    bytes_in,
+                    bytes_out,
                     wall_seconds,
                     baseline_accuracy: None,
                     baseline_wall_seconds: None,
@@ -611,6 +673,29 @@ fn rows_of(
         }
     }
     rows
+}
+
+/// Bytes the coordinator read and wrote per round, from the cumulative totals at each close.
+fn traffic_by_round(events: &[CoordinatorEvent]) -> BTreeMap<u64, (u64, u64)> {
+    let mut by_round = BTreeMap::new();
+    let mut previous = (0, 0);
+    for event in events {
+        if let CoordinatorEvent::Closed {
+            round,
+            bytes_received,
+            bytes_sent,
+            ..
+        } = event
+        {
+            let delta = (
+                bytes_received.saturating_sub(previous.0),
+                bytes_sent.saturating_sub(previous.1),
+            );
+            by_round.insert(*round, delta);
+            previous = (*bytes_received, *bytes_sent);
+        }
+    }
+    by_round
 }
 
 /// The failed check without its variable detail, for counting.
@@ -626,41 +711,86 @@ fn short_reason(reason: &str) -> String {
 }
 
 fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSummary {
+    let adversary_of = |peer: &PeerId| observed.peers.get(peer).and_then(|&k| specs[k].adversary);
     let mut summary = AdversarialSummary::default();
     for event in &observed.log {
-        let AuditEvent::Judged {
-            round,
-            peer,
-            rejection,
-            ..
-        } = event
-        else {
+        let (round, peer, rejection) = match event {
+            AuditEvent::Judged {
+                round,
+                peer,
+                rejection,
+                ..
+            } => (*round, peer, rejection.as_deref()),
+            AuditEvent::Enrolled { peer, .. } => (0, peer, None),
+            _ => continue,
+        };
+        let Some(adversary) = PeerId::from_bytes(peer).ok().and_then(|p| adversary_of(&p)) else {
             continue;
         };
-        let Ok(peer) = PeerId::from_bytes(peer) else {
+        if adversary == Adversary::Stranger {
+            summary.stranger_records += 1;
+        }
+        if !matches!(event, AuditEvent::Judged { .. }) {
             continue;
-        };
-        let Some(plan) = observed.peers.get(&peer).and_then(|&k| specs[k].plan) else {
-            continue;
-        };
-        let attack = plan.attack(*round);
+        }
         summary.submitted += 1;
         match rejection {
             None => summary.aggregated += 1,
             Some(reason) => {
                 summary.rejected += 1;
-                if attack.expected_rejection(reason) {
+                if adversary.expected_rejection(round, reason) {
                     summary.rejected_for_the_right_reason += 1;
                 }
                 summary
                     .reasons
-                    .entry(attack.name().to_string())
+                    .entry(adversary.label(round).to_string())
                     .or_default()
                     .push(short_reason(reason));
             }
         }
     }
+    for event in &observed.coordinator {
+        let CoordinatorEvent::Refused {
+            peer: Some(peer),
+            round,
+            reason,
+        } = event
+        else {
+            continue;
+        };
+        let Some(adversary) = adversary_of(peer) else {
+            continue;
+        };
+        match round {
+            // A submission turned away before verification: rejected, never aggregated.
+            Some(_) => {
+                summary.submitted += 1;
+                summary.rejected += 1;
+                summary.refused_before_verification += 1;
+                if adversary.expected_refusal(reason) {
+                    summary.rejected_for_the_right_reason += 1;
+                }
+            }
+            None if adversary == Adversary::Stranger => summary.connections_refused += 1,
+            None => {}
+        }
+    }
+    for tally in &observed.floods {
+        summary.flood.add(tally);
+    }
     summary
+}
+
+/// Peak resident memory (`VmHWM`) in a `/proc/<pid>/status` text, in bytes.
+fn parse_peak_memory(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// This process's peak resident memory, where the platform reports it.
+fn own_peak_memory() -> Option<u64> {
+    parse_peak_memory(&std::fs::read_to_string("/proc/self/status").ok()?)
 }
 
 fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::io::Result<()> {
@@ -675,8 +805,12 @@ fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::i
     )?;
     writeln!(
         out,
-        "adversarial submissions: {} sent, {} rejected ({} for the expected reason), {} aggregated",
-        a.submitted, a.rejected, a.rejected_for_the_right_reason, a.aggregated
+        "adversarial submissions: {} sent, {} rejected ({} for the expected reason, {} refused before verification), {} aggregated",
+        a.submitted,
+        a.rejected,
+        a.rejected_for_the_right_reason,
+        a.refused_before_verification,
+        a.aggregated
     )?;
     for (attack, reasons) in &a.reasons {
         writeln!(
@@ -685,22 +819,57 @@ fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::i
             reasons.first().map_or("", String::as_str)
         )?;
     }
+    if a.flood.sent > 0 {
+        writeln!(
+            out,
+            "flood: {} copies sent, {} refused or rejected, {} accepted, {} unanswered",
+            a.flood.sent, a.flood.refused, a.flood.accepted, a.flood.unanswered
+        )?;
+    }
+    if a.connections_refused > 0 || a.stranger_records > 0 {
+        writeln!(
+            out,
+            "peers off the allow-list: {} connections refused, {} records in the log",
+            a.connections_refused, a.stranger_records
+        )?;
+    }
     writeln!(
         out,
-        "wall time {:.1} s; report in {}",
+        "mean round {:.2} s; wall time {:.1} s; report in {}",
+        report.mean_round_seconds,
         report.wall_seconds,
         options.out.display()
     )?;
+    if let Some(peak) = &report.peak_memory {
+        writeln!(
+            out,
+            "peak memory {:.1} MiB ({})",
+            peak.bytes as f64 / f64::from(1 << 20),
+            peak.of
+        )?;
+    }
     match report.overhead_ratio {
         Some(ratio) => writeln!(
             out,
             "overhead: round wall time with proofs / without = {ratio:.2}"
-        )?,
+        ),
         None if !report.proofs => writeln!(
             out,
             "proofs were off (--no-proofs): every update was trusted"
-        )?,
-        None => {}
+        ),
+        None => Ok(()),
     }
-    writeln!(out, "(--processes is not built yet)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_memory_is_read_from_proc_status() {
+        let status = "Name:\tzkfed\nVmPeak:\t  900 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_peak_memory(status), Some(2048 * 1024));
+        assert_eq!(parse_peak_memory("Name:\tzkfed\n"), None);
+        assert_eq!(parse_peak_memory("VmHWM:\t lots kB\n"), None);
+    }
 }

@@ -8,10 +8,8 @@ fn main() -> anyhow::Result<ExitCode> {
     zkfed_protocol::node::init_logging("warn");
     let options = zkfed_sim::Options::parse();
     let report = zkfed_sim::run(&options, &mut std::io::stdout())?;
-    let adversarial = &report.adversarial;
     // Without proofs, accepted cheats are the point of the baseline, not a failure.
-    let clean = !report.proofs
-        || (adversarial.aggregated == 0 && adversarial.rejected == adversarial.submitted);
+    let clean = !report.proofs || report.adversarial.all_stopped();
     Ok(if clean {
         ExitCode::SUCCESS
     } else {

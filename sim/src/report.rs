@@ -8,6 +8,8 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
+use crate::flood::FloodTally;
+
 /// One round's figures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RoundRow {
@@ -33,10 +35,13 @@ pub struct RoundRow {
     pub verify_ms_p50: f64,
     /// Maximum verification milliseconds.
     pub verify_ms_max: f64,
-    /// Bytes participants sent (proofs and updates).
-    pub bytes_sent: usize,
-    /// Bytes participants received (the round's model, once each).
-    pub bytes_received: usize,
+    /// Submissions refused before verification (duplicates, floods, wrong round).
+    pub refused: usize,
+    /// Bytes the coordinator read from its sockets since the previous round closed
+    /// (submissions, polls, enrolments; Noise and Yamux framing included).
+    pub bytes_in: u64,
+    /// Bytes the coordinator wrote to its sockets over the same span (models, verdicts).
+    pub bytes_out: u64,
     /// Seconds from the round opening to its close.
     pub wall_seconds: f64,
     /// Test accuracy of the same federation with proofs off, if it ran.
@@ -64,6 +69,19 @@ pub struct Report {
     pub adversarial: AdversarialSummary,
     /// Total wall time in seconds.
     pub wall_seconds: f64,
+    /// Mean round wall time (opening to close) of the reported federation.
+    pub mean_round_seconds: f64,
+    /// Peak resident memory, if the platform reports it.
+    pub peak_memory: Option<PeakMemory>,
+}
+
+/// The high-water mark of resident memory (`VmHWM`) of one process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeakMemory {
+    /// Bytes.
+    pub bytes: u64,
+    /// Whose: the coordinator's own process, or the simulation's (every node in it).
+    pub of: String,
 }
 
 /// How the adversaries fared.
@@ -77,8 +95,27 @@ pub struct AdversarialSummary {
     pub rejected_for_the_right_reason: usize,
     /// Adversarial updates that were aggregated (must be zero).
     pub aggregated: usize,
+    /// Of the rejected, refused before verification (a flood's extra copies).
+    pub refused_before_verification: usize,
+    /// Connections from peers not on the allow-list that the coordinator refused.
+    pub connections_refused: usize,
+    /// Records in the coordinator's log from peers not on the allow-list (must be zero).
+    pub stranger_records: usize,
     /// Reasons by attack kind.
     pub reasons: BTreeMap<String, Vec<String>>,
+    /// What the flooding adversaries saw in the answers to their copies.
+    pub flood: FloodTally,
+}
+
+impl AdversarialSummary {
+    /// Whether every adversarial attempt was stopped: none aggregated, every submission
+    /// rejected, nothing from a stranger recorded.
+    pub fn all_stopped(&self) -> bool {
+        self.aggregated == 0
+            && self.rejected == self.submitted
+            && self.stranger_records == 0
+            && self.flood.accepted == 0
+    }
 }
 
 /// Percentile `p` (0..=100) of `values` (nearest rank), 0 if empty.
@@ -104,13 +141,13 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
 /// The per-round CSV text.
 pub fn csv(rows: &[RoundRow]) -> String {
     let mut out = String::from(
-        "round,accuracy,loss,centralized_accuracy,no_proofs_accuracy,accepted,rejected,rejected_by_reason,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,bytes_sent,bytes_received,wall_s,no_proofs_wall_s\n",
+        "round,accuracy,loss,centralized_accuracy,no_proofs_accuracy,accepted,rejected,rejected_by_reason,refused_unverified,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,coordinator_bytes_in,coordinator_bytes_out,wall_s,no_proofs_wall_s\n",
     );
     for r in rows {
         let reasons: Vec<String> = r.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let rejected: usize = r.rejected.values().sum();
         out.push_str(&format!(
-            "{},{:.4},{:.4},{:.4},{},{},{},\"{}\",{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2},{}\n",
+            "{},{:.4},{:.4},{:.4},{},{},{},\"{}\",{},{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2},{}\n",
             r.round,
             r.accuracy,
             r.loss,
@@ -119,13 +156,14 @@ pub fn csv(rows: &[RoundRow]) -> String {
             r.accepted,
             rejected,
             reasons.join("; ").replace('"', "'"),
+            r.refused,
             r.prove_p50,
             r.prove_p95,
             r.prove_max,
             r.verify_ms_p50,
             r.verify_ms_max,
-            r.bytes_sent,
-            r.bytes_received,
+            r.bytes_in,
+            r.bytes_out,
             r.wall_seconds,
             optional(r.baseline_wall_seconds, 2)
         ));
@@ -213,25 +251,27 @@ fn plot(rows: &[RoundRow], path: &Path) -> anyhow::Result<()> {
 pub fn print_table(rows: &[RoundRow], out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "round  accuracy  central.  loss    accepted  rejected  prove p50/p95/max s  verify p50/max ms  KiB sent  wall s"
+        "round  accuracy  central.  loss    accepted  rejected  refused  prove p50/p95/max s  verify p50/max ms  KiB in/out   wall s"
     )?;
     for r in rows {
         let rejected: usize = r.rejected.values().sum();
         writeln!(
             out,
-            "{:>5}  {:>7.1}%  {:>7.1}%  {:>6.3}  {:>8}  {:>8}  {:>6.2}/{:>5.2}/{:>5.2}    {:>7.1}/{:>6.1}    {:>8.0}  {:>6.1}",
+            "{:>5}  {:>7.1}%  {:>7.1}%  {:>6.3}  {:>8}  {:>8}  {:>7}  {:>6.2}/{:>5.2}/{:>5.2}    {:>7.1}/{:>6.1}    {:>6.0}/{:<5.0} {:>6.1}",
             r.round,
             r.accuracy * 100.0,
             r.centralized_accuracy * 100.0,
             r.loss,
             r.accepted,
             rejected,
+            r.refused,
             r.prove_p50,
             r.prove_p95,
             r.prove_max,
             r.verify_ms_p50,
             r.verify_ms_max,
-            r.bytes_sent as f64 / 1024.0,
+            r.bytes_in as f64 / 1024.0,
+            r.bytes_out as f64 / 1024.0,
             r.wall_seconds
         )?;
     }
@@ -255,8 +295,9 @@ mod tests {
             prove_max: 0.8,
             verify_ms_p50: 20.0,
             verify_ms_max: 30.0,
-            bytes_sent: 1000,
-            bytes_received: 200,
+            refused: 2,
+            bytes_in: 1000,
+            bytes_out: 200,
             wall_seconds: 1.5,
             baseline_accuracy: Some(0.91),
             baseline_wall_seconds: Some(0.5),
@@ -278,8 +319,46 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("round,accuracy"));
-        assert!(lines[1].starts_with("1,0.9000,0.3000,0.9200,0.9100,4,1,\"proof rejected: x=1\""));
+        assert!(
+            lines[1].starts_with("1,0.9000,0.3000,0.9200,0.9100,4,1,\"proof rejected: x=1\",2,")
+        );
         assert!(lines[1].ends_with(",1.50,0.50"));
+    }
+
+    #[test]
+    fn any_aggregated_unrejected_or_recorded_attempt_means_not_all_stopped() {
+        let stopped = AdversarialSummary {
+            submitted: 3,
+            rejected: 3,
+            rejected_for_the_right_reason: 3,
+            connections_refused: 5,
+            ..AdversarialSummary::default()
+        };
+        assert!(stopped.all_stopped());
+        let cases = [
+            AdversarialSummary {
+                aggregated: 1,
+                ..stopped.clone()
+            },
+            AdversarialSummary {
+                rejected: 2,
+                ..stopped.clone()
+            },
+            AdversarialSummary {
+                stranger_records: 1,
+                ..stopped.clone()
+            },
+            AdversarialSummary {
+                flood: FloodTally {
+                    accepted: 1,
+                    ..FloodTally::default()
+                },
+                ..stopped.clone()
+            },
+        ];
+        for case in cases {
+            assert!(!case.all_stopped(), "{case:?}");
+        }
     }
 
     #[test]
@@ -294,6 +373,8 @@ mod tests {
             final_centralized_accuracy: 0.92,
             adversarial: AdversarialSummary::default(),
             wall_seconds: 3.0,
+            mean_round_seconds: 1.5,
+            peak_memory: None,
         };
         write(&report, &dir).unwrap();
         let svg = std::fs::read_to_string(dir.join("accuracy.svg")).unwrap();

@@ -1,0 +1,190 @@
+//! The submission flood of DESIGN.md §4: an allow-listed, enrolled participant that sends
+//! [`FLOOD_COPIES`] garbage submissions at once every round instead of one proof.
+//!
+//! It speaks `/zkfed/1` from its own swarm, like any participant; the coordinator must
+//! verify at most one submission of it per round and refuse the rest before verifying.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use rand::RngExt;
+use zkfed_air::fixed::ONE;
+use zkfed_air::{ClippedGradientSum, CommittedDataset};
+use zkfed_protocol::{
+    Enrolment, Request, Response, RoundAnnouncement, SignedEnrolment, Submission,
+};
+
+/// Submissions sent at once per round: as many as one connection may have in flight.
+pub const FLOOD_COPIES: usize = zkfed_protocol::MAX_STREAMS;
+
+/// Bytes of garbage behind the proof header in each copy.
+const GARBAGE_BYTES: usize = 64 << 10;
+
+/// What the flooder saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FloodTally {
+    /// Submissions sent.
+    pub sent: usize,
+    /// Answers whose reason says the submission was refused or rejected.
+    pub refused: usize,
+    /// Answers that accepted a copy (must stay zero).
+    pub accepted: usize,
+    /// Requests that failed on the wire instead of being answered.
+    pub unanswered: usize,
+}
+
+impl FloodTally {
+    /// Adds another flooder's tally to this one.
+    pub fn add(&mut self, other: &FloodTally) {
+        self.sent += other.sent;
+        self.refused += other.refused;
+        self.accepted += other.accepted;
+        self.unanswered += other.unanswered;
+    }
+}
+
+type Behaviour = request_response::cbor::Behaviour<Request, Response>;
+
+/// Floods every round of the run at `address` until it finishes.
+pub async fn flood(
+    address: Multiaddr,
+    coordinator: PeerId,
+    key: Keypair,
+    csv: PathBuf,
+) -> anyhow::Result<FloodTally> {
+    let traffic = zkfed_protocol::node::Traffic::default();
+    let mut swarm = zkfed_protocol::node::build_swarm(key.clone(), &traffic, |_| {
+        zkfed_protocol::request_response_behaviour()
+    })
+    .map_err(|e| anyhow::anyhow!("building the flooder's swarm: {e}"))?;
+    swarm.add_peer_address(coordinator, address);
+    let mut wire = Wire { swarm, coordinator };
+
+    let Response::Parameters(params) = wire.ask(Request::Parameters).await? else {
+        bail!("no run parameters");
+    };
+    let raw = zkfed_air::data::read_csv(
+        std::io::BufReader::new(std::fs::File::open(&csv)?),
+        &params.schema,
+    )?;
+    let rows = params.standardization.apply(&raw)?;
+    let dataset = CommittedDataset::commit(
+        rows,
+        raw.labels,
+        &mut rand::make_rng::<rand::rngs::StdRng>(),
+    )?;
+    let enrolment = Enrolment {
+        federation_id: params.federation_id,
+        commitment: dataset.commitment(),
+        schema_hash: params.schema.hash(),
+    };
+    match wire
+        .ask(Request::Enrol(SignedEnrolment::sign(enrolment, &key)))
+        .await?
+    {
+        Response::Enrolled => {}
+        other => bail!("the flooder was not enrolled: {other:?}"),
+    }
+
+    let mut tally = FloodTally::default();
+    let mut last = 0;
+    loop {
+        match wire.ask(Request::CurrentRound).await? {
+            Response::Round(round) if round.round > last => {
+                last = round.round;
+                let copies = (0..FLOOD_COPIES)
+                    .map(|_| Request::Submit(garbage(&round)))
+                    .collect();
+                for answer in wire.ask_all(copies).await {
+                    tally.sent += 1;
+                    match answer {
+                        Some(Response::Verdict(v)) if v.accepted => tally.accepted += 1,
+                        Some(_) => tally.refused += 1,
+                        None => tally.unanswered += 1,
+                    }
+                }
+            }
+            Response::Round(_) | Response::Waiting { .. } => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Response::Finished { .. } => return Ok(tally),
+            other => bail!("unexpected answer: {other:?}"),
+        }
+    }
+}
+
+/// A submission of the right shape whose proof is random bytes behind a valid header.
+fn garbage(round: &RoundAnnouncement) -> Submission {
+    let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+    let mut proof = zkfed_air::proof::PROOF_MAGIC.to_vec();
+    proof.extend_from_slice(&zkfed_air::PROTOCOL_VERSION.to_le_bytes());
+    proof.extend((0..GARBAGE_BYTES).map(|_| rng.random::<u8>()));
+    Submission {
+        round: round.round,
+        update: ClippedGradientSum {
+            // In range, so the trusting baseline can aggregate it like any update.
+            weights: (0..round.model.weights.len())
+                .map(|_| rng.random_range(-ONE..ONE))
+                .collect(),
+            bias: 0,
+            examples: round.params.batch_size as u64,
+        },
+        proof,
+    }
+}
+
+/// Requests to the coordinator and their answers.
+struct Wire {
+    swarm: Swarm<Behaviour>,
+    coordinator: PeerId,
+}
+
+impl Wire {
+    async fn ask(&mut self, request: Request) -> anyhow::Result<Response> {
+        self.ask_all(vec![request])
+            .await
+            .pop()
+            .flatten()
+            .context("the coordinator did not answer")
+    }
+
+    /// Sends every request at once and waits for each answer (`None` if it failed).
+    async fn ask_all(&mut self, requests: Vec<Request>) -> Vec<Option<Response>> {
+        let ids: Vec<OutboundRequestId> = requests
+            .into_iter()
+            .map(|r| {
+                self.swarm
+                    .behaviour_mut()
+                    .send_request(&self.coordinator, r)
+            })
+            .collect();
+        let mut answers: Vec<Option<Option<Response>>> = vec![None; ids.len()];
+        while answers.iter().any(Option::is_none) {
+            let SwarmEvent::Behaviour(event) = self.swarm.select_next_some().await else {
+                continue;
+            };
+            let (id, answer) = match event {
+                request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                } => (request_id, Some(response)),
+                request_response::Event::OutboundFailure { request_id, .. } => (request_id, None),
+                _ => continue,
+            };
+            if let Some(k) = ids.iter().position(|&i| i == id) {
+                answers[k] = Some(answer);
+            }
+        }
+        answers.into_iter().flatten().collect()
+    }
+}
