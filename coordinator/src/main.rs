@@ -24,6 +24,9 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Also write the node's events (verdicts, round closes) here as JSON lines.
+        #[arg(long)]
+        events: Option<PathBuf>,
     },
     /// Print this node's peer id (creating its key on first use).
     PeerId {
@@ -75,12 +78,24 @@ enum AuditCommand {
 fn main() -> anyhow::Result<ExitCode> {
     zkfed_protocol::node::init_logging("info");
     match Cli::parse().command {
-        Command::Run { config } => {
-            let config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
+        Command::Run { config, events } => {
+            let mut config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            runtime.block_on(zkfed_coordinator::node::run(config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }))?;
+            runtime.block_on(async {
+                let log = events.map(|path| open_event_log(&path)).transpose()?;
+                if let Some((tx, _)) = &log {
+                    config.events = Some(tx.clone());
+                }
+                let ran = zkfed_coordinator::node::run(config, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await;
+                if let Some((tx, writer)) = log {
+                    drop(tx);
+                    writer.await?.context("writing the event log")?;
+                }
+                ran
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::PeerId { state } => {
@@ -131,4 +146,14 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+type EventLog = (
+    tokio::sync::mpsc::UnboundedSender<zkfed_coordinator::node::CoordinatorEvent>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+fn open_event_log(path: &std::path::Path) -> anyhow::Result<EventLog> {
+    zkfed_protocol::node::spawn_event_log(path)
+        .with_context(|| format!("creating the event log {}", path.display()))
 }

@@ -46,7 +46,8 @@ pub(crate) struct CoordinatorBehaviour {
 }
 
 /// What the coordinator reports to an observer (the simulation).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CoordinatorEvent {
     /// A submission was verified and judged.
     Judged {

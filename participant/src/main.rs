@@ -31,6 +31,9 @@ enum Command {
         /// The state directory (node key, salts).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Also write the node's events (proofs made, verdicts) here as JSON lines.
+        #[arg(long)]
+        events: Option<PathBuf>,
     },
     /// Print this node's peer id (creating its key on first use), for the allow-list.
     PeerId {
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<ExitCode> {
             coordinator,
             dataset,
             state,
+            events,
         } => {
             let raw = match (config, coordinator, dataset, state) {
                 (Some(path), ..) => RawConfig::load(&path)?,
@@ -71,11 +75,28 @@ fn main() -> anyhow::Result<ExitCode> {
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };
-            let config = raw.resolve()?;
+            let mut config = raw.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            let outcome = runtime.block_on(zkfed_participant::node::run(config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            }))?;
+            let outcome = runtime.block_on(async {
+                let log = events
+                    .map(|path| {
+                        zkfed_protocol::node::spawn_event_log(&path)
+                            .with_context(|| format!("creating the event log {}", path.display()))
+                    })
+                    .transpose()?;
+                if let Some((tx, _)) = &log {
+                    config.hooks.events = Some(tx.clone());
+                }
+                let ran = zkfed_participant::node::run(config, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await;
+                if let Some((tx, writer)) = log {
+                    drop(tx);
+                    writer.await?.context("writing the event log")?;
+                }
+                ran
+            })?;
             if let Some(outcome) = outcome {
                 println!(
                     "run finished after {} rounds; {} of this node's updates accepted",

@@ -47,7 +47,8 @@ pub(crate) struct ParticipantBehaviour {
 }
 
 /// What a participant reports to an observer (the simulation), at most two per round.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ParticipantEvent {
     /// A proof was made.
     Proved {

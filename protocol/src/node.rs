@@ -181,6 +181,28 @@ mod tests {
     }
 }
 
+/// Writes every event sent on the returned channel to `path` as one JSON line, flushed as
+/// it comes, so an observer in another process (the simulation) can follow a node's run.
+/// The returned task ends once every sender is dropped; await it before exiting.
+pub fn spawn_event_log<E: serde::Serialize + Send + 'static>(
+    path: &Path,
+) -> std::io::Result<(
+    tokio::sync::mpsc::UnboundedSender<E>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<E>();
+    let task = tokio::task::spawn_blocking(move || {
+        while let Some(event) = rx.blocking_recv() {
+            serde_json::to_writer(&mut file, &event).map_err(std::io::Error::other)?;
+            file.write_all(b"\n")?;
+            file.flush()?;
+        }
+        Ok(())
+    });
+    Ok((tx, task))
+}
+
 /// Logs to stderr (coloured only on a terminal), filtered by `RUST_LOG` or `default`.
 pub fn init_logging(default: &str) {
     tracing_subscriber::fmt()

@@ -10,6 +10,7 @@
 pub mod adversary;
 pub mod flood;
 pub mod partition;
+pub mod processes;
 pub mod report;
 pub mod synthetic;
 
@@ -36,6 +37,7 @@ use zkfed_participant::node::{Hooks, ParticipantEvent};
 use crate::adversary::{Adversary, parse_adversary};
 use crate::flood::FloodTally;
 use crate::partition::{Partition, split};
+use crate::processes::{Binaries, EventFollower, NodeProcess};
 use crate::report::{AdversarialSummary, PeakMemory, Report, RoundRow, percentile};
 
 /// Command-line options of `zkfed-sim`.
@@ -86,6 +88,11 @@ pub struct Options {
     /// Run only the trusting baseline: no proving, no verifying (for the overhead figure).
     #[arg(long)]
     pub no_proofs: bool,
+    /// Run the coordinator and the honest hospitals as separate OS processes (the
+    /// `zkfed-coordinator` and `zkfed-participant` binaries) instead of tasks. Adversaries
+    /// and the no-proofs baseline stay tasks: the shipped binaries cannot cheat or skip proofs.
+    #[arg(long, conflicts_with = "no_proofs")]
+    pub processes: bool,
     /// Hide the progress bar (for logs and tests).
     #[arg(long)]
     pub quiet: bool,
@@ -108,6 +115,7 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
     );
     ensure!(options.rounds >= 1, "need at least one round");
     let adversaries = adversaries(&options.adversary)?;
+    let binaries = options.processes.then(Binaries::find).transpose()?;
     let raw = load_data(options)?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let (train, test) = hold_out(raw.features.len(), &mut rng);
@@ -166,6 +174,7 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
             work,
             proofs: *proofs,
             batch,
+            binaries: binaries.as_ref().filter(|_| *proofs),
         };
         runs.push(runtime.block_on(federate(options, specs, &raw, &stats, setting))?);
     }
@@ -211,16 +220,27 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         adversarial,
         wall_seconds: started.elapsed().as_secs_f64(),
         mean_round_seconds,
-        peak_memory: own_peak_memory().map(|bytes| PeakMemory {
-            bytes,
-            of: "the simulation process (coordinator and every participant)".into(),
-        }),
+        peak_memory: peak_memory(observed),
     };
     report::write(&report, &options.out)?;
     writeln!(out)?;
     report::print_table(&report.rounds, out)?;
     summarize(&report, options, out)?;
     Ok(report)
+}
+
+/// The coordinator process's peak memory with `--processes`, else the simulation's own.
+fn peak_memory(observed: &Observed) -> Option<PeakMemory> {
+    match observed.coordinator_peak {
+        Some(bytes) => Some(PeakMemory {
+            bytes,
+            of: "the coordinator process".into(),
+        }),
+        None => processes::own_peak_memory().map(|bytes| PeakMemory {
+            bytes,
+            of: "the simulation process (coordinator and every participant)".into(),
+        }),
+    }
 }
 
 fn adversaries(specs: &[String]) -> anyhow::Result<Vec<Adversary>> {
@@ -331,6 +351,8 @@ struct Observed {
     coordinator: Vec<CoordinatorEvent>,
     peers: BTreeMap<PeerId, usize>,
     floods: Vec<FloodTally>,
+    /// The coordinator process's peak resident memory (with `--processes`).
+    coordinator_peak: Option<u64>,
 }
 
 /// Where a federation runs and whether it proves.
@@ -338,6 +360,61 @@ struct Setting<'a> {
     work: &'a Path,
     proofs: bool,
     batch: usize,
+    /// The node binaries, to run the coordinator and honest participants as processes.
+    binaries: Option<&'a Binaries>,
+}
+
+/// The coordinator, running as a task of this process or as its own process.
+enum CoordinatorNode {
+    Task(tokio::task::JoinHandle<anyhow::Result<()>>),
+    Process(Box<NodeProcess>, EventFollower),
+}
+
+impl CoordinatorNode {
+    /// Completes when the coordinator has finished the run (cancel-safe).
+    async fn finished(&mut self) -> anyhow::Result<()> {
+        match self {
+            CoordinatorNode::Task(task) => task.await.context("the coordinator task failed")?,
+            CoordinatorNode::Process(process, _) => process.finished().await,
+        }
+    }
+}
+
+/// An honest or tampering participant, as a task or (honest only) its own process.
+enum ParticipantNode {
+    Task(ParticipantTask),
+    Process(PeerId, Box<NodeProcess>),
+}
+
+type ParticipantTask =
+    tokio::task::JoinHandle<anyhow::Result<Option<zkfed_participant::node::Outcome>>>;
+
+/// The nodes started around the coordinator.
+#[derive(Default)]
+struct Participants {
+    running: Vec<ParticipantNode>,
+    /// Peers off the allow-list, with what stops them once the run is over.
+    strangers: Vec<(tokio::sync::oneshot::Sender<()>, ParticipantTask)>,
+    floods: Vec<tokio::task::JoinHandle<anyhow::Result<FloodTally>>>,
+}
+
+/// Where the coordinator listens and who it is.
+struct Endpoint {
+    port: u16,
+    peer: PeerId,
+    store: PathBuf,
+}
+
+impl Endpoint {
+    fn listen(&self) -> libp2p::Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{}", self.port)
+            .parse()
+            .expect("a valid multiaddr")
+    }
+
+    fn address(&self) -> String {
+        format!("{}/p2p/{}", self.listen(), self.peer)
+    }
 }
 
 async fn federate(
@@ -347,12 +424,10 @@ async fn federate(
     stats: &Standardization,
     setting: Setting<'_>,
 ) -> anyhow::Result<Observed> {
-    let batch = setting.batch;
     let mut peers = BTreeMap::new();
     let mut allow = Vec::new();
     for (k, spec) in specs.iter().enumerate() {
-        let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
-        let peer = key.public().to_peer_id();
+        let peer = spec_peer(spec)?;
         peers.insert(peer, k);
         if spec.adversary != Some(Adversary::Stranger) {
             allow.push(peer.to_string());
@@ -361,9 +436,98 @@ async fn federate(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let raw_config = coordinator_config(options, raw, stats, &setting, allow, port);
+    let (coordinator_tx, mut coordinator_rx) = mpsc::unbounded_channel();
+    let (mut coordinator, endpoint) = start_coordinator(raw_config, &setting, coordinator_tx)?;
+    wait_until_listening(port).await?;
+    let (participant_tx, mut participant_rx) = mpsc::unbounded_channel();
+    let nodes = start_participants(specs, &setting, &endpoint, participant_tx)?;
+
+    let progress = progress_bar(options);
+    let mut coordinator_events = Vec::new();
+    let mut proofs = Vec::new();
+    let mut coordinator_peak = None;
+    let deadline = tokio::time::sleep(Duration::from_secs(180 + 150 * options.rounds));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let outcome = loop {
+        let followed = tokio::select! {
+            done = coordinator.finished() => break done,
+            Some(event) = coordinator_rx.recv() => vec![event],
+            Some(event) = participant_rx.recv() => {
+                proofs.push(event);
+                continue;
+            }
+            _ = tick.tick() => match &mut coordinator {
+                CoordinatorNode::Process(process, follower) => {
+                    coordinator_peak = process.peak_memory().max(coordinator_peak);
+                    follower.poll(&process.events)?
+                }
+                CoordinatorNode::Task(_) => continue,
+            },
+            () = &mut deadline => bail!("the simulation did not finish in time"),
+        };
+        for event in followed {
+            if let CoordinatorEvent::Closed {
+                round, aggregated, ..
+            } = &event
+            {
+                progress.set_position(*round);
+                progress.set_message(if *aggregated {
+                    "aggregated"
+                } else {
+                    "abandoned"
+                });
+            }
+            coordinator_events.push(event);
+        }
+    };
+    progress.finish_and_clear();
+    outcome?;
+    match &coordinator {
+        // The file is the record; what was followed was for the progress bar.
+        CoordinatorNode::Process(process, _) => coordinator_events = process.read_events()?,
+        CoordinatorNode::Task(_) => {
+            while let Ok(event) = coordinator_rx.try_recv() {
+                coordinator_events.push(event);
+            }
+        }
+    }
+    let floods = stop_participants(nodes, &mut proofs).await?;
+    while let Ok(event) = participant_rx.try_recv() {
+        proofs.push(event);
+    }
+    let log = zkfed_coordinator::log::StoredLog::open(&endpoint.store)?
+        .records()?
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    Ok(Observed {
+        log,
+        proofs,
+        coordinator: coordinator_events,
+        peers,
+        floods,
+        coordinator_peak,
+    })
+}
+
+fn spec_peer(spec: &NodeSpec) -> anyhow::Result<PeerId> {
+    let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
+    Ok(key.public().to_peer_id())
+}
+
+fn coordinator_config(
+    options: &Options,
+    raw: &RawDataset,
+    stats: &Standardization,
+    setting: &Setting<'_>,
+    allow: Vec<String>,
+    port: u16,
+) -> zkfed_coordinator::config::RawConfig {
     let mut federation_id = [0u8; 32];
     rand::make_rng::<StdRng>().fill_bytes(&mut federation_id);
-    let raw_config = zkfed_coordinator::config::RawConfig {
+    zkfed_coordinator::config::RawConfig {
         listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
         allow,
         federation_id: zkfed_coordinator::config::hex32(&federation_id),
@@ -371,81 +535,154 @@ async fn federate(
         quorum: options.participants,
         round_deadline_secs: 120,
         clip_norm: options.clip,
-        batch_size: batch,
+        batch_size: setting.batch,
         learning_rate: options.learning_rate,
         state_dir: setting.work.join("coordinator"),
         linger_secs: 2,
         schema: raw.schema.clone(),
         standardization: stats.clone(),
-    };
-    let mut config = raw_config.resolve()?;
-    config.verify_proofs = setting.proofs;
-    let store = config.store.clone();
-    let (coordinator_tx, mut coordinator_rx) = mpsc::unbounded_channel();
-    config.events = Some(coordinator_tx);
-    let coordinator_peer = config.key.public().to_peer_id();
-    let listen: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse()?;
-    let address = format!("{listen}/p2p/{coordinator_peer}");
-    let coordinator = tokio::spawn(zkfed_coordinator::node::run(config, std::future::pending()));
-    wait_until_listening(port).await?;
+    }
+}
 
-    let (participant_tx, mut participant_rx) = mpsc::unbounded_channel();
-    let mut participants = Vec::new();
-    let mut strangers = Vec::new();
-    let mut floods = Vec::new();
-    for spec in specs {
-        if spec.adversary == Some(Adversary::Flood) {
-            let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
-            let csv = spec.csv.clone();
-            floods.push(tokio::spawn(flood::flood(
-                listen.clone(),
-                coordinator_peer,
-                key,
-                csv,
-            )));
-            continue;
+fn start_coordinator(
+    raw_config: zkfed_coordinator::config::RawConfig,
+    setting: &Setting<'_>,
+    events: mpsc::UnboundedSender<CoordinatorEvent>,
+) -> anyhow::Result<(CoordinatorNode, Endpoint)> {
+    let port = raw_config.listen[0]
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("the coordinator's port")?;
+    let file = setting.work.join("coordinator.toml");
+    std::fs::write(&file, toml::to_string_pretty(&raw_config)?)
+        .with_context(|| format!("writing {}", file.display()))?;
+    let mut config = raw_config.resolve()?;
+    let endpoint = Endpoint {
+        port,
+        peer: config.key.public().to_peer_id(),
+        store: config.store.clone(),
+    };
+    let node = match setting.binaries {
+        Some(binaries) => {
+            ensure!(
+                setting.proofs,
+                "the coordinator binary always verifies proofs"
+            );
+            let args = ["--config", path_str(&file)?];
+            let process =
+                NodeProcess::start(&binaries.coordinator, &args, setting.work, "coordinator")?;
+            CoordinatorNode::Process(Box::new(process), EventFollower::default())
         }
-        let mut config = zkfed_participant::config::RawConfig {
-            coordinator: address.clone(),
-            dataset: spec.csv.clone(),
-            state_dir: spec.state.clone(),
-            schema: None,
-        }
-        .resolve()?;
-        let me = config.key.public().to_peer_id();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        config.hooks = Hooks {
-            events: Some(tx),
-            tamper: spec
-                .adversary
-                .and_then(Adversary::plan)
-                .map(adversary::tamper),
-            skip_proving: !setting.proofs,
-        };
-        let forward = participant_tx.clone();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                let _ = forward.send((me, event));
-            }
-        });
-        if spec.adversary == Some(Adversary::Stranger) {
-            // Refused at every dial, it would retry forever: stopped once the run is over.
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            strangers.push((
-                stop,
-                tokio::spawn(zkfed_participant::node::run(config, async move {
-                    let _ = stopped.await;
-                })),
-            ));
-        } else {
-            participants.push(tokio::spawn(zkfed_participant::node::run(
+        None => {
+            config.verify_proofs = setting.proofs;
+            config.events = Some(events);
+            CoordinatorNode::Task(tokio::spawn(zkfed_coordinator::node::run(
                 config,
                 std::future::pending(),
-            )));
+            )))
+        }
+    };
+    Ok((node, endpoint))
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+fn start_participants(
+    specs: &[NodeSpec],
+    setting: &Setting<'_>,
+    endpoint: &Endpoint,
+    events: mpsc::UnboundedSender<(PeerId, ParticipantEvent)>,
+) -> anyhow::Result<Participants> {
+    let mut nodes = Participants::default();
+    for spec in specs {
+        match (spec.adversary, setting.binaries) {
+            (Some(Adversary::Flood), _) => {
+                let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
+                nodes.floods.push(tokio::spawn(flood::flood(
+                    endpoint.listen(),
+                    endpoint.peer,
+                    key,
+                    spec.csv.clone(),
+                )));
+            }
+            (None, Some(binaries)) => {
+                let address = endpoint.address();
+                let args = [
+                    "--coordinator",
+                    &address,
+                    "--dataset",
+                    path_str(&spec.csv)?,
+                    "--state",
+                    path_str(&spec.state)?,
+                ];
+                let name = spec
+                    .state
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("participant");
+                let process = NodeProcess::start(&binaries.participant, &args, setting.work, name)?;
+                nodes.running.push(ParticipantNode::Process(
+                    spec_peer(spec)?,
+                    Box::new(process),
+                ));
+            }
+            (adversary, _) => {
+                let config = participant_task_config(spec, setting, endpoint, events.clone())?;
+                if adversary == Some(Adversary::Stranger) {
+                    // Refused at every dial, it would retry forever: stopped once the run is over.
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    let task = tokio::spawn(zkfed_participant::node::run(config, async move {
+                        let _ = stopped.await;
+                    }));
+                    nodes.strangers.push((stop, task));
+                } else {
+                    let task =
+                        tokio::spawn(zkfed_participant::node::run(config, std::future::pending()));
+                    nodes.running.push(ParticipantNode::Task(task));
+                }
+            }
         }
     }
-    drop(participant_tx);
+    Ok(nodes)
+}
 
+/// A participant library configuration whose events are forwarded, tagged with its peer.
+fn participant_task_config(
+    spec: &NodeSpec,
+    setting: &Setting<'_>,
+    endpoint: &Endpoint,
+    events: mpsc::UnboundedSender<(PeerId, ParticipantEvent)>,
+) -> anyhow::Result<zkfed_participant::config::Config> {
+    let mut config = zkfed_participant::config::RawConfig {
+        coordinator: endpoint.address(),
+        dataset: spec.csv.clone(),
+        state_dir: spec.state.clone(),
+        schema: None,
+    }
+    .resolve()?;
+    let me = config.key.public().to_peer_id();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    config.hooks = Hooks {
+        events: Some(tx),
+        tamper: spec
+            .adversary
+            .and_then(Adversary::plan)
+            .map(adversary::tamper),
+        skip_proving: !setting.proofs,
+    };
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            let _ = events.send((me, event));
+        }
+    });
+    Ok(config)
+}
+
+fn progress_bar(options: &Options) -> ProgressBar {
     let progress = if options.quiet {
         ProgressBar::hidden()
     } else {
@@ -456,66 +693,46 @@ async fn federate(
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let mut coordinator_events = Vec::new();
-    let mut proofs = Vec::new();
-    let deadline = tokio::time::sleep(Duration::from_secs(180 + 150 * options.rounds));
-    tokio::pin!(deadline);
-    let mut coordinator = coordinator;
-    let outcome = loop {
-        tokio::select! {
-            done = &mut coordinator => break done,
-            Some(event) = coordinator_rx.recv() => {
-                if let CoordinatorEvent::Closed { round, aggregated, .. } = &event {
-                    progress.set_position(*round);
-                    progress.set_message(if *aggregated { "aggregated" } else { "abandoned" });
+    progress
+}
+
+/// Waits for the participants to see the run finish, stops the strangers, and returns what
+/// the flooders saw; a participant process's events are added to `proofs`.
+async fn stop_participants(
+    nodes: Participants,
+    proofs: &mut Vec<(PeerId, ParticipantEvent)>,
+) -> anyhow::Result<Vec<FloodTally>> {
+    let grace = Duration::from_secs(10);
+    for node in nodes.running {
+        match node {
+            ParticipantNode::Task(task) => {
+                if let Ok(Ok(Err(e))) = tokio::time::timeout(grace, task).await {
+                    bail!("a participant failed: {e:#}");
                 }
-                coordinator_events.push(event);
             }
-            Some(event) = participant_rx.recv() => proofs.push(event),
-            () = &mut deadline => bail!("the simulation did not finish in time"),
-        }
-    };
-    progress.finish_and_clear();
-    outcome.context("the coordinator task failed")??;
-    while let Ok(event) = coordinator_rx.try_recv() {
-        coordinator_events.push(event);
-    }
-    for p in participants {
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), p)
-            .await
-            .unwrap_or(Ok(Ok(None)))
-        {
-            bail!("a participant failed: {e:#}");
+            ParticipantNode::Process(peer, mut process) => {
+                if let Ok(exited) = tokio::time::timeout(grace, process.finished()).await {
+                    exited?;
+                }
+                let events: Vec<ParticipantEvent> = process.read_events()?;
+                proofs.extend(events.into_iter().map(|e| (peer, e)));
+            }
         }
     }
-    for (stop, task) in strangers {
+    for (stop, task) in nodes.strangers {
         let _ = stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let _ = tokio::time::timeout(grace, task).await;
     }
-    let mut flood_tallies = Vec::new();
-    for task in floods {
-        match tokio::time::timeout(Duration::from_secs(20), task).await {
-            Ok(Ok(Ok(tally))) => flood_tallies.push(tally),
+    let mut tallies = Vec::new();
+    for task in nodes.floods {
+        match tokio::time::timeout(2 * grace, task).await {
+            Ok(Ok(Ok(tally))) => tallies.push(tally),
             Ok(Ok(Err(e))) => bail!("the flooding adversary failed: {e:#}"),
             Ok(Err(e)) => bail!("the flooding adversary's task failed: {e}"),
             Err(_) => bail!("the flooding adversary did not see the run finish"),
         }
     }
-    while let Ok(event) = participant_rx.try_recv() {
-        proofs.push(event);
-    }
-    let log = zkfed_coordinator::log::StoredLog::open(&store)?
-        .records()?
-        .into_iter()
-        .map(|r| r.event)
-        .collect();
-    Ok(Observed {
-        log,
-        proofs,
-        coordinator: coordinator_events,
-        peers,
-        floods: flood_tallies,
-    })
+    Ok(tallies)
 }
 
 /// Waits (at most 10 s) until something accepts TCP connections on the port.
@@ -781,18 +998,6 @@ fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSu
     summary
 }
 
-/// Peak resident memory (`VmHWM`) in a `/proc/<pid>/status` text, in bytes.
-fn parse_peak_memory(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// This process's peak resident memory, where the platform reports it.
-fn own_peak_memory() -> Option<u64> {
-    parse_peak_memory(&std::fs::read_to_string("/proc/self/status").ok()?)
-}
-
 fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::io::Result<()> {
     let a = &report.adversarial;
     writeln!(out)?;
@@ -840,6 +1045,15 @@ fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::i
         report.wall_seconds,
         options.out.display()
     )?;
+    if options.processes {
+        writeln!(
+            out,
+            "the coordinator and the {} honest hospitals ran as their own processes (logs in {}); \
+             adversaries and the no-proofs baseline ran as tasks",
+            options.participants,
+            options.out.join("nodes").display()
+        )?;
+    }
     if let Some(peak) = &report.peak_memory {
         writeln!(
             out,
@@ -858,18 +1072,5 @@ fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::i
             "proofs were off (--no-proofs): every update was trusted"
         ),
         None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peak_memory_is_read_from_proc_status() {
-        let status = "Name:\tzkfed\nVmPeak:\t  900 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1000 kB\n";
-        assert_eq!(parse_peak_memory(status), Some(2048 * 1024));
-        assert_eq!(parse_peak_memory("Name:\tzkfed\n"), None);
-        assert_eq!(parse_peak_memory("VmHWM:\t lots kB\n"), None);
     }
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> anyhow::Result<ExitCode> {
-    zkfed_protocol::node::init_logging("warn");
+    // Adversaries make the nodes warn by design; RUST_LOG=warn shows those warnings.
+    zkfed_protocol::node::init_logging("error");
     let options = zkfed_sim::Options::parse();
     let report = zkfed_sim::run(&options, &mut std::io::stdout())?;
     // Without proofs, accepted cheats are the point of the baseline, not a failure.

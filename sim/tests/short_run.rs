@@ -3,13 +3,13 @@
 //! each round with submissions. Every adversarial submission must be rejected for the reason
 //! its attack triggers and never aggregated, and the report files must exist.
 
+use std::path::PathBuf;
+
 use zkfed_sim::partition::Partition;
 use zkfed_sim::{Options, run};
 
-#[test]
-fn every_attack_is_rejected_for_the_right_reason() {
-    let out = std::env::temp_dir().join(format!("zkfed-sim-test-{}", std::process::id()));
-    let options = Options {
+fn small_run(name: &str) -> Options {
+    Options {
         participants: 2,
         rounds: 11,
         partition: Partition::Iid,
@@ -21,10 +21,17 @@ fn every_attack_is_rejected_for_the_right_reason() {
         label: None,
         synthetic: None,
         no_proofs: false,
+        processes: false,
         seed: 5,
-        out: out.clone(),
+        out: std::env::temp_dir().join(format!("zkfed-sim-{name}-{}", std::process::id())),
         quiet: true,
-    };
+    }
+}
+
+#[test]
+fn every_attack_is_rejected_for_the_right_reason() {
+    let options = small_run("attacks");
+    let out = options.out.clone();
     let mut printed = Vec::new();
     let report = run(&options, &mut printed).expect("the simulation runs");
     let text = String::from_utf8(printed).unwrap();
@@ -66,6 +73,42 @@ fn every_attack_is_rejected_for_the_right_reason() {
     assert!(report.overhead_ratio.is_some_and(|r| r > 1.0), "{text}");
     for file in ["report.json", "rounds.csv", "accuracy.svg"] {
         assert!(out.join(file).exists(), "{file} missing");
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// The same federation with the coordinator and honest hospitals as the real binaries,
+/// each its own process (built by `cargo test --release --workspace` next to this test).
+#[test]
+fn honest_hospitals_and_the_coordinator_run_as_processes() {
+    let options = Options {
+        rounds: 3,
+        adversary: vec!["cycle:1".into(), "stranger".into()],
+        processes: true,
+        ..small_run("processes")
+    };
+    let out: PathBuf = options.out.clone();
+    let mut printed = Vec::new();
+    let report = run(&options, &mut printed).expect("the simulation runs");
+    let text = String::from_utf8(printed).unwrap();
+    assert_eq!(report.rounds.len(), 3, "{text}");
+    assert!(report.adversarial.all_stopped(), "{text}");
+    assert_eq!(report.adversarial.submitted, 3, "{text}");
+    assert!(report.adversarial.connections_refused > 0, "{text}");
+    for row in &report.rounds {
+        assert_eq!(row.accepted, 2, "{text}");
+        // Proving times came from the participant processes' event logs.
+        assert!(row.prove_p50 > 0.0 && row.bytes_in > 0, "{text}");
+    }
+    let peak = report.peak_memory.as_ref().expect("Linux reports VmHWM");
+    assert_eq!(peak.of, "the coordinator process");
+    assert!(peak.bytes > 1 << 20, "{peak:?}");
+    for file in [
+        "coordinator.log",
+        "coordinator.events.jsonl",
+        "hospital-0.events.jsonl",
+    ] {
+        assert!(out.join("nodes").join(file).exists(), "{file} missing");
     }
     std::fs::remove_dir_all(out).unwrap();
 }

@@ -1,0 +1,211 @@
+//! `--processes`: the coordinator and the honest participants as the real binaries, each
+//! its own OS process, followed through the JSON-lines event logs they write (`--events`).
+//!
+//! Adversaries stay tasks of the simulation process: the shipped participant binary has
+//! no way to cheat, which is the point of shipping it. They still reach the coordinator
+//! process only over TCP.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
+use tokio::process::{Child, Command};
+
+/// The node binaries, found next to the running executable.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `zkfed-coordinator`.
+    pub coordinator: PathBuf,
+    /// `zkfed-participant`.
+    pub participant: PathBuf,
+}
+
+impl Binaries {
+    /// Looks in the running executable's directory and its parent (where tests run from).
+    pub fn find() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the running executable")?;
+        let name = |n: &str| format!("{n}{}", std::env::consts::EXE_SUFFIX);
+        for dir in exe.ancestors().skip(1).take(2) {
+            let found = Binaries {
+                coordinator: dir.join(name("zkfed-coordinator")),
+                participant: dir.join(name("zkfed-participant")),
+            };
+            if found.coordinator.is_file() && found.participant.is_file() {
+                return Ok(found);
+            }
+        }
+        bail!(
+            "--processes runs the zkfed-coordinator and zkfed-participant binaries, but they are \
+             not next to {}: build them first with `cargo build --release --workspace`",
+            exe.display()
+        )
+    }
+}
+
+/// A node running as its own process, with where its output and events go.
+pub struct NodeProcess {
+    /// The process (killed if dropped before it exits).
+    pub child: Child,
+    /// Its standard output and error.
+    pub log: PathBuf,
+    /// Its JSON-lines event log.
+    pub events: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `binary run <args> --events <name>.events.jsonl`, logging to `<name>.log`.
+    pub fn start(binary: &Path, args: &[&str], dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let events = dir.join(format!("{name}.events.jsonl"));
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(binary)
+            .arg("run")
+            .args(args)
+            .arg("--events")
+            .arg(&events)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(NodeProcess { child, log, events })
+    }
+
+    /// Waits for the process to exit; an error names its log if it failed.
+    pub async fn finished(&mut self) -> anyhow::Result<()> {
+        let status = self.child.wait().await?;
+        if !status.success() {
+            bail!(
+                "the node process exited with {status}; its output is in {}",
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Its peak resident memory so far, while it runs.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        parse_peak_memory(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    }
+
+    /// Every event in its log (after it has exited).
+    pub fn read_events<E: DeserializeOwned>(&self) -> anyhow::Result<Vec<E>> {
+        let text = std::fs::read_to_string(&self.events)
+            .with_context(|| format!("reading {}", self.events.display()))?;
+        let (events, _) = parse_event_lines(&text)
+            .with_context(|| format!("reading {}", self.events.display()))?;
+        Ok(events)
+    }
+}
+
+/// Follows a growing event log: each call returns the events completed since the last.
+#[derive(Debug, Default)]
+pub struct EventFollower {
+    consumed: usize,
+}
+
+impl EventFollower {
+    /// New complete events in the file at `path` (none if it does not exist yet).
+    pub fn poll<E: DeserializeOwned>(&mut self, path: &Path) -> anyhow::Result<Vec<E>> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(Vec::new());
+        };
+        let Some(new) = text.get(self.consumed..) else {
+            bail!("{} shrank while it was followed", path.display());
+        };
+        let (events, used) =
+            parse_event_lines(new).with_context(|| format!("reading {}", path.display()))?;
+        self.consumed += used;
+        Ok(events)
+    }
+}
+
+/// The complete (newline-terminated) JSON lines of `text` and the bytes they span; a last
+/// line still being written is left for later.
+pub fn parse_event_lines<E: DeserializeOwned>(text: &str) -> anyhow::Result<(Vec<E>, usize)> {
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    let events = text[..complete]
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(k, line)| {
+            serde_json::from_str(line).with_context(|| format!("event line {}", k + 1))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((events, complete))
+}
+
+/// Peak resident memory (`VmHWM`) in a `/proc/<pid>/status` text, in bytes.
+pub fn parse_peak_memory(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// This process's peak resident memory, where the platform reports it.
+pub fn own_peak_memory() -> Option<u64> {
+    parse_peak_memory(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zkfed_coordinator::node::CoordinatorEvent;
+
+    #[test]
+    fn peak_memory_is_read_from_proc_status() {
+        let status = "Name:\tzkfed\nVmPeak:\t  900 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_peak_memory(status), Some(2048 * 1024));
+        assert_eq!(parse_peak_memory("Name:\tzkfed\n"), None);
+        assert_eq!(parse_peak_memory("VmHWM:\t lots kB\n"), None);
+    }
+
+    #[test]
+    fn only_complete_event_lines_are_read_and_bad_ones_are_errors() {
+        let closed = CoordinatorEvent::Closed {
+            round: 3,
+            aggregated: true,
+            seconds: 1.5,
+            bytes_received: 10,
+            bytes_sent: 20,
+        };
+        let line = serde_json::to_string(&closed).unwrap();
+        let text = format!("{line}\n{}", &line[..line.len() / 2]);
+        let (events, used) = parse_event_lines::<CoordinatorEvent>(&text).unwrap();
+        assert_eq!(events, vec![closed]);
+        assert_eq!(used, line.len() + 1);
+        let err = parse_event_lines::<CoordinatorEvent>("{\"closed\": 5}\n").unwrap_err();
+        assert!(format!("{err:#}").contains("event line 1"), "{err:#}");
+    }
+
+    #[test]
+    fn a_follower_returns_each_event_once_as_lines_complete() {
+        let path = std::env::temp_dir().join(format!("zkfed-follow-{}", std::process::id()));
+        let refused = CoordinatorEvent::Refused {
+            peer: Some(libp2p::PeerId::random()),
+            round: None,
+            reason: "connection refused".into(),
+        };
+        let line = serde_json::to_string(&refused).unwrap();
+        let mut follower = EventFollower::default();
+        assert!(follower.poll::<CoordinatorEvent>(&path).unwrap().is_empty());
+        std::fs::write(&path, format!("{line}\n{}", &line[..5])).unwrap();
+        assert_eq!(
+            follower.poll::<CoordinatorEvent>(&path).unwrap(),
+            vec![refused.clone()]
+        );
+        std::fs::write(&path, format!("{line}\n{line}\n")).unwrap();
+        assert_eq!(
+            follower.poll::<CoordinatorEvent>(&path).unwrap(),
+            vec![refused]
+        );
+        assert!(follower.poll::<CoordinatorEvent>(&path).unwrap().is_empty());
+        std::fs::write(&path, "").unwrap();
+        assert!(follower.poll::<CoordinatorEvent>(&path).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
+}
