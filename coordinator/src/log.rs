@@ -83,6 +83,11 @@ store_err!(
     redb::CommitError
 );
 
+/// redb's page cache (its default is 1 GiB): the log is appended and rarely read back, and
+/// every round's proofs pass through it, so a large cache only holds the coordinator's
+/// memory high in long runs.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// The log, open for appending.
 pub struct AuditLog {
     db: Database,
@@ -94,7 +99,9 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log at `path`, returning it and every record it holds.
     pub fn open(path: &Path, key: Keypair) -> Result<(Self, Vec<AuditRecord>), LogError> {
-        let db = Database::create(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(RECORDS)?;
         txn.open_table(PROOFS)?;

@@ -157,30 +157,6 @@ pub fn build_swarm<B: NetworkBehaviour>(
         .build())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_key_is_created_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("zkfed-key-{}", std::process::id()));
-        let path = dir.join("node.key");
-        let _ = std::fs::remove_dir_all(&dir);
-        let first = load_or_create_key(&path).unwrap();
-        let second = load_or_create_key(&path).unwrap();
-        assert_eq!(first.public().to_peer_id(), second.public().to_peer_id());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        std::fs::write(&path, b"garbage").unwrap();
-        assert!(load_or_create_key(&path).is_err());
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
-
 /// Writes every event sent on the returned channel to `path` as one JSON line, flushed as
 /// it comes, so an observer in another process (the simulation) can follow a node's run.
 /// The returned task ends once every sender is dropped; await it before exiting.
@@ -247,4 +223,64 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
         path: shown,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_key_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("zkfed-key-{}", std::process::id()));
+        let path = dir.join("node.key");
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = load_or_create_key(&path).unwrap();
+        let second = load_or_create_key(&path).unwrap();
+        assert_eq!(first.public().to_peer_id(), second.public().to_peer_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(load_or_create_key(&path).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn counted_sockets_add_what_passes_through_them() {
+        use futures::io::{AsyncReadExt, AsyncWriteExt, Cursor};
+        let traffic = Traffic::default();
+        let mut socket = Counted {
+            inner: Cursor::new(vec![7u8; 100]),
+            traffic: traffic.clone(),
+        };
+        futures::executor::block_on(async {
+            let mut buf = [0u8; 30];
+            socket.read_exact(&mut buf).await.unwrap();
+            socket.write_all(&[1u8; 12]).await.unwrap();
+        });
+        assert_eq!(traffic.received(), 30);
+        assert_eq!(traffic.sent(), 12);
+    }
+
+    #[test]
+    fn event_log_writes_one_json_line_per_event_and_finishes_when_senders_drop() {
+        let path = std::env::temp_dir().join(format!("zkfed-events-{}", std::process::id()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (tx, writer) = spawn_event_log::<(u64, String)>(&path).unwrap();
+            tx.send((1, "one".into())).unwrap();
+            tx.send((2, "two".into())).unwrap();
+            drop(tx);
+            writer.await.unwrap().unwrap();
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "[1,\"one\"]\n[2,\"two\"]\n");
+        assert!(spawn_event_log::<u64>(&path.join("no-such-dir/x")).is_err());
+        std::fs::remove_file(path).unwrap();
+    }
 }

@@ -512,9 +512,14 @@ async fn federate(
     })
 }
 
+fn spec_key(spec: &NodeSpec) -> anyhow::Result<libp2p::identity::Keypair> {
+    let path = spec.state.join("node.key");
+    zkfed_protocol::node::load_or_create_key(&path)
+        .with_context(|| format!("loading {}", path.display()))
+}
+
 fn spec_peer(spec: &NodeSpec) -> anyhow::Result<PeerId> {
-    let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
-    Ok(key.public().to_peer_id())
+    Ok(spec_key(spec)?.public().to_peer_id())
 }
 
 fn coordinator_config(
@@ -601,11 +606,10 @@ fn start_participants(
     for spec in specs {
         match (spec.adversary, setting.binaries) {
             (Some(Adversary::Flood), _) => {
-                let key = zkfed_protocol::node::load_or_create_key(&spec.state.join("node.key"))?;
                 nodes.floods.push(tokio::spawn(flood::flood(
                     endpoint.listen(),
                     endpoint.peer,
-                    key,
+                    spec_key(spec)?,
                     spec.csv.clone(),
                 )));
             }
