@@ -1004,13 +1004,19 @@ fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSu
 
 fn summarize(report: &Report, options: &Options, out: &mut impl Write) -> std::io::Result<()> {
     let a = &report.adversarial;
+    let difference = (report.final_accuracy - report.final_centralized_accuracy) * 100.0;
     writeln!(out)?;
     writeln!(
         out,
-        "final test accuracy: zkfed {:.1}%, centralized {:.1}% (difference {:+.1} points)",
+        "final test accuracy: zkfed {:.1}%, centralized {:.1}% (difference {:+.1} points, {} the 2-point bar)",
         report.final_accuracy * 100.0,
         report.final_centralized_accuracy * 100.0,
-        (report.final_accuracy - report.final_centralized_accuracy) * 100.0
+        difference,
+        if difference.abs() <= 2.0 {
+            "within"
+        } else {
+            "beyond"
+        }
     )?;
     writeln!(
         out,
