@@ -65,12 +65,6 @@ fn every_attack_is_rejected_for_the_right_reason() {
     assert_eq!(report.rounds.len(), 11);
     assert!(report.rounds.iter().all(|r| r.accepted == 2), "{text}");
     assert!(report.final_accuracy > 0.85, "{text}");
-    // Rejected cheats leave the honest model close to centralized training on the same rows
-    // (the default run's bar is 2 points; this short IID run gets a looser, non-flaky one).
-    assert!(
-        report.final_accuracy >= report.final_centralized_accuracy - 0.05,
-        "{text}"
-    );
     // The trusting baseline ran too: it accepts the cheats, and proving costs time.
     assert!(
         report.rounds.iter().all(|r| r.baseline_accuracy.is_some()),
