@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use zkfed_protocol::node::EventLog;
 
 #[derive(Parser)]
 #[command(
@@ -82,17 +83,14 @@ fn main() -> anyhow::Result<ExitCode> {
             let mut config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             runtime.block_on(async {
-                let log = events.map(|path| open_event_log(&path)).transpose()?;
-                if let Some((tx, _)) = &log {
-                    config.events = Some(tx.clone());
-                }
+                let log = events.as_deref().map(open_event_log).transpose()?;
+                config.events = log.as_ref().map(EventLog::sender);
                 let ran = zkfed_coordinator::node::run(config, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await;
-                if let Some((tx, writer)) = log {
-                    drop(tx);
-                    writer.await?.context("writing the event log")?;
+                if let Some(log) = log {
+                    log.close().await.context("writing the event log")?;
                 }
                 ran
             })?;
@@ -148,12 +146,8 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-type EventLog = (
-    tokio::sync::mpsc::UnboundedSender<zkfed_coordinator::node::CoordinatorEvent>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-);
-
-fn open_event_log(path: &std::path::Path) -> anyhow::Result<EventLog> {
-    zkfed_protocol::node::spawn_event_log(path)
-        .with_context(|| format!("creating the event log {}", path.display()))
+fn open_event_log<E: serde::Serialize + Send + 'static>(
+    path: &std::path::Path,
+) -> anyhow::Result<EventLog<E>> {
+    EventLog::create(path).with_context(|| format!("creating the event log {}", path.display()))
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use zkfed_participant::config::RawConfig;
+use zkfed_protocol::node::EventLog;
 
 #[derive(Parser)]
 #[command(version, about = "zkfed participant: proves every update it sends")]
@@ -79,21 +80,19 @@ fn main() -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             let outcome = runtime.block_on(async {
                 let log = events
+                    .as_deref()
                     .map(|path| {
-                        zkfed_protocol::node::spawn_event_log(&path)
+                        EventLog::create(path)
                             .with_context(|| format!("creating the event log {}", path.display()))
                     })
                     .transpose()?;
-                if let Some((tx, _)) = &log {
-                    config.hooks.events = Some(tx.clone());
-                }
+                config.hooks.events = log.as_ref().map(EventLog::sender);
                 let ran = zkfed_participant::node::run(config, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await;
-                if let Some((tx, writer)) = log {
-                    drop(tx);
-                    writer.await?.context("writing the event log")?;
+                if let Some(log) = log {
+                    log.close().await.context("writing the event log")?;
                 }
                 ran
             })?;

@@ -157,26 +157,39 @@ pub fn build_swarm<B: NetworkBehaviour>(
         .build())
 }
 
-/// Writes every event sent on the returned channel to `path` as one JSON line, flushed as
-/// it comes, so an observer in another process (the simulation) can follow a node's run.
-/// The returned task ends once every sender is dropped; await it before exiting.
-pub fn spawn_event_log<E: serde::Serialize + Send + 'static>(
-    path: &Path,
-) -> std::io::Result<(
-    tokio::sync::mpsc::UnboundedSender<E>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-)> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<E>();
-    let task = tokio::task::spawn_blocking(move || {
-        while let Some(event) = rx.blocking_recv() {
-            serde_json::to_writer(&mut file, &event).map_err(std::io::Error::other)?;
-            file.write_all(b"\n")?;
-            file.flush()?;
-        }
-        Ok(())
-    });
-    Ok((tx, task))
+/// A node's events written as JSON lines, one per event, flushed as they come, so an
+/// observer in another process (the simulation) can follow the node's run.
+pub struct EventLog<E> {
+    tx: tokio::sync::mpsc::UnboundedSender<E>,
+    writer: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl<E: serde::Serialize + Send + 'static> EventLog<E> {
+    /// Creates (or truncates) the file at `path`; needs a tokio runtime.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<E>();
+        let writer = tokio::task::spawn_blocking(move || {
+            while let Some(event) = rx.blocking_recv() {
+                serde_json::to_writer(&mut file, &event).map_err(std::io::Error::other)?;
+                file.write_all(b"\n")?;
+                file.flush()?;
+            }
+            Ok(())
+        });
+        Ok(EventLog { tx, writer })
+    }
+
+    /// Where the node sends its events.
+    pub fn sender(&self) -> tokio::sync::mpsc::UnboundedSender<E> {
+        self.tx.clone()
+    }
+
+    /// Waits until every event sent so far is written (once the node has dropped its senders).
+    pub async fn close(self) -> std::io::Result<()> {
+        drop(self.tx);
+        self.writer.await.map_err(std::io::Error::other)?
+    }
 }
 
 /// Logs to stderr (coloured only on a terminal), filtered by `RUST_LOG` or `default`.
@@ -272,15 +285,16 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (tx, writer) = spawn_event_log::<(u64, String)>(&path).unwrap();
-            tx.send((1, "one".into())).unwrap();
-            tx.send((2, "two".into())).unwrap();
-            drop(tx);
-            writer.await.unwrap().unwrap();
+            let log = EventLog::<(u64, String)>::create(&path).unwrap();
+            let node = log.sender();
+            node.send((1, "one".into())).unwrap();
+            node.send((2, "two".into())).unwrap();
+            drop(node);
+            log.close().await.unwrap();
         });
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "[1,\"one\"]\n[2,\"two\"]\n");
-        assert!(spawn_event_log::<u64>(&path.join("no-such-dir/x")).is_err());
+        assert!(EventLog::<u64>::create(&path.join("no-such-dir/x")).is_err());
         std::fs::remove_file(path).unwrap();
     }
 }
