@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng};
 use zkfed_air::fixed::{ONE, PARAM_BOUND};
-use zkfed_air::{CommittedDataset, Model, Statement, clipped_gradient_sum};
+use zkfed_air::proof::MAX_PROOF_BYTES;
+use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
 use zkfed_participant::node::{Tamper, TamperInput};
 use zkfed_protocol::Submission;
 
@@ -35,11 +36,17 @@ pub enum Attack {
     ChosenRows,
     /// A proof over the same rows under a fresh, never-enrolled commitment.
     UnenrolledRows,
+    /// A proof made for another participant's identity.
+    OtherParticipant,
+    /// A proof made for another federation run.
+    OtherRun,
+    /// The honest proof padded past the largest proof the verifier reads.
+    OversizedProof,
 }
 
 impl Attack {
     /// Every kind, in the order `cycle` uses.
-    pub const ALL: [Attack; 11] = [
+    pub const ALL: [Attack; 14] = [
         Attack::ScaledUpdate,
         Attack::ChangedUpdate,
         Attack::SkippedClipping,
@@ -51,6 +58,9 @@ impl Attack {
         Attack::StaleModel,
         Attack::ChosenRows,
         Attack::UnenrolledRows,
+        Attack::OtherParticipant,
+        Attack::OtherRun,
+        Attack::OversizedProof,
     ];
 
     /// The kebab-case name used on the command line and in reports.
@@ -67,6 +77,9 @@ impl Attack {
             Attack::StaleModel => "stale-model",
             Attack::ChosenRows => "chosen-rows",
             Attack::UnenrolledRows => "unenrolled-rows",
+            Attack::OtherParticipant => "other-participant",
+            Attack::OtherRun => "other-run",
+            Attack::OversizedProof => "oversized-proof",
         }
     }
 
@@ -75,6 +88,7 @@ impl Attack {
         match self {
             Attack::InflatedCount => reason.contains("examples"),
             Attack::TruncatedProof => reason.contains("do not decode"),
+            Attack::OversizedProof => reason.contains("-byte limit"),
             Attack::GarbageProof | Attack::FlippedBits => {
                 reason.contains("do not decode") || reason.contains("proof rejected")
             }
@@ -88,7 +102,7 @@ impl Attack {
 pub enum AdversaryPlan {
     /// The same cheat every round.
     Always(Attack),
-    /// Round `r` uses `Attack::ALL[(r - 1) % 11]`.
+    /// Round `r` uses `Attack::ALL[(r - 1) % Attack::ALL.len()]`.
     Cycle,
 }
 
@@ -202,7 +216,10 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.round);
     let corrupts_proof = matches!(
         attack,
-        Attack::FlippedBits | Attack::GarbageProof | Attack::TruncatedProof
+        Attack::FlippedBits
+            | Attack::GarbageProof
+            | Attack::TruncatedProof
+            | Attack::OversizedProof
     );
     if corrupts_proof && s.proof.len() <= 8 {
         // No proof to corrupt (the no-proofs baseline): cheat on the update instead.
@@ -271,6 +288,12 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
                 input.dataset,
             );
         }
+        Attack::OversizedProof => s.proof.resize(MAX_PROOF_BYTES + 1, 0),
+        Attack::OtherParticipant => {
+            let someone = zkfed_protocol::participant_digest(&libp2p::PeerId::random());
+            s = reprove_in(input, |c| c.participant = someone);
+        }
+        Attack::OtherRun => s = reprove_in(input, |c| c.federation_id[0] ^= 0xff),
         Attack::UnenrolledRows => {
             let fresh = recommit(input.dataset);
             let commitment = fresh.commitment();
@@ -282,6 +305,17 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
         }
     }
     s
+}
+
+/// Proves the honest statement under a changed context (identity, run) for the round.
+fn reprove_in(input: &TamperInput<'_>, change: impl FnOnce(&mut ProofContext)) -> Submission {
+    let mut context = input.statement.context;
+    change(&mut context);
+    reprove(
+        input,
+        |st| Statement::new(context, st.model.clone(), st.params, st.dataset, st.seed),
+        input.dataset,
+    )
 }
 
 /// Proves a different statement and submits it for the round.
@@ -345,9 +379,9 @@ mod tests {
     #[test]
     fn cycle_visits_every_attack() {
         let seen: std::collections::BTreeSet<_> =
-            (1..=11).map(|r| AdversaryPlan::Cycle.attack(r)).collect();
+            (1..=14).map(|r| AdversaryPlan::Cycle.attack(r)).collect();
         assert_eq!(seen.len(), Attack::ALL.len());
-        assert_eq!(AdversaryPlan::Cycle.attack(12), Attack::ALL[0]);
+        assert_eq!(AdversaryPlan::Cycle.attack(15), Attack::ALL[0]);
     }
 
     #[test]

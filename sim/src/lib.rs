@@ -383,7 +383,7 @@ impl CoordinatorNode {
 /// An honest or tampering participant, as a task or (honest only) its own process.
 enum ParticipantNode {
     Task(ParticipantTask),
-    Process(PeerId, Box<NodeProcess>),
+    Process(PeerId, Box<NodeProcess>, EventFollower),
 }
 
 type ParticipantTask =
@@ -396,6 +396,81 @@ struct Participants {
     /// Peers off the allow-list, with what stops them once the run is over.
     strangers: Vec<(tokio::sync::oneshot::Sender<()>, ParticipantTask)>,
     floods: Vec<tokio::task::JoinHandle<anyhow::Result<FloodTally>>>,
+}
+
+impl Participants {
+    /// New events of the participant processes (tasks report through their channel).
+    fn follow(&mut self) -> anyhow::Result<Vec<ParticipantEvent>> {
+        let mut events = Vec::new();
+        for node in &mut self.running {
+            if let ParticipantNode::Process(_, process, follower) = node {
+                events.extend(follower.poll::<ParticipantEvent>(&process.events)?);
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// The progress bar: rounds closed, and in the open round the proofs made and judged.
+struct RoundProgress {
+    bar: ProgressBar,
+    provers: usize,
+    open: u64,
+    proved: usize,
+    judged: usize,
+}
+
+impl RoundProgress {
+    fn new(options: &Options, provers: usize) -> Self {
+        let bar = if options.quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(options.rounds)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {elapsed} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let progress = RoundProgress {
+            bar,
+            provers,
+            open: 1,
+            proved: 0,
+            judged: 0,
+        };
+        progress.show();
+        progress
+    }
+
+    fn proved(&mut self, event: &ParticipantEvent) {
+        if matches!(event, ParticipantEvent::Proved { round, .. } if *round == self.open) {
+            self.proved += 1;
+            self.show();
+        }
+    }
+
+    fn observe(&mut self, event: &CoordinatorEvent) {
+        match event {
+            CoordinatorEvent::Judged { round, .. } if *round == self.open => self.judged += 1,
+            CoordinatorEvent::Closed { round, .. } => {
+                self.bar.set_position(*round);
+                self.open = round + 1;
+                self.proved = 0;
+                self.judged = 0;
+            }
+            _ => return,
+        }
+        self.show();
+    }
+
+    fn show(&self) {
+        self.bar.set_message(format!(
+            "round {}: {}/{} proved, {} judged",
+            self.open, self.proved, self.provers, self.judged
+        ));
+    }
 }
 
 /// Where the coordinator listens and who it is.
@@ -441,9 +516,13 @@ async fn federate(
     let (mut coordinator, endpoint) = start_coordinator(raw_config, &setting, coordinator_tx)?;
     wait_until_listening(port).await?;
     let (participant_tx, mut participant_rx) = mpsc::unbounded_channel();
-    let nodes = start_participants(specs, &setting, &endpoint, participant_tx)?;
+    let mut nodes = start_participants(specs, &setting, &endpoint, participant_tx)?;
 
-    let progress = progress_bar(options);
+    let provers = specs
+        .iter()
+        .filter(|s| !matches!(s.adversary, Some(Adversary::Stranger | Adversary::Flood)))
+        .count();
+    let mut progress = RoundProgress::new(options, provers);
     let mut coordinator_events = Vec::new();
     let mut proofs = Vec::new();
     let mut coordinator_peak = None;
@@ -455,34 +534,30 @@ async fn federate(
             done = coordinator.finished() => break done,
             Some(event) = coordinator_rx.recv() => vec![event],
             Some(event) = participant_rx.recv() => {
+                progress.proved(&event.1);
                 proofs.push(event);
                 continue;
             }
-            _ = tick.tick() => match &mut coordinator {
-                CoordinatorNode::Process(process, follower) => {
-                    coordinator_peak = process.peak_memory().max(coordinator_peak);
-                    follower.poll(&process.events)?
+            _ = tick.tick() => {
+                for event in nodes.follow()? {
+                    progress.proved(&event);
                 }
-                CoordinatorNode::Task(_) => continue,
-            },
+                match &mut coordinator {
+                    CoordinatorNode::Process(process, follower) => {
+                        coordinator_peak = process.peak_memory().max(coordinator_peak);
+                        follower.poll(&process.events)?
+                    }
+                    CoordinatorNode::Task(_) => continue,
+                }
+            }
             () = &mut deadline => bail!("the simulation did not finish in time"),
         };
         for event in followed {
-            if let CoordinatorEvent::Closed {
-                round, aggregated, ..
-            } = &event
-            {
-                progress.set_position(*round);
-                progress.set_message(if *aggregated {
-                    "aggregated"
-                } else {
-                    "abandoned"
-                });
-            }
+            progress.observe(&event);
             coordinator_events.push(event);
         }
     };
-    progress.finish_and_clear();
+    progress.bar.finish_and_clear();
     outcome?;
     match &coordinator {
         // The file is the record; what was followed was for the progress bar.
@@ -632,6 +707,7 @@ fn start_participants(
                 nodes.running.push(ParticipantNode::Process(
                     spec_peer(spec)?,
                     Box::new(process),
+                    EventFollower::default(),
                 ));
             }
             (adversary, _) => {
@@ -686,20 +762,6 @@ fn participant_task_config(
     Ok(config)
 }
 
-fn progress_bar(options: &Options) -> ProgressBar {
-    let progress = if options.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(options.rounds)
-    };
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} round {pos}/{len} [{bar:30}] {elapsed} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    progress
-}
-
 /// Waits for the participants to see the run finish, stops the strangers, and returns what
 /// the flooders saw; a participant process's events are added to `proofs`.
 async fn stop_participants(
@@ -714,7 +776,7 @@ async fn stop_participants(
                     bail!("a participant failed: {e:#}");
                 }
             }
-            ParticipantNode::Process(peer, mut process) => {
+            ParticipantNode::Process(peer, mut process, _) => {
                 if let Ok(exited) = tokio::time::timeout(grace, process.finished()).await {
                     exited?;
                 }

@@ -1,17 +1,21 @@
 //! A short networked simulation: two honest hospitals, one adversary that cycles through
-//! every tampering attack over 11 rounds, one peer off the allow-list and one that floods
+//! every tampering attack over 14 rounds, one peer off the allow-list and one that floods
 //! each round with submissions. Every adversarial submission must be rejected for the reason
 //! its attack triggers and never aggregated, and the report files must exist.
 
 use std::path::PathBuf;
 
+use zkfed_sim::adversary::Attack;
 use zkfed_sim::partition::Partition;
 use zkfed_sim::{Options, run};
+
+/// One round per tampering attack.
+const ROUNDS: u64 = Attack::ALL.len() as u64;
 
 fn small_run(name: &str) -> Options {
     Options {
         participants: 2,
-        rounds: 11,
+        rounds: ROUNDS,
         partition: Partition::Iid,
         adversary: vec!["cycle:1".into(), "stranger".into(), "flood".into()],
         batch: 8,
@@ -41,17 +45,25 @@ fn every_attack_is_rejected_for_the_right_reason() {
     assert_eq!(a.rejected, a.submitted, "{a:?}");
     assert_eq!(a.rejected_for_the_right_reason, a.submitted, "{a:?}");
     // The cycling adversary and the flooder each had one submission verified per round.
-    assert_eq!(a.submitted - a.refused_before_verification, 2 * 11, "{a:?}");
+    let rounds = ROUNDS as usize;
+    assert_eq!(
+        a.submitted - a.refused_before_verification,
+        2 * rounds,
+        "{a:?}"
+    );
     assert_eq!(
         a.reasons.len(),
-        11 + 1,
+        Attack::ALL.len() + 1,
         "every attack kind was mounted: {a:?}"
     );
     // The flood's other copies were turned away unverified.
     let copies = zkfed_sim::flood::FLOOD_COPIES;
-    assert_eq!(a.flood.sent, copies * 11, "{a:?}");
+    assert_eq!(a.flood.sent, copies * rounds, "{a:?}");
     assert_eq!(a.flood.accepted, 0, "{a:?}");
-    assert!(a.refused_before_verification >= (copies - 1) * 11, "{a:?}");
+    assert!(
+        a.refused_before_verification >= (copies - 1) * rounds,
+        "{a:?}"
+    );
     // The stranger was kept out at the connection and left no trace in the log.
     assert!(a.connections_refused > 0, "{a:?}");
     assert_eq!(a.stranger_records, 0, "{a:?}");
@@ -62,7 +74,7 @@ fn every_attack_is_rejected_for_the_right_reason() {
             .all(|r| r.refused >= copies - 1 && r.bytes_in > 0 && r.bytes_out > 0),
         "{text}"
     );
-    assert_eq!(report.rounds.len(), 11);
+    assert_eq!(report.rounds.len(), rounds);
     assert!(report.rounds.iter().all(|r| r.accepted == 2), "{text}");
     assert!(report.final_accuracy > 0.85, "{text}");
     // The trusting baseline ran too: it accepts the cheats, and proving costs time.
