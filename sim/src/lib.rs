@@ -513,7 +513,8 @@ async fn federate(
         .port();
     let raw_config = coordinator_config(options, raw, stats, &setting, allow, port);
     let (coordinator_tx, mut coordinator_rx) = mpsc::unbounded_channel();
-    let (mut coordinator, endpoint) = start_coordinator(raw_config, &setting, coordinator_tx)?;
+    let (mut coordinator, endpoint) =
+        start_coordinator(raw_config, port, &setting, coordinator_tx)?;
     wait_until_listening(port).await?;
     let (participant_tx, mut participant_rx) = mpsc::unbounded_channel();
     let mut nodes = start_participants(specs, &setting, &endpoint, participant_tx)?;
@@ -626,14 +627,10 @@ fn coordinator_config(
 
 fn start_coordinator(
     raw_config: zkfed_coordinator::config::RawConfig,
+    port: u16,
     setting: &Setting<'_>,
     events: mpsc::UnboundedSender<CoordinatorEvent>,
 ) -> anyhow::Result<(CoordinatorNode, Endpoint)> {
-    let port = raw_config.listen[0]
-        .rsplit('/')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .context("the coordinator's port")?;
     let file = setting.work.join("coordinator.toml");
     std::fs::write(&file, toml::to_string_pretty(&raw_config)?)
         .with_context(|| format!("writing {}", file.display()))?;
