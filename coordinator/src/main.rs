@@ -82,18 +82,13 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Run { config, events } => {
             let mut config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            runtime.block_on(async {
-                let log = events.as_deref().map(open_event_log).transpose()?;
-                config.events = log.as_ref().map(EventLog::sender);
-                let ran = zkfed_coordinator::node::run(config, async {
+            let ran = runtime.block_on(EventLog::around(events.as_deref(), move |sender| {
+                config.events = sender;
+                zkfed_coordinator::node::run(config, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
-                .await;
-                if let Some(log) = log {
-                    log.close().await.context("writing the event log")?;
-                }
-                ran
-            })?;
+            }));
+            ran.context("the --events file")??;
             Ok(ExitCode::SUCCESS)
         }
         Command::PeerId { state } => {
@@ -144,10 +139,4 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-fn open_event_log<E: serde::Serialize + Send + 'static>(
-    path: &std::path::Path,
-) -> anyhow::Result<EventLog<E>> {
-    EventLog::create(path).with_context(|| format!("creating the event log {}", path.display()))
 }

@@ -78,24 +78,13 @@ fn main() -> anyhow::Result<ExitCode> {
             };
             let mut config = raw.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            let outcome = runtime.block_on(async {
-                let log = events
-                    .as_deref()
-                    .map(|path| {
-                        EventLog::create(path)
-                            .with_context(|| format!("creating the event log {}", path.display()))
-                    })
-                    .transpose()?;
-                config.hooks.events = log.as_ref().map(EventLog::sender);
-                let ran = zkfed_participant::node::run(config, async {
+            let ran = runtime.block_on(EventLog::around(events.as_deref(), move |sender| {
+                config.hooks.events = sender;
+                zkfed_participant::node::run(config, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
-                .await;
-                if let Some(log) = log {
-                    log.close().await.context("writing the event log")?;
-                }
-                ran
-            })?;
+            }));
+            let outcome = ran.context("the --events file")??;
             if let Some(outcome) = outcome {
                 println!(
                     "run finished after {} rounds; {} of this node's updates accepted",

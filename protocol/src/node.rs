@@ -190,6 +190,20 @@ impl<E: serde::Serialize + Send + 'static> EventLog<E> {
         drop(self.tx);
         self.writer.await.map_err(std::io::Error::other)?
     }
+
+    /// Runs a node with its events logged to `path`, if given: `node` receives the sender
+    /// to install, and every event is written before this returns, whatever the run gave.
+    pub async fn around<T, F: Future<Output = T>>(
+        path: Option<&Path>,
+        node: impl FnOnce(Option<tokio::sync::mpsc::UnboundedSender<E>>) -> F,
+    ) -> std::io::Result<T> {
+        let log = path.map(Self::create).transpose()?;
+        let ran = node(log.as_ref().map(Self::sender)).await;
+        if let Some(log) = log {
+            log.close().await?;
+        }
+        Ok(ran)
+    }
 }
 
 /// Logs to stderr (coloured only on a terminal), filtered by `RUST_LOG` or `default`.
@@ -284,17 +298,20 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        runtime.block_on(async {
-            let log = EventLog::<(u64, String)>::create(&path).unwrap();
-            let node = log.sender();
-            node.send((1, "one".into())).unwrap();
+        let ran = runtime.block_on(EventLog::around(Some(&path), |sender| async move {
+            let node = sender.expect("a log was asked for");
+            node.send((1u64, "one".to_string())).unwrap();
             node.send((2, "two".into())).unwrap();
-            drop(node);
-            log.close().await.unwrap();
-        });
+            "the node's result"
+        }));
+        assert_eq!(ran.unwrap(), "the node's result");
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "[1,\"one\"]\n[2,\"two\"]\n");
         assert!(EventLog::<u64>::create(&path.join("no-such-dir/x")).is_err());
+        let unlogged = runtime.block_on(EventLog::<u64>::around(None, |sender| async move {
+            sender.is_none()
+        }));
+        assert!(unlogged.unwrap(), "no path, no sender");
         std::fs::remove_file(path).unwrap();
     }
 }

@@ -499,15 +499,17 @@ async fn federate(
     stats: &Standardization,
     setting: Setting<'_>,
 ) -> anyhow::Result<Observed> {
-    let mut peers = BTreeMap::new();
-    let mut allow = Vec::new();
-    for (k, spec) in specs.iter().enumerate() {
-        let peer = spec_peer(spec)?;
-        peers.insert(peer, k);
-        if spec.adversary != Some(Adversary::Stranger) {
-            allow.push(peer.to_string());
-        }
-    }
+    let ids = specs
+        .iter()
+        .map(|spec| Ok(spec_key(spec)?.public().to_peer_id()))
+        .collect::<anyhow::Result<Vec<PeerId>>>()?;
+    let peers: BTreeMap<PeerId, usize> = ids.iter().enumerate().map(|(k, &p)| (p, k)).collect();
+    let allow = specs
+        .iter()
+        .zip(&ids)
+        .filter(|(spec, _)| spec.adversary != Some(Adversary::Stranger))
+        .map(|(_, peer)| peer.to_string())
+        .collect();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -517,7 +519,7 @@ async fn federate(
         start_coordinator(raw_config, port, &setting, coordinator_tx)?;
     wait_until_listening(port).await?;
     let (participant_tx, mut participant_rx) = mpsc::unbounded_channel();
-    let mut nodes = start_participants(specs, &setting, &endpoint, participant_tx)?;
+    let mut nodes = start_participants(specs, &ids, &setting, &endpoint, participant_tx)?;
 
     let provers = specs
         .iter()
@@ -594,10 +596,6 @@ fn spec_key(spec: &NodeSpec) -> anyhow::Result<libp2p::identity::Keypair> {
         .with_context(|| format!("loading {}", path.display()))
 }
 
-fn spec_peer(spec: &NodeSpec) -> anyhow::Result<PeerId> {
-    Ok(spec_key(spec)?.public().to_peer_id())
-}
-
 fn coordinator_config(
     options: &Options,
     raw: &RawDataset,
@@ -670,12 +668,13 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
 
 fn start_participants(
     specs: &[NodeSpec],
+    ids: &[PeerId],
     setting: &Setting<'_>,
     endpoint: &Endpoint,
     events: mpsc::UnboundedSender<(PeerId, ParticipantEvent)>,
 ) -> anyhow::Result<Participants> {
     let mut nodes = Participants::default();
-    for spec in specs {
+    for (spec, &peer) in specs.iter().zip(ids) {
         match (spec.adversary, setting.binaries) {
             (Some(Adversary::Flood), _) => {
                 nodes.floods.push(tokio::spawn(flood::flood(
@@ -702,7 +701,7 @@ fn start_participants(
                     .unwrap_or("participant");
                 let process = NodeProcess::start(&binaries.participant, &args, setting.work, name)?;
                 nodes.running.push(ParticipantNode::Process(
-                    spec_peer(spec)?,
+                    peer,
                     Box::new(process),
                     EventFollower::default(),
                 ));

@@ -5,6 +5,7 @@
 //! no way to cheat, which is the point of shipping it. They still reach the coordinator
 //! process only over TCP.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -111,17 +112,38 @@ pub struct EventFollower {
 impl EventFollower {
     /// New complete events in the file at `path` (none if it does not exist yet).
     pub fn poll<E: DeserializeOwned>(&mut self, path: &Path) -> anyhow::Result<Vec<E>> {
-        let Ok(text) = std::fs::read_to_string(path) else {
+        let Some(new) = read_from(path, self.consumed as u64)
+            .with_context(|| format!("reading {}", path.display()))?
+        else {
             return Ok(Vec::new());
         };
-        let Some(new) = text.get(self.consumed..) else {
-            bail!("{} shrank while it was followed", path.display());
-        };
+        // Only whole lines are parsed; a line still being written may end mid-character.
+        let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let text = std::str::from_utf8(&new[..complete])
+            .with_context(|| format!("{} is not UTF-8", path.display()))?;
         let (events, used) =
-            parse_event_lines(new).with_context(|| format!("reading {}", path.display()))?;
+            parse_event_lines(text).with_context(|| format!("reading {}", path.display()))?;
         self.consumed += used;
         Ok(events)
     }
+}
+
+/// The bytes of the file at `path` from `offset` on; `None` if it does not exist yet.
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() < offset {
+        return Err(std::io::Error::other(
+            "the file shrank while it was followed",
+        ));
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut new = Vec::new();
+    file.read_to_end(&mut new)?;
+    Ok(Some(new))
 }
 
 /// The complete (newline-terminated) JSON lines of `text` and the bytes they span; a last
