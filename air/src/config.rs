@@ -59,6 +59,9 @@ pub const QUERY_POW_BITS: usize = 16;
 pub const BATCH_POW_BITS: usize = 16;
 /// Grinding bits before the out-of-domain point.
 pub const OOD_POW_BITS: usize = 16;
+/// The hiding PCS commits the trace at twice its height: a proof's `degree_bits` is the
+/// statement's `log2` height plus this.
+pub const ZK_HEIGHT_BITS: usize = 1;
 /// Random codewords the hiding PCS mixes in.
 pub const RANDOM_CODEWORDS: usize = 4;
 
@@ -123,7 +126,7 @@ pub fn security_estimate_with(
         AirLayout, ConjecturedSecurity, OpeningShape, ProvenSecurity, StarkSecurityParams,
     };
 
-    let log_height = air.shape().height().trailing_zeros() as usize;
+    let log_height = air.shape().log_height();
     let domain = TwoAdicMultiplicativeCoset::new(Val::ONE, log_height).expect("two-adic height");
     let params = StarkSecurityParams::from_air::<Val, Challenge, _>(
         fri.security_regime(),
@@ -141,8 +144,7 @@ pub fn security_estimate_with(
             ..fri.grinding_sites()
         },
     );
-    // The hiding PCS commits the trace at twice its height.
-    let degree_bits = log_height + 1;
+    let degree_bits = log_height + ZK_HEIGHT_BITS;
     SecurityEstimate {
         conjectured_bits: ConjecturedSecurity::compute_from_params(&params, degree_bits)
             .security_bits,

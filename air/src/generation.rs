@@ -165,7 +165,9 @@ pub fn generate_trace(
 }
 
 /// The values every row of an example's block repeats.
-fn write_block_constants(cols: &mut StepCols<Goldilocks>, label: u8, step: &ExampleSteps) {
+///
+/// Public so that soundness tests can re-witness one block of a forged trace.
+pub fn write_block_constants(cols: &mut StepCols<Goldilocks>, label: u8, step: &ExampleSteps) {
     cols.coeff = to_field(step.coeff);
     cols.label = Goldilocks::from_u8(label);
     cols.abs_residual = to_field(step.residual.abs());
@@ -174,7 +176,9 @@ fn write_block_constants(cols: &mut StepCols<Goldilocks>, label: u8, step: &Exam
 }
 
 /// The activation witness, on the block's first Merkle row.
-fn write_activation(
+///
+/// Public so that soundness tests can re-witness one block of a forged trace.
+pub fn write_activation(
     cols: &mut StepCols<Goldilocks>,
     step: &ExampleSteps,
 ) -> Result<(), WitnessError> {
@@ -212,7 +216,9 @@ fn write_activation(
 }
 
 /// The clipping witness, on the block's second Merkle row.
-fn write_clipping(
+///
+/// Public so that soundness tests can re-witness one block of a forged trace.
+pub fn write_clipping(
     cols: &mut StepCols<Goldilocks>,
     step: &ExampleSteps,
     clip_norm: i64,

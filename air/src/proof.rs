@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::air::ClippedGradientAir;
 use crate::commitment::CommittedDataset;
-use crate::config::{Val, ZkConfig, zk_config};
+use crate::config::{Val, ZK_HEIGHT_BITS, ZkConfig, zk_config};
 use crate::error::ShapeError;
 use crate::fixed::MAX_BATCH;
 use crate::generation::{WitnessError, generate_trace};
@@ -57,6 +57,14 @@ pub enum VerifyError {
     /// Bytes that do not decode as a proof.
     #[error("proof bytes do not decode: {0}")]
     Decode(String),
+    /// A dimension of the decoded proof differs from the one the statement and the
+    /// configuration fix (ARCHITECTURE.md, "What the verifier takes from a proof").
+    #[error("proof has {field} = {got}, the statement requires {expected}")]
+    ProofShape {
+        field: &'static str,
+        expected: u64,
+        got: u64,
+    },
     /// The update's shape disagrees with the statement.
     #[error("update has {got} {what}, the statement requires {expected}")]
     UpdateShape {
@@ -160,6 +168,7 @@ pub fn verify(
     statement.validate()?;
     check_update_shape(statement, update)?;
     let proof = decode_proof(proof_bytes)?;
+    check_proof_shape(statement, &proof)?;
     let air = ClippedGradientAir::new(statement);
     let public = statement.public_values(update);
     let config = zk_config();
@@ -171,6 +180,26 @@ pub fn verify(
         Ok(Err(e)) => Err(VerifyError::Rejected(format!("{e:?}"))),
         Err(_) => Err(VerifyError::VerifierFault),
     }
+}
+
+/// Rejects a proof whose dimensions differ from the ones the statement and the
+/// configuration fix, before Plonky3 reads any of them.
+///
+/// Plonky3 takes the trace height from the proof (`degree_bits`, checked only against the
+/// PCS's limits) and accepts any periodic column whose length divides it, so a trace of a
+/// multiple of the statement's height, repeating the batch, would verify with a multiplied
+/// update. ARCHITECTURE.md ("What the verifier takes from a proof") lists every other
+/// field and what binds it.
+fn check_proof_shape(statement: &Statement, proof: &Proof<ZkConfig>) -> Result<(), VerifyError> {
+    let expected = statement.shape().log_height() + ZK_HEIGHT_BITS;
+    if proof.degree_bits != expected {
+        return Err(VerifyError::ProofShape {
+            field: "degree_bits",
+            expected: expected as u64,
+            got: proof.degree_bits as u64,
+        });
+    }
+    Ok(())
 }
 
 fn check_update_shape(

@@ -54,13 +54,20 @@ pub struct ExampleSteps {
 pub fn example_steps(model: &Model, x: &[i64], y: u8, clip_norm: i64) -> ExampleSteps {
     let logit: i64 =
         model.weights.iter().zip(x).map(|(w, x)| w * x).sum::<i64>() + model.bias * ONE;
+    let norm_sq = x.iter().map(|x| x * x).sum::<i64>() + ONE * ONE;
+    steps_from_sums(logit, norm_sq, y, clip_norm)
+}
+
+/// Steps 2–5 of the computation, from an example's logit and squared norm (steps 1 and 4's
+/// sums). The AIR checks exactly this on a block's arithmetic rows, from the running sums
+/// the block's absorb rows accumulate.
+pub fn steps_from_sums(logit: i64, norm_sq: i64, y: u8, clip_norm: i64) -> ExampleSteps {
     let (quarter_logit, _) = floor_div_pow2(logit, crate::fixed::FRAC_BITS + 2);
     let t = ONE / 2 + quarter_logit;
     let below = t < 0;
     let above = t > ONE;
     let sigmoid = t.clamp(0, ONE);
     let residual = sigmoid - i64::from(y) * ONE;
-    let norm_sq = x.iter().map(|x| x * x).sum::<i64>() + ONE * ONE;
     let norm = ceil_sqrt(norm_sq);
     let bound = clip_norm * ONE;
     let clipped = residual.abs() * norm > bound;

@@ -64,6 +64,11 @@ impl ProofShape {
             .next_power_of_two()
             .max(1 << MIN_LOG_HEIGHT)
     }
+
+    /// `log2` of [`Self::height`].
+    pub fn log_height(&self) -> usize {
+        self.height().trailing_zeros() as usize
+    }
 }
 
 /// Everything the verifier knows about one submission before looking at the proof.

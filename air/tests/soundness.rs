@@ -15,9 +15,10 @@ use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use zkfed_air::config::zk_config;
 use zkfed_air::fixed::{ONE, to_field};
 use zkfed_air::generation::generate_trace;
-use zkfed_air::proof::{VerifyError, prove_trace};
+use zkfed_air::proof::{VerifyError, decode_proof, prove_trace};
 use zkfed_air::{ClippedGradientAir, ClippedGradientSum, Model, Statement, prove, verify};
 
 /// The forged trace violates a constraint, and a proof of it does not verify.
@@ -604,4 +605,98 @@ fn forged_permutation_cell_is_rejected() {
     let row = activation_row(&f, 2) + 1;
     row_mut(&mut trace, row).0.partial_rounds[5].post_sbox += Goldilocks::ONE;
     assert_rejected(&f.statement, trace, &update, "permutation cell changed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Proof shape: the verifier takes no dimension from the proof that the statement fixes.
+// ---------------------------------------------------------------------------------------
+
+/// An honest trace stacked `copies` times and re-witnessed so that every constraint holds
+/// on the taller trace. The periodic columns repeat with period `H`, and no `START_NEXT`
+/// marks the end of the last block, so each copy's first example starts its running logit
+/// and squared norm at zero instead of `b·ONE` and `ONE²`: that one example is re-witnessed
+/// from those sums, everything else is copied, and the accumulators run over all rows.
+fn stacked_trace(f: &Fixture, copies: usize) -> (RowMajorMatrix<Goldilocks>, ClippedGradientSum) {
+    use zkfed_air::generation::{write_activation, write_block_constants, write_clipping};
+    use zkfed_air::reference::steps_from_sums;
+
+    let (trace, _) = honest(f);
+    let height = trace.values.len() / trace.width;
+    let mut tall = RowMajorMatrix::new(trace.values.repeat(copies), trace.width);
+    let shape = f.statement.shape();
+    let (bias, clip) = (f.statement.model.bias, f.statement.params.clip_norm);
+    let (x, y, _) = f.dataset.row(f.statement.batch_indices[0] as usize);
+    let honest_step = zkfed_air::reference::example_steps(&f.statement.model, x, y, clip);
+    let step = steps_from_sums(
+        honest_step.logit - bias * ONE,
+        honest_step.norm_sq - ONE * ONE,
+        y,
+        clip,
+    );
+    for copy in 1..copies {
+        let base = copy * height;
+        for offset in 0..shape.block_len() {
+            let (_, s, _) = row_mut(&mut tall, base + offset);
+            s.logit -= to_field(bias * ONE);
+            s.norm_sq -= to_field(ONE * ONE);
+            write_block_constants(s, y, &step);
+            if offset == shape.chunks() {
+                write_activation(s, &step).expect("in range");
+            } else if offset == shape.chunks() + 1 {
+                write_clipping(s, &step, clip).expect("in range");
+            }
+        }
+    }
+    let update = recompute_accumulators(f, &mut tall);
+    (tall, update)
+}
+
+/// Proves a stacked trace and checks that only the statement's shape stops it: the trace
+/// satisfies every constraint, Plonky3's own verifier accepts the proof, the update is
+/// inflated, and `verify` rejects it for its height.
+fn assert_stacked_trace_rejected(copies: usize) {
+    let f = fixture(Spec::default());
+    let (_, honest_update) = honest(&f);
+    let (tall, update) = stacked_trace(&f, copies);
+    let air = ClippedGradientAir::new(&f.statement);
+    let public = f.statement.public_values(&update);
+    let report = check_all_constraints(&air, &tall, &public, Some(1));
+    assert!(
+        report.is_ok(),
+        "stacked trace must be a valid witness: {report:?}"
+    );
+    assert_eq!(
+        update.examples, honest_update.examples,
+        "count still says B"
+    );
+    assert_ne!(update, honest_update, "the stacked update must differ");
+    let bytes = prove_trace(&f.statement, tall, &update).expect("the prover takes any height");
+
+    // Without the shape check, Plonky3 accepts it: the hole is real.
+    let proof = decode_proof(&bytes).expect("well-formed proof");
+    assert!(
+        p3_uni_stark::verify(&zk_config(), &air, &proof, &public).is_ok(),
+        "Plonky3 alone should accept the stacked proof (else this test shows nothing)"
+    );
+
+    let log_height = f.statement.shape().log_height() as u64;
+    let verdict = verify(&f.statement, &update, &bytes);
+    assert_eq!(
+        verdict,
+        Err(VerifyError::ProofShape {
+            field: "degree_bits",
+            expected: log_height + 1,
+            got: log_height + 1 + copies.trailing_zeros() as u64,
+        })
+    );
+}
+
+#[test]
+fn doubled_trace_is_rejected_for_its_height() {
+    assert_stacked_trace_rejected(2);
+}
+
+#[test]
+fn quadrupled_trace_is_rejected_for_its_height() {
+    assert_stacked_trace_rejected(4);
 }

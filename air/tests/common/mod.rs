@@ -146,7 +146,8 @@ pub fn set_block_coeff(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>, i: u
 }
 
 /// Recomputes the update accumulators from the trace's coefficients and feature lanes, as
-/// an honest accumulator would, and returns the update the trace now claims.
+/// an honest accumulator would, and returns the update the trace now claims. A trace taller
+/// than the statement's reads the periodic columns cyclically, as Plonky3 does.
 #[allow(clippy::needless_range_loop)] // one row index reads several periodic columns
 pub fn recompute_accumulators(
     f: &Fixture,
@@ -156,6 +157,7 @@ pub fn recompute_accumulators(
     let periodic_cols = air.periodic_columns().into_owned();
     let shape = f.statement.shape();
     let d = shape.num_features;
+    let period = shape.height();
     let mut running = vec![Goldilocks::ZERO; d + 1];
     let w = trace.width;
     for row in 0..trace.values.len() / w {
@@ -164,11 +166,11 @@ pub fn recompute_accumulators(
             (0..=d)
                 .map(|j| {
                     if j < d {
-                        periodic_cols[periodic::PHASE + j / RATE][row]
+                        periodic_cols[periodic::PHASE + j / RATE][row % period]
                             * step.coeff
                             * perm.inputs[j % RATE]
                     } else {
-                        periodic_cols[periodic::PHASE + shape.chunks() - 1][row]
+                        periodic_cols[periodic::PHASE + shape.chunks() - 1][row % period]
                             * step.coeff
                             * Goldilocks::from_i64(zkfed_air::fixed::ONE)
                     }
