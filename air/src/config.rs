@@ -30,6 +30,8 @@ pub type Challenge = BinomialExtensionField<Val, 2>;
 type Perm = Poseidon2Goldilocks<WIDTH>;
 type Hash = PaddingFreeSponge<Perm, WIDTH, RATE, DIGEST_ELEMS>;
 type Compress = TruncatedPermutation<Perm, 2, DIGEST_ELEMS, WIDTH>;
+/// Merkle commitments are single roots (a cap of height 0).
+pub const MERKLE_CAP_HEIGHT: usize = 0;
 /// Salt elements per committed row (2 × 64 bits).
 const MMCS_SALT_ELEMS: usize = 2;
 type ValMmcs = MerkleTreeHidingMmcs<
@@ -57,6 +59,9 @@ pub const NUM_QUERIES: usize = 32;
 pub const QUERY_POW_BITS: usize = 16;
 /// Grinding bits before the batching challenge of the opening proof.
 pub const BATCH_POW_BITS: usize = 16;
+/// Grinding bits before each FRI folding challenge: lifts the commit-phase term, which
+/// otherwise limits the largest shapes (103 bits at d = 1024, B = 1024 without it).
+pub const COMMIT_POW_BITS: usize = 8;
 /// Grinding bits before the out-of-domain point.
 pub const OOD_POW_BITS: usize = 16;
 /// The hiding PCS commits the trace at twice its height: a proof's `degree_bits` is the
@@ -73,7 +78,7 @@ pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
         max_log_arity: 3,
         num_queries: NUM_QUERIES,
         batch_proof_of_work_bits: BATCH_POW_BITS,
-        commit_proof_of_work_bits: 0,
+        commit_proof_of_work_bits: COMMIT_POW_BITS,
         query_proof_of_work_bits: QUERY_POW_BITS,
         mmcs,
     }
@@ -85,7 +90,7 @@ pub fn zk_config() -> ZkConfig {
     let mmcs = ValMmcs::new(
         Hash::new(perm.clone()),
         Compress::new(perm.clone()),
-        0,
+        MERKLE_CAP_HEIGHT,
         rand::make_rng::<StdRng>(),
     );
     let fri = fri_parameters(ChallengeMmcs::new(mmcs.clone()));
@@ -103,8 +108,10 @@ pub fn zk_config() -> ZkConfig {
 /// `StarkSecurityParams`, `ConjecturedSecurity` and `ProvenSecurity`), in bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SecurityEstimate {
-    /// Conjectured security (the ethSTARK-style toy-problem conjecture).
+    /// Conjectured security (the "random words" regime of Plonky3's estimator).
     pub conjectured_bits: usize,
+    /// The term of the conjectured report with the fewest bits (what limits it).
+    pub conjectured_limit: &'static str,
     /// Provable security (best of unique- and list-decoding regimes).
     pub proven_bits: usize,
 }
@@ -148,6 +155,36 @@ pub fn security_estimate_with(
     SecurityEstimate {
         conjectured_bits: ConjecturedSecurity::compute_from_params(&params, degree_bits)
             .security_bits,
+        conjectured_limit: conjectured_report(&params, degree_bits).binding().label,
         proven_bits: ProvenSecurity::compute_from_proof(degree_bits, &params).security_bits(),
     }
+}
+
+/// The per-term conjectured report behind `ConjecturedSecurity::compute_from_params`,
+/// rebuilt from the same parameters (p3-uni-stark keeps its own conversion private).
+fn conjectured_report(
+    params: &p3_uni_stark::StarkSecurityParams,
+    degree_bits: usize,
+) -> p3_security::RegimeReport {
+    let regime = p3_security::fri::FriRegime {
+        log_blowup: params.fri_log_blowup,
+        num_queries: params.fri_num_queries,
+        log_final_poly_len: params.fri_log_final_poly_len,
+        max_log_arity: params.fri_max_log_arity,
+        commit_pow_bits: params.fri_commit_proof_of_work_bits,
+        query_pow_bits: params.fri_query_proof_of_work_bits,
+    };
+    let air = p3_security::StarkAirParams {
+        num_constraints: params.num_constraints,
+        max_constraint_degree: params.air_max_constraint_degree,
+        num_quotient_chunks: params.num_quotient_chunks,
+        max_combo: params.max_combo,
+    };
+    let shape = p3_security::InstanceShape {
+        log_trace_length: degree_bits,
+        modulus_bits: params.num_modulus_bits,
+        collision_resistance: params.collision_resistance,
+        num_batched_functions: params.num_batched_functions,
+    };
+    p3_security::stark::conjectured_security_report(&regime, &air, &shape, &[], &params.grinding)
 }

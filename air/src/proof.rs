@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::air::ClippedGradientAir;
 use crate::commitment::CommittedDataset;
-use crate::config::{Val, ZK_HEIGHT_BITS, ZkConfig, zk_config};
+use crate::config::{MERKLE_CAP_HEIGHT, Val, ZK_HEIGHT_BITS, ZkConfig, zk_config};
 use crate::error::ShapeError;
 use crate::fixed::MAX_BATCH;
 use crate::generation::{WitnessError, generate_trace};
@@ -188,18 +188,44 @@ pub fn verify(
 /// Plonky3 takes the trace height from the proof (`degree_bits`, checked only against the
 /// PCS's limits) and accepts any periodic column whose length divides it, so a trace of a
 /// multiple of the statement's height, repeating the batch, would verify with a multiplied
-/// update. ARCHITECTURE.md ("What the verifier takes from a proof") lists every other
-/// field and what binds it.
+/// update. Every other length Plonky3 derives from the configuration, the AIR and this
+/// height, and checks itself; ARCHITECTURE.md ("What the verifier takes from a proof")
+/// lists each field with the check that binds it.
 fn check_proof_shape(statement: &Statement, proof: &Proof<ZkConfig>) -> Result<(), VerifyError> {
-    let expected = statement.shape().log_height() + ZK_HEIGHT_BITS;
-    if proof.degree_bits != expected {
-        return Err(VerifyError::ProofShape {
-            field: "degree_bits",
-            expected: expected as u64,
-            got: proof.degree_bits as u64,
-        });
+    let height_bits = statement.shape().log_height() + ZK_HEIGHT_BITS;
+    expect_dimension("degree_bits", height_bits, proof.degree_bits)?;
+    // Plonky3 reads only a cap's first root and absorbs the rest unread: pin the count.
+    let roots = 1 << MERKLE_CAP_HEIGHT;
+    let commitments = &proof.commitments;
+    expect_dimension(
+        "trace commitment roots",
+        roots,
+        commitments.trace.roots().len(),
+    )?;
+    let quotient = commitments.quotient_chunks.roots().len();
+    expect_dimension("quotient commitment roots", roots, quotient)?;
+    if let Some(random) = &commitments.random {
+        expect_dimension(
+            "randomization commitment roots",
+            roots,
+            random.roots().len(),
+        )?;
+    }
+    for commit in &proof.opening_proof.1.commit_phase_commits {
+        expect_dimension("FRI commit-phase roots", roots, commit.roots().len())?;
     }
     Ok(())
+}
+
+fn expect_dimension(field: &'static str, expected: usize, got: usize) -> Result<(), VerifyError> {
+    if expected == got {
+        return Ok(());
+    }
+    Err(VerifyError::ProofShape {
+        field,
+        expected: expected as u64,
+        got: got as u64,
+    })
 }
 
 fn check_update_shape(

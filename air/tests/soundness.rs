@@ -13,12 +13,13 @@ use p3_air::check_all_constraints;
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
+use p3_uni_stark::Proof;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use zkfed_air::config::zk_config;
+use zkfed_air::config::{ZkConfig, zk_config};
 use zkfed_air::fixed::{ONE, to_field};
 use zkfed_air::generation::generate_trace;
-use zkfed_air::proof::{VerifyError, decode_proof, prove_trace};
+use zkfed_air::proof::{VerifyError, decode_proof, encode_proof, prove_trace};
 use zkfed_air::{ClippedGradientAir, ClippedGradientSum, Model, Statement, prove, verify};
 
 /// The forged trace violates a constraint, and a proof of it does not verify.
@@ -699,4 +700,215 @@ fn doubled_trace_is_rejected_for_its_height() {
 #[test]
 fn quadrupled_trace_is_rejected_for_its_height() {
     assert_stacked_trace_rejected(4);
+}
+
+/// How a mutated proof must be refused.
+#[derive(Debug)]
+enum Refusal {
+    /// By zkfed's own shape check, naming the field, before Plonky3 sees the proof.
+    Shape(&'static str),
+    /// By Plonky3's verifier, returning an error (never a panic).
+    Stark,
+}
+
+/// A Merkle commitment of the proof.
+type Cap = p3_symmetric::MerkleCap<Goldilocks, [Goldilocks; 4]>;
+
+/// One change to one field of a decoded proof.
+type Mutation = fn(&mut Proof<ZkConfig>);
+
+/// Every field of a decoded proof that carries a length, a count or a grinding witness,
+/// changed one at a time and re-encoded (ARCHITECTURE.md, "What the verifier takes from a
+/// proof"): each is rejected with an error, and the ones zkfed checks itself name the field.
+#[test]
+fn every_proof_dimension_changed_is_rejected_without_a_panic() {
+    use Refusal::{Shape, Stark};
+    let f = fixture(Spec::default());
+    let (update, bytes) = prove(&f.statement, &f.dataset).unwrap();
+    verify(&f.statement, &update, &bytes).expect("the unmutated proof verifies");
+    let cases: Vec<(&str, Refusal, Mutation)> = vec![
+        ("degree_bits - 1", Shape("degree_bits"), |p| {
+            p.degree_bits -= 1
+        }),
+        ("degree_bits + 1", Shape("degree_bits"), |p| {
+            p.degree_bits += 1
+        }),
+        ("degree_bits huge", Shape("degree_bits"), |p| {
+            p.degree_bits = usize::MAX
+        }),
+        (
+            "trace cap of two roots",
+            Shape("trace commitment roots"),
+            |p| p.commitments.trace = Cap::new(vec![p.commitments.trace.roots()[0]; 2]),
+        ),
+        (
+            "quotient cap of two roots",
+            Shape("quotient commitment roots"),
+            |p| {
+                let root = p.commitments.quotient_chunks.roots()[0];
+                p.commitments.quotient_chunks = Cap::new(vec![root; 2])
+            },
+        ),
+        (
+            "random cap of two roots",
+            Shape("randomization commitment roots"),
+            |p| {
+                let root = p.commitments.random.as_ref().unwrap().roots()[0];
+                p.commitments.random = Some(Cap::new(vec![root; 2]))
+            },
+        ),
+        (
+            "FRI commit cap of two roots",
+            Shape("FRI commit-phase roots"),
+            |p| {
+                let commits = &mut p.opening_proof.1.commit_phase_commits;
+                commits[0] = Cap::new(vec![commits[0].roots()[0]; 2])
+            },
+        ),
+        ("no randomization commitment", Stark, |p| {
+            p.commitments.random = None
+        }),
+        ("trace_local shorter", Stark, |p| {
+            p.opened_values.trace_local.pop();
+        }),
+        ("trace_local longer", Stark, |p| {
+            p.opened_values.trace_local.push(Default::default())
+        }),
+        ("trace_next absent", Stark, |p| {
+            p.opened_values.trace_next = None
+        }),
+        ("trace_next shorter", Stark, |p| {
+            p.opened_values.trace_next.as_mut().unwrap().pop();
+        }),
+        ("preprocessed present", Stark, |p| {
+            p.opened_values.preprocessed = Some(p3_uni_stark::PreprocessedOpenedValues {
+                local: vec![Default::default()],
+                next: None,
+            })
+        }),
+        ("one quotient chunk fewer", Stark, |p| {
+            p.opened_values.quotient_chunks.pop();
+        }),
+        ("one quotient chunk more", Stark, |p| {
+            let chunk = p.opened_values.quotient_chunks[0].clone();
+            p.opened_values.quotient_chunks.push(chunk)
+        }),
+        ("quotient chunk longer", Stark, |p| {
+            p.opened_values.quotient_chunks[0].push(Default::default())
+        }),
+        ("random opening absent", Stark, |p| {
+            p.opened_values.random = None
+        }),
+        ("random opening longer", Stark, |p| {
+            p.opened_values
+                .random
+                .as_mut()
+                .unwrap()
+                .push(Default::default())
+        }),
+        ("ood_pow_witness changed", Stark, |p| {
+            p.ood_pow_witness += Goldilocks::ONE
+        }),
+        ("random codeword rounds fewer", Stark, |p| {
+            p.opening_proof.0.pop();
+        }),
+        ("random codeword matrices fewer", Stark, |p| {
+            p.opening_proof.0[2].pop();
+        }),
+        ("random codeword points fewer", Stark, |p| {
+            p.opening_proof.0[1][0].pop();
+        }),
+        ("random codeword values fewer", Stark, |p| {
+            p.opening_proof.0[1][0][0].pop();
+        }),
+        ("batch_pow_witness changed", Stark, |p| {
+            p.opening_proof.1.batch_pow_witness += Goldilocks::ONE
+        }),
+        ("one FRI round fewer", Stark, |p| {
+            p.opening_proof.1.commit_phase_commits.pop();
+        }),
+        ("one FRI round more", Stark, |p| {
+            let commits = &mut p.opening_proof.1.commit_phase_commits;
+            commits.push(commits[0].clone())
+        }),
+        ("commit_pow_witnesses fewer", Stark, |p| {
+            p.opening_proof.1.commit_pow_witnesses.pop();
+        }),
+        ("commit_pow_witness changed", Stark, |p| {
+            p.opening_proof.1.commit_pow_witnesses[0] += Goldilocks::ONE
+        }),
+        ("input batches fewer", Stark, |p| {
+            p.opening_proof.1.input_openings.pop();
+        }),
+        ("input queries fewer", Stark, |p| {
+            p.opening_proof.1.input_openings[1].opened_values.pop();
+        }),
+        ("input queries more", Stark, |p| {
+            let values = &mut p.opening_proof.1.input_openings[1].opened_values;
+            values.push(values[0].clone())
+        }),
+        ("input matrices fewer", Stark, |p| {
+            p.opening_proof.1.input_openings[2].opened_values[0].pop();
+        }),
+        ("input row wider", Stark, |p| {
+            p.opening_proof.1.input_openings[1].opened_values[0][0].push(Goldilocks::ZERO)
+        }),
+        ("input salts for fewer queries", Stark, |p| {
+            p.opening_proof.1.input_openings[1].opening_proof.0.pop();
+        }),
+        ("input salt shorter", Stark, |p| {
+            p.opening_proof.1.input_openings[1].opening_proof.0[0][0].pop();
+        }),
+        ("input Merkle siblings fewer", Stark, |p| {
+            p.opening_proof.1.input_openings[1]
+                .opening_proof
+                .1
+                .sibling_hashes
+                .pop();
+        }),
+        ("input Merkle siblings more", Stark, |p| {
+            let siblings = &mut p.opening_proof.1.input_openings[1]
+                .opening_proof
+                .1
+                .sibling_hashes;
+            siblings.push(siblings[0])
+        }),
+        ("FRI round openings fewer", Stark, |p| {
+            p.opening_proof.1.commit_phase_openings.pop();
+        }),
+        ("FRI queries fewer", Stark, |p| {
+            p.opening_proof.1.commit_phase_openings[0]
+                .sibling_values
+                .pop();
+        }),
+        ("FRI sibling values more", Stark, |p| {
+            p.opening_proof.1.commit_phase_openings[0].sibling_values[0].push(Default::default())
+        }),
+        ("FRI round siblings fewer", Stark, |p| {
+            p.opening_proof.1.commit_phase_openings[0]
+                .opening_proof
+                .1
+                .sibling_hashes
+                .pop();
+        }),
+        ("final_poly shorter", Stark, |p| {
+            p.opening_proof.1.final_poly.pop();
+        }),
+        ("final_poly longer", Stark, |p| {
+            p.opening_proof.1.final_poly.push(Default::default())
+        }),
+        ("query_pow_witness changed", Stark, |p| {
+            p.opening_proof.1.query_pow_witness += Goldilocks::ONE
+        }),
+    ];
+    for (what, refusal, mutate) in cases {
+        let mut proof = decode_proof(&bytes).unwrap();
+        mutate(&mut proof);
+        let verdict = verify(&f.statement, &update, &encode_proof(&proof));
+        match (&refusal, &verdict) {
+            (Shape(field), Err(VerifyError::ProofShape { field: got, .. })) if field == got => {}
+            (Stark, Err(VerifyError::Rejected(_))) => {}
+            _ => panic!("{what}: expected {refusal:?}, got {verdict:?}"),
+        }
+    }
 }

@@ -226,7 +226,7 @@ fn swarm(
             limits: connection_limits::Behaviour::new(limits),
             zkfed: zkfed_protocol::request_response_behaviour(),
             identify: identify::Behaviour::new(identify::Config::new(
-                "/zkfed/1.0.0".into(),
+                "/zkfed/2.0.0".into(),
                 key.public(),
             )),
             ping: ping::Behaviour::default(),

@@ -1,5 +1,5 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/1`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/2`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
@@ -18,7 +18,7 @@ use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::{ClippedGradientSum, DatasetCommitment, Model, RoundParams};
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION`.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/2");
 /// Largest request a node accepts: a submission carries a proof of at most 8 MiB.
 pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// Largest response a node accepts: models of up to 1024 features, run parameters.
