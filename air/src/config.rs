@@ -5,9 +5,10 @@
 //! width 12 for trace commitments and the transcript, hiding Merkle commitments with fresh
 //! OS randomness and a hiding FRI PCS (zero knowledge). FRI: blowup 8, 32 queries, folding
 //! arity up to 8, 16 bits of grinding before the queries, the batching challenge and the
-//! out-of-domain point. [`security_estimate`] runs Plonky3's own estimator on the actual
-//! AIR: 107–110 bits conjectured (about 63 proven) on every supported shape; ARCHITECTURE.md
-//! records the figures and why these parameters.
+//! out-of-domain point, 8 bits before each folding challenge. [`security_estimate`] runs
+//! Plonky3's own estimator on the actual AIR: 110 bits conjectured (Plonky3's model, not a
+//! proof) and 63 bits proven on every accepted shape, up to d = 1024, B = 1024 over 2^32
+//! rows; ARCHITECTURE.md records the figures and why these parameters.
 
 use p3_challenger::DuplexChallenger;
 use p3_commit::ExtensionMmcs;

@@ -165,9 +165,11 @@ pub fn generate_trace(
 }
 
 /// The values every row of an example's block repeats.
-///
-/// Public so that soundness tests can re-witness one block of a forged trace.
-pub fn write_block_constants(cols: &mut StepCols<Goldilocks>, label: u8, step: &ExampleSteps) {
+pub(crate) fn write_block_constants(
+    cols: &mut StepCols<Goldilocks>,
+    label: u8,
+    step: &ExampleSteps,
+) {
     cols.coeff = to_field(step.coeff);
     cols.label = Goldilocks::from_u8(label);
     cols.abs_residual = to_field(step.residual.abs());
@@ -176,9 +178,7 @@ pub fn write_block_constants(cols: &mut StepCols<Goldilocks>, label: u8, step: &
 }
 
 /// The activation witness, on the block's first Merkle row.
-///
-/// Public so that soundness tests can re-witness one block of a forged trace.
-pub fn write_activation(
+pub(crate) fn write_activation(
     cols: &mut StepCols<Goldilocks>,
     step: &ExampleSteps,
 ) -> Result<(), WitnessError> {
@@ -216,9 +216,7 @@ pub fn write_activation(
 }
 
 /// The clipping witness, on the block's second Merkle row.
-///
-/// Public so that soundness tests can re-witness one block of a forged trace.
-pub fn write_clipping(
+pub(crate) fn write_clipping(
     cols: &mut StepCols<Goldilocks>,
     step: &ExampleSteps,
     clip_norm: i64,

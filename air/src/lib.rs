@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fixed;
+pub mod forgery;
 pub mod generation;
 pub mod hash;
 pub mod model;

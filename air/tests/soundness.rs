@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use zkfed_air::config::{ZkConfig, zk_config};
 use zkfed_air::fixed::{ONE, to_field};
+use zkfed_air::forgery::stacked_trace;
 use zkfed_air::generation::generate_trace;
 use zkfed_air::proof::{VerifyError, decode_proof, encode_proof, prove_trace};
 use zkfed_air::{ClippedGradientAir, ClippedGradientSum, Model, Statement, prove, verify};
@@ -612,53 +613,13 @@ fn forged_permutation_cell_is_rejected() {
 // Proof shape: the verifier takes no dimension from the proof that the statement fixes.
 // ---------------------------------------------------------------------------------------
 
-/// An honest trace stacked `copies` times and re-witnessed so that every constraint holds
-/// on the taller trace. The periodic columns repeat with period `H`, and no `START_NEXT`
-/// marks the end of the last block, so each copy's first example starts its running logit
-/// and squared norm at zero instead of `b·ONE` and `ONE²`: that one example is re-witnessed
-/// from those sums, everything else is copied, and the accumulators run over all rows.
-fn stacked_trace(f: &Fixture, copies: usize) -> (RowMajorMatrix<Goldilocks>, ClippedGradientSum) {
-    use zkfed_air::generation::{write_activation, write_block_constants, write_clipping};
-    use zkfed_air::reference::steps_from_sums;
-
-    let (trace, _) = honest(f);
-    let height = trace.values.len() / trace.width;
-    let mut tall = RowMajorMatrix::new(trace.values.repeat(copies), trace.width);
-    let shape = f.statement.shape();
-    let (bias, clip) = (f.statement.model.bias, f.statement.params.clip_norm);
-    let (x, y, _) = f.dataset.row(f.statement.batch_indices[0] as usize);
-    let honest_step = zkfed_air::reference::example_steps(&f.statement.model, x, y, clip);
-    let step = steps_from_sums(
-        honest_step.logit - bias * ONE,
-        honest_step.norm_sq - ONE * ONE,
-        y,
-        clip,
-    );
-    for copy in 1..copies {
-        let base = copy * height;
-        for offset in 0..shape.block_len() {
-            let (_, s, _) = row_mut(&mut tall, base + offset);
-            s.logit -= to_field(bias * ONE);
-            s.norm_sq -= to_field(ONE * ONE);
-            write_block_constants(s, y, &step);
-            if offset == shape.chunks() {
-                write_activation(s, &step).expect("in range");
-            } else if offset == shape.chunks() + 1 {
-                write_clipping(s, &step, clip).expect("in range");
-            }
-        }
-    }
-    let update = recompute_accumulators(f, &mut tall);
-    (tall, update)
-}
-
 /// Proves a stacked trace and checks that only the statement's shape stops it: the trace
 /// satisfies every constraint, Plonky3's own verifier accepts the proof, the update is
 /// inflated, and `verify` rejects it for its height.
-fn assert_stacked_trace_rejected(copies: usize) {
-    let f = fixture(Spec::default());
+fn assert_stacked_trace_rejected(spec: Spec, copies: usize) {
+    let f = fixture(spec);
     let (_, honest_update) = honest(&f);
-    let (tall, update) = stacked_trace(&f, copies);
+    let (tall, update) = stacked_trace(&f.statement, &f.dataset, copies).unwrap();
     let air = ClippedGradientAir::new(&f.statement);
     let public = f.statement.public_values(&update);
     let report = check_all_constraints(&air, &tall, &public, Some(1));
@@ -694,12 +655,27 @@ fn assert_stacked_trace_rejected(copies: usize) {
 
 #[test]
 fn doubled_trace_is_rejected_for_its_height() {
-    assert_stacked_trace_rejected(2);
+    assert_stacked_trace_rejected(Spec::default(), 2);
 }
 
 #[test]
 fn quadrupled_trace_is_rejected_for_its_height() {
-    assert_stacked_trace_rejected(4);
+    assert_stacked_trace_rejected(Spec::default(), 4);
+}
+
+#[test]
+fn doubled_trace_without_padding_rows_is_rejected_for_its_height() {
+    // 32 blocks of 3 absorb + 5 Merkle rows fill 256 rows exactly: the copy's first row
+    // follows the last block's root row directly, with no padding in between.
+    let spec = Spec {
+        features: 16,
+        rows: 32,
+        batch: 32,
+        ..Spec::default()
+    };
+    let shape = fixture(spec).statement.shape();
+    assert_eq!(shape.batch * shape.block_len(), shape.height(), "no padding");
+    assert_stacked_trace_rejected(spec, 2);
 }
 
 /// How a mutated proof must be refused.

@@ -10,6 +10,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use zkfed_air::data::{Standardization, breast_cancer};
 use zkfed_air::fixed::ONE;
+use zkfed_air::forgery::stacked_trace;
+use zkfed_air::proof::prove_trace;
 use zkfed_air::{CommittedDataset, RoundParams, prove};
 use zkfed_coordinator::audit::audit;
 use zkfed_coordinator::core::Core;
@@ -39,7 +41,8 @@ fn tempdir() -> PathBuf {
     dir
 }
 
-/// Two rounds, three hospitals; hospital 2 scales its update in round 1.
+/// Two rounds, three hospitals; hospital 2 scales its update in round 1 and, in round 2,
+/// proves over its trace stacked twice (a proof of the wrong height, about twice the update).
 fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
     let raw = breast_cancer();
     let standardization = Standardization::fit(&raw).unwrap();
@@ -90,9 +93,14 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
         for (k, h) in hospitals.iter().enumerate() {
             let statement =
                 zkfed_coordinator::rounds::statement_for(core.state(), &h.peer()).unwrap();
-            let (mut update, proof) = prove(&statement, &h.dataset).unwrap();
+            let (mut update, mut proof) = prove(&statement, &h.dataset).unwrap();
             if round == 1 && k == 2 {
                 update.weights.iter_mut().for_each(|w| *w *= 3);
+            }
+            if round == 2 && k == 2 {
+                let (trace, stacked) = stacked_trace(&statement, &h.dataset, 2).unwrap();
+                proof = prove_trace(&statement, trace, &stacked).unwrap();
+                update = stacked;
             }
             let submission = Submission {
                 round,
@@ -105,9 +113,13 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
             let verdict = core.judge(&h.peer(), &submission, outcome).unwrap();
             assert_eq!(
                 verdict.accepted,
-                !(round == 1 && k == 2),
+                k != 2,
                 "round {round} hospital {k}: {verdict:?}"
             );
+            if round == 2 && k == 2 {
+                let reason = verdict.reason.as_deref().unwrap_or_default();
+                assert!(reason.contains("proof has degree_bits"), "{verdict:?}");
+            }
             // A second submission in the same round is refused without touching the log.
             assert!(core.admit(&h.peer(), &submission).is_err());
         }
@@ -173,8 +185,14 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     let summary = audit(&records, lookup(&proofs), Some(&me)).expect("honest log audits clean");
     assert_eq!(
         (summary.rounds, summary.proofs_verified, summary.rejections),
-        (2, 5, 1)
+        (2, 4, 2)
     );
+    // The stacked trace's rejection is in the signed log with its shape reason.
+    let shape_rejections = records.iter().filter(|r| {
+        matches!(&r.event, AuditEvent::Judged { round: 2, rejection: Some(reason), .. }
+            if reason.contains("proof has degree_bits"))
+    });
+    assert_eq!(shape_rejections.count(), 1);
 
     // Another coordinator's key.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();

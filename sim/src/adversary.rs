@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng};
 use zkfed_air::fixed::{ONE, PARAM_BOUND};
-use zkfed_air::proof::MAX_PROOF_BYTES;
+use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_trace};
 use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
 use zkfed_participant::node::{Tamper, TamperInput};
 use zkfed_protocol::Submission;
@@ -42,11 +42,13 @@ pub enum Attack {
     OtherRun,
     /// The honest proof padded past the largest proof the verifier reads.
     OversizedProof,
+    /// A proof over the honest trace stacked twice: about twice the update, same count.
+    TallerTrace,
 }
 
 impl Attack {
     /// Every kind, in the order `cycle` uses.
-    pub const ALL: [Attack; 14] = [
+    pub const ALL: [Attack; 15] = [
         Attack::ScaledUpdate,
         Attack::ChangedUpdate,
         Attack::SkippedClipping,
@@ -61,6 +63,7 @@ impl Attack {
         Attack::OtherParticipant,
         Attack::OtherRun,
         Attack::OversizedProof,
+        Attack::TallerTrace,
     ];
 
     /// The kebab-case name used on the command line and in reports.
@@ -80,6 +83,7 @@ impl Attack {
             Attack::OtherParticipant => "other-participant",
             Attack::OtherRun => "other-run",
             Attack::OversizedProof => "oversized-proof",
+            Attack::TallerTrace => "taller-trace",
         }
     }
 
@@ -89,6 +93,7 @@ impl Attack {
             Attack::InflatedCount => reason.contains("examples"),
             Attack::TruncatedProof => reason.contains("do not decode"),
             Attack::OversizedProof => reason.contains("-byte limit"),
+            Attack::TallerTrace => reason.contains("proof has degree_bits"),
             Attack::GarbageProof | Attack::FlippedBits => {
                 reason.contains("do not decode") || reason.contains("proof rejected")
             }
@@ -294,6 +299,7 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
             s = reprove_in(input, |c| c.participant = someone);
         }
         Attack::OtherRun => s = reprove_in(input, |c| c.federation_id[0] ^= 0xff),
+        Attack::TallerTrace => s = prove_stacked(input),
         Attack::UnenrolledRows => {
             let fresh = recommit(input.dataset);
             let commitment = fresh.commitment();
@@ -305,6 +311,24 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
         }
     }
     s
+}
+
+/// Proves the honest statement over its trace stacked twice (`zkfed_air::forgery`).
+fn prove_stacked(input: &TamperInput<'_>) -> Submission {
+    let stacked = zkfed_air::forgery::stacked_trace(input.statement, input.dataset, 2);
+    let proved = stacked
+        .map_err(ProveError::from)
+        .and_then(|(trace, update)| {
+            prove_trace(input.statement, trace, &update).map(|proof| (update, proof))
+        });
+    match proved {
+        Ok((update, proof)) => Submission {
+            round: input.honest.round,
+            update,
+            proof,
+        },
+        Err(_) => input.honest.clone(),
+    }
 }
 
 /// Proves the honest statement under a changed context (identity, run) for the round.
@@ -378,10 +402,11 @@ mod tests {
 
     #[test]
     fn cycle_visits_every_attack() {
+        let n = Attack::ALL.len() as u64;
         let seen: std::collections::BTreeSet<_> =
-            (1..=14).map(|r| AdversaryPlan::Cycle.attack(r)).collect();
+            (1..=n).map(|r| AdversaryPlan::Cycle.attack(r)).collect();
         assert_eq!(seen.len(), Attack::ALL.len());
-        assert_eq!(AdversaryPlan::Cycle.attack(15), Attack::ALL[0]);
+        assert_eq!(AdversaryPlan::Cycle.attack(n + 1), Attack::ALL[0]);
     }
 
     #[test]

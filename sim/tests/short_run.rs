@@ -1,5 +1,5 @@
 //! A short networked simulation: two honest hospitals, one adversary that cycles through
-//! every tampering attack over 14 rounds, one peer off the allow-list and one that floods
+//! every tampering attack (one round each), one peer off the allow-list and one that floods
 //! each round with submissions. Every adversarial submission must be rejected for the reason
 //! its attack triggers and never aggregated, and the report files must exist.
 

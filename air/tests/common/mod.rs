@@ -86,15 +86,11 @@ pub fn fixture_with(features: Vec<Vec<i64>>, labels: Vec<u8>, model: Model, spec
     Fixture { dataset, statement }
 }
 
-use p3_air::BaseAir;
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
-use zkfed_air::air::periodic;
-use zkfed_air::columns::{PermCols, StepCols, split_row, split_row_mut};
-use zkfed_air::fixed::from_field;
-use zkfed_air::hash::RATE;
-use zkfed_air::{ClippedGradientAir, ClippedGradientSum};
+use zkfed_air::ClippedGradientSum;
+use zkfed_air::columns::{PermCols, StepCols, split_row_mut};
 
 /// Row of block `i` that holds the example's activation arithmetic (first Merkle row).
 pub fn activation_row(f: &Fixture, i: usize) -> usize {
@@ -145,53 +141,10 @@ pub fn set_block_coeff(f: &Fixture, trace: &mut RowMajorMatrix<Goldilocks>, i: u
     set_block(f, trace, i, |s| s.coeff = zkfed_air::fixed::to_field(coeff));
 }
 
-/// Recomputes the update accumulators from the trace's coefficients and feature lanes, as
-/// an honest accumulator would, and returns the update the trace now claims. A trace taller
-/// than the statement's reads the periodic columns cyclically, as Plonky3 does.
-#[allow(clippy::needless_range_loop)] // one row index reads several periodic columns
+/// Recomputes the update accumulators of a forged trace and returns the update it claims.
 pub fn recompute_accumulators(
     f: &Fixture,
     trace: &mut RowMajorMatrix<Goldilocks>,
 ) -> ClippedGradientSum {
-    let air = ClippedGradientAir::new(&f.statement);
-    let periodic_cols = air.periodic_columns().into_owned();
-    let shape = f.statement.shape();
-    let d = shape.num_features;
-    let period = shape.height();
-    let mut running = vec![Goldilocks::ZERO; d + 1];
-    let w = trace.width;
-    for row in 0..trace.values.len() / w {
-        let contributions: Vec<Goldilocks> = {
-            let (perm, step, _) = split_row(&trace.values[row * w..(row + 1) * w]);
-            (0..=d)
-                .map(|j| {
-                    if j < d {
-                        periodic_cols[periodic::PHASE + j / RATE][row % period]
-                            * step.coeff
-                            * perm.inputs[j % RATE]
-                    } else {
-                        periodic_cols[periodic::PHASE + shape.chunks() - 1][row % period]
-                            * step.coeff
-                            * Goldilocks::from_i64(zkfed_air::fixed::ONE)
-                    }
-                })
-                .collect()
-        };
-        let (_, _, acc) = row_mut(trace, row);
-        acc.copy_from_slice(&running);
-        for (r, c) in running.iter_mut().zip(contributions) {
-            *r += c;
-        }
-    }
-    let last = trace.values.len() / w - 1;
-    let (_, _, acc) = split_row(&trace.values[last * w..]);
-    let ints: Vec<i64> = acc
-        .iter()
-        .map(|&v| from_field(v).expect("small accumulator"))
-        .collect();
-    ClippedGradientSum {
-        weights: ints[..d].to_vec(),
-        bias: ints[d],
-        examples: shape.batch as u64,
-    }
+    zkfed_air::forgery::recompute_accumulators(&f.statement, trace).expect("small accumulators")
 }
