@@ -1,4 +1,6 @@
-//! Batch selection from the public round seed, so a participant cannot cherry-pick rows.
+//! Batch selection from the public round seed, so a participant cannot choose which of its
+//! committed rows a round uses. (What it committed is its own choice: a dataset of copies
+//! of one row is a valid commitment; the commitment binds the data, it does not vouch for it.)
 //!
 //! Index `i` of the stream is the first 8 bytes (little endian) of
 //! `SHA-256("zkfed/batch/v1" || seed || participant || counter)`, reduced by rejection

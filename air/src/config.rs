@@ -128,15 +128,31 @@ pub fn security_estimate_with(
     fri: &FriParameters<()>,
     ood_pow_bits: usize,
 ) -> SecurityEstimate {
+    use p3_uni_stark::{ConjecturedSecurity, ProvenSecurity};
+
+    let params = stark_security_params(air, fri, ood_pow_bits);
+    let degree_bits = air.shape().log_height() + ZK_HEIGHT_BITS;
+    SecurityEstimate {
+        conjectured_bits: ConjecturedSecurity::compute_from_params(&params, degree_bits)
+            .security_bits,
+        conjectured_limit: conjectured_report(&params, degree_bits).binding().label,
+        proven_bits: ProvenSecurity::compute_from_proof(degree_bits, &params).security_bits(),
+    }
+}
+
+/// The estimator's description of proofs of `air` under these parameters.
+fn stark_security_params(
+    air: &crate::ClippedGradientAir,
+    fri: &FriParameters<()>,
+    ood_pow_bits: usize,
+) -> p3_uni_stark::StarkSecurityParams {
     use p3_field::PrimeCharacteristicRing;
     use p3_field::coset::TwoAdicMultiplicativeCoset;
-    use p3_uni_stark::{
-        AirLayout, ConjecturedSecurity, OpeningShape, ProvenSecurity, StarkSecurityParams,
-    };
+    use p3_uni_stark::{AirLayout, OpeningShape, StarkSecurityParams};
 
     let log_height = air.shape().log_height();
     let domain = TwoAdicMultiplicativeCoset::new(Val::ONE, log_height).expect("two-adic height");
-    let params = StarkSecurityParams::from_air::<Val, Challenge, _>(
+    StarkSecurityParams::from_air::<Val, Challenge, _>(
         fri.security_regime(),
         air,
         AirLayout::from_air::<Val>(air),
@@ -151,14 +167,7 @@ pub fn security_estimate_with(
             out_of_domain: ood_pow_bits,
             ..fri.grinding_sites()
         },
-    );
-    let degree_bits = log_height + ZK_HEIGHT_BITS;
-    SecurityEstimate {
-        conjectured_bits: ConjecturedSecurity::compute_from_params(&params, degree_bits)
-            .security_bits,
-        conjectured_limit: conjectured_report(&params, degree_bits).binding().label,
-        proven_bits: ProvenSecurity::compute_from_proof(degree_bits, &params).security_bits(),
-    }
+    )
 }
 
 /// The per-term conjectured report behind `ConjecturedSecurity::compute_from_params`,
@@ -188,4 +197,46 @@ fn conjectured_report(
         num_batched_functions: params.num_batched_functions,
     };
     p3_security::stark::conjectured_security_report(&regime, &air, &shape, &[], &params.grinding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::ONE;
+    use crate::{DatasetCommitment, Model, ProofContext, RoundParams, Statement};
+
+    #[test]
+    fn rebuilt_report_agrees_with_plonky3s_conjectured_figure() {
+        let context = ProofContext {
+            federation_id: [0; 32],
+            round: 1,
+            participant: [0; 32],
+        };
+        let params = RoundParams {
+            clip_norm: ONE,
+            batch_size: 1024,
+        };
+        let dataset = DatasetCommitment {
+            root: [0; 4],
+            rows: 1 << 20,
+        };
+        let statement = Statement::new(context, Model::zeros(256), params, dataset, [0; 32]);
+        let air = crate::ClippedGradientAir::new(&statement.unwrap());
+        let degree_bits = air.shape().log_height() + ZK_HEIGHT_BITS;
+        // Without commit-phase grinding the folding term binds at 2^16 rows; with it, the
+        // query term does.
+        for (commit_bits, limit) in [
+            (0, "ldt-commit-phase"),
+            (COMMIT_POW_BITS, "ldt-query-phase"),
+        ] {
+            let mut fri = fri_parameters(());
+            fri.commit_proof_of_work_bits = commit_bits;
+            let params = stark_security_params(&air, &fri, OOD_POW_BITS);
+            let report = conjectured_report(&params, degree_bits);
+            let plonky3 =
+                p3_uni_stark::ConjecturedSecurity::compute_from_params(&params, degree_bits);
+            assert_eq!(report.security_bits() as usize, plonky3.security_bits);
+            assert_eq!(report.binding().label, limit, "{report:?}");
+        }
+    }
 }

@@ -674,7 +674,11 @@ fn doubled_trace_without_padding_rows_is_rejected_for_its_height() {
         ..Spec::default()
     };
     let shape = fixture(spec).statement.shape();
-    assert_eq!(shape.batch * shape.block_len(), shape.height(), "no padding");
+    assert_eq!(
+        shape.batch * shape.block_len(),
+        shape.height(),
+        "no padding"
+    );
     assert_stacked_trace_rejected(spec, 2);
 }
 
