@@ -8,7 +8,10 @@ mod common;
 
 use common::context;
 use zkfed_air::commitment::MAX_ROWS;
-use zkfed_air::config::{SecurityEstimate, security_estimate};
+use zkfed_air::config::{
+    COMMIT_POW_BITS, OOD_POW_BITS, SecurityEstimate, fri_parameters, security_estimate,
+    security_estimate_with,
+};
 use zkfed_air::fixed::{MAX_BATCH, MAX_FEATURES, ONE};
 use zkfed_air::{ClippedGradientAir, DatasetCommitment, Model, RoundParams, Statement};
 
@@ -17,8 +20,9 @@ const CONJECTURED_FLOOR: usize = 110;
 /// Proven bits ARCHITECTURE.md states on every accepted shape.
 const PROVEN_FLOOR: usize = 63;
 
-fn estimate(features: usize, rows: u64, batch: usize) -> SecurityEstimate {
-    // The estimate depends on the shape only, so a commitment without data suffices.
+/// The AIR of a statement of one shape (the estimate depends on the shape only, so a
+/// commitment without data suffices).
+fn air(features: usize, rows: u64, batch: usize) -> ClippedGradientAir {
     let dataset = DatasetCommitment {
         root: [1, 2, 3, 4],
         rows,
@@ -29,12 +33,23 @@ fn estimate(features: usize, rows: u64, batch: usize) -> SecurityEstimate {
     };
     let statement =
         Statement::new(context(1), Model::zeros(features), params, dataset, [0; 32]).unwrap();
-    let estimate = security_estimate(&ClippedGradientAir::new(&statement));
-    let log_height = statement.shape().log_height();
+    ClippedGradientAir::new(&statement)
+}
+
+/// Prints an estimate and checks that the per-term report rebuilt in `config` agrees with
+/// Plonky3's own conjectured figure.
+fn checked(air: &ClippedGradientAir, e: SecurityEstimate) -> SecurityEstimate {
+    let shape = air.shape();
+    let log_height = shape.log_height();
     eprintln!(
-        "d = {features}, B = {batch}, rows = {rows}, 2^{log_height} trace rows: {estimate:?}"
+        "d = {}, B = {}, depth {}, 2^{log_height} rows: {e:?}",
+        shape.num_features, shape.batch, shape.depth
     );
-    estimate
+    assert_eq!(
+        e.conjectured_limit_bits as usize, e.conjectured_bits,
+        "{e:?}"
+    );
+    e
 }
 
 #[test]
@@ -50,10 +65,27 @@ fn every_accepted_shape_has_at_least_110_conjectured_bits() {
         (MAX_FEATURES, MAX_ROWS, 1),
         (MAX_FEATURES, MAX_ROWS, MAX_BATCH),
     ] {
-        let e = estimate(features, rows, batch);
+        let air = air(features, rows, batch);
+        let e = checked(&air, security_estimate(&air));
         assert!(
             e.conjectured_bits >= CONJECTURED_FLOOR && e.proven_bits >= PROVEN_FLOOR,
             "d = {features}, B = {batch}, rows = {rows}: {e:?}"
         );
     }
+}
+
+#[test]
+fn commit_phase_grinding_lifts_the_folding_term_of_the_largest_shape() {
+    let air = air(MAX_FEATURES, MAX_ROWS, MAX_BATCH);
+    let mut fri = fri_parameters(());
+    fri.commit_proof_of_work_bits = 0;
+    let without = checked(&air, security_estimate_with(&air, &fri, OOD_POW_BITS));
+    assert_eq!(without.conjectured_limit, "ldt-commit-phase", "{without:?}");
+    let with = checked(&air, security_estimate(&air));
+    assert_eq!(
+        fri_parameters(()).commit_proof_of_work_bits,
+        COMMIT_POW_BITS
+    );
+    assert_eq!(with.conjectured_limit, "ldt-query-phase", "{with:?}");
+    assert!(with.conjectured_bits > without.conjectured_bits, "{with:?}");
 }
