@@ -1,12 +1,13 @@
 //! Round policy: pure decisions over the [`RunState`], each returning the event to log.
 //!
-//! The live coordinator and the offline auditor share [`statement_for`], so the statement
-//! a proof is checked against is rebuilt the same way by both.
+//! The live coordinator and the offline auditor share [`statement_for`], which reads the
+//! open round and the peer's enrolment and calls `zkfed_protocol::round_statement`, the
+//! same function the participant proves against.
 
 use libp2p::PeerId;
 use zkfed_aggregation::{AggregationError, fedavg_step};
-use zkfed_air::{ProofContext, Statement};
-use zkfed_protocol::{RoundAnnouncement, SignedEnrolment, Submission, participant_digest};
+use zkfed_air::Statement;
+use zkfed_protocol::{RoundAnnouncement, SignedEnrolment, Submission, round_statement};
 
 use crate::events::{AuditEvent, RunState};
 
@@ -14,20 +15,9 @@ use crate::events::{AuditEvent, RunState};
 pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, String> {
     let open = state.open.as_ref().ok_or("no round is open")?;
     let enrolment = state.enrolments.get(peer).ok_or("peer is not enrolled")?;
-    let announcement = &open.announcement;
-    let context = ProofContext {
-        federation_id: state.config.public.federation_id,
-        round: announcement.round,
-        participant: participant_digest(peer),
-    };
-    Statement::new(
-        context,
-        announcement.model.clone(),
-        announcement.params,
-        enrolment.enrolment.commitment,
-        announcement.seed,
-    )
-    .map_err(|e| format!("cannot form the statement: {e}"))
+    let commitment = enrolment.enrolment.commitment;
+    round_statement(&state.config.public, &open.announcement, peer, commitment)
+        .map_err(|e| format!("cannot form the statement: {e}"))
 }
 
 /// Whether `peer` may enrol `signed`; `Ok(None)` if it already enrolled exactly this.

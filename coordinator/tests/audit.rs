@@ -17,7 +17,7 @@ use zkfed_coordinator::audit::audit;
 use zkfed_coordinator::core::Core;
 use zkfed_coordinator::events::{AuditEvent, RunConfig};
 use zkfed_coordinator::log::{AuditRecord, StoredLog};
-use zkfed_protocol::{Enrolment, RunParameters, SignedEnrolment, Submission};
+use zkfed_protocol::{Enrolment, RunParameters, SignedEnrolment, Submission, round_statement};
 
 struct Hospital {
     key: Keypair,
@@ -91,8 +91,16 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
     for round in 1..=2u64 {
         assert!(core.start_round_if_due([round as u8; 32]).unwrap());
         for (k, h) in hospitals.iter().enumerate() {
-            let statement =
-                zkfed_coordinator::rounds::statement_for(core.state(), &h.peer()).unwrap();
+            // The hospital proves against the statement it builds from what it was told;
+            // the coordinator verifies against the one it builds from its own state.
+            let announcement = &core.state().open.as_ref().unwrap().announcement;
+            let statement = round_statement(
+                &config.public,
+                announcement,
+                &h.peer(),
+                h.dataset.commitment(),
+            )
+            .unwrap();
             let (mut update, mut proof) = prove(&statement, &h.dataset).unwrap();
             if round == 1 && k == 2 {
                 update.weights.iter_mut().for_each(|w| *w *= 3);

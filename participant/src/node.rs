@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
 use zkfed_air::data::read_csv;
-use zkfed_air::{CommittedDataset, DatasetCommitment, Model, ProofContext, Statement};
+use zkfed_air::{CommittedDataset, DatasetCommitment, Model, Statement};
 use zkfed_protocol::{
     Enrolment, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment, Submission,
-    participant_digest,
+    round_statement,
 };
 
 use crate::config::Config;
@@ -296,19 +296,8 @@ async fn prove_round(
     dataset: &CommittedDataset,
     skip_proving: bool,
 ) -> anyhow::Result<(Submission, Statement, f64)> {
-    let context = ProofContext {
-        federation_id: params.federation_id,
-        round: round.round,
-        participant: participant_digest(me),
-    };
-    let statement = Statement::new(
-        context,
-        round.model.clone(),
-        round.params,
-        dataset.commitment(),
-        round.seed,
-    )
-    .context("forming the round's statement")?;
+    let statement = round_statement(params, round, me, dataset.commitment())
+        .context("forming the round's statement")?;
     let (for_prover, rows) = (statement.clone(), dataset.clone());
     info!(
         round = round.round,

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use zkfed_air::data::{Schema, Standardization};
-use zkfed_air::{ClippedGradientSum, DatasetCommitment, Model, RoundParams};
+use zkfed_air::{
+    ClippedGradientSum, DatasetCommitment, Model, ProofContext, RoundParams, ShapeError, Statement,
+};
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION`.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/2");
@@ -213,6 +215,29 @@ pub struct Verdict {
     pub accepted: bool,
     /// The failed check, when rejected.
     pub reason: Option<String>,
+}
+
+/// The statement a proof for `round` by `participant`, over its enrolled `commitment`, must
+/// establish. The participant proves against it, the coordinator admits, judges and the
+/// auditor re-verifies against it: one function, so the two sides cannot drift apart.
+pub fn round_statement(
+    run: &RunParameters,
+    round: &RoundAnnouncement,
+    participant: &PeerId,
+    commitment: DatasetCommitment,
+) -> Result<Statement, ShapeError> {
+    let context = ProofContext {
+        federation_id: run.federation_id,
+        round: round.round,
+        participant: participant_digest(participant),
+    };
+    Statement::new(
+        context,
+        round.model.clone(),
+        round.params,
+        commitment,
+        round.seed,
+    )
 }
 
 /// The participant identifier bound into proofs: SHA-256 of the peer id's bytes.
