@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use zkfed_aggregation::AggregationError;
 use zkfed_air::Statement;
-use zkfed_protocol::{SignedEnrolment, Submission, Verdict};
+use zkfed_protocol::{Rejection, SignedEnrolment, Submission, Verdict};
 
 use crate::events::{AuditEvent, ReplayError, RunConfig, RunState};
 use crate::log::{AuditLog, LogError};
@@ -86,7 +86,7 @@ impl Core {
         &mut self,
         peer: &PeerId,
         signed: &SignedEnrolment,
-    ) -> Result<Result<(), String>, CoreError> {
+    ) -> Result<Result<(), Rejection>, CoreError> {
         match rounds::judge_enrolment(&self.state, peer, signed) {
             Ok(Some(event)) => self.record(event, None).map(Ok),
             Ok(None) => Ok(Ok(())),
@@ -103,7 +103,7 @@ impl Core {
     }
 
     /// Checks a submission before verification: the statement to verify it against.
-    pub fn admit(&self, peer: &PeerId, submission: &Submission) -> Result<Statement, String> {
+    pub fn admit(&self, peer: &PeerId, submission: &Submission) -> Result<Statement, Rejection> {
         rounds::admit_submission(&self.state, peer, submission)
     }
 
@@ -115,14 +115,13 @@ impl Core {
         &mut self,
         peer: &PeerId,
         submission: &Submission,
-        outcome: Result<(), String>,
+        outcome: Result<(), Rejection>,
     ) -> Result<Verdict, CoreError> {
         let round = submission.round;
-        if let Err(reason) = self.admit(peer, submission) {
+        if let Err(rejection) = self.admit(peer, submission) {
             return Ok(Verdict {
                 round,
-                accepted: false,
-                reason: Some(reason),
+                rejection: Some(rejection),
             });
         }
         let proof_sha256: [u8; 32] = Sha256::digest(&submission.proof).into();
@@ -138,11 +137,7 @@ impl Core {
             .is_none()
             .then_some((round, peer, submission.proof.as_slice()));
         self.record(event, proof)?;
-        Ok(Verdict {
-            round,
-            accepted: rejection.is_none(),
-            reason: rejection,
-        })
+        Ok(Verdict { round, rejection })
     }
 
     /// Closes the open round if it is due; returns the closing event.

@@ -10,7 +10,7 @@ use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use zkfed_air::{ClippedGradientSum, Model, RoundParams};
-use zkfed_protocol::{RoundAnnouncement, RunParameters, SignedEnrolment};
+use zkfed_protocol::{Rejection, RoundAnnouncement, RunParameters, SignedEnrolment};
 
 /// Parameters fixed when the run starts (the first event of every log).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub enum AuditEvent {
         /// SHA-256 of the proof bytes.
         proof_sha256: [u8; 32],
         /// `None` if accepted, else the failed check.
-        rejection: Option<String>,
+        rejection: Option<Rejection>,
     },
     /// A round closed with enough accepted updates: the new model.
     Aggregated {
@@ -84,7 +84,7 @@ pub struct OpenRound {
     /// What was announced.
     pub announcement: RoundAnnouncement,
     /// Every judged submission, by peer.
-    pub judged: BTreeMap<PeerId, Option<String>>,
+    pub judged: BTreeMap<PeerId, Option<Rejection>>,
     /// Accepted updates in the order they were accepted.
     pub accepted: Vec<(PeerId, ClippedGradientSum)>,
 }

@@ -1,7 +1,9 @@
 //! The append-only, hash-chained, signed audit log in an embedded transactional store.
 //!
 //! Record `n` carries `prev = H(record n-1)` and the coordinator's signature over
-//! `H(record n) = SHA-256("zkfed/audit/v1" || n || prev || event)`. A record and the proof it
+//! `H(record n) = SHA-256("zkfed/audit/v2" || n || prev || event)`. The store records the
+//! format it was written in ([`LOG_FORMAT`]); a store of another format is refused with a
+//! clear error, never decoded by guesswork. A record and the proof it
 //! accepts are written in one redb transaction with immediate durability, so after a crash
 //! (kill -9 included) the log holds exactly the events whose outcome anyone was told.
 
@@ -9,7 +11,7 @@ use std::path::Path;
 
 use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -18,6 +20,13 @@ use crate::events::AuditEvent;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
 const PROOFS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("accepted_proofs");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const FORMAT_KEY: &str = "log_format";
+
+/// Encoding of the records and their hash. Bumped on any change to [`AuditEvent`]'s
+/// encoding: 2 carries typed rejections (`zkfed_protocol::Rejection`); stores from before
+/// formats were recorded have no format and are refused.
+pub const LOG_FORMAT: u64 = 2;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +56,7 @@ impl AuditRecord {
 
 fn record_hash(seq: u64, prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"zkfed/audit/v1");
+    h.update(b"zkfed/audit/v2");
     h.update(seq.to_le_bytes());
     h.update(prev);
     h.update(postcard::to_allocvec(event).expect("serializing plain data cannot fail"));
@@ -60,6 +69,18 @@ pub enum LogError {
     /// The database failed.
     #[error("state store: {0}")]
     Store(#[from] redb::Error),
+    /// A store written in another log format (`None`: one from before formats were kept).
+    #[error(
+        "the state store holds audit-log format {}, this build reads format {expected}; \
+         audit it with the zkfed release that wrote it",
+        found.map_or("unrecorded (an older release)".to_string(), |f| f.to_string())
+    )]
+    Format {
+        /// The store's format.
+        found: Option<u64>,
+        /// This build's format.
+        expected: u64,
+    },
     /// A stored record that does not decode.
     #[error("audit record {seq} is corrupt: {message}")]
     Corrupt {
@@ -103,9 +124,17 @@ impl AuditLog {
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
         let txn = db.begin_write()?;
-        txn.open_table(RECORDS)?;
-        txn.open_table(PROOFS)?;
+        {
+            let records = txn.open_table(RECORDS)?;
+            txn.open_table(PROOFS)?;
+            let mut meta = txn.open_table(META)?;
+            let fresh = records.is_empty()? && meta.get(FORMAT_KEY)?.is_none();
+            if fresh {
+                meta.insert(FORMAT_KEY, LOG_FORMAT)?;
+            }
+        }
         txn.commit()?;
+        check_format(&db)?;
         let records = read_records(&db)?;
         let (next_seq, last_hash) = match records.last() {
             Some(r) => (r.seq + 1, r.hash()),
@@ -167,9 +196,9 @@ pub struct StoredLog {
 impl StoredLog {
     /// Opens the store at `path` without writing to it.
     pub fn open(path: &Path) -> Result<Self, LogError> {
-        Ok(Self {
-            db: redb::ReadOnlyDatabase::open(path)?,
-        })
+        let db = redb::ReadOnlyDatabase::open(path)?;
+        check_format(&db)?;
+        Ok(Self { db })
     }
 
     /// Every record, in order.
@@ -181,6 +210,23 @@ impl StoredLog {
     pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, LogError> {
         read_proof(&self.db, round, peer)
     }
+}
+
+/// Refuses a store written in another format before any record is decoded.
+fn check_format(db: &impl ReadableDatabase) -> Result<(), LogError> {
+    let txn = db.begin_read()?;
+    let found = match txn.open_table(META) {
+        Ok(meta) => meta.get(FORMAT_KEY)?.map(|v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if found == Some(LOG_FORMAT) {
+        return Ok(());
+    }
+    Err(LogError::Format {
+        found,
+        expected: LOG_FORMAT,
+    })
 }
 
 fn read_records(db: &impl ReadableDatabase) -> Result<Vec<AuditRecord>, LogError> {
@@ -247,6 +293,43 @@ mod tests {
         drop(log);
         let stored = StoredLog::open(&path).unwrap();
         assert_eq!(stored.records().unwrap().len(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_with_a_clear_error() {
+        let dir = tempdir();
+        let path = dir.join("state.redb");
+        let key = Keypair::generate_ed25519();
+        let (mut log, _) = AuditLog::open(&path, key.clone()).unwrap();
+        log.append(event(1), None).unwrap();
+        drop(log);
+        // As an older release left it: records and no format.
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(META).unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let unrecorded = LogError::Format {
+            found: None,
+            expected: LOG_FORMAT,
+        };
+        let err = AuditLog::open(&path, key.clone()).err().unwrap();
+        assert_eq!(err.to_string(), unrecorded.to_string());
+        assert!(err.to_string().contains("older release"), "{err}");
+        let err = StoredLog::open(&path).err().unwrap();
+        assert_eq!(err.to_string(), unrecorded.to_string());
+        // A newer format.
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(FORMAT_KEY, LOG_FORMAT + 1)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let err = AuditLog::open(&path, key).err().unwrap();
+        assert!(matches!(err, LogError::Format { found: Some(f), .. } if f == LOG_FORMAT + 1));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

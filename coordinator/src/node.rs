@@ -19,7 +19,7 @@ use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::{info, warn};
-use zkfed_protocol::{Request, Response, Submission};
+use zkfed_protocol::{Rejection, Request, Response, Submission};
 
 use crate::config::Config;
 use crate::core::Core;
@@ -58,7 +58,7 @@ pub enum CoordinatorEvent {
         /// Seconds the verification took.
         verify_seconds: f64,
         /// The failed check, if rejected.
-        rejection: Option<String>,
+        rejection: Option<Rejection>,
     },
     /// A round closed.
     Closed {
@@ -73,14 +73,22 @@ pub enum CoordinatorEvent {
         /// Bytes written to all sockets since the coordinator started.
         bytes_sent: u64,
     },
-    /// A connection, an enrolment or a submission was refused before any verification.
+    /// An enrolment, a request or a submission was refused before any verification.
     Refused {
-        /// Who, when known (a refused connection may fail before the handshake).
-        peer: Option<PeerId>,
+        /// Who.
+        peer: PeerId,
         /// The round of a refused submission.
         round: Option<u64>,
         /// Why.
-        reason: String,
+        rejection: Rejection,
+    },
+    /// An incoming connection was refused (off the allow-list, over a limit, a failed
+    /// handshake).
+    ConnectionRefused {
+        /// Who, when known (a connection may fail before the handshake names its peer).
+        peer: Option<PeerId>,
+        /// The transport's error.
+        error: String,
     },
 }
 
@@ -95,7 +103,7 @@ struct Verified {
     peer: PeerId,
     submission: Submission,
     channel: ResponseChannel<Response>,
-    outcome: Result<(), String>,
+    outcome: Result<(), Rejection>,
     seconds: f64,
 }
 
@@ -139,8 +147,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     let verifier = Verifier { tx: &verified_tx, permits: &permits, enabled: config.verify_proofs };
                     if let Some(response) = handle_request(&mut core, peer, request, channel, &mut in_flight, &verifier)? {
                         let (channel, response) = response;
-                        if let Some((round, reason)) = refusal(&response) {
-                            emit(&config, CoordinatorEvent::Refused { peer: Some(peer), round, reason });
+                        if let Some((round, rejection)) = refusal(&response) {
+                            emit(&config, CoordinatorEvent::Refused { peer, round, rejection });
                         }
                         let _ = swarm.behaviour_mut().zkfed.send_response(channel, response);
                     }
@@ -148,8 +156,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
                 SwarmEvent::IncomingConnectionError { send_back_addr, error, peer_id, .. } => {
                     warn!(from = %send_back_addr, peer = ?peer_id, %error, "refused an incoming connection");
-                    let reason = format!("connection refused: {error}");
-                    emit(&config, CoordinatorEvent::Refused { peer: peer_id, round: None, reason });
+                    let error = error.to_string();
+                    emit(&config, CoordinatorEvent::ConnectionRefused { peer: peer_id, error });
                 }
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => info!(peer = %peer_id, "participant connected"),
                 _ => {}
@@ -161,11 +169,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     round: verdict.round,
                     peer: done.peer,
                     verify_seconds: done.seconds,
-                    rejection: verdict.reason.clone(),
+                    rejection: verdict.rejection.clone(),
                 });
-                match &verdict.reason {
+                match &verdict.rejection {
                     None => info!(peer = %done.peer, round = verdict.round, "accepted"),
-                    Some(reason) => warn!(peer = %done.peer, round = verdict.round, %reason, "rejected"),
+                    Some(rejection) => warn!(peer = %done.peer, round = verdict.round, %rejection, "rejected"),
                 }
                 let _ = swarm.behaviour_mut().zkfed.send_response(done.channel, Response::Verdict(verdict));
             }
@@ -226,7 +234,7 @@ fn swarm(
             limits: connection_limits::Behaviour::new(limits),
             zkfed: zkfed_protocol::request_response_behaviour(),
             identify: identify::Behaviour::new(identify::Config::new(
-                "/zkfed/2.0.0".into(),
+                "/zkfed/3.0.0".into(),
                 key.public(),
             )),
             ping: ping::Behaviour::default(),
@@ -237,11 +245,11 @@ fn swarm(
 
 type Reply = (ResponseChannel<Response>, Response);
 
-/// The round (for submissions) and reason of an answer that refuses without verifying.
-fn refusal(response: &Response) -> Option<(Option<u64>, String)> {
+/// The round (for submissions) and rejection of an answer that refuses without verifying.
+fn refusal(response: &Response) -> Option<(Option<u64>, Rejection)> {
     match response {
-        Response::Refused { reason } => Some((None, reason.clone())),
-        Response::Verdict(v) => v.reason.clone().map(|reason| (Some(v.round), reason)),
+        Response::Refused(rejection) => Some((None, rejection.clone())),
+        Response::Verdict(v) => v.rejection.clone().map(|r| (Some(v.round), r)),
         _ => None,
     }
 }
@@ -270,9 +278,9 @@ fn handle_request(
                 info!(%peer, rows = signed.enrolment.commitment.rows, "enrolled");
                 Response::Enrolled
             }
-            Err(reason) => {
-                warn!(%peer, %reason, "enrolment refused");
-                Response::Refused { reason }
+            Err(rejection) => {
+                warn!(%peer, %rejection, "enrolment refused");
+                Response::Refused(rejection)
             }
         },
         Request::CurrentRound => {
@@ -283,33 +291,28 @@ fn handle_request(
                     model: state.model.clone(),
                 }
             } else if !state.enrolments.contains_key(&peer) {
-                Response::Refused {
-                    reason: "not enrolled".into(),
-                }
+                Response::Refused(Rejection::NotEnrolled)
             } else {
                 match &state.open {
                     Some(open) => Response::Round(open.announcement.clone()),
-                    None => Response::Waiting {
-                        reason: "no round is open".into(),
-                    },
+                    None => Response::Waiting,
                 }
             }
         }
         Request::Submit(submission) => {
             let round = submission.round;
-            let refuse = |reason: String| {
-                warn!(%peer, round, %reason, "submission refused before verification");
+            let refuse = |rejection: Rejection| {
+                warn!(%peer, round, %rejection, "submission refused before verification");
                 Response::Verdict(zkfed_protocol::Verdict {
                     round,
-                    accepted: false,
-                    reason: Some(reason),
+                    rejection: Some(rejection),
                 })
             };
             if in_flight.contains(&peer) {
-                refuse("a submission from this peer is already being verified".into())
+                refuse(Rejection::Busy)
             } else {
                 match core.admit(&peer, &submission) {
-                    Err(reason) => refuse(reason),
+                    Err(rejection) => refuse(rejection),
                     Ok(statement) => {
                         in_flight.insert(peer);
                         let permits = verifier.permits.clone();
@@ -326,10 +329,10 @@ fn handle_request(
                                     return Ok(());
                                 }
                                 zkfed_air::verify(&statement, &checked.update, &checked.proof)
-                                    .map_err(|e| e.to_string())
+                                    .map_err(Rejection::from)
                             })
                             .await
-                            .unwrap_or_else(|_| Err("verification task failed".into()));
+                            .unwrap_or(Err(Rejection::VerifierUnavailable));
                             let seconds = started.elapsed().as_secs_f64();
                             let _ = verified
                                 .send(Verified {

@@ -7,17 +7,17 @@
 use libp2p::PeerId;
 use zkfed_aggregation::{AggregationError, fedavg_step};
 use zkfed_air::Statement;
-use zkfed_protocol::{RoundAnnouncement, SignedEnrolment, Submission, round_statement};
+use zkfed_protocol::{Rejection, RoundAnnouncement, SignedEnrolment, Submission, round_statement};
 
 use crate::events::{AuditEvent, RunState};
 
 /// The statement a submission from `peer` must prove in the open round.
-pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, String> {
-    let open = state.open.as_ref().ok_or("no round is open")?;
-    let enrolment = state.enrolments.get(peer).ok_or("peer is not enrolled")?;
+pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, Rejection> {
+    let open = state.open.as_ref().ok_or(Rejection::NoOpenRound)?;
+    let enrolment = state.enrolments.get(peer).ok_or(Rejection::NotEnrolled)?;
     let commitment = enrolment.enrolment.commitment;
     round_statement(&state.config.public, &open.announcement, peer, commitment)
-        .map_err(|e| format!("cannot form the statement: {e}"))
+        .map_err(|e| Rejection::Statement(e.to_string()))
 }
 
 /// Whether `peer` may enrol `signed`; `Ok(None)` if it already enrolled exactly this.
@@ -25,27 +25,30 @@ pub fn judge_enrolment(
     state: &RunState,
     peer: &PeerId,
     signed: &SignedEnrolment,
-) -> Result<Option<AuditEvent>, String> {
+) -> Result<Option<AuditEvent>, Rejection> {
     if !state.config.allow_list.contains(&peer.to_bytes()) {
-        return Err("peer is not on the allow-list".into());
+        return Err(Rejection::NotAllowed);
     }
-    signed.verify(peer).map_err(|e| e.to_string())?;
+    signed
+        .verify(peer)
+        .map_err(|e| Rejection::BadEnrolmentSignature(e.to_string()))?;
     let e = &signed.enrolment;
     if e.federation_id != state.config.public.federation_id {
-        return Err("enrolment is for another federation".into());
+        return Err(Rejection::OtherFederation);
     }
     if e.schema_hash != state.config.public.schema.hash() {
-        return Err("enrolment is for another schema".into());
+        return Err(Rejection::OtherSchema);
     }
-    if e.commitment.rows < state.config.params.batch_size as u64 {
-        return Err(format!(
-            "dataset of {} rows is smaller than the batch of {}",
-            e.commitment.rows, state.config.params.batch_size
-        ));
+    let batch = state.config.params.batch_size as u64;
+    if e.commitment.rows < batch {
+        return Err(Rejection::TooFewRows {
+            rows: e.commitment.rows,
+            batch,
+        });
     }
     match state.enrolments.get(peer) {
         Some(existing) if existing.enrolment == *e => Ok(None),
-        Some(_) => Err("already enrolled with another commitment; the root cannot change".into()),
+        Some(_) => Err(Rejection::CommitmentChanged),
         None => Ok(Some(AuditEvent::Enrolled {
             peer: peer.to_bytes(),
             enrolment: signed.clone(),
@@ -58,17 +61,17 @@ pub fn admit_submission(
     state: &RunState,
     peer: &PeerId,
     submission: &Submission,
-) -> Result<Statement, String> {
-    let open = state.open.as_ref().ok_or("no round is open")?;
+) -> Result<Statement, Rejection> {
+    let open = state.open.as_ref().ok_or(Rejection::NoOpenRound)?;
     let round = open.announcement.round;
     if submission.round != round {
-        return Err(format!(
-            "submission for round {} but round {round} is open",
-            submission.round
-        ));
+        return Err(Rejection::WrongRound {
+            open: round,
+            submitted: submission.round,
+        });
     }
     if open.judged.contains_key(peer) {
-        return Err(format!("duplicate submission for round {round}"));
+        return Err(Rejection::Duplicate { round });
     }
     statement_for(state, peer)
 }

@@ -20,8 +20,8 @@ use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
 use zkfed_air::data::read_csv;
 use zkfed_air::{CommittedDataset, DatasetCommitment, Model, Statement};
 use zkfed_protocol::{
-    Enrolment, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment, Submission,
-    round_statement,
+    Enrolment, Rejection, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment,
+    Submission, round_statement,
 };
 
 use crate::config::Config;
@@ -63,10 +63,8 @@ pub enum ParticipantEvent {
     Judged {
         /// The round.
         round: u64,
-        /// Whether the update was accepted.
-        accepted: bool,
-        /// The failed check, if rejected.
-        reason: Option<String>,
+        /// `None` if the update was accepted, else why not.
+        rejection: Option<Rejection>,
     },
 }
 
@@ -172,7 +170,7 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
         .await?
     {
         Response::Enrolled => info!(rows = dataset.commitment().rows, "enrolled"),
-        Response::Refused { reason } => bail!("enrolment refused: {reason}"),
+        Response::Refused(rejection) => bail!("enrolment refused: {rejection}"),
         other => bail!("unexpected answer to enrolment: {other:?}"),
     }
 
@@ -201,22 +199,24 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
                 last_submitted = round.round;
                 match link.ask(Request::Submit(submission)).await? {
                     Response::Verdict(v) => {
-                        if v.accepted {
-                            accepted += 1;
-                            info!(round = v.round, "update accepted");
-                        } else {
-                            warn!(round = v.round, reason = ?v.reason, "update rejected");
+                        match &v.rejection {
+                            None => {
+                                accepted += 1;
+                                info!(round = v.round, "update accepted");
+                            }
+                            Some(rejection) => {
+                                warn!(round = v.round, %rejection, "update rejected")
+                            }
                         }
                         config.hooks.emit(ParticipantEvent::Judged {
                             round: v.round,
-                            accepted: v.accepted,
-                            reason: v.reason,
+                            rejection: v.rejection,
                         });
                     }
                     other => warn!(?other, "unexpected answer to a submission"),
                 }
             }
-            Response::Round(_) | Response::Waiting { .. } => tokio::time::sleep(POLL).await,
+            Response::Round(_) | Response::Waiting => tokio::time::sleep(POLL).await,
             Response::Finished { rounds, model } => {
                 info!(
                     rounds,
@@ -231,7 +231,7 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
                     accepted,
                 });
             }
-            Response::Refused { reason } => bail!("coordinator refused: {reason}"),
+            Response::Refused(rejection) => bail!("coordinator refused: {rejection}"),
             other => bail!("unexpected answer: {other:?}"),
         }
     }
@@ -377,7 +377,7 @@ impl Link {
                 allow,
                 zkfed: zkfed_protocol::request_response_behaviour(),
                 identify: identify::Behaviour::new(identify::Config::new(
-                    "/zkfed/2.0.0".into(),
+                    "/zkfed/3.0.0".into(),
                     key.public(),
                 )),
                 ping: ping::Behaviour::default(),

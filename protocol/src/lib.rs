@@ -1,10 +1,13 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/2`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/3`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
 
 pub mod node;
+mod rejection;
+
+pub use rejection::Rejection;
 
 use std::time::Duration;
 
@@ -19,8 +22,9 @@ use zkfed_air::{
     ClippedGradientSum, DatasetCommitment, Model, ProofContext, RoundParams, ShapeError, Statement,
 };
 
-/// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION`.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/2");
+/// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
+/// any change to the messages' encoding (3: typed rejections).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/3");
 /// Largest request a node accepts: a submission carries a proof of at most 8 MiB.
 pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// Largest response a node accepts: models of up to 1024 features, run parameters.
@@ -64,10 +68,7 @@ pub enum Response {
     /// The open round.
     Round(RoundAnnouncement),
     /// No round is open now; ask again later.
-    Waiting {
-        /// Why (for logs).
-        reason: String,
-    },
+    Waiting,
     /// The run is over.
     Finished {
         /// Rounds completed.
@@ -78,10 +79,7 @@ pub enum Response {
     /// The outcome of a submission.
     Verdict(Verdict),
     /// The request was refused.
-    Refused {
-        /// Why, naming the failed check.
-        reason: String,
-    },
+    Refused(Rejection),
 }
 
 /// Parameters fixed for the whole run.
@@ -211,10 +209,15 @@ pub struct Submission {
 pub struct Verdict {
     /// The round the submission named.
     pub round: u64,
-    /// Whether it will be aggregated.
-    pub accepted: bool,
-    /// The failed check, when rejected.
-    pub reason: Option<String>,
+    /// `None` if the update will be aggregated, else why not.
+    pub rejection: Option<Rejection>,
+}
+
+impl Verdict {
+    /// Whether the update will be aggregated.
+    pub fn accepted(&self) -> bool {
+        self.rejection.is_none()
+    }
 }
 
 /// The statement a proof for `round` by `participant`, over its enrolled `commitment`, must

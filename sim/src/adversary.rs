@@ -8,7 +8,7 @@ use zkfed_air::fixed::{ONE, PARAM_BOUND};
 use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_trace};
 use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
 use zkfed_participant::node::{Tamper, TamperInput};
-use zkfed_protocol::Submission;
+use zkfed_protocol::{Rejection, Submission};
 
 /// One kind of cheat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -87,17 +87,22 @@ impl Attack {
         }
     }
 
-    /// Whether the coordinator's rejection reason is the one this cheat must trigger.
-    pub fn expected_rejection(self, reason: &str) -> bool {
+    /// Whether the coordinator's rejection is the one this cheat must trigger.
+    pub fn expected_rejection(self, rejection: &Rejection) -> bool {
         match self {
-            Attack::InflatedCount => reason.contains("examples"),
-            Attack::TruncatedProof => reason.contains("do not decode"),
-            Attack::OversizedProof => reason.contains("-byte limit"),
-            Attack::TallerTrace => reason.contains("proof has degree_bits"),
-            Attack::GarbageProof | Attack::FlippedBits => {
-                reason.contains("do not decode") || reason.contains("proof rejected")
+            Attack::InflatedCount => {
+                matches!(rejection, Rejection::UpdateShape { what, .. } if what == "examples")
             }
-            _ => reason.contains("proof rejected"),
+            Attack::TruncatedProof => matches!(rejection, Rejection::Decode(_)),
+            Attack::OversizedProof => matches!(rejection, Rejection::TooLarge { .. }),
+            Attack::TallerTrace => {
+                matches!(rejection, Rejection::ProofShape { field, .. } if field == "degree_bits")
+            }
+            Attack::GarbageProof | Attack::FlippedBits => matches!(
+                rejection,
+                Rejection::Decode(_) | Rejection::ProofRejected(_)
+            ),
+            _ => matches!(rejection, Rejection::ProofRejected(_)),
         }
     }
 }
@@ -158,23 +163,29 @@ impl Adversary {
         }
     }
 
-    /// Whether `reason`, the coordinator's verdict on this adversary's verified submission
-    /// for `round`, is the one its cheat must trigger. A stranger must never get that far.
-    pub fn expected_rejection(self, round: u64, reason: &str) -> bool {
+    /// Whether `rejection`, the coordinator's verdict on this adversary's verified
+    /// submission for `round`, is the one its cheat must trigger. A stranger must never get
+    /// that far.
+    pub fn expected_rejection(self, round: u64, rejection: &Rejection) -> bool {
         match self {
-            Adversary::Tampering(plan) => plan.attack(round).expected_rejection(reason),
-            Adversary::Flood => Attack::GarbageProof.expected_rejection(reason),
+            Adversary::Tampering(plan) => plan.attack(round).expected_rejection(rejection),
+            Adversary::Flood => Attack::GarbageProof.expected_rejection(rejection),
             Adversary::Stranger => false,
         }
     }
 
-    /// Whether `reason`, a refusal before verification, is the one this adversary's extra
-    /// submissions must get: only a flood sends more than one per round.
-    pub fn expected_refusal(self, reason: &str) -> bool {
+    /// Whether `rejection`, a refusal before verification, is the one this adversary's
+    /// extra submissions must get: only a flood sends more than one per round, and its
+    /// copies are refused while one is verified, once it is judged, or once the round closed.
+    pub fn expected_refusal(self, rejection: &Rejection) -> bool {
         self == Adversary::Flood
-            && ["already being verified", "duplicate submission", "round"]
-                .iter()
-                .any(|r| reason.contains(r))
+            && matches!(
+                rejection,
+                Rejection::Busy
+                    | Rejection::Duplicate { .. }
+                    | Rejection::WrongRound { .. }
+                    | Rejection::NoOpenRound
+            )
     }
 }
 
@@ -412,15 +423,26 @@ mod tests {
     #[test]
     fn only_a_flood_expects_refusals_and_a_stranger_expects_nothing() {
         let cycle = Adversary::Tampering(AdversaryPlan::Cycle);
-        let busy = "a submission from this peer is already being verified";
-        assert!(Adversary::Flood.expected_refusal(busy));
-        assert!(Adversary::Flood.expected_refusal("duplicate submission for round 3"));
-        assert!(!Adversary::Flood.expected_refusal("not enrolled"));
-        assert!(!cycle.expected_refusal(busy));
-        assert!(!Adversary::Stranger.expected_refusal(busy));
-        assert!(Adversary::Flood.expected_rejection(1, "proofs do not decode: bad length"));
-        assert!(!Adversary::Flood.expected_rejection(1, "update claims 32 examples"));
-        assert!(!Adversary::Stranger.expected_rejection(1, "proof rejected"));
+        let busy = Rejection::Busy;
+        assert!(Adversary::Flood.expected_refusal(&busy));
+        assert!(Adversary::Flood.expected_refusal(&Rejection::Duplicate { round: 3 }));
+        assert!(!Adversary::Flood.expected_refusal(&Rejection::NotEnrolled));
+        assert!(!Adversary::Flood.expected_refusal(&Rejection::Statement("round".into())));
+        assert!(!cycle.expected_refusal(&busy));
+        assert!(!Adversary::Stranger.expected_refusal(&busy));
+        let decode = Rejection::Decode("bad length".into());
+        assert!(Adversary::Flood.expected_rejection(1, &decode));
+        let count = Rejection::UpdateShape {
+            what: "examples".into(),
+            expected: 16,
+            got: 32,
+        };
+        assert!(!Adversary::Flood.expected_rejection(1, &count));
+        let plonky3 = Rejection::ProofRejected("OodEvaluationMismatch".into());
+        assert!(!Adversary::Stranger.expected_rejection(1, &plonky3));
+        let inflated = Adversary::Tampering(AdversaryPlan::Always(Attack::InflatedCount));
+        assert!(inflated.expected_rejection(1, &count));
+        assert!(!inflated.expected_rejection(1, &plonky3));
         assert_eq!(cycle.label(2), "changed-update");
         assert_eq!(Adversary::Flood.label(2), "flood");
     }

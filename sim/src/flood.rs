@@ -1,7 +1,7 @@
 //! The submission flood of DESIGN.md §4: an allow-listed, enrolled participant that sends
 //! [`FLOOD_COPIES`] garbage submissions at once every round instead of one proof.
 //!
-//! It speaks `/zkfed/2` from its own swarm, like any participant; the coordinator must
+//! It speaks `/zkfed/3` from its own swarm, like any participant; the coordinator must
 //! verify at most one submission of it per round and refuse the rest before verifying.
 
 use std::path::PathBuf;
@@ -104,13 +104,13 @@ pub async fn flood(
                 for answer in wire.ask_all(copies).await {
                     tally.sent += 1;
                     match answer {
-                        Some(Response::Verdict(v)) if v.accepted => tally.accepted += 1,
+                        Some(Response::Verdict(v)) if v.accepted() => tally.accepted += 1,
                         Some(_) => tally.refused += 1,
                         None => tally.unanswered += 1,
                     }
                 }
             }
-            Response::Round(_) | Response::Waiting { .. } => {
+            Response::Round(_) | Response::Waiting => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Response::Finished { .. } => return Ok(tally),

@@ -33,6 +33,7 @@ use zkfed_air::{Model, clipped_gradient_sum};
 use zkfed_coordinator::events::AuditEvent;
 use zkfed_coordinator::node::CoordinatorEvent;
 use zkfed_participant::node::{Hooks, ParticipantEvent};
+use zkfed_protocol::Rejection;
 
 use crate::adversary::{Adversary, parse_adversary};
 use crate::flood::FloodTally;
@@ -886,7 +887,7 @@ fn rows_of(
                 let entry = judged.entry(*round).or_default();
                 match rejection {
                     None => entry.0 += 1,
-                    Some(reason) => *entry.1.entry(short_reason(reason)).or_default() += 1,
+                    Some(rejection) => *entry.1.entry(rejection.kind().into()).or_default() += 1,
                 }
             }
             AuditEvent::Aggregated { round, model } => {
@@ -977,16 +978,9 @@ fn traffic_by_round(events: &[CoordinatorEvent]) -> BTreeMap<u64, (u64, u64)> {
     by_round
 }
 
-/// The failed check without its variable detail, for counting.
-fn short_reason(reason: &str) -> String {
-    reason
-        .split(':')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(":")
-        .chars()
-        .take(60)
-        .collect()
+/// A rejection's text cut short enough for a summary line.
+fn short_reason(rejection: &Rejection) -> String {
+    rejection.to_string().chars().take(60).collect()
 }
 
 fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSummary {
@@ -999,7 +993,7 @@ fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSu
                 peer,
                 rejection,
                 ..
-            } => (*round, peer, rejection.as_deref()),
+            } => (*round, peer, rejection.as_ref()),
             AuditEvent::Enrolled { peer, .. } => (0, peer, None),
             _ => continue,
         };
@@ -1015,43 +1009,43 @@ fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSu
         summary.submitted += 1;
         match rejection {
             None => summary.aggregated += 1,
-            Some(reason) => {
+            Some(rejection) => {
                 summary.rejected += 1;
-                if adversary.expected_rejection(round, reason) {
+                if adversary.expected_rejection(round, rejection) {
                     summary.rejected_for_the_right_reason += 1;
                 }
                 summary
                     .reasons
                     .entry(adversary.label(round).to_string())
                     .or_default()
-                    .push(short_reason(reason));
+                    .push(short_reason(rejection));
             }
         }
     }
     for event in &observed.coordinator {
-        let CoordinatorEvent::Refused {
-            peer: Some(peer),
-            round,
-            reason,
-        } = event
-        else {
-            continue;
-        };
-        let Some(adversary) = adversary_of(peer) else {
-            continue;
-        };
-        match round {
+        match event {
             // A submission turned away before verification: rejected, never aggregated.
-            Some(_) => {
+            CoordinatorEvent::Refused {
+                peer,
+                round: Some(_),
+                rejection,
+            } => {
+                let Some(adversary) = adversary_of(peer) else {
+                    continue;
+                };
                 summary.submitted += 1;
                 summary.rejected += 1;
                 summary.refused_before_verification += 1;
-                if adversary.expected_refusal(reason) {
+                if adversary.expected_refusal(rejection) {
                     summary.rejected_for_the_right_reason += 1;
                 }
             }
-            None if adversary == Adversary::Stranger => summary.connections_refused += 1,
-            None => {}
+            CoordinatorEvent::ConnectionRefused {
+                peer: Some(peer), ..
+            } if adversary_of(peer) == Some(Adversary::Stranger) => {
+                summary.connections_refused += 1;
+            }
+            _ => {}
         }
     }
     for tally in &observed.floods {

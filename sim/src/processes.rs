@@ -207,10 +207,9 @@ mod tests {
     #[test]
     fn a_follower_returns_each_event_once_as_lines_complete() {
         let path = std::env::temp_dir().join(format!("zkfed-follow-{}", std::process::id()));
-        let refused = CoordinatorEvent::Refused {
+        let refused = CoordinatorEvent::ConnectionRefused {
             peer: Some(libp2p::PeerId::random()),
-            round: None,
-            reason: "connection refused".into(),
+            error: "connection denied".into(),
         };
         let line = serde_json::to_string(&refused).unwrap();
         let mut follower = EventFollower::default();

@@ -1,0 +1,183 @@
+//! [`Rejection`]: every reason the coordinator turns a request or a submission down, as a
+//! value both nodes, the audit log and the telemetry carry, so nobody classifies a verdict
+//! by searching its text.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use zkfed_air::VerifyError;
+
+/// Why an enrolment, a request or a submission was not accepted. The display texts name the
+/// failed check; variant names (`kind`) are stable and what programs match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // variant fields are named in their messages
+pub enum Rejection {
+    // --- enrolment
+    /// The peer is not on the run's allow-list.
+    #[error("peer is not on the allow-list")]
+    NotAllowed,
+    /// The enrolment's signature or key does not check out.
+    #[error("enrolment signature: {0}")]
+    BadEnrolmentSignature(String),
+    /// An enrolment for another federation run.
+    #[error("enrolment is for another federation")]
+    OtherFederation,
+    /// An enrolment under another schema.
+    #[error("enrolment is for another schema")]
+    OtherSchema,
+    /// Fewer committed rows than one batch.
+    #[error("dataset of {rows} rows is smaller than the batch of {batch}")]
+    TooFewRows { rows: u64, batch: u64 },
+    /// A second, different commitment from an enrolled peer.
+    #[error("already enrolled with another commitment; the root cannot change")]
+    CommitmentChanged,
+
+    // --- refused before verification
+    /// The peer never enrolled.
+    #[error("not enrolled")]
+    NotEnrolled,
+    /// No round is open (the round closed, or none started yet).
+    #[error("no round is open")]
+    NoOpenRound,
+    /// A submission naming another round than the open one (late, or early).
+    #[error("submission for round {submitted} but round {open} is open")]
+    WrongRound { open: u64, submitted: u64 },
+    /// The peer was already judged in this round.
+    #[error("duplicate submission for round {round}")]
+    Duplicate { round: u64 },
+    /// Another submission from the peer is being verified.
+    #[error("a submission from this peer is already being verified")]
+    Busy,
+    /// The coordinator cannot form the statement (its own state is out of range).
+    #[error("cannot form the statement: {0}")]
+    Statement(String),
+
+    // --- rejected by verification (`zkfed_air::VerifyError`)
+    /// Proof bytes over the limit.
+    #[error("proof is {got} bytes, over the {max}-byte limit")]
+    TooLarge { got: u64, max: u64 },
+    /// Not proof bytes at all.
+    #[error("not a zkfed proof (bad magic bytes)")]
+    BadMagic,
+    /// A proof of another protocol version.
+    #[error("proof version {got}, expected {expected}")]
+    Version { expected: u32, got: u32 },
+    /// Bytes that do not decode as a proof.
+    #[error("proof bytes do not decode: {0}")]
+    Decode(String),
+    /// A proof dimension other than the statement fixes (a taller trace, say).
+    #[error("proof has {field} = {got}, the statement requires {expected}")]
+    ProofShape {
+        field: String,
+        expected: u64,
+        got: u64,
+    },
+    /// An update of the wrong length or example count.
+    #[error("update has {got} {what}, the statement requires {expected}")]
+    UpdateShape {
+        what: String,
+        expected: u64,
+        got: u64,
+    },
+    /// An update entry too large to be a clipped-gradient sum.
+    #[error("update entry {index} is out of range")]
+    UpdateRange { index: u64 },
+    /// The STARK verifier said no, with Plonky3's reason.
+    #[error("proof rejected: {0}")]
+    ProofRejected(String),
+    /// Malformed input made the (isolated) STARK verifier fault.
+    #[error("proof rejected: malformed proof caused a verifier fault")]
+    VerifierFault,
+    /// The verification task itself failed (a coordinator fault, not the submitter's).
+    #[error("verification task failed")]
+    VerifierUnavailable,
+}
+
+impl Rejection {
+    /// The variant's stable name, for counting and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::NotAllowed => "not_allowed",
+            Rejection::BadEnrolmentSignature(_) => "bad_enrolment_signature",
+            Rejection::OtherFederation => "other_federation",
+            Rejection::OtherSchema => "other_schema",
+            Rejection::TooFewRows { .. } => "too_few_rows",
+            Rejection::CommitmentChanged => "commitment_changed",
+            Rejection::NotEnrolled => "not_enrolled",
+            Rejection::NoOpenRound => "no_open_round",
+            Rejection::WrongRound { .. } => "wrong_round",
+            Rejection::Duplicate { .. } => "duplicate",
+            Rejection::Busy => "busy",
+            Rejection::Statement(_) => "statement",
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::BadMagic => "bad_magic",
+            Rejection::Version { .. } => "version",
+            Rejection::Decode(_) => "decode",
+            Rejection::ProofShape { .. } => "proof_shape",
+            Rejection::UpdateShape { .. } => "update_shape",
+            Rejection::UpdateRange { .. } => "update_range",
+            Rejection::ProofRejected(_) => "proof_rejected",
+            Rejection::VerifierFault => "verifier_fault",
+            Rejection::VerifierUnavailable => "verifier_unavailable",
+        }
+    }
+}
+
+impl From<VerifyError> for Rejection {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::TooLarge { got, max } => Rejection::TooLarge {
+                got: got as u64,
+                max: max as u64,
+            },
+            VerifyError::BadMagic => Rejection::BadMagic,
+            VerifyError::Version { expected, got } => Rejection::Version { expected, got },
+            VerifyError::Statement(e) => Rejection::Statement(e.to_string()),
+            VerifyError::Decode(message) => Rejection::Decode(message),
+            VerifyError::ProofShape {
+                field,
+                expected,
+                got,
+            } => Rejection::ProofShape {
+                field: field.into(),
+                expected,
+                got,
+            },
+            VerifyError::UpdateShape {
+                what,
+                expected,
+                got,
+            } => Rejection::UpdateShape {
+                what: what.into(),
+                expected,
+                got,
+            },
+            VerifyError::UpdateRange { index } => Rejection::UpdateRange {
+                index: index as u64,
+            },
+            VerifyError::Rejected(reason) => Rejection::ProofRejected(reason),
+            VerifyError::VerifierFault => Rejection::VerifierFault,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_errors_keep_their_text_and_gain_a_kind() {
+        let shape = VerifyError::ProofShape {
+            field: "degree_bits",
+            expected: 9,
+            got: 10,
+        };
+        let text = shape.to_string();
+        let rejection = Rejection::from(shape);
+        assert_eq!(rejection.to_string(), text);
+        assert_eq!(rejection.kind(), "proof_shape");
+        let round_trip: Rejection =
+            serde_json::from_str(&serde_json::to_string(&rejection).unwrap()).unwrap();
+        assert_eq!(round_trip, rejection);
+    }
+}
