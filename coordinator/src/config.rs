@@ -75,7 +75,7 @@ pub struct Config {
 impl RawConfig {
     /// Parses a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        Ok(zkfed_protocol::node::load_toml(path)?)
+        Ok(zkfed_net::load_toml(path)?)
     }
 
     /// Validates every field and loads (or creates) the node key.
@@ -127,7 +127,7 @@ impl RawConfig {
         let federation_id = parse_hex32(&self.federation_id).context("`federation_id`")?;
         std::fs::create_dir_all(&self.state_dir)
             .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
-        let key = zkfed_protocol::node::load_or_create_key(&self.state_dir.join("node.key"))
+        let key = zkfed_net::load_or_create_key(&self.state_dir.join("node.key"))
             .context("loading the node key")?;
         let run = RunConfig {
             public: RunParameters {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use zkfed_protocol::node::EventLog;
+use zkfed_net::EventLog;
 
 #[derive(Parser)]
 #[command(
@@ -77,7 +77,7 @@ enum AuditCommand {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    zkfed_protocol::node::init_logging("info");
+    zkfed_net::init_logging("info");
     match Cli::parse().command {
         Command::Run { config, events } => {
             let mut config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PeerId { state } => {
-            println!("{}", zkfed_protocol::node::peer_id(&state)?);
+            println!("{}", zkfed_net::peer_id(&state)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Init {

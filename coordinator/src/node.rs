@@ -116,7 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if !config.verify_proofs {
         warn!("proof verification is OFF: every update is trusted (simulation baseline only)");
     }
-    let traffic = zkfed_protocol::node::Traffic::default();
+    let traffic = zkfed_net::Traffic::default();
     let mut swarm = swarm(&config, &traffic)?;
     for addr in &config.listen {
         swarm
@@ -217,10 +217,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 fn swarm(
     config: &Config,
-    traffic: &zkfed_protocol::node::Traffic,
+    traffic: &zkfed_net::Traffic,
 ) -> anyhow::Result<Swarm<CoordinatorBehaviour>> {
     let allow_list = config.allow.clone();
-    zkfed_protocol::node::build_swarm(config.key.clone(), traffic, move |key| {
+    zkfed_net::build_swarm(config.key.clone(), traffic, move |key| {
         let mut allow = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
         for peer in allow_list {
             allow.allow_peer(peer);
@@ -234,7 +234,7 @@ fn swarm(
             limits: connection_limits::Behaviour::new(limits),
             zkfed: zkfed_protocol::request_response_behaviour(),
             identify: identify::Behaviour::new(identify::Config::new(
-                "/zkfed/3.0.0".into(),
+                zkfed_protocol::AGENT_VERSION.into(),
                 key.public(),
             )),
             ping: ping::Behaviour::default(),

@@ -46,7 +46,7 @@ pub struct Config {
 impl RawConfig {
     /// Parses a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        Ok(zkfed_protocol::node::load_toml(path)?)
+        Ok(zkfed_net::load_toml(path)?)
     }
 
     /// Validates and loads (or creates) the node key.
@@ -60,7 +60,7 @@ impl RawConfig {
         };
         std::fs::create_dir_all(&self.state_dir)
             .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
-        let key = zkfed_protocol::node::load_or_create_key(&self.state_dir.join("node.key"))
+        let key = zkfed_net::load_or_create_key(&self.state_dir.join("node.key"))
             .context("loading the node key")?;
         Ok(Config {
             coordinator_addr: addr,

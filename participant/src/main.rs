@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use zkfed_net::EventLog;
 use zkfed_participant::config::RawConfig;
-use zkfed_protocol::node::EventLog;
 
 #[derive(Parser)]
 #[command(version, about = "zkfed participant: proves every update it sends")]
@@ -57,7 +57,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    zkfed_protocol::node::init_logging("info");
+    zkfed_net::init_logging("info");
     match Cli::parse().command {
         Command::Run {
             config,
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PeerId { state } => {
-            println!("{}", zkfed_protocol::node::peer_id(&state)?);
+            println!("{}", zkfed_net::peer_id(&state)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::ExportBundled { shard, of, out } => {

@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
-use libp2p::request_response::{self, OutboundFailure};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{PeerId, Swarm, allow_block_list, identify, ping};
+use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
@@ -30,21 +27,6 @@ use crate::config::Config;
 const POLL: Duration = Duration::from_millis(500);
 /// How long the coordinator may stay unreachable before the participant gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
-/// Longest wait between retries of a failed request.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
-/// The participant's composed behaviour.
-#[derive(NetworkBehaviour)]
-pub(crate) struct ParticipantBehaviour {
-    /// Talks only to the coordinator.
-    allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
-    /// The zkfed protocol.
-    zkfed: request_response::cbor::Behaviour<Request, Response>,
-    /// Peer information exchange.
-    identify: identify::Behaviour,
-    /// Liveness.
-    ping: ping::Behaviour,
-}
 
 /// What a participant reports to an observer (the simulation), at most two per round.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -140,7 +122,7 @@ pub async fn run(
 async fn participate(config: Config) -> anyhow::Result<Outcome> {
     let me = config.key.public().to_peer_id();
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
-    let mut link = Link::new(&config)?;
+    let mut link = link(&config)?;
 
     let Response::Parameters(params) = link.ask(Request::Parameters).await? else {
         bail!("the coordinator did not answer with the run parameters");
@@ -181,11 +163,14 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if round.round > last_submitted => {
                 let skip = config.hooks.skip_proving;
-                let (honest, statement, seconds) =
-                    prove_round(&params, &round, &me, &dataset, skip).await?;
+                // The swarm is serviced while proving: pings answered, the connection kept.
+                let proved = prove_round(&params, &round, &me, &dataset, skip);
+                let (honest, statement, seconds) = link.poll_while(proved).await?;
                 let submission = match &config.hooks.tamper {
                     Some(tamper) => {
-                        tampered(tamper, &honest, statement, &dataset, previous.clone()).await?
+                        let forged =
+                            tampered(tamper, &honest, statement, &dataset, previous.clone());
+                        link.poll_while(forged).await?
                     }
                     None => honest.clone(),
                 };
@@ -216,13 +201,15 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
                     other => warn!(?other, "unexpected answer to a submission"),
                 }
             }
-            Response::Round(_) | Response::Waiting => tokio::time::sleep(POLL).await,
+            Response::Round(_) | Response::Waiting => {
+                link.poll_while(tokio::time::sleep(POLL)).await
+            }
             Response::Finished { rounds, model } => {
                 info!(
                     rounds,
                     accepted,
-                    bytes_sent = link.traffic.sent(),
-                    bytes_received = link.traffic.received(),
+                    bytes_sent = link.traffic().sent(),
+                    bytes_received = link.traffic().received(),
                     "run finished"
                 );
                 return Ok(Outcome {
@@ -284,7 +271,7 @@ fn commit_dataset(config: &Config, params: &RunParameters) -> anyhow::Result<Com
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    zkfed_protocol::node::write_durably(path, bytes, true)
+    zkfed_net::write_durably(path, bytes, true)
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -358,95 +345,17 @@ async fn tampered(
 }
 
 /// The connection to the coordinator: one request at a time, retried with backoff.
-struct Link {
-    swarm: Swarm<ParticipantBehaviour>,
-    coordinator: PeerId,
-    address: libp2p::Multiaddr,
-    traffic: zkfed_protocol::node::Traffic,
-}
+type Link = zkfed_net::Client<Request, Response>;
 
-impl Link {
-    fn new(config: &Config) -> anyhow::Result<Self> {
-        let coordinator = config.coordinator;
-        let traffic = zkfed_protocol::node::Traffic::default();
-        let swarm = zkfed_protocol::node::build_swarm(config.key.clone(), &traffic, |key| {
-            let mut allow =
-                allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
-            allow.allow_peer(coordinator);
-            ParticipantBehaviour {
-                allow,
-                zkfed: zkfed_protocol::request_response_behaviour(),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/zkfed/3.0.0".into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::default(),
-            }
-        })
-        .map_err(|e| anyhow::anyhow!("building the swarm: {e}"))?;
-        Ok(Self {
-            swarm,
-            coordinator,
-            address: config.coordinator_addr.clone(),
-            traffic,
-        })
-    }
-
-    /// Sends `request` until it is answered, backing off while the coordinator is away;
-    /// gives up after [`GIVE_UP_AFTER`] without an answer.
-    async fn ask(&mut self, request: Request) -> anyhow::Result<Response> {
-        let mut backoff = Duration::from_millis(250);
-        let started = std::time::Instant::now();
-        loop {
-            match self.once(request.clone()).await {
-                Ok(response) => return Ok(response),
-                Err(failure) if started.elapsed() >= GIVE_UP_AFTER => {
-                    bail!("the coordinator has been unreachable for {GIVE_UP_AFTER:?}: {failure}");
-                }
-                Err(failure) => {
-                    warn!(%failure, retry_in = ?backoff, "coordinator unreachable");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    }
-
-    async fn once(&mut self, request: Request) -> Result<Response, OutboundFailure> {
-        // A failed dial drops the address from the behaviours' books: offer it again, so a
-        // participant started before its coordinator (or across a restart) keeps dialing.
-        if !self.swarm.is_connected(&self.coordinator) {
-            self.swarm
-                .add_peer_address(self.coordinator, self.address.clone());
-        }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .zkfed
-            .send_request(&self.coordinator, request);
-        loop {
-            match self.swarm.select_next_some().await {
-                SwarmEvent::Behaviour(ParticipantBehaviourEvent::Zkfed(event)) => match event {
-                    request_response::Event::Message {
-                        message:
-                            request_response::Message::Response {
-                                request_id,
-                                response,
-                            },
-                        ..
-                    } if request_id == id => return Ok(response),
-                    request_response::Event::OutboundFailure {
-                        request_id, error, ..
-                    } if request_id == id => {
-                        return Err(error);
-                    }
-                    _ => {}
-                },
-                SwarmEvent::OutgoingConnectionError { error, .. } => warn!(%error, "dial failed"),
-                _ => {}
-            }
-        }
-    }
+fn link(config: &Config) -> anyhow::Result<Link> {
+    Ok(zkfed_net::Client::new(
+        config.key.clone(),
+        config.coordinator,
+        config.coordinator_addr.clone(),
+        zkfed_protocol::request_response_behaviour(),
+        zkfed_protocol::AGENT_VERSION,
+        GIVE_UP_AFTER,
+    )?)
 }
 
 #[cfg(test)]

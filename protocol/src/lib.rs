@@ -4,7 +4,6 @@
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
 
-pub mod node;
 mod rejection;
 
 pub use rejection::Rejection;
@@ -25,6 +24,8 @@ use zkfed_air::{
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
 /// any change to the messages' encoding (3: typed rejections).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/3");
+/// The protocol version both nodes announce over identify.
+pub const AGENT_VERSION: &str = "/zkfed/3.0.0";
 /// Largest request a node accepts: a submission carries a proof of at most 8 MiB.
 pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// Largest response a node accepts: models of up to 1024 features, run parameters.

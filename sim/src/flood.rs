@@ -1,4 +1,4 @@
-//! The submission flood of DESIGN.md §4: an allow-listed, enrolled participant that sends
+//! The submission flood (ARCHITECTURE.md, the cheats table): an allow-listed, enrolled participant that sends
 //! [`FLOOD_COPIES`] garbage submissions at once every round instead of one proof.
 //!
 //! It speaks `/zkfed/3` from its own swarm, like any participant; the coordinator must
@@ -7,12 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use futures::StreamExt;
+use anyhow::bail;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm};
+use libp2p::{Multiaddr, PeerId};
 use rand::RngExt;
 use zkfed_air::fixed::ONE;
 use zkfed_air::{ClippedGradientSum, CommittedDataset};
@@ -49,7 +46,8 @@ impl FloodTally {
     }
 }
 
-type Behaviour = request_response::cbor::Behaviour<Request, Response>;
+/// How long the flooder keeps asking an unreachable coordinator before it gives up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(120);
 
 /// Floods every round of the run at `address` until it finishes.
 pub async fn flood(
@@ -58,13 +56,14 @@ pub async fn flood(
     key: Keypair,
     csv: PathBuf,
 ) -> anyhow::Result<FloodTally> {
-    let traffic = zkfed_protocol::node::Traffic::default();
-    let mut swarm = zkfed_protocol::node::build_swarm(key.clone(), &traffic, |_| {
-        zkfed_protocol::request_response_behaviour()
-    })
-    .map_err(|e| anyhow::anyhow!("building the flooder's swarm: {e}"))?;
-    swarm.add_peer_address(coordinator, address);
-    let mut wire = Wire { swarm, coordinator };
+    let mut wire = zkfed_net::Client::<Request, Response>::new(
+        key.clone(),
+        coordinator,
+        address,
+        zkfed_protocol::request_response_behaviour(),
+        zkfed_protocol::AGENT_VERSION,
+        GIVE_UP_AFTER,
+    )?;
 
     let Response::Parameters(params) = wire.ask(Request::Parameters).await? else {
         bail!("no run parameters");
@@ -104,14 +103,15 @@ pub async fn flood(
                 for answer in wire.ask_all(copies).await {
                     tally.sent += 1;
                     match answer {
-                        Some(Response::Verdict(v)) if v.accepted() => tally.accepted += 1,
-                        Some(_) => tally.refused += 1,
-                        None => tally.unanswered += 1,
+                        Ok(Response::Verdict(v)) if v.accepted() => tally.accepted += 1,
+                        Ok(_) => tally.refused += 1,
+                        Err(_) => tally.unanswered += 1,
                     }
                 }
             }
             Response::Round(_) | Response::Waiting => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                wire.poll_while(tokio::time::sleep(Duration::from_millis(500)))
+                    .await;
             }
             Response::Finished { .. } => return Ok(tally),
             other => bail!("unexpected answer: {other:?}"),
@@ -136,55 +136,5 @@ fn garbage(round: &RoundAnnouncement) -> Submission {
             examples: round.params.batch_size as u64,
         },
         proof,
-    }
-}
-
-/// Requests to the coordinator and their answers.
-struct Wire {
-    swarm: Swarm<Behaviour>,
-    coordinator: PeerId,
-}
-
-impl Wire {
-    async fn ask(&mut self, request: Request) -> anyhow::Result<Response> {
-        self.ask_all(vec![request])
-            .await
-            .pop()
-            .flatten()
-            .context("the coordinator did not answer")
-    }
-
-    /// Sends every request at once and waits for each answer (`None` if it failed).
-    async fn ask_all(&mut self, requests: Vec<Request>) -> Vec<Option<Response>> {
-        let ids: Vec<OutboundRequestId> = requests
-            .into_iter()
-            .map(|r| {
-                self.swarm
-                    .behaviour_mut()
-                    .send_request(&self.coordinator, r)
-            })
-            .collect();
-        let mut answers: Vec<Option<Option<Response>>> = vec![None; ids.len()];
-        while answers.iter().any(Option::is_none) {
-            let SwarmEvent::Behaviour(event) = self.swarm.select_next_some().await else {
-                continue;
-            };
-            let (id, answer) = match event {
-                request_response::Event::Message {
-                    message:
-                        request_response::Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                } => (request_id, Some(response)),
-                request_response::Event::OutboundFailure { request_id, .. } => (request_id, None),
-                _ => continue,
-            };
-            if let Some(k) = ids.iter().position(|&i| i == id) {
-                answers[k] = Some(answer);
-            }
-        }
-        answers.into_iter().flatten().collect()
     }
 }

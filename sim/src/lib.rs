@@ -593,8 +593,7 @@ async fn federate(
 
 fn spec_key(spec: &NodeSpec) -> anyhow::Result<libp2p::identity::Keypair> {
     let path = spec.state.join("node.key");
-    zkfed_protocol::node::load_or_create_key(&path)
-        .with_context(|| format!("loading {}", path.display()))
+    zkfed_net::load_or_create_key(&path).with_context(|| format!("loading {}", path.display()))
 }
 
 fn coordinator_config(

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<ExitCode> {
     // Adversaries make the nodes warn by design; RUST_LOG=warn shows those warnings.
-    zkfed_protocol::node::init_logging("error");
+    zkfed_net::init_logging("error");
     let options = zkfed_sim::Options::parse();
     let report = zkfed_sim::run(&options, &mut std::io::stdout())?;
     // Without proofs, accepted cheats are the point of the baseline, not a failure.
