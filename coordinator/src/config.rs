@@ -65,11 +65,6 @@ pub struct Config {
     pub run: RunConfig,
     /// Seconds to keep answering after the run.
     pub linger_secs: u64,
-    /// Whether proofs are verified. Always true from a configuration file; only the
-    /// simulation's overhead baseline turns it off, from code.
-    pub verify_proofs: bool,
-    /// Code-only observer (the simulation); `None` from the binary.
-    pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::node::CoordinatorEvent>>,
 }
 
 impl RawConfig {
@@ -150,8 +145,6 @@ impl RawConfig {
             store: self.state_dir.join("state.redb"),
             run,
             linger_secs: self.linger_secs,
-            verify_proofs: true,
-            events: None,
         })
     }
 }

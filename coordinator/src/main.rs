@@ -80,11 +80,11 @@ fn main() -> anyhow::Result<ExitCode> {
     zkfed_net::init_logging("info");
     match Cli::parse().command {
         Command::Run { config, events } => {
-            let mut config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
+            let config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            let ran = runtime.block_on(EventLog::around(events.as_deref(), move |sender| {
-                config.events = sender;
-                zkfed_coordinator::node::run(config, async {
+            let ran = runtime.block_on(EventLog::around(events.as_deref(), move |observer| {
+                let verifier = std::sync::Arc::new(zkfed_coordinator::node::StarkVerifier);
+                zkfed_coordinator::node::run(config, observer, verifier, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
             }));

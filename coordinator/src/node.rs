@@ -19,7 +19,8 @@ use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::{info, warn};
-use zkfed_protocol::{Rejection, Request, Response, Submission};
+use zkfed_air::Statement;
+use zkfed_protocol::{Rejection, Request, Response, SignedEnrolment, Submission};
 
 use crate::config::Config;
 use crate::core::Core;
@@ -92,11 +93,27 @@ pub enum CoordinatorEvent {
     },
 }
 
-fn emit(config: &Config, event: CoordinatorEvent) {
-    if let Some(tx) = &config.events {
-        let _ = tx.send(event);
+/// Checks an admitted submission against the statement the coordinator built for it.
+///
+/// The binary always passes [`StarkVerifier`]; nothing in a configuration file can choose
+/// another. The simulation's no-proofs baseline passes its own, from code.
+pub trait SubmissionVerifier: Send + Sync + 'static {
+    /// `Ok` if the submission's update is proven for `statement`.
+    fn verify(&self, statement: &Statement, submission: &Submission) -> Result<(), Rejection>;
+}
+
+/// Verifies the submission's STARK proof ([`zkfed_air::verify`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StarkVerifier;
+
+impl SubmissionVerifier for StarkVerifier {
+    fn verify(&self, statement: &Statement, submission: &Submission) -> Result<(), Rejection> {
+        zkfed_air::verify(statement, &submission.update, &submission.proof).map_err(Rejection::from)
     }
 }
+
+/// Where a coordinator reports [`CoordinatorEvent`]s, if anyone listens.
+pub type Observer = Option<mpsc::UnboundedSender<CoordinatorEvent>>;
 
 /// A finished verification, on its way back to the loop.
 struct Verified {
@@ -108,111 +125,330 @@ struct Verified {
 }
 
 /// Runs the coordinator until the run is over (plus the linger time) or `shutdown` fires.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let mut core = Core::open(&config.store, config.key.clone(), config.run.clone())
-        .context("opening the state store")?;
-    let me = config.key.public().to_peer_id();
-    info!(peer = %me, rounds_done = core.state().completed_rounds, "coordinator starting");
-    if !config.verify_proofs {
-        warn!("proof verification is OFF: every update is trusted (simulation baseline only)");
-    }
-    let traffic = zkfed_net::Traffic::default();
-    let mut swarm = swarm(&config, &traffic)?;
-    for addr in &config.listen {
-        swarm
-            .listen_on(addr.clone())
-            .with_context(|| format!("listening on {addr}"))?;
+pub async fn run(
+    config: Config,
+    observer: Observer,
+    verifier: Arc<dyn SubmissionVerifier>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    EventLoop::new(config, observer, verifier)?
+        .run(shutdown)
+        .await
+}
+
+/// The coordinator's loop state, after rust-libp2p's file-sharing example: one method per
+/// kind of event.
+struct EventLoop {
+    core: Core,
+    swarm: Swarm<CoordinatorBehaviour>,
+    traffic: zkfed_net::Traffic,
+    observer: Observer,
+    verifier: Arc<dyn SubmissionVerifier>,
+    verified_tx: mpsc::Sender<Verified>,
+    verified_rx: mpsc::Receiver<Verified>,
+    permits: Arc<Semaphore>,
+    /// Peers with a submission being verified (at most one each).
+    in_flight: BTreeSet<PeerId>,
+    round_opened_at: Option<Instant>,
+    finished_at: Option<Instant>,
+    deadline: Duration,
+    linger: Duration,
+}
+
+impl EventLoop {
+    fn new(
+        config: Config,
+        observer: Observer,
+        verifier: Arc<dyn SubmissionVerifier>,
+    ) -> anyhow::Result<Self> {
+        let core = Core::open(&config.store, config.key.clone(), config.run.clone())
+            .context("opening the state store")?;
+        let me = config.key.public().to_peer_id();
+        info!(peer = %me, rounds_done = core.state().completed_rounds, "coordinator starting");
+        let traffic = zkfed_net::Traffic::default();
+        let mut swarm = swarm(&config, &traffic)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("listening on {addr}"))?;
+        }
+        let (verified_tx, verified_rx) = mpsc::channel::<Verified>(64);
+        Ok(Self {
+            round_opened_at: core.state().open.as_ref().map(|_| Instant::now()),
+            finished_at: core.state().finished().then(Instant::now),
+            core,
+            swarm,
+            traffic,
+            observer,
+            verifier,
+            verified_tx,
+            verified_rx,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
+            in_flight: BTreeSet::new(),
+            deadline: Duration::from_secs(config.run.round_deadline_secs),
+            linger: Duration::from_secs(config.linger_secs),
+        })
     }
 
-    let (verified_tx, mut verified_rx) = mpsc::channel::<Verified>(64);
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS));
-    let mut in_flight: BTreeSet<PeerId> = BTreeSet::new();
-    let mut round_opened_at = core.state().open.as_ref().map(|_| Instant::now());
-    let mut finished_at = core.state().finished().then(Instant::now);
-    let mut tick = tokio::time::interval(TICK);
-    tokio::pin!(shutdown);
-
-    loop {
-        tokio::select! {
-            () = &mut shutdown => {
-                info!("shutdown requested");
-                break;
-            }
-            event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(CoordinatorBehaviourEvent::Zkfed(request_response::Event::Message {
-                    peer,
-                    message: request_response::Message::Request { request, channel, .. },
-                    ..
-                })) => {
-                    let verifier = Verifier { tx: &verified_tx, permits: &permits, enabled: config.verify_proofs };
-                    if let Some(response) = handle_request(&mut core, peer, request, channel, &mut in_flight, &verifier)? {
-                        let (channel, response) = response;
-                        if let Some((round, rejection)) = refusal(&response) {
-                            emit(&config, CoordinatorEvent::Refused { peer, round, rejection });
-                        }
-                        let _ = swarm.behaviour_mut().zkfed.send_response(channel, response);
+    async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    info!("shutdown requested");
+                    return Ok(());
+                }
+                event = self.swarm.select_next_some() => self.on_swarm_event(event)?,
+                Some(done) = self.verified_rx.recv() => self.on_verified(done)?,
+                _ = tick.tick() => {
+                    if !self.on_tick()? {
+                        return Ok(());
                     }
-                }
-                SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
-                SwarmEvent::IncomingConnectionError { send_back_addr, error, peer_id, .. } => {
-                    warn!(from = %send_back_addr, peer = ?peer_id, %error, "refused an incoming connection");
-                    let error = error.to_string();
-                    emit(&config, CoordinatorEvent::ConnectionRefused { peer: peer_id, error });
-                }
-                SwarmEvent::ConnectionEstablished { peer_id, .. } => info!(peer = %peer_id, "participant connected"),
-                _ => {}
-            },
-            Some(done) = verified_rx.recv() => {
-                in_flight.remove(&done.peer);
-                let verdict = core.judge(&done.peer, &done.submission, done.outcome)?;
-                emit(&config, CoordinatorEvent::Judged {
-                    round: verdict.round,
-                    peer: done.peer,
-                    verify_seconds: done.seconds,
-                    rejection: verdict.rejection.clone(),
-                });
-                match &verdict.rejection {
-                    None => info!(peer = %done.peer, round = verdict.round, "accepted"),
-                    Some(rejection) => warn!(peer = %done.peer, round = verdict.round, %rejection, "rejected"),
-                }
-                let _ = swarm.behaviour_mut().zkfed.send_response(done.channel, Response::Verdict(verdict));
-            }
-            _ = tick.tick() => {
-                if core.state().finished() {
-                    let at = *finished_at.get_or_insert_with(Instant::now);
-                    if at.elapsed() >= Duration::from_secs(config.linger_secs) {
-                        info!(rounds = core.state().completed_rounds, "run complete");
-                        break;
-                    }
-                    continue;
-                }
-                let deadline = Duration::from_secs(config.run.round_deadline_secs);
-                let passed = round_opened_at.is_some_and(|t| t.elapsed() >= deadline);
-                if let Some(event) = core.close_round_if_due(passed)? {
-                    log_close(&event);
-                    if let AuditEvent::Aggregated { round, .. } | AuditEvent::Abandoned { round, .. } = event {
-                        let seconds = round_opened_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
-                        let aggregated = matches!(event, AuditEvent::Aggregated { .. });
-                        emit(&config, CoordinatorEvent::Closed {
-                            round,
-                            aggregated,
-                            seconds,
-                            bytes_received: traffic.received(),
-                            bytes_sent: traffic.sent(),
-                        });
-                    }
-                    round_opened_at = None;
-                }
-                let mut seed = [0u8; 32];
-                rand::make_rng::<rand::rngs::StdRng>().fill_bytes(&mut seed);
-                if core.start_round_if_due(seed)? {
-                    round_opened_at = Some(Instant::now());
-                    info!(round = core.state().completed_rounds + 1, "round started");
                 }
             }
         }
     }
-    Ok(())
+
+    fn emit(&self, event: CoordinatorEvent) {
+        if let Some(tx) = &self.observer {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn on_swarm_event(
+        &mut self,
+        event: SwarmEvent<CoordinatorBehaviourEvent>,
+    ) -> anyhow::Result<()> {
+        match event {
+            SwarmEvent::Behaviour(CoordinatorBehaviourEvent::Zkfed(
+                request_response::Event::Message {
+                    peer,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                },
+            )) => self.on_request(peer, request, channel)?,
+            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                peer_id,
+                ..
+            } => {
+                warn!(from = %send_back_addr, peer = ?peer_id, %error, "refused an incoming connection");
+                let error = error.to_string();
+                self.emit(CoordinatorEvent::ConnectionRefused {
+                    peer: peer_id,
+                    error,
+                });
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                info!(peer = %peer_id, "participant connected");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Answers a request now, or starts verifying a submission (answered when it finishes).
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: Request,
+        channel: ResponseChannel<Response>,
+    ) -> anyhow::Result<()> {
+        let response = match request {
+            Request::Parameters => Response::Parameters(self.core.state().config.public.clone()),
+            Request::Enrol(signed) => self.on_enrol(peer, &signed)?,
+            Request::CurrentRound => self.current_round(peer),
+            Request::Submit(submission) => match self.on_submit(peer, submission, channel) {
+                Ok(()) => return Ok(()),
+                Err((channel, response)) => return self.answer(peer, channel, response),
+            },
+        };
+        self.answer(peer, channel, response)
+    }
+
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<Response>,
+        response: Response,
+    ) -> anyhow::Result<()> {
+        if let Some((round, rejection)) = refusal(&response) {
+            self.emit(CoordinatorEvent::Refused {
+                peer,
+                round,
+                rejection,
+            });
+        }
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .zkfed
+            .send_response(channel, response);
+        Ok(())
+    }
+
+    fn on_enrol(&mut self, peer: PeerId, signed: &SignedEnrolment) -> anyhow::Result<Response> {
+        Ok(match self.core.enrol(&peer, signed)? {
+            Ok(()) => {
+                info!(%peer, rows = signed.enrolment.commitment.rows, "enrolled");
+                Response::Enrolled
+            }
+            Err(rejection) => {
+                warn!(%peer, %rejection, "enrolment refused");
+                Response::Refused(rejection)
+            }
+        })
+    }
+
+    fn current_round(&self, peer: PeerId) -> Response {
+        let state = self.core.state();
+        if state.finished() {
+            return Response::Finished {
+                rounds: state.completed_rounds,
+                model: state.model.clone(),
+            };
+        }
+        if !state.enrolments.contains_key(&peer) {
+            return Response::Refused(Rejection::NotEnrolled);
+        }
+        match &state.open {
+            Some(open) => Response::Round(open.announcement.clone()),
+            None => Response::Waiting,
+        }
+    }
+
+    /// Admits a submission and verifies it on a blocking thread behind the permits; gives
+    /// the channel back with a refusal if it is not admitted.
+    fn on_submit(
+        &mut self,
+        peer: PeerId,
+        submission: Submission,
+        channel: ResponseChannel<Response>,
+    ) -> Result<(), Reply> {
+        let admitted = if self.in_flight.contains(&peer) {
+            Err(Rejection::Busy)
+        } else {
+            self.core.admit(&peer, &submission)
+        };
+        let statement = match admitted {
+            Ok(statement) => statement,
+            Err(rejection) => {
+                let round = submission.round;
+                warn!(%peer, round, %rejection, "submission refused before verification");
+                let verdict = zkfed_protocol::Verdict {
+                    round,
+                    rejection: Some(rejection),
+                };
+                return Err((channel, Response::Verdict(verdict)));
+            }
+        };
+        self.in_flight.insert(peer);
+        let (permits, verified, verifier) = (
+            self.permits.clone(),
+            self.verified_tx.clone(),
+            self.verifier.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let checked = submission.clone();
+            let started = std::time::Instant::now();
+            let outcome =
+                tokio::task::spawn_blocking(move || verifier.verify(&statement, &checked))
+                    .await
+                    .unwrap_or(Err(Rejection::VerifierUnavailable));
+            let seconds = started.elapsed().as_secs_f64();
+            let done = Verified {
+                seconds,
+                peer,
+                submission,
+                channel,
+                outcome,
+            };
+            let _ = verified.send(done).await;
+        });
+        Ok(())
+    }
+
+    /// Records a finished verification (judged against the round still open) and answers.
+    fn on_verified(&mut self, done: Verified) -> anyhow::Result<()> {
+        self.in_flight.remove(&done.peer);
+        let verdict = self
+            .core
+            .judge(&done.peer, &done.submission, done.outcome)?;
+        self.emit(CoordinatorEvent::Judged {
+            round: verdict.round,
+            peer: done.peer,
+            verify_seconds: done.seconds,
+            rejection: verdict.rejection.clone(),
+        });
+        match &verdict.rejection {
+            None => info!(peer = %done.peer, round = verdict.round, "accepted"),
+            Some(rejection) => {
+                warn!(peer = %done.peer, round = verdict.round, %rejection, "rejected");
+            }
+        }
+        let response = Response::Verdict(verdict);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .zkfed
+            .send_response(done.channel, response);
+        Ok(())
+    }
+
+    /// Closes the open round when due, starts the next; `false` once the run is over and
+    /// the linger time has passed.
+    fn on_tick(&mut self) -> anyhow::Result<bool> {
+        if self.core.state().finished() {
+            let at = *self.finished_at.get_or_insert_with(Instant::now);
+            if at.elapsed() >= self.linger {
+                info!(rounds = self.core.state().completed_rounds, "run complete");
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        let passed = self
+            .round_opened_at
+            .is_some_and(|t| t.elapsed() >= self.deadline);
+        if let Some(event) = self.core.close_round_if_due(passed)? {
+            self.on_round_closed(&event);
+        }
+        let mut seed = [0u8; 32];
+        rand::make_rng::<rand::rngs::StdRng>().fill_bytes(&mut seed);
+        if self.core.start_round_if_due(seed)? {
+            self.round_opened_at = Some(Instant::now());
+            info!(
+                round = self.core.state().completed_rounds + 1,
+                "round started"
+            );
+        }
+        Ok(true)
+    }
+
+    fn on_round_closed(&mut self, event: &AuditEvent) {
+        log_close(event);
+        if let AuditEvent::Aggregated { round, .. } | AuditEvent::Abandoned { round, .. } = event {
+            let seconds = self
+                .round_opened_at
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            self.emit(CoordinatorEvent::Closed {
+                round: *round,
+                aggregated: matches!(event, AuditEvent::Aggregated { .. }),
+                seconds,
+                bytes_received: self.traffic.received(),
+                bytes_sent: self.traffic.sent(),
+            });
+        }
+        self.round_opened_at = None;
+    }
 }
 
 fn swarm(
@@ -252,105 +488,6 @@ fn refusal(response: &Response) -> Option<(Option<u64>, Rejection)> {
         Response::Verdict(v) => v.rejection.clone().map(|r| (Some(v.round), r)),
         _ => None,
     }
-}
-
-/// Where admitted submissions go to be verified.
-struct Verifier<'a> {
-    tx: &'a mpsc::Sender<Verified>,
-    permits: &'a Arc<Semaphore>,
-    /// False only in the simulation's trusting baseline.
-    enabled: bool,
-}
-
-/// Answers a request now, or starts verifying a submission (answered when it finishes).
-fn handle_request(
-    core: &mut Core,
-    peer: PeerId,
-    request: Request,
-    channel: ResponseChannel<Response>,
-    in_flight: &mut BTreeSet<PeerId>,
-    verifier: &Verifier<'_>,
-) -> anyhow::Result<Option<Reply>> {
-    let response = match request {
-        Request::Parameters => Response::Parameters(core.state().config.public.clone()),
-        Request::Enrol(signed) => match core.enrol(&peer, &signed)? {
-            Ok(()) => {
-                info!(%peer, rows = signed.enrolment.commitment.rows, "enrolled");
-                Response::Enrolled
-            }
-            Err(rejection) => {
-                warn!(%peer, %rejection, "enrolment refused");
-                Response::Refused(rejection)
-            }
-        },
-        Request::CurrentRound => {
-            let state = core.state();
-            if state.finished() {
-                Response::Finished {
-                    rounds: state.completed_rounds,
-                    model: state.model.clone(),
-                }
-            } else if !state.enrolments.contains_key(&peer) {
-                Response::Refused(Rejection::NotEnrolled)
-            } else {
-                match &state.open {
-                    Some(open) => Response::Round(open.announcement.clone()),
-                    None => Response::Waiting,
-                }
-            }
-        }
-        Request::Submit(submission) => {
-            let round = submission.round;
-            let refuse = |rejection: Rejection| {
-                warn!(%peer, round, %rejection, "submission refused before verification");
-                Response::Verdict(zkfed_protocol::Verdict {
-                    round,
-                    rejection: Some(rejection),
-                })
-            };
-            if in_flight.contains(&peer) {
-                refuse(Rejection::Busy)
-            } else {
-                match core.admit(&peer, &submission) {
-                    Err(rejection) => refuse(rejection),
-                    Ok(statement) => {
-                        in_flight.insert(peer);
-                        let permits = verifier.permits.clone();
-                        let verified = verifier.tx.clone();
-                        let enabled = verifier.enabled;
-                        tokio::spawn(async move {
-                            let Ok(_permit) = permits.acquire_owned().await else {
-                                return;
-                            };
-                            let checked = submission.clone();
-                            let started = std::time::Instant::now();
-                            let outcome = tokio::task::spawn_blocking(move || {
-                                if !enabled {
-                                    return Ok(());
-                                }
-                                zkfed_air::verify(&statement, &checked.update, &checked.proof)
-                                    .map_err(Rejection::from)
-                            })
-                            .await
-                            .unwrap_or(Err(Rejection::VerifierUnavailable));
-                            let seconds = started.elapsed().as_secs_f64();
-                            let _ = verified
-                                .send(Verified {
-                                    seconds,
-                                    peer,
-                                    submission,
-                                    channel,
-                                    outcome,
-                                })
-                                .await;
-                        });
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-    };
-    Ok(Some((channel, response)))
 }
 
 fn log_close(event: &AuditEvent) {

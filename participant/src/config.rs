@@ -39,8 +39,6 @@ pub struct Config {
     pub key: Keypair,
     /// The schema this node agrees to, if restricted.
     pub schema: Option<Schema>,
-    /// Code-only extensions (the simulation's instruments and adversaries); empty by default.
-    pub hooks: crate::node::Hooks,
 }
 
 impl RawConfig {
@@ -69,7 +67,6 @@ impl RawConfig {
             state_dir: self.state_dir,
             key,
             schema: self.schema,
-            hooks: crate::node::Hooks::default(),
         })
     }
 }

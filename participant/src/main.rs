@@ -76,11 +76,11 @@ fn main() -> anyhow::Result<ExitCode> {
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };
-            let mut config = raw.resolve()?;
+            let config = raw.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
-            let ran = runtime.block_on(EventLog::around(events.as_deref(), move |sender| {
-                config.hooks.events = sender;
-                zkfed_participant::node::run(config, async {
+            let ran = runtime.block_on(EventLog::around(events.as_deref(), move |observer| {
+                let prover = std::sync::Arc::new(zkfed_participant::node::StarkProver);
+                zkfed_participant::node::run(config, observer, prover, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
             }));

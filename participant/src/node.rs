@@ -50,47 +50,47 @@ pub enum ParticipantEvent {
     },
 }
 
-/// What a tampering hook sees: the honest submission and what it was made from.
-pub struct TamperInput<'a> {
-    /// The honest submission.
-    pub honest: &'a Submission,
-    /// The statement it proves.
-    pub statement: &'a Statement,
-    /// The committed rows.
-    pub dataset: &'a CommittedDataset,
-    /// This node's previous submission, if any.
-    pub previous: Option<&'a Submission>,
+/// Makes this node's submission for a round, on a blocking thread.
+///
+/// The binary always uses [`StarkProver`]; nothing in a configuration file can choose
+/// another. The simulation passes its own from code: adversaries that tamper with what
+/// they send, and the no-proofs baseline that sends the reference update unproven.
+pub trait Prover: Send + Sync + 'static {
+    /// The submission for `round` that answers `statement` over `dataset`.
+    fn submission(
+        &self,
+        round: u64,
+        statement: &Statement,
+        dataset: &CommittedDataset,
+    ) -> anyhow::Result<Submission>;
 }
 
-/// Rewrites a submission before it is sent (the simulation's adversaries).
-pub type Tamper = Arc<dyn Fn(&TamperInput<'_>) -> Submission + Send + Sync>;
+/// Proves the reference update with a zero-knowledge STARK ([`zkfed_air::prove`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StarkProver;
 
-/// Code-only extensions of a participant; the binary leaves them empty.
-#[derive(Clone, Default)]
-pub struct Hooks {
-    /// Receives [`ParticipantEvent`]s.
-    pub events: Option<mpsc::UnboundedSender<ParticipantEvent>>,
-    /// Replaces the honest submission.
-    pub tamper: Option<Tamper>,
-    /// Send the reference update with no proof (the simulation's trusting baseline only).
-    pub skip_proving: bool,
-}
-
-impl std::fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hooks")
-            .field("events", &self.events.is_some())
-            .field("tamper", &self.tamper.is_some())
-            .field("skip_proving", &self.skip_proving)
-            .finish()
+impl Prover for StarkProver {
+    fn submission(
+        &self,
+        round: u64,
+        statement: &Statement,
+        dataset: &CommittedDataset,
+    ) -> anyhow::Result<Submission> {
+        let (update, proof) = zkfed_air::prove(statement, dataset)?;
+        Ok(Submission {
+            round,
+            update,
+            proof,
+        })
     }
 }
 
-impl Hooks {
-    fn emit(&self, event: ParticipantEvent) {
-        if let Some(tx) = &self.events {
-            let _ = tx.send(event);
-        }
+/// Where a participant reports [`ParticipantEvent`]s, if anyone listens.
+pub type Observer = Option<mpsc::UnboundedSender<ParticipantEvent>>;
+
+fn emit(observer: &Observer, event: ParticipantEvent) {
+    if let Some(tx) = observer {
+        let _ = tx.send(event);
     }
 }
 
@@ -108,10 +108,12 @@ pub struct Outcome {
 /// Runs the participant until the run is over or `shutdown` fires (then `Ok(None)`).
 pub async fn run(
     config: Config,
+    observer: Observer,
+    prover: Arc<dyn Prover>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Option<Outcome>> {
     tokio::select! {
-        outcome = participate(config) => outcome.map(Some),
+        outcome = participate(config, observer, prover) => outcome.map(Some),
         () = shutdown => {
             info!("shutdown requested");
             Ok(None)
@@ -119,7 +121,11 @@ pub async fn run(
     }
 }
 
-async fn participate(config: Config) -> anyhow::Result<Outcome> {
+async fn participate(
+    config: Config,
+    observer: Observer,
+    prover: Arc<dyn Prover>,
+) -> anyhow::Result<Outcome> {
     let me = config.key.public().to_peer_id();
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
     let mut link = link(&config)?;
@@ -157,30 +163,22 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
     }
 
     let mut last_submitted = 0;
-    let mut previous: Option<Submission> = None;
     let mut accepted = 0;
     loop {
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if round.round > last_submitted => {
-                let skip = config.hooks.skip_proving;
                 // The swarm is serviced while proving: pings answered, the connection kept.
-                let proved = prove_round(&params, &round, &me, &dataset, skip);
-                let (honest, statement, seconds) = link.poll_while(proved).await?;
-                let submission = match &config.hooks.tamper {
-                    Some(tamper) => {
-                        let forged =
-                            tampered(tamper, &honest, statement, &dataset, previous.clone());
-                        link.poll_while(forged).await?
-                    }
-                    None => honest.clone(),
-                };
+                let proved = prove_round(&prover, &params, &round, &me, &dataset);
+                let (submission, seconds) = link.poll_while(proved).await?;
                 let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
-                config.hooks.emit(ParticipantEvent::Proved {
-                    round: round.round,
-                    seconds,
-                    bytes,
-                });
-                previous = Some(honest);
+                emit(
+                    &observer,
+                    ParticipantEvent::Proved {
+                        round: round.round,
+                        seconds,
+                        bytes,
+                    },
+                );
                 last_submitted = round.round;
                 match link.ask(Request::Submit(submission)).await? {
                     Response::Verdict(v) => {
@@ -193,10 +191,11 @@ async fn participate(config: Config) -> anyhow::Result<Outcome> {
                                 warn!(round = v.round, %rejection, "update rejected")
                             }
                         }
-                        config.hooks.emit(ParticipantEvent::Judged {
+                        let judged = ParticipantEvent::Judged {
                             round: v.round,
                             rejection: v.rejection,
-                        });
+                        };
+                        emit(&observer, judged);
                     }
                     other => warn!(?other, "unexpected answer to a submission"),
                 }
@@ -275,73 +274,32 @@ fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Proves this round's update on a blocking thread.
+/// Makes this round's submission on a blocking thread; returns it and the seconds taken.
 async fn prove_round(
+    prover: &Arc<dyn Prover>,
     params: &RunParameters,
     round: &RoundAnnouncement,
     me: &PeerId,
     dataset: &CommittedDataset,
-    skip_proving: bool,
-) -> anyhow::Result<(Submission, Statement, f64)> {
+) -> anyhow::Result<(Submission, f64)> {
     let statement = round_statement(params, round, me, dataset.commitment())
         .context("forming the round's statement")?;
-    let (for_prover, rows) = (statement.clone(), dataset.clone());
-    info!(
-        round = round.round,
-        batch = round.params.batch_size,
-        "proving"
-    );
+    let (prover, rows, number) = (prover.clone(), dataset.clone(), round.round);
+    info!(round = number, batch = round.params.batch_size, "proving");
     let started = std::time::Instant::now();
-    let (update, proof) = tokio::task::spawn_blocking(move || {
-        if skip_proving {
-            let batch = for_prover.batch_indices.iter().map(|&i| {
-                let (x, y, _) = rows.row(i as usize);
-                (x, y)
-            });
-            let update = zkfed_air::clipped_gradient_sum(
-                &for_prover.model,
-                batch,
-                for_prover.params.clip_norm,
-            )?;
-            return Ok((update, Vec::new()));
-        }
-        zkfed_air::prove(&for_prover, &rows).map_err(anyhow::Error::from)
-    })
-    .await
-    .context("the proving task failed")?
-    .context("proving")?;
+    let submission =
+        tokio::task::spawn_blocking(move || prover.submission(number, &statement, &rows))
+            .await
+            .context("the proving task failed")?
+            .context("proving")?;
     let seconds = started.elapsed().as_secs_f64();
-    info!(round = round.round, seconds, bytes = proof.len(), "proved");
-    Ok((
-        Submission {
-            round: round.round,
-            update,
-            proof,
-        },
-        statement,
+    info!(
+        round = number,
         seconds,
-    ))
-}
-
-/// Runs a tampering hook on a blocking thread (it may prove again).
-async fn tampered(
-    tamper: &Tamper,
-    honest: &Submission,
-    statement: Statement,
-    dataset: &CommittedDataset,
-    previous: Option<Submission>,
-) -> anyhow::Result<Submission> {
-    let (tamper, honest, dataset) = (tamper.clone(), honest.clone(), dataset.clone());
-    tokio::task::spawn_blocking(move || {
-        tamper(&TamperInput {
-            honest: &honest,
-            statement: &statement,
-            dataset: &dataset,
-            previous: previous.as_ref(),
-        })
-    })
-    .await
-    .context("the tampering task failed")
+        bytes = submission.proof.len(),
+        "proved"
+    );
+    Ok((submission, seconds))
 }
 
 /// The connection to the coordinator: one request at a time, retried with backoff.
@@ -386,7 +344,6 @@ mod tests {
             state_dir: dir.join("state"),
             key: libp2p::identity::Keypair::generate_ed25519(),
             schema: None,
-            hooks: Hooks::default(),
         };
         std::fs::create_dir_all(dir.join("state")).unwrap();
         let first = commit_dataset(&config(), &params).unwrap().commitment();

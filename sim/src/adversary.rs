@@ -1,13 +1,13 @@
-//! Adversarial participants: the cheats of DESIGN.md §4 that can be mounted over the wire,
-//! each a tampering hook on an otherwise honest participant.
+//! Adversarial participants: the cheats of ARCHITECTURE.md's table that can be mounted over
+//! the wire, each a [`TamperingProver`] in an otherwise honest participant.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rand::{RngExt, SeedableRng};
 use zkfed_air::fixed::{ONE, PARAM_BOUND};
 use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_trace};
 use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
-use zkfed_participant::node::{Tamper, TamperInput};
+use zkfed_participant::node::Prover;
 use zkfed_protocol::{Rejection, Submission};
 
 /// One kind of cheat.
@@ -222,9 +222,57 @@ fn attack_named(kind: &str) -> Result<Attack, String> {
         })
 }
 
-/// The tampering hook of an adversary following `plan`.
-pub fn tamper(plan: AdversaryPlan) -> Tamper {
-    Arc::new(move |input: &TamperInput<'_>| mount(plan.attack(input.honest.round), input))
+/// What a cheat starts from: the honest submission and what it was made from.
+pub struct TamperInput<'a> {
+    /// The honest submission.
+    pub honest: &'a Submission,
+    /// The statement it proves.
+    pub statement: &'a Statement,
+    /// The committed rows.
+    pub dataset: &'a CommittedDataset,
+    /// This node's previous honest submission, if any.
+    pub previous: Option<&'a Submission>,
+}
+
+/// A participant's proving step that makes the honest submission (with `inner`) and sends
+/// the cheat `plan` names for the round instead.
+pub struct TamperingProver {
+    inner: Arc<dyn Prover>,
+    plan: AdversaryPlan,
+    /// The last honest submission, for the replay cheat.
+    previous: Mutex<Option<Submission>>,
+}
+
+impl TamperingProver {
+    /// Cheats by `plan` on top of `inner`'s honest submissions.
+    pub fn new(inner: Arc<dyn Prover>, plan: AdversaryPlan) -> Self {
+        Self {
+            inner,
+            plan,
+            previous: Mutex::new(None),
+        }
+    }
+}
+
+impl Prover for TamperingProver {
+    fn submission(
+        &self,
+        round: u64,
+        statement: &Statement,
+        dataset: &CommittedDataset,
+    ) -> anyhow::Result<Submission> {
+        let honest = self.inner.submission(round, statement, dataset)?;
+        let mut previous = self.previous.lock().unwrap_or_else(|e| e.into_inner());
+        let input = TamperInput {
+            honest: &honest,
+            statement,
+            dataset,
+            previous: previous.as_ref(),
+        };
+        let forged = mount(self.plan.attack(round), &input);
+        *previous = Some(honest);
+        Ok(forged)
+    }
 }
 
 fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {

@@ -13,10 +13,12 @@ pub mod partition;
 pub mod processes;
 pub mod report;
 pub mod synthetic;
+pub mod trusting;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -32,7 +34,8 @@ use zkfed_air::fixed::{ONE, quantize};
 use zkfed_air::{Model, clipped_gradient_sum};
 use zkfed_coordinator::events::AuditEvent;
 use zkfed_coordinator::node::CoordinatorEvent;
-use zkfed_participant::node::{Hooks, ParticipantEvent};
+use zkfed_coordinator::node::{StarkVerifier, SubmissionVerifier};
+use zkfed_participant::node::{ParticipantEvent, Prover, StarkProver};
 use zkfed_protocol::Rejection;
 
 use crate::adversary::{Adversary, parse_adversary};
@@ -632,7 +635,7 @@ fn start_coordinator(
     let file = setting.work.join("coordinator.toml");
     std::fs::write(&file, toml::to_string_pretty(&raw_config)?)
         .with_context(|| format!("writing {}", file.display()))?;
-    let mut config = raw_config.resolve()?;
+    let config = raw_config.resolve()?;
     let endpoint = Endpoint {
         port,
         peer: config.key.public().to_peer_id(),
@@ -650,10 +653,15 @@ fn start_coordinator(
             CoordinatorNode::Process(Box::new(process), EventFollower::default())
         }
         None => {
-            config.verify_proofs = setting.proofs;
-            config.events = Some(events);
+            let verifier: Arc<dyn SubmissionVerifier> = if setting.proofs {
+                Arc::new(StarkVerifier)
+            } else {
+                Arc::new(trusting::TrustEveryUpdate)
+            };
             CoordinatorNode::Task(tokio::spawn(zkfed_coordinator::node::run(
                 config,
+                Some(events),
+                verifier,
                 std::future::pending(),
             )))
         }
@@ -707,18 +715,24 @@ fn start_participants(
                 ));
             }
             (adversary, _) => {
-                let config = participant_task_config(spec, setting, endpoint, events.clone())?;
+                let (config, observer) = participant_task_config(spec, endpoint, events.clone())?;
+                let prover = participant_prover(spec, setting);
                 if adversary == Some(Adversary::Stranger) {
                     // Refused at every dial, it would retry forever: stopped once the run is over.
                     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                    let task = tokio::spawn(zkfed_participant::node::run(config, async move {
+                    let stopped = async move {
                         let _ = stopped.await;
-                    }));
-                    nodes.strangers.push((stop, task));
+                    };
+                    let run = zkfed_participant::node::run(config, observer, prover, stopped);
+                    nodes.strangers.push((stop, tokio::spawn(run)));
                 } else {
-                    let task =
-                        tokio::spawn(zkfed_participant::node::run(config, std::future::pending()));
-                    nodes.running.push(ParticipantNode::Task(task));
+                    let run = zkfed_participant::node::run(
+                        config,
+                        observer,
+                        prover,
+                        std::future::pending(),
+                    );
+                    nodes.running.push(ParticipantNode::Task(tokio::spawn(run)));
                 }
             }
         }
@@ -726,14 +740,30 @@ fn start_participants(
     Ok(nodes)
 }
 
-/// A participant library configuration whose events are forwarded, tagged with its peer.
+/// How a participant task makes its submissions: proved or not, honest or cheating.
+fn participant_prover(spec: &NodeSpec, setting: &Setting<'_>) -> Arc<dyn Prover> {
+    let honest: Arc<dyn Prover> = if setting.proofs {
+        Arc::new(StarkProver)
+    } else {
+        Arc::new(trusting::UnprovenUpdates)
+    };
+    match spec.adversary.and_then(Adversary::plan) {
+        Some(plan) => Arc::new(adversary::TamperingProver::new(honest, plan)),
+        None => honest,
+    }
+}
+
+/// A participant library configuration and an observer whose events are forwarded, tagged
+/// with the participant's peer.
 fn participant_task_config(
     spec: &NodeSpec,
-    setting: &Setting<'_>,
     endpoint: &Endpoint,
     events: mpsc::UnboundedSender<(PeerId, ParticipantEvent)>,
-) -> anyhow::Result<zkfed_participant::config::Config> {
-    let mut config = zkfed_participant::config::RawConfig {
+) -> anyhow::Result<(
+    zkfed_participant::config::Config,
+    zkfed_participant::node::Observer,
+)> {
+    let config = zkfed_participant::config::RawConfig {
         coordinator: endpoint.address(),
         dataset: spec.csv.clone(),
         state_dir: spec.state.clone(),
@@ -742,20 +772,12 @@ fn participant_task_config(
     .resolve()?;
     let me = config.key.public().to_peer_id();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    config.hooks = Hooks {
-        events: Some(tx),
-        tamper: spec
-            .adversary
-            .and_then(Adversary::plan)
-            .map(adversary::tamper),
-        skip_proving: !setting.proofs,
-    };
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             let _ = events.send((me, event));
         }
     });
-    Ok(config)
+    Ok((config, Some(tx)))
 }
 
 /// Waits for the participants to see the run finish, stops the strangers, and returns what
