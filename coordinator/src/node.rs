@@ -264,10 +264,7 @@ impl EventLoop {
             Request::Parameters => Response::Parameters(self.core.state().config.public.clone()),
             Request::Enrol(signed) => self.on_enrol(peer, &signed)?,
             Request::CurrentRound => self.current_round(peer),
-            Request::Submit(submission) => match self.on_submit(peer, submission, channel) {
-                Ok(()) => return Ok(()),
-                Err((channel, response)) => return self.answer(peer, channel, response),
-            },
+            Request::Submit(submission) => return self.on_submit(peer, submission, channel),
         };
         self.answer(peer, channel, response)
     }
@@ -323,14 +320,14 @@ impl EventLoop {
         }
     }
 
-    /// Admits a submission and verifies it on a blocking thread behind the permits; gives
-    /// the channel back with a refusal if it is not admitted.
+    /// Admits a submission and verifies it on a blocking thread behind the permits (it is
+    /// answered when verification finishes), or refuses it now.
     fn on_submit(
         &mut self,
         peer: PeerId,
         submission: Submission,
         channel: ResponseChannel<Response>,
-    ) -> Result<(), Reply> {
+    ) -> anyhow::Result<()> {
         let admitted = if self.in_flight.contains(&peer) {
             Err(Rejection::Busy)
         } else {
@@ -345,7 +342,7 @@ impl EventLoop {
                     round,
                     rejection: Some(rejection),
                 };
-                return Err((channel, Response::Verdict(verdict)));
+                return self.answer(peer, channel, Response::Verdict(verdict));
             }
         };
         self.in_flight.insert(peer);
@@ -478,8 +475,6 @@ fn swarm(
     })
     .map_err(|e| anyhow::anyhow!("building the swarm: {e}"))
 }
-
-type Reply = (ResponseChannel<Response>, Response);
 
 /// The round (for submissions) and rejection of an answer that refuses without verifying.
 fn refusal(response: &Response) -> Option<(Option<u64>, Rejection)> {
