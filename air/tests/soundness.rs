@@ -1,5 +1,6 @@
-//! Soundness: every cheat of DESIGN.md §4 that lives in the proof is mounted by a dishonest
-//! prover (a forged witness, a forged trace or a tampered proof) and must be rejected.
+//! Soundness: every cheat that lives in the proof (ARCHITECTURE.md, "Invariants", the table
+//! of cheats) is mounted by a dishonest prover (a forged witness, a forged trace or a
+//! tampered proof) and must be rejected.
 //!
 //! Forged traces are checked twice: Plonky3's constraint checker must find a violated
 //! constraint, and a real proof of the forged trace must fail verification. The second

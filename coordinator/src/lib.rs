@@ -2,14 +2,14 @@
 //! aggregation, durable state and the signed audit log.
 //!
 //! Every decision is an [`events::AuditEvent`] appended to the signed log ([`log`]) before
-//! anyone is told; the state is the replay of that log ([`core`]), the policy is pure
-//! ([`rounds`]), the network loop is [`node`], and [`audit`] re-checks a store offline.
+//! anyone is told; the state is the replay of that log ([`ledger`]), the policy is pure
+//! ([`rounds`]), the network loop is [`event_loop`], and [`audit`] re-checks a store offline.
 
 pub mod audit;
 pub mod config;
-pub mod core;
+pub mod event_loop;
 pub mod events;
+pub mod ledger;
 pub mod log;
-pub mod node;
 pub mod rounds;
 pub mod starter;

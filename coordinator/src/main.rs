@@ -83,8 +83,8 @@ fn main() -> anyhow::Result<ExitCode> {
             let config = zkfed_coordinator::config::RawConfig::load(&config)?.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             let ran = runtime.block_on(EventLog::around(events.as_deref(), move |observer| {
-                let verifier = std::sync::Arc::new(zkfed_coordinator::node::StarkVerifier);
-                zkfed_coordinator::node::run(config, observer, verifier, async {
+                let verifier = std::sync::Arc::new(zkfed_coordinator::event_loop::StarkVerifier);
+                zkfed_coordinator::event_loop::run(config, observer, verifier, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
             }));

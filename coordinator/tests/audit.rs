@@ -1,4 +1,4 @@
-//! A run through [`Core`] with real proofs, then an offline audit of its store: it passes,
+//! A run through [`Ledger`] with real proofs, then an offline audit of its store: it passes,
 //! and a tampered record, proof, update or aggregate is each caught.
 
 use std::collections::BTreeMap;
@@ -14,8 +14,8 @@ use zkfed_air::forgery::stacked_trace;
 use zkfed_air::proof::prove_trace;
 use zkfed_air::{CommittedDataset, RoundParams, prove};
 use zkfed_coordinator::audit::audit;
-use zkfed_coordinator::core::Core;
 use zkfed_coordinator::events::{AuditEvent, RunConfig};
+use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::{AuditRecord, StoredLog};
 use zkfed_protocol::{
     Enrolment, Rejection, RunParameters, SignedEnrolment, Submission, round_statement,
@@ -79,7 +79,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
         round_deadline_secs: 60,
     };
     let mut core =
-        Core::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
+        Ledger::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
     for h in &hospitals {
         let enrolment = Enrolment {
             federation_id: config.public.federation_id,
@@ -180,7 +180,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
 
     // Restart: the same store replays to the same state.
     let reopened =
-        Core::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
+        Ledger::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
     assert_eq!(reopened.state().completed_rounds, 2);
     drop(reopened);
 
@@ -270,7 +270,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     // Reopening with another configuration is refused rather than silently mixing runs.
     let mut other_config = config;
     other_config.quorum = 3;
-    assert!(Core::open(&dir.join("state.redb"), coordinator, other_config).is_err());
+    assert!(Ledger::open(&dir.join("state.redb"), coordinator, other_config).is_err());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -299,7 +299,7 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         learning_rate: ONE,
         round_deadline_secs: 60,
     };
-    let mut core = Core::open(&dir.join("state.redb"), coordinator, config.clone()).unwrap();
+    let mut core = Ledger::open(&dir.join("state.redb"), coordinator, config.clone()).unwrap();
     let enrolment = |rows: u64, federation_id: [u8; 32]| Enrolment {
         federation_id,
         commitment: zkfed_air::DatasetCommitment {

@@ -3,7 +3,7 @@
 //! clipped-gradient update. No row ever leaves the machine; only the update and the proof do.
 
 pub mod config;
-pub mod node;
+pub mod participation;
 
 /// Shard `shard` of `of` (rows `i` with `i % of == shard`) of the bundled breast-cancer
 /// data as CSV text with a header row, for demonstrations and tests.

@@ -79,8 +79,8 @@ fn main() -> anyhow::Result<ExitCode> {
             let config = raw.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             let ran = runtime.block_on(EventLog::around(events.as_deref(), move |observer| {
-                let prover = std::sync::Arc::new(zkfed_participant::node::StarkProver);
-                zkfed_participant::node::run(config, observer, prover, async {
+                let prover = std::sync::Arc::new(zkfed_participant::participation::StarkProver);
+                zkfed_participant::participation::run(config, observer, prover, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
             }));

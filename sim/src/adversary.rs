@@ -7,7 +7,7 @@ use rand::{RngExt, SeedableRng};
 use zkfed_air::fixed::{ONE, PARAM_BOUND};
 use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_trace};
 use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
-use zkfed_participant::node::Prover;
+use zkfed_participant::participation::Prover;
 use zkfed_protocol::{Rejection, Submission};
 
 /// One kind of cheat.

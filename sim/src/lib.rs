@@ -32,10 +32,10 @@ use zkfed_aggregation::fedavg_step;
 use zkfed_air::data::{RawDataset, Standardization, breast_cancer};
 use zkfed_air::fixed::{ONE, quantize};
 use zkfed_air::{Model, clipped_gradient_sum};
+use zkfed_coordinator::event_loop::CoordinatorTelemetry;
+use zkfed_coordinator::event_loop::{StarkVerifier, SubmissionVerifier};
 use zkfed_coordinator::events::AuditEvent;
-use zkfed_coordinator::node::CoordinatorEvent;
-use zkfed_coordinator::node::{StarkVerifier, SubmissionVerifier};
-use zkfed_participant::node::{ParticipantEvent, Prover, StarkProver};
+use zkfed_participant::participation::{ParticipantTelemetry, Prover, StarkProver};
 use zkfed_protocol::Rejection;
 
 use crate::adversary::{Adversary, parse_adversary};
@@ -351,8 +351,8 @@ fn write_shard(raw: &RawDataset, rows: &[usize], path: &Path) -> anyhow::Result<
 /// What the federation reported while it ran, and its log afterwards.
 struct Observed {
     log: Vec<AuditEvent>,
-    proofs: Vec<(PeerId, ParticipantEvent)>,
-    coordinator: Vec<CoordinatorEvent>,
+    proofs: Vec<(PeerId, ParticipantTelemetry)>,
+    coordinator: Vec<CoordinatorTelemetry>,
     peers: BTreeMap<PeerId, usize>,
     floods: Vec<FloodTally>,
     /// The coordinator process's peak resident memory (with `--processes`).
@@ -391,7 +391,7 @@ enum ParticipantNode {
 }
 
 type ParticipantTask =
-    tokio::task::JoinHandle<anyhow::Result<Option<zkfed_participant::node::Outcome>>>;
+    tokio::task::JoinHandle<anyhow::Result<Option<zkfed_participant::participation::Outcome>>>;
 
 /// The nodes started around the coordinator.
 #[derive(Default)]
@@ -404,11 +404,11 @@ struct Participants {
 
 impl Participants {
     /// New events of the participant processes (tasks report through their channel).
-    fn follow(&mut self) -> anyhow::Result<Vec<ParticipantEvent>> {
+    fn follow(&mut self) -> anyhow::Result<Vec<ParticipantTelemetry>> {
         let mut events = Vec::new();
         for node in &mut self.running {
             if let ParticipantNode::Process(_, process, follower) = node {
-                events.extend(follower.poll::<ParticipantEvent>(&process.events)?);
+                events.extend(follower.poll::<ParticipantTelemetry>(&process.events)?);
             }
         }
         Ok(events)
@@ -448,17 +448,17 @@ impl RoundProgress {
         progress
     }
 
-    fn proved(&mut self, event: &ParticipantEvent) {
-        if matches!(event, ParticipantEvent::Proved { round, .. } if *round == self.open) {
+    fn proved(&mut self, event: &ParticipantTelemetry) {
+        if matches!(event, ParticipantTelemetry::Proved { round, .. } if *round == self.open) {
             self.proved += 1;
             self.show();
         }
     }
 
-    fn observe(&mut self, event: &CoordinatorEvent) {
+    fn observe(&mut self, event: &CoordinatorTelemetry) {
         match event {
-            CoordinatorEvent::Judged { round, .. } if *round == self.open => self.judged += 1,
-            CoordinatorEvent::Closed { round, .. } => {
+            CoordinatorTelemetry::Judged { round, .. } if *round == self.open => self.judged += 1,
+            CoordinatorTelemetry::Closed { round, .. } => {
                 self.bar.set_position(*round);
                 self.open = round + 1;
                 self.proved = 0;
@@ -630,7 +630,7 @@ fn start_coordinator(
     raw_config: zkfed_coordinator::config::RawConfig,
     port: u16,
     setting: &Setting<'_>,
-    events: mpsc::UnboundedSender<CoordinatorEvent>,
+    events: mpsc::UnboundedSender<CoordinatorTelemetry>,
 ) -> anyhow::Result<(CoordinatorNode, Endpoint)> {
     let file = setting.work.join("coordinator.toml");
     std::fs::write(&file, toml::to_string_pretty(&raw_config)?)
@@ -658,7 +658,7 @@ fn start_coordinator(
             } else {
                 Arc::new(trusting::TrustEveryUpdate)
             };
-            CoordinatorNode::Task(tokio::spawn(zkfed_coordinator::node::run(
+            CoordinatorNode::Task(tokio::spawn(zkfed_coordinator::event_loop::run(
                 config,
                 Some(events),
                 verifier,
@@ -679,7 +679,7 @@ fn start_participants(
     ids: &[PeerId],
     setting: &Setting<'_>,
     endpoint: &Endpoint,
-    events: mpsc::UnboundedSender<(PeerId, ParticipantEvent)>,
+    events: mpsc::UnboundedSender<(PeerId, ParticipantTelemetry)>,
 ) -> anyhow::Result<Participants> {
     let mut nodes = Participants::default();
     for (spec, &peer) in specs.iter().zip(ids) {
@@ -723,10 +723,11 @@ fn start_participants(
                     let stopped = async move {
                         let _ = stopped.await;
                     };
-                    let run = zkfed_participant::node::run(config, observer, prover, stopped);
+                    let run =
+                        zkfed_participant::participation::run(config, observer, prover, stopped);
                     nodes.strangers.push((stop, tokio::spawn(run)));
                 } else {
-                    let run = zkfed_participant::node::run(
+                    let run = zkfed_participant::participation::run(
                         config,
                         observer,
                         prover,
@@ -758,10 +759,10 @@ fn participant_prover(spec: &NodeSpec, setting: &Setting<'_>) -> Arc<dyn Prover>
 fn participant_task_config(
     spec: &NodeSpec,
     endpoint: &Endpoint,
-    events: mpsc::UnboundedSender<(PeerId, ParticipantEvent)>,
+    events: mpsc::UnboundedSender<(PeerId, ParticipantTelemetry)>,
 ) -> anyhow::Result<(
     zkfed_participant::config::Config,
-    zkfed_participant::node::Observer,
+    zkfed_participant::participation::Observer,
 )> {
     let config = zkfed_participant::config::RawConfig {
         coordinator: endpoint.address(),
@@ -784,7 +785,7 @@ fn participant_task_config(
 /// the flooders saw; a participant process's events are added to `proofs`.
 async fn stop_participants(
     nodes: Participants,
-    proofs: &mut Vec<(PeerId, ParticipantEvent)>,
+    proofs: &mut Vec<(PeerId, ParticipantTelemetry)>,
 ) -> anyhow::Result<Vec<FloodTally>> {
     let grace = Duration::from_secs(10);
     for node in nodes.running {
@@ -798,7 +799,7 @@ async fn stop_participants(
                 if let Ok(exited) = tokio::time::timeout(grace, process.finished()).await {
                     exited?;
                 }
-                let events: Vec<ParticipantEvent> = process.read_events()?;
+                let events: Vec<ParticipantTelemetry> = process.read_events()?;
                 proofs.extend(events.into_iter().map(|e| (peer, e)));
             }
         }
@@ -891,7 +892,7 @@ fn rows_of(
     let traffic = traffic_by_round(&observed.coordinator);
     let mut refused: BTreeMap<u64, usize> = BTreeMap::new();
     for event in &observed.coordinator {
-        if let CoordinatorEvent::Refused {
+        if let CoordinatorTelemetry::Refused {
             round: Some(round), ..
         } = event
         {
@@ -921,7 +922,7 @@ fn rows_of(
                     .proofs
                     .iter()
                     .filter_map(|(_, e)| match e {
-                        ParticipantEvent::Proved {
+                        ParticipantTelemetry::Proved {
                             round: r, seconds, ..
                         } if r == round => Some(*seconds),
                         _ => None,
@@ -932,7 +933,7 @@ fn rows_of(
                     .coordinator
                     .iter()
                     .filter_map(|e| match e {
-                        CoordinatorEvent::Judged {
+                        CoordinatorTelemetry::Judged {
                             round: r,
                             verify_seconds,
                             ..
@@ -944,7 +945,7 @@ fn rows_of(
                     .coordinator
                     .iter()
                     .find_map(|e| match e {
-                        CoordinatorEvent::Closed {
+                        CoordinatorTelemetry::Closed {
                             round: r, seconds, ..
                         } if r == round => Some(*seconds),
                         _ => None,
@@ -977,11 +978,11 @@ fn rows_of(
 }
 
 /// Bytes the coordinator read and wrote per round, from the cumulative totals at each close.
-fn traffic_by_round(events: &[CoordinatorEvent]) -> BTreeMap<u64, (u64, u64)> {
+fn traffic_by_round(events: &[CoordinatorTelemetry]) -> BTreeMap<u64, (u64, u64)> {
     let mut by_round = BTreeMap::new();
     let mut previous = (0, 0);
     for event in events {
-        if let CoordinatorEvent::Closed {
+        if let CoordinatorTelemetry::Closed {
             round,
             bytes_received,
             bytes_sent,
@@ -1046,7 +1047,7 @@ fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSu
     for event in &observed.coordinator {
         match event {
             // A submission turned away before verification: rejected, never aggregated.
-            CoordinatorEvent::Refused {
+            CoordinatorTelemetry::Refused {
                 peer,
                 round: Some(_),
                 rejection,
@@ -1061,7 +1062,7 @@ fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> AdversarialSu
                     summary.rejected_for_the_right_reason += 1;
                 }
             }
-            CoordinatorEvent::ConnectionRefused {
+            CoordinatorTelemetry::ConnectionRefused {
                 peer: Some(peer), ..
             } if adversary_of(peer) == Some(Adversary::Stranger) => {
                 summary.connections_refused += 1;

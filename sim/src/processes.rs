@@ -176,7 +176,7 @@ pub fn own_peak_memory() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zkfed_coordinator::node::CoordinatorEvent;
+    use zkfed_coordinator::event_loop::CoordinatorTelemetry;
 
     #[test]
     fn peak_memory_is_read_from_proc_status() {
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn only_complete_event_lines_are_read_and_bad_ones_are_errors() {
-        let closed = CoordinatorEvent::Closed {
+        let closed = CoordinatorTelemetry::Closed {
             round: 3,
             aggregated: true,
             seconds: 1.5,
@@ -197,36 +197,46 @@ mod tests {
         };
         let line = serde_json::to_string(&closed).unwrap();
         let text = format!("{line}\n{}", &line[..line.len() / 2]);
-        let (events, used) = parse_event_lines::<CoordinatorEvent>(&text).unwrap();
+        let (events, used) = parse_event_lines::<CoordinatorTelemetry>(&text).unwrap();
         assert_eq!(events, vec![closed]);
         assert_eq!(used, line.len() + 1);
-        let err = parse_event_lines::<CoordinatorEvent>("{\"closed\": 5}\n").unwrap_err();
+        let err = parse_event_lines::<CoordinatorTelemetry>("{\"closed\": 5}\n").unwrap_err();
         assert!(format!("{err:#}").contains("event line 1"), "{err:#}");
     }
 
     #[test]
     fn a_follower_returns_each_event_once_as_lines_complete() {
         let path = std::env::temp_dir().join(format!("zkfed-follow-{}", std::process::id()));
-        let refused = CoordinatorEvent::ConnectionRefused {
+        let refused = CoordinatorTelemetry::ConnectionRefused {
             peer: Some(libp2p::PeerId::random()),
             error: "connection denied".into(),
         };
         let line = serde_json::to_string(&refused).unwrap();
         let mut follower = EventFollower::default();
-        assert!(follower.poll::<CoordinatorEvent>(&path).unwrap().is_empty());
+        assert!(
+            follower
+                .poll::<CoordinatorTelemetry>(&path)
+                .unwrap()
+                .is_empty()
+        );
         std::fs::write(&path, format!("{line}\n{}", &line[..5])).unwrap();
         assert_eq!(
-            follower.poll::<CoordinatorEvent>(&path).unwrap(),
+            follower.poll::<CoordinatorTelemetry>(&path).unwrap(),
             vec![refused.clone()]
         );
         std::fs::write(&path, format!("{line}\n{line}\n")).unwrap();
         assert_eq!(
-            follower.poll::<CoordinatorEvent>(&path).unwrap(),
+            follower.poll::<CoordinatorTelemetry>(&path).unwrap(),
             vec![refused]
         );
-        assert!(follower.poll::<CoordinatorEvent>(&path).unwrap().is_empty());
+        assert!(
+            follower
+                .poll::<CoordinatorTelemetry>(&path)
+                .unwrap()
+                .is_empty()
+        );
         std::fs::write(&path, "").unwrap();
-        assert!(follower.poll::<CoordinatorEvent>(&path).is_err());
+        assert!(follower.poll::<CoordinatorTelemetry>(&path).is_err());
         std::fs::remove_file(path).unwrap();
     }
 }

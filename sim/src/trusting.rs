@@ -3,8 +3,8 @@
 //! libraries' `run`; neither binary can be configured to trust an update.
 
 use zkfed_air::{CommittedDataset, Statement};
-use zkfed_coordinator::node::SubmissionVerifier;
-use zkfed_participant::node::Prover;
+use zkfed_coordinator::event_loop::SubmissionVerifier;
+use zkfed_participant::participation::Prover;
 use zkfed_protocol::{Rejection, Submission};
 
 /// Sends the reference update with no proof.

@@ -31,7 +31,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 /// What a participant reports to an observer (the simulation), at most two per round.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ParticipantEvent {
+pub enum ParticipantTelemetry {
     /// A proof was made.
     Proved {
         /// The round.
@@ -85,10 +85,10 @@ impl Prover for StarkProver {
     }
 }
 
-/// Where a participant reports [`ParticipantEvent`]s, if anyone listens.
-pub type Observer = Option<mpsc::UnboundedSender<ParticipantEvent>>;
+/// Where a participant reports [`ParticipantTelemetry`]s, if anyone listens.
+pub type Observer = Option<mpsc::UnboundedSender<ParticipantTelemetry>>;
 
-fn emit(observer: &Observer, event: ParticipantEvent) {
+fn emit(observer: &Observer, event: ParticipantTelemetry) {
     if let Some(tx) = observer {
         let _ = tx.send(event);
     }
@@ -173,7 +173,7 @@ async fn participate(
                 let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
                 emit(
                     &observer,
-                    ParticipantEvent::Proved {
+                    ParticipantTelemetry::Proved {
                         round: round.round,
                         seconds,
                         bytes,
@@ -191,7 +191,7 @@ async fn participate(
                                 warn!(round = v.round, %rejection, "update rejected")
                             }
                         }
-                        let judged = ParticipantEvent::Judged {
+                        let judged = ParticipantTelemetry::Judged {
                             round: v.round,
                             rejection: v.rejection,
                         };

@@ -1,7 +1,7 @@
 //! The coordinator's network loop: one swarm, one `select!`, verification on blocking
 //! threads.
 //!
-//! Requests are answered from the [`Core`]; submissions are admitted, verified on a bounded
+//! Requests are answered from the [`Ledger`]; submissions are admitted, verified on a bounded
 //! pool of blocking threads while other requests keep flowing, and judged (logged) before
 //! their verdict is sent. A tick starts rounds and closes them at quorum or deadline.
 
@@ -23,8 +23,8 @@ use zkfed_air::Statement;
 use zkfed_protocol::{Rejection, Request, Response, SignedEnrolment, Submission};
 
 use crate::config::Config;
-use crate::core::Core;
 use crate::events::AuditEvent;
+use crate::ledger::Ledger;
 
 /// Proofs verified at once (each on a blocking thread).
 const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
@@ -49,7 +49,7 @@ pub(crate) struct CoordinatorBehaviour {
 /// What the coordinator reports to an observer (the simulation).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CoordinatorEvent {
+pub enum CoordinatorTelemetry {
     /// A submission was verified and judged.
     Judged {
         /// The round.
@@ -112,8 +112,8 @@ impl SubmissionVerifier for StarkVerifier {
     }
 }
 
-/// Where a coordinator reports [`CoordinatorEvent`]s, if anyone listens.
-pub type Observer = Option<mpsc::UnboundedSender<CoordinatorEvent>>;
+/// Where a coordinator reports [`CoordinatorTelemetry`]s, if anyone listens.
+pub type Observer = Option<mpsc::UnboundedSender<CoordinatorTelemetry>>;
 
 /// A finished verification, on its way back to the loop.
 struct Verified {
@@ -139,7 +139,7 @@ pub async fn run(
 /// The coordinator's loop state, after rust-libp2p's file-sharing example: one method per
 /// kind of event.
 struct EventLoop {
-    core: Core,
+    core: Ledger,
     swarm: Swarm<CoordinatorBehaviour>,
     traffic: zkfed_net::Traffic,
     observer: Observer,
@@ -161,7 +161,7 @@ impl EventLoop {
         observer: Observer,
         verifier: Arc<dyn SubmissionVerifier>,
     ) -> anyhow::Result<Self> {
-        let core = Core::open(&config.store, config.key.clone(), config.run.clone())
+        let core = Ledger::open(&config.store, config.key.clone(), config.run.clone())
             .context("opening the state store")?;
         let me = config.key.public().to_peer_id();
         info!(peer = %me, rounds_done = core.state().completed_rounds, "coordinator starting");
@@ -210,7 +210,7 @@ impl EventLoop {
         }
     }
 
-    fn emit(&self, event: CoordinatorEvent) {
+    fn emit(&self, event: CoordinatorTelemetry) {
         if let Some(tx) = &self.observer {
             let _ = tx.send(event);
         }
@@ -240,7 +240,7 @@ impl EventLoop {
             } => {
                 warn!(from = %send_back_addr, peer = ?peer_id, %error, "refused an incoming connection");
                 let error = error.to_string();
-                self.emit(CoordinatorEvent::ConnectionRefused {
+                self.emit(CoordinatorTelemetry::ConnectionRefused {
                     peer: peer_id,
                     error,
                 });
@@ -276,7 +276,7 @@ impl EventLoop {
         response: Response,
     ) -> anyhow::Result<()> {
         if let Some((round, rejection)) = refusal(&response) {
-            self.emit(CoordinatorEvent::Refused {
+            self.emit(CoordinatorTelemetry::Refused {
                 peer,
                 round,
                 rejection,
@@ -380,7 +380,7 @@ impl EventLoop {
         let verdict = self
             .core
             .judge(&done.peer, &done.submission, done.outcome)?;
-        self.emit(CoordinatorEvent::Judged {
+        self.emit(CoordinatorTelemetry::Judged {
             round: verdict.round,
             peer: done.peer,
             verify_seconds: done.seconds,
@@ -436,7 +436,7 @@ impl EventLoop {
             let seconds = self
                 .round_opened_at
                 .map_or(0.0, |t| t.elapsed().as_secs_f64());
-            self.emit(CoordinatorEvent::Closed {
+            self.emit(CoordinatorTelemetry::Closed {
                 round: *round,
                 aggregated: matches!(event, AuditEvent::Aggregated { .. }),
                 seconds,

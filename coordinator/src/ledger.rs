@@ -1,4 +1,4 @@
-//! [`Core`]: the log and the state it folds into, advanced only by recording events.
+//! [`Ledger`]: the log and the state it folds into, advanced only by recording events.
 //!
 //! The network loop drives it; tests drive it directly. Every method that changes anything
 //! appends the event durably first and applies it second, so the state in memory is always
@@ -36,12 +36,12 @@ pub enum CoreError {
 }
 
 /// The coordinator's durable state machine.
-pub struct Core {
+pub struct Ledger {
     log: AuditLog,
     state: RunState,
 }
 
-impl Core {
+impl Ledger {
     /// Opens the store, starting the run with `config` or resuming the run it holds.
     pub fn open(path: &Path, key: Keypair, config: RunConfig) -> Result<Self, CoreError> {
         let (mut log, records) = AuditLog::open(path, key)?;
