@@ -61,12 +61,33 @@ pub fn generate_trace(
             dataset.num_features()
         )));
     }
-    let height = shape.height();
-    let block = shape.block_len();
-    let chunks = shape.chunks();
-    let width = trace_width(d);
+    let batch = batch_witness(statement, dataset)?;
+    let mut values = permutation_cells(batch.perm_inputs, trace_width(d));
+    write_arithmetic(statement, &batch.examples, &mut values)?;
+    Ok((RowMajorMatrix::new(values, trace_width(d)), batch.update))
+}
 
-    let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; height];
+/// One example's row, label and reference steps.
+type Example<'a> = (&'a [i64], u8, ExampleSteps);
+
+/// What the batch contributes before any cell is written.
+struct BatchWitness<'a> {
+    /// Every row's permutation input: each example's leaf sponge and Merkle path, padding
+    /// rows zero.
+    perm_inputs: Vec<[Goldilocks; WIDTH]>,
+    /// Each example's row, label and reference steps.
+    examples: Vec<Example<'a>>,
+    /// The update the examples sum to.
+    update: ClippedGradientSum,
+}
+
+fn batch_witness<'a>(
+    statement: &Statement,
+    dataset: &'a CommittedDataset,
+) -> Result<BatchWitness<'a>, WitnessError> {
+    let shape = statement.shape();
+    let (d, block, chunks) = (shape.num_features, shape.block_len(), shape.chunks());
+    let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; shape.height()];
     let mut steps = Vec::with_capacity(shape.batch);
     let mut update = ClippedGradientSum::zero(d);
     for (i, &index) in statement.batch_indices.iter().enumerate() {
@@ -89,7 +110,16 @@ pub fn generate_trace(
         update.add_example(step.coeff, x);
         steps.push((x, y, step));
     }
+    Ok(BatchWitness {
+        perm_inputs,
+        examples: steps,
+        update,
+    })
+}
 
+/// A trace of `width` columns whose permutation columns are filled from `perm_inputs`.
+fn permutation_cells(perm_inputs: Vec<[Goldilocks; WIDTH]>, width: usize) -> Vec<Goldilocks> {
+    let height = perm_inputs.len();
     let constants = RoundConstants::new(
         GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_INITIAL,
         GOLDILOCKS_POSEIDON2_RC_12_INTERNAL,
@@ -112,7 +142,18 @@ pub fn generate_trace(
     {
         row[..NUM_PERM_COLS].copy_from_slice(perm_row);
     }
+    values
+}
 
+/// Each block's running sums, block constants, range-check bits and accumulators.
+fn write_arithmetic(
+    statement: &Statement,
+    steps: &[Example<'_>],
+    values: &mut [Goldilocks],
+) -> Result<(), WitnessError> {
+    let shape = statement.shape();
+    let (d, block, chunks) = (shape.num_features, shape.block_len(), shape.chunks());
+    let width = trace_width(d);
     let mut running = vec![0i64; d + 1];
     for (i, (x, y, step)) in steps.iter().enumerate() {
         let base = i * block;
@@ -160,8 +201,7 @@ pub fn generate_trace(
             *a = to_field(r);
         }
     }
-    debug_assert_eq!(running[..d], update.weights[..]);
-    Ok((RowMajorMatrix::new(values, width), update))
+    Ok(())
 }
 
 /// The values every row of an example's block repeats.

@@ -129,39 +129,7 @@ async fn participate(
     let me = config.key.public().to_peer_id();
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
     let mut link = link(&config)?;
-
-    let Response::Parameters(params) = link.ask(Request::Parameters).await? else {
-        bail!("the coordinator did not answer with the run parameters");
-    };
-    if let Some(agreed) = &config.schema
-        && *agreed != params.schema
-    {
-        bail!(
-            "the run asks for columns {:?} (label `{}`), but this node agreed to {:?} (label `{}`)",
-            params.schema.features,
-            params.schema.label,
-            agreed.features,
-            agreed.label
-        );
-    }
-    let dataset = commit_dataset(&config, &params)?;
-    let enrolment = Enrolment {
-        federation_id: params.federation_id,
-        commitment: dataset.commitment(),
-        schema_hash: params.schema.hash(),
-    };
-    match link
-        .ask(Request::Enrol(SignedEnrolment::sign(
-            enrolment,
-            &config.key,
-        )))
-        .await?
-    {
-        Response::Enrolled => info!(rows = dataset.commitment().rows, "enrolled"),
-        Response::Refused(rejection) => bail!("enrolment refused: {rejection}"),
-        other => bail!("unexpected answer to enrolment: {other:?}"),
-    }
-
+    let (params, dataset) = enrol(&config, &mut link).await?;
     let mut last_submitted = 0;
     let mut accepted = 0;
     loop {
@@ -171,33 +139,18 @@ async fn participate(
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
                 let (submission, seconds) = link.poll_while(proved).await?;
                 let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
+                let round = round.round;
                 emit(
                     &observer,
                     ParticipantTelemetry::Proved {
-                        round: round.round,
+                        round,
                         seconds,
                         bytes,
                     },
                 );
-                last_submitted = round.round;
-                match link.ask(Request::Submit(submission)).await? {
-                    Response::Verdict(v) => {
-                        match &v.rejection {
-                            None => {
-                                accepted += 1;
-                                info!(round = v.round, "update accepted");
-                            }
-                            Some(rejection) => {
-                                warn!(round = v.round, %rejection, "update rejected")
-                            }
-                        }
-                        let judged = ParticipantTelemetry::Judged {
-                            round: v.round,
-                            rejection: v.rejection,
-                        };
-                        emit(&observer, judged);
-                    }
-                    other => warn!(?other, "unexpected answer to a submission"),
+                last_submitted = round;
+                if submit(&mut link, submission, &observer).await? {
+                    accepted += 1;
                 }
             }
             Response::Round(_) | Response::Waiting => {
@@ -221,6 +174,64 @@ async fn participate(
             other => bail!("unexpected answer: {other:?}"),
         }
     }
+}
+
+/// Fetches the run parameters, checks the schema this node agreed to, commits to the
+/// dataset and enrols the commitment.
+async fn enrol(
+    config: &Config,
+    link: &mut Link,
+) -> anyhow::Result<(RunParameters, CommittedDataset)> {
+    let Response::Parameters(params) = link.ask(Request::Parameters).await? else {
+        bail!("the coordinator did not answer with the run parameters");
+    };
+    if let Some(agreed) = &config.schema
+        && *agreed != params.schema
+    {
+        bail!(
+            "the run asks for columns {:?} (label `{}`), but this node agreed to {:?} (label `{}`)",
+            params.schema.features,
+            params.schema.label,
+            agreed.features,
+            agreed.label
+        );
+    }
+    let dataset = commit_dataset(config, &params)?;
+    let enrolment = Enrolment {
+        federation_id: params.federation_id,
+        commitment: dataset.commitment(),
+        schema_hash: params.schema.hash(),
+    };
+    let signed = SignedEnrolment::sign(enrolment, &config.key);
+    match link.ask(Request::Enrol(signed)).await? {
+        Response::Enrolled => info!(rows = dataset.commitment().rows, "enrolled"),
+        Response::Refused(rejection) => bail!("enrolment refused: {rejection}"),
+        other => bail!("unexpected answer to enrolment: {other:?}"),
+    }
+    Ok((params, dataset))
+}
+
+/// Sends a submission and reports its verdict; `true` if it was accepted.
+async fn submit(
+    link: &mut Link,
+    submission: Submission,
+    observer: &Observer,
+) -> anyhow::Result<bool> {
+    let Response::Verdict(v) = link.ask(Request::Submit(submission)).await? else {
+        warn!("unexpected answer to a submission");
+        return Ok(false);
+    };
+    match &v.rejection {
+        None => info!(round = v.round, "update accepted"),
+        Some(rejection) => warn!(round = v.round, %rejection, "update rejected"),
+    }
+    let accepted = v.accepted();
+    let judged = ParticipantTelemetry::Judged {
+        round: v.round,
+        rejection: v.rejection,
+    };
+    emit(observer, judged);
+    Ok(accepted)
 }
 
 /// Loads the CSV under the run's schema and commits to it, reusing persisted salts.

@@ -277,19 +277,37 @@ impl Prover for TamperingProver {
 
 fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
     let mut s = input.honest.clone();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(s.round);
-    let corrupts_proof = matches!(
-        attack,
+    match attack {
+        Attack::ScaledUpdate
+        | Attack::ChangedUpdate
+        | Attack::SkippedClipping
+        | Attack::InflatedCount => change_update(attack, &mut s, input),
         Attack::FlippedBits
-            | Attack::GarbageProof
-            | Attack::TruncatedProof
-            | Attack::OversizedProof
-    );
-    if corrupts_proof && s.proof.len() <= 8 {
-        // No proof to corrupt (the no-proofs baseline): cheat on the update instead.
-        s.update.bias += ONE * ONE;
-        return s;
+        | Attack::TruncatedProof
+        | Attack::GarbageProof
+        | Attack::OversizedProof => corrupt_proof(attack, &mut s),
+        Attack::ReplayedRound => match input.previous {
+            Some(previous) => {
+                s = Submission {
+                    round: s.round,
+                    ..previous.clone()
+                }
+            }
+            // No earlier round to replay yet: send a changed update.
+            None => s.update.bias += 1,
+        },
+        Attack::StaleModel
+        | Attack::ChosenRows
+        | Attack::OtherParticipant
+        | Attack::OtherRun
+        | Attack::UnenrolledRows => s = prove_another_statement(attack, input),
+        Attack::TallerTrace => s = prove_stacked(input),
     }
+    s
+}
+
+/// A valid proof sent with another update.
+fn change_update(attack: Attack, s: &mut Submission, input: &TamperInput<'_>) {
     match attack {
         Attack::ScaledUpdate => {
             s.update.weights.iter_mut().for_each(|w| *w *= 4);
@@ -310,6 +328,19 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
             }
         }
         Attack::InflatedCount => s.update.examples *= 2,
+        _ => unreachable!("{attack:?} does not change the update"),
+    }
+}
+
+/// The honest update sent with damaged proof bytes.
+fn corrupt_proof(attack: Attack, s: &mut Submission) {
+    if s.proof.len() <= 8 {
+        // No proof to corrupt (the no-proofs baseline): cheat on the update instead.
+        s.update.bias += ONE * ONE;
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.round);
+    match attack {
         Attack::FlippedBits => {
             for _ in 0..8 {
                 let bit = rng.random_range(64..s.proof.len() * 8);
@@ -319,57 +350,50 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
         Attack::TruncatedProof => s.proof.truncate(s.proof.len() / 2),
         Attack::GarbageProof => {
             let len = s.proof.len();
-            let header = s.proof[..8].to_vec();
-            s.proof = header
-                .into_iter()
-                .chain((8..len).map(|_| rng.random::<u8>()))
-                .collect();
+            s.proof.truncate(8);
+            s.proof.extend((8..len).map(|_| rng.random::<u8>()));
         }
-        Attack::ReplayedRound => {
-            if let Some(previous) = input.previous {
-                s = Submission {
-                    round: s.round,
-                    ..previous.clone()
-                };
-            } else {
-                s.update.bias += 1; // no earlier round to replay yet: send a changed update
-            }
-        }
+        Attack::OversizedProof => s.proof.resize(MAX_PROOF_BYTES + 1, 0),
+        _ => unreachable!("{attack:?} does not corrupt the proof"),
+    }
+}
+
+/// A real proof of a statement other than the round's.
+fn prove_another_statement(attack: Attack, input: &TamperInput<'_>) -> Submission {
+    match attack {
         Attack::StaleModel => {
             let zero = Model::zeros(input.statement.model.num_features());
-            s = reprove(
+            reprove(
                 input,
                 |st| Statement::new(st.context, zero, st.params, st.dataset, st.seed),
                 input.dataset,
-            );
+            )
         }
         Attack::ChosenRows => {
             let mut seed = input.statement.seed;
             seed[0] ^= 0xff;
-            s = reprove(
+            reprove(
                 input,
                 |st| Statement::new(st.context, st.model.clone(), st.params, st.dataset, seed),
                 input.dataset,
-            );
+            )
         }
-        Attack::OversizedProof => s.proof.resize(MAX_PROOF_BYTES + 1, 0),
         Attack::OtherParticipant => {
             let someone = zkfed_protocol::participant_digest(&libp2p::PeerId::random());
-            s = reprove_in(input, |c| c.participant = someone);
+            reprove_in(input, |c| c.participant = someone)
         }
-        Attack::OtherRun => s = reprove_in(input, |c| c.federation_id[0] ^= 0xff),
-        Attack::TallerTrace => s = prove_stacked(input),
+        Attack::OtherRun => reprove_in(input, |c| c.federation_id[0] ^= 0xff),
         Attack::UnenrolledRows => {
             let fresh = recommit(input.dataset);
             let commitment = fresh.commitment();
-            s = reprove(
+            reprove(
                 input,
                 |st| Statement::new(st.context, st.model.clone(), st.params, commitment, st.seed),
                 &fresh,
-            );
+            )
         }
+        _ => unreachable!("{attack:?} does not prove another statement"),
     }
-    s
 }
 
 /// Proves the honest statement over its trace stacked twice (`zkfed_air::forgery`).

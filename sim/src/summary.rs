@@ -17,21 +17,13 @@ use crate::data::NodeSpec;
 use crate::federation::Observed;
 use crate::report::{AdversarialSummary, Report, RoundRow, percentile};
 
+/// One row per aggregated round, from the signed log and the nodes' telemetry.
 pub(crate) fn rows_of(
     observed: &Observed,
     central: &[Model],
     evaluate: &impl Fn(&Model) -> (f64, f64),
 ) -> Vec<RoundRow> {
     let traffic = traffic_by_round(&observed.coordinator);
-    let mut refused: BTreeMap<u64, usize> = BTreeMap::new();
-    for event in &observed.coordinator {
-        if let CoordinatorTelemetry::Refused {
-            round: Some(round), ..
-        } = event
-        {
-            *refused.entry(*round).or_default() += 1;
-        }
-    }
     let mut rows = Vec::new();
     let mut judged: BTreeMap<u64, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
     for event in &observed.log {
@@ -48,58 +40,26 @@ pub(crate) fn rows_of(
             AuditEvent::Aggregated { round, model } => {
                 let (accuracy, loss) = evaluate(model);
                 let (accepted, rejected) = judged.remove(round).unwrap_or_default();
-                let centralized_accuracy = central
-                    .get(*round as usize - 1)
-                    .map_or(0.0, |m| evaluate(m).0);
-                let prove: Vec<f64> = observed
-                    .proofs
-                    .iter()
-                    .filter_map(|(_, e)| match e {
-                        ParticipantTelemetry::Proved {
-                            round: r, seconds, ..
-                        } if r == round => Some(*seconds),
-                        _ => None,
-                    })
-                    .collect();
+                let timings = RoundTimings::of(observed, *round);
                 let (bytes_in, bytes_out) = traffic.get(round).copied().unwrap_or_default();
-                let verify: Vec<f64> = observed
-                    .coordinator
-                    .iter()
-                    .filter_map(|e| match e {
-                        CoordinatorTelemetry::Judged {
-                            round: r,
-                            verify_seconds,
-                            ..
-                        } if r == round => Some(verify_seconds * 1e3),
-                        _ => None,
-                    })
-                    .collect();
-                let wall_seconds = observed
-                    .coordinator
-                    .iter()
-                    .find_map(|e| match e {
-                        CoordinatorTelemetry::Closed {
-                            round: r, seconds, ..
-                        } if r == round => Some(*seconds),
-                        _ => None,
-                    })
-                    .unwrap_or(0.0);
                 rows.push(RoundRow {
                     round: *round,
                     accuracy,
                     loss,
-                    centralized_accuracy,
+                    centralized_accuracy: central
+                        .get(*round as usize - 1)
+                        .map_or(0.0, |m| evaluate(m).0),
                     accepted,
                     rejected,
-                    prove_p50: percentile(&prove, 50.0),
-                    prove_p95: percentile(&prove, 95.0),
-                    prove_max: percentile(&prove, 100.0),
-                    verify_ms_p50: percentile(&verify, 50.0),
-                    verify_ms_max: percentile(&verify, 100.0),
-                    refused: refused.get(round).copied().unwrap_or_default(),
+                    prove_p50: percentile(&timings.prove, 50.0),
+                    prove_p95: percentile(&timings.prove, 95.0),
+                    prove_max: percentile(&timings.prove, 100.0),
+                    verify_ms_p50: percentile(&timings.verify_ms, 50.0),
+                    verify_ms_max: percentile(&timings.verify_ms, 100.0),
+                    refused: timings.refused,
                     bytes_in,
                     bytes_out,
-                    wall_seconds,
+                    wall_seconds: timings.wall_seconds,
                     baseline_accuracy: None,
                     baseline_wall_seconds: None,
                 });
@@ -108,6 +68,56 @@ pub(crate) fn rows_of(
         }
     }
     rows
+}
+
+/// What the nodes reported about one round.
+struct RoundTimings {
+    /// Seconds each proof took.
+    prove: Vec<f64>,
+    /// Milliseconds each verification took.
+    verify_ms: Vec<f64>,
+    /// Submissions refused before verification.
+    refused: usize,
+    /// Seconds from the round's opening to its close.
+    wall_seconds: f64,
+}
+
+impl RoundTimings {
+    fn of(observed: &Observed, round: u64) -> Self {
+        let prove = observed
+            .proofs
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ParticipantTelemetry::Proved {
+                    round: r, seconds, ..
+                } if *r == round => Some(*seconds),
+                _ => None,
+            })
+            .collect();
+        let mut timings = RoundTimings {
+            prove,
+            verify_ms: Vec::new(),
+            refused: 0,
+            wall_seconds: 0.0,
+        };
+        for event in &observed.coordinator {
+            match event {
+                CoordinatorTelemetry::Judged {
+                    round: r,
+                    verify_seconds,
+                    ..
+                } if *r == round => timings.verify_ms.push(verify_seconds * 1e3),
+                CoordinatorTelemetry::Refused { round: Some(r), .. } if *r == round => {
+                    timings.refused += 1;
+                }
+                CoordinatorTelemetry::Closed {
+                    round: r, seconds, ..
+                } if *r == round => timings.wall_seconds = *seconds,
+                _ => {}
+            }
+        }
+        timings
+    }
 }
 
 /// Bytes the coordinator read and wrote per round, from the cumulative totals at each close.
@@ -214,7 +224,6 @@ pub(crate) fn summarize(
     options: &Options,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let a = &report.adversarial;
     let difference = (report.final_accuracy - report.final_centralized_accuracy) * 100.0;
     writeln!(out)?;
     writeln!(
@@ -229,6 +238,12 @@ pub(crate) fn summarize(
             "beyond"
         }
     )?;
+    summarize_adversaries(&report.adversarial, out)?;
+    summarize_run(report, options, out)
+}
+
+/// What the adversaries sent and what became of it.
+fn summarize_adversaries(a: &AdversarialSummary, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "adversarial submissions: {} sent, {} rejected ({} for the expected reason, {} refused before verification), {} aggregated",
@@ -259,6 +274,11 @@ pub(crate) fn summarize(
             a.connections_refused, a.stranger_records
         )?;
     }
+    Ok(())
+}
+
+/// Time, memory and the cost of proofs.
+fn summarize_run(report: &Report, options: &Options, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
         "mean round {:.2} s; wall time {:.1} s; report in {}",
