@@ -39,10 +39,11 @@ pub struct Divergence {
     pub what: String,
 }
 
-/// Audits `records`; `proof` looks up the stored proof of an accepted submission.
+/// Audits `records`; `proof` looks up the stored proof of an accepted submission by round,
+/// attempt and peer.
 pub fn audit(
     records: &[AuditRecord],
-    proof: impl Fn(u64, &PeerId) -> Option<Vec<u8>>,
+    proof: impl Fn(u64, u32, &PeerId) -> Option<Vec<u8>>,
     expected_coordinator: Option<&PeerId>,
 ) -> Result<AuditSummary, Divergence> {
     let diverge = |seq: u64, what: String| Divergence { seq, what };
@@ -101,7 +102,7 @@ fn check_event(
     state: &RunState,
     seq: u64,
     event: &AuditEvent,
-    proof: &impl Fn(u64, &PeerId) -> Option<Vec<u8>>,
+    proof: &impl Fn(u64, u32, &PeerId) -> Option<Vec<u8>>,
     summary: &mut AuditSummary,
 ) -> Result<(), Divergence> {
     let diverge = |what: String| Divergence { seq, what };
@@ -115,6 +116,7 @@ fn check_event(
         }
         AuditEvent::Judged {
             round,
+            attempt,
             peer,
             update,
             proof_sha256,
@@ -126,7 +128,7 @@ fn check_event(
                 summary.rejections += 1;
                 return Ok(());
             }
-            let bytes = proof(*round, &peer)
+            let bytes = proof(*round, *attempt, &peer)
                 .ok_or_else(|| diverge(format!("accepted proof of {peer} is missing")))?;
             if Sha256::digest(&bytes).as_slice() != proof_sha256 {
                 return Err(diverge(format!(
@@ -147,7 +149,10 @@ fn check_event(
                 ));
             }
         }
-        AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Abandoned { .. } => {}
+        AuditEvent::RunStarted(_)
+        | AuditEvent::RoundStarted(_)
+        | AuditEvent::Abandoned { .. }
+        | AuditEvent::Discarded { .. } => {}
     }
     Ok(())
 }
@@ -159,6 +164,7 @@ pub fn audit_store(
 ) -> Result<Result<AuditSummary, Divergence>, crate::log::LogError> {
     let stored = crate::log::StoredLog::open(path)?;
     let records = stored.records()?;
-    let lookup = |round: u64, peer: &PeerId| stored.proof(round, peer).ok().flatten();
+    let lookup =
+        |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
     Ok(audit(&records, lookup, expected_coordinator))
 }

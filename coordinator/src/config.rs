@@ -108,6 +108,15 @@ impl RawConfig {
             self.learning_rate > 0.0 && self.learning_rate < 256.0,
             "`learning_rate` must be in (0, 256)"
         );
+        // A FedAvg step moves each parameter by at most learning_rate × clip_norm (the mean
+        // of clipped gradients has norm ≤ C), so this keeps one honest round a small part
+        // of the model's ±256 range; a run that still drifts out has the attempt abandoned
+        // with its reason, never the coordinator stopped (ARCHITECTURE.md, rounds).
+        ensure!(
+            self.learning_rate * self.clip_norm <= MAX_STEP,
+            "`learning_rate` × `clip_norm` is {}, at most {MAX_STEP} is allowed",
+            self.learning_rate * self.clip_norm
+        );
         let params = RoundParams {
             clip_norm: quantize(self.clip_norm),
             batch_size: self.batch_size,
@@ -149,6 +158,9 @@ impl RawConfig {
     }
 }
 
+/// Largest `learning_rate × clip_norm`: the most one FedAvg step may move a parameter.
+pub const MAX_STEP: f64 = 16.0;
+
 /// Parses 64 hex digits.
 pub fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
     if s.len() != 64 {
@@ -169,6 +181,29 @@ pub fn hex32(bytes: &[u8; 32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_that_could_leave_the_model_range_is_refused() {
+        let dir = std::env::temp_dir().join(format!("zkfed-cfg-{}", std::process::id()));
+        let peer = Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+            .to_string();
+        let mut raw = crate::starter::bundled_config(
+            dir.clone(),
+            vec![peer],
+            "/ip4/127.0.0.1/tcp/0".into(),
+            1,
+            None,
+        );
+        raw.learning_rate = 8.0;
+        raw.clip_norm = 2.0;
+        assert!(raw.clone().resolve().is_ok());
+        raw.clip_norm = 2.5;
+        let err = raw.resolve().err().unwrap().to_string();
+        assert!(err.contains("clip_norm"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {

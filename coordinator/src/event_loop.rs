@@ -336,10 +336,11 @@ impl EventLoop {
         let statement = match admitted {
             Ok(statement) => statement,
             Err(rejection) => {
-                let round = submission.round;
-                warn!(%peer, round, %rejection, "submission refused before verification");
+                let (round, attempt) = (submission.round, submission.attempt);
+                warn!(%peer, round, attempt, %rejection, "submission refused before verification");
                 let verdict = zkfed_protocol::Verdict {
                     round,
+                    attempt,
                     rejection: Some(rejection),
                 };
                 return self.answer(peer, channel, Response::Verdict(verdict));
@@ -488,7 +489,11 @@ fn refusal(response: &Response) -> Option<(Option<u64>, Rejection)> {
 fn log_close(event: &AuditEvent) {
     match event {
         AuditEvent::Aggregated { round, .. } => info!(round, "round aggregated"),
-        AuditEvent::Abandoned { round, reason } => warn!(round, %reason, "round abandoned"),
+        AuditEvent::Abandoned {
+            round,
+            attempt,
+            reason,
+        } => warn!(round, attempt, %reason, "round attempt abandoned"),
         _ => {}
     }
 }

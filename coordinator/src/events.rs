@@ -48,10 +48,12 @@ pub enum AuditEvent {
     /// A round opened.
     RoundStarted(RoundAnnouncement),
     /// A submission was judged. Accepted proofs are stored beside the log under
-    /// `(round, peer)`; their SHA-256 is recorded here.
+    /// `(round, attempt, peer)`; their SHA-256 is recorded here.
     Judged {
         /// The round.
         round: u64,
+        /// The attempt at the round.
+        attempt: u32,
         /// Peer-id bytes of the submitter.
         #[serde(with = "serde_bytes")]
         peer: Vec<u8>,
@@ -69,12 +71,28 @@ pub enum AuditEvent {
         /// `w_{r+1}`.
         model: Model,
     },
-    /// A round closed below quorum; the next attempt starts with a fresh seed.
+    /// A round attempt closed without an aggregate (below quorum, or an aggregate outside
+    /// the model's range); the next attempt starts with a fresh seed.
     Abandoned {
         /// The round.
         round: u64,
+        /// The attempt that closed.
+        attempt: u32,
         /// Why.
         reason: String,
+    },
+    /// A verification finished after its attempt had closed (or was otherwise no longer
+    /// admissible): its outcome is not judged, and this records why.
+    Discarded {
+        /// The round the submission named.
+        round: u64,
+        /// The attempt the submission named.
+        attempt: u32,
+        /// Peer-id bytes of the submitter.
+        #[serde(with = "serde_bytes")]
+        peer: Vec<u8>,
+        /// Why it could not be judged.
+        rejection: Rejection,
     },
 }
 
@@ -102,6 +120,8 @@ pub struct RunState {
     pub completed_rounds: u64,
     /// The open round, if any.
     pub open: Option<OpenRound>,
+    /// The attempt the next `RoundStarted` must carry.
+    pub next_attempt: u32,
 }
 
 /// A log that does not describe a possible run.
@@ -133,6 +153,7 @@ impl RunState {
             model: Model::zeros(d),
             completed_rounds: 0,
             open: None,
+            next_attempt: 1,
         }
     }
 
@@ -176,6 +197,7 @@ impl RunState {
                     ));
                 }
                 if announcement.round != self.completed_rounds + 1
+                    || announcement.attempt != self.next_attempt
                     || announcement.model != self.model
                 {
                     return Err(impossible(format!(
@@ -191,6 +213,7 @@ impl RunState {
             }
             AuditEvent::Judged {
                 round,
+                attempt,
                 peer,
                 update,
                 rejection,
@@ -202,9 +225,10 @@ impl RunState {
                     .open
                     .as_mut()
                     .ok_or_else(|| impossible("verdict with no open round".into()))?;
-                if open.announcement.round != *round || open.judged.contains_key(&peer) {
+                let here = (open.announcement.round, open.announcement.attempt);
+                if here != (*round, *attempt) || open.judged.contains_key(&peer) {
                     return Err(impossible(format!(
-                        "verdict for round {round} from {peer} out of place"
+                        "verdict for round {round} attempt {attempt} from {peer} out of place"
                     )));
                 }
                 open.judged.insert(peer, rejection.clone());
@@ -224,13 +248,24 @@ impl RunState {
                 self.model = model.clone();
                 self.completed_rounds = *round;
                 self.open = None;
+                self.next_attempt = 1;
             }
-            AuditEvent::Abandoned { round, .. } => {
+            AuditEvent::Abandoned { round, attempt, .. } => {
                 match &self.open {
-                    Some(open) if open.announcement.round == *round => {}
-                    _ => return Err(impossible(format!("round {round} abandoned but not open"))),
+                    Some(open)
+                        if (open.announcement.round, open.announcement.attempt)
+                            == (*round, *attempt) => {}
+                    _ => {
+                        return Err(impossible(format!(
+                            "round {round} attempt {attempt} abandoned but not open"
+                        )));
+                    }
                 }
                 self.open = None;
+                self.next_attempt = attempt.saturating_add(1);
+            }
+            AuditEvent::Discarded { peer, .. } => {
+                PeerId::from_bytes(peer).map_err(|e| impossible(format!("bad peer id: {e}")))?;
             }
         }
         Ok(())

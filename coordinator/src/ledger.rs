@@ -10,7 +10,6 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use zkfed_aggregation::AggregationError;
 use zkfed_air::Statement;
 use zkfed_protocol::{Rejection, SignedEnrolment, Submission, Verdict};
 
@@ -30,9 +29,6 @@ pub enum CoreError {
     /// The state directory belongs to a run with another configuration.
     #[error("the state directory holds a run with a different configuration")]
     ConfigMismatch,
-    /// Aggregation failed.
-    #[error("aggregation failed: {0}")]
-    Aggregation(#[from] AggregationError),
 }
 
 /// The coordinator's durable state machine.
@@ -67,14 +63,19 @@ impl Ledger {
     }
 
     /// The stored proof of an accepted submission.
-    pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, CoreError> {
-        Ok(self.log.proof(round, peer)?)
+    pub fn proof(
+        &self,
+        round: u64,
+        attempt: u32,
+        peer: &PeerId,
+    ) -> Result<Option<Vec<u8>>, CoreError> {
+        Ok(self.log.proof(round, attempt, peer)?)
     }
 
     fn record(
         &mut self,
         event: AuditEvent,
-        proof: Option<(u64, &PeerId, &[u8])>,
+        proof: Option<(u64, u32, &PeerId, &[u8])>,
     ) -> Result<(), CoreError> {
         let record = self.log.append(event, proof)?;
         self.state.apply(record.seq, &record.event)?;
@@ -109,18 +110,28 @@ impl Ledger {
 
     /// Records the verification outcome of an admitted submission and returns the verdict.
     ///
-    /// Re-admits first: the round may have closed, or another submission from the same
-    /// peer may have been judged, while this one was being verified.
+    /// Re-admits first: the attempt the submission was verified for may have closed, or
+    /// another submission from the same peer may have been judged, while this one was
+    /// being verified. Such an outcome is discarded, with the reason recorded: it is judged
+    /// only against the attempt it was verified for.
     pub fn judge(
         &mut self,
         peer: &PeerId,
         submission: &Submission,
         outcome: Result<(), Rejection>,
     ) -> Result<Verdict, CoreError> {
-        let round = submission.round;
+        let (round, attempt) = (submission.round, submission.attempt);
         if let Err(rejection) = self.admit(peer, submission) {
+            let event = AuditEvent::Discarded {
+                round,
+                attempt,
+                peer: peer.to_bytes(),
+                rejection: rejection.clone(),
+            };
+            self.record(event, None)?;
             return Ok(Verdict {
                 round,
+                attempt,
                 rejection: Some(rejection),
             });
         }
@@ -128,16 +139,22 @@ impl Ledger {
         let rejection = outcome.err();
         let event = AuditEvent::Judged {
             round,
+            attempt,
             peer: peer.to_bytes(),
             update: submission.update.clone(),
             proof_sha256,
             rejection: rejection.clone(),
         };
-        let proof = rejection
-            .is_none()
-            .then_some((round, peer, submission.proof.as_slice()));
+        let proof =
+            rejection
+                .is_none()
+                .then_some((round, attempt, peer, submission.proof.as_slice()));
         self.record(event, proof)?;
-        Ok(Verdict { round, rejection })
+        Ok(Verdict {
+            round,
+            attempt,
+            rejection,
+        })
     }
 
     /// Closes the open round if it is due; returns the closing event.
@@ -145,7 +162,7 @@ impl Ledger {
         &mut self,
         deadline_passed: bool,
     ) -> Result<Option<AuditEvent>, CoreError> {
-        match rounds::close_round(&self.state, deadline_passed)? {
+        match rounds::close_round(&self.state, deadline_passed) {
             Some(event) => {
                 self.record(event.clone(), None)?;
                 Ok(Some(event))

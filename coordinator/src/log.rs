@@ -19,14 +19,15 @@ use thiserror::Error;
 use crate::events::AuditEvent;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_records");
-const PROOFS: TableDefinition<(u64, &[u8]), &[u8]> = TableDefinition::new("accepted_proofs");
+const PROOFS: TableDefinition<(u64, u32, &[u8]), &[u8]> = TableDefinition::new("accepted_proofs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "log_format";
 
 /// Encoding of the records and their hash. Bumped on any change to [`AuditEvent`]'s
-/// encoding: 2 carries typed rejections (`zkfed_protocol::Rejection`); stores from before
-/// formats were recorded have no format and are refused.
-pub const LOG_FORMAT: u64 = 2;
+/// encoding: 2 carries typed rejections (`zkfed_protocol::Rejection`); 3 round attempts
+/// (proofs stored under `(round, attempt, peer)`, discarded verifications); stores from
+/// before formats were recorded have no format and are refused.
+pub const LOG_FORMAT: u64 = 3;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +70,15 @@ pub enum LogError {
     /// The database failed.
     #[error("state store: {0}")]
     Store(#[from] redb::Error),
+    /// A second proof for the same round, attempt and peer: a stored proof is never
+    /// overwritten.
+    #[error("a proof for round {round} attempt {attempt} of this peer is already stored")]
+    ProofExists {
+        /// The round.
+        round: u64,
+        /// The attempt.
+        attempt: u32,
+    },
     /// A store written in another log format (`None`: one from before formats were kept).
     #[error(
         "the state store holds audit-log format {}, this build reads format {expected}; \
@@ -155,7 +165,7 @@ impl AuditLog {
     pub fn append(
         &mut self,
         event: AuditEvent,
-        proof: Option<(u64, &PeerId, &[u8])>,
+        proof: Option<(u64, u32, &PeerId, &[u8])>,
     ) -> Result<AuditRecord, LogError> {
         let seq = self.next_seq;
         let hash = record_hash(seq, &self.last_hash, &event);
@@ -171,9 +181,13 @@ impl AuditLog {
         {
             let mut records = txn.open_table(RECORDS)?;
             records.insert(seq, bytes.as_slice())?;
-            if let Some((round, peer, proof)) = proof {
+            if let Some((round, attempt, peer, proof)) = proof {
                 let mut proofs = txn.open_table(PROOFS)?;
-                proofs.insert((round, peer.to_bytes().as_slice()), proof)?;
+                let peer = peer.to_bytes();
+                if proofs.get((round, attempt, peer.as_slice()))?.is_some() {
+                    return Err(LogError::ProofExists { round, attempt });
+                }
+                proofs.insert((round, attempt, peer.as_slice()), proof)?;
             }
         }
         txn.commit()?;
@@ -183,8 +197,13 @@ impl AuditLog {
     }
 
     /// The stored proof of an accepted submission.
-    pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, LogError> {
-        read_proof(&self.db, round, peer)
+    pub fn proof(
+        &self,
+        round: u64,
+        attempt: u32,
+        peer: &PeerId,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        read_proof(&self.db, round, attempt, peer)
     }
 }
 
@@ -207,8 +226,13 @@ impl StoredLog {
     }
 
     /// The stored proof of an accepted submission.
-    pub fn proof(&self, round: u64, peer: &PeerId) -> Result<Option<Vec<u8>>, LogError> {
-        read_proof(&self.db, round, peer)
+    pub fn proof(
+        &self,
+        round: u64,
+        attempt: u32,
+        peer: &PeerId,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        read_proof(&self.db, round, attempt, peer)
     }
 }
 
@@ -249,13 +273,14 @@ fn read_records(db: &impl ReadableDatabase) -> Result<Vec<AuditRecord>, LogError
 fn read_proof(
     db: &impl ReadableDatabase,
     round: u64,
+    attempt: u32,
     peer: &PeerId,
 ) -> Result<Option<Vec<u8>>, LogError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(PROOFS)?;
     let key = peer.to_bytes();
     Ok(table
-        .get((round, key.as_slice()))?
+        .get((round, attempt, key.as_slice()))?
         .map(|v| v.value().to_vec()))
 }
 
@@ -267,6 +292,7 @@ mod tests {
     fn event(round: u64) -> AuditEvent {
         AuditEvent::Abandoned {
             round,
+            attempt: 1,
             reason: "test".into(),
         }
     }
@@ -281,13 +307,25 @@ mod tests {
             let (mut log, existing) = AuditLog::open(&path, key.clone()).unwrap();
             assert!(existing.is_empty());
             log.append(event(1), None).unwrap();
-            log.append(event(2), Some((2, &peer, b"proof"))).unwrap();
+            log.append(event(2), Some((2, 1, &peer, b"proof"))).unwrap();
         }
         let (mut log, records) = AuditLog::open(&path, key.clone()).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].prev, records[0].hash());
         assert!(records.iter().all(|r| r.signed_by(&key.public())));
-        assert_eq!(log.proof(2, &peer).unwrap().as_deref(), Some(&b"proof"[..]));
+        assert_eq!(
+            log.proof(2, 1, &peer).unwrap().as_deref(),
+            Some(&b"proof"[..])
+        );
+        let again = log.append(event(4), Some((2, 1, &peer, b"other")));
+        assert!(matches!(
+            again,
+            Err(LogError::ProofExists {
+                round: 2,
+                attempt: 1
+            })
+        ));
+        assert_eq!(log.proof(2, 2, &peer).unwrap(), None);
         let third = log.append(event(3), None).unwrap();
         assert_eq!((third.seq, third.prev), (2, records[1].hash()));
         drop(log);

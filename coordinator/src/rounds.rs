@@ -63,11 +63,13 @@ pub fn admit_submission(
     submission: &Submission,
 ) -> Result<Statement, Rejection> {
     let open = state.open.as_ref().ok_or(Rejection::NoOpenRound)?;
-    let round = open.announcement.round;
-    if submission.round != round {
+    let (round, attempt) = (open.announcement.round, open.announcement.attempt);
+    if (submission.round, submission.attempt) != (round, attempt) {
         return Err(Rejection::WrongRound {
             open: round,
+            open_attempt: attempt,
             submitted: submission.round,
+            submitted_attempt: submission.attempt,
         });
     }
     if open.judged.contains_key(peer) {
@@ -83,39 +85,42 @@ pub fn start_round(state: &RunState, seed: [u8; 32]) -> Option<AuditEvent> {
     }
     Some(AuditEvent::RoundStarted(RoundAnnouncement {
         round: state.completed_rounds + 1,
+        attempt: state.next_attempt,
         model: state.model.clone(),
         params: state.config.params,
         seed,
     }))
 }
 
-/// The event that closes the open round, if it should close now: at quorum once every
-/// enrolled participant has been judged, or at the deadline.
-pub fn close_round(
-    state: &RunState,
-    deadline_passed: bool,
-) -> Result<Option<AuditEvent>, AggregationError> {
-    let Some(open) = &state.open else {
-        return Ok(None);
-    };
-    let round = open.announcement.round;
+/// The event that closes the open round attempt, if it should close now: at quorum once
+/// every enrolled participant has been judged, or at the deadline. An aggregate that
+/// cannot be formed abandons the attempt with the reason recorded; it never stops the run.
+pub fn close_round(state: &RunState, deadline_passed: bool) -> Option<AuditEvent> {
+    let open = state.open.as_ref()?;
+    let (round, attempt) = (open.announcement.round, open.announcement.attempt);
     let quorum_met = open.accepted.len() >= state.config.quorum;
     let all_in = state.enrolments.keys().all(|p| open.judged.contains_key(p));
-    if quorum_met && (all_in || deadline_passed) {
-        return Ok(Some(AuditEvent::Aggregated {
+    let abandoned = |reason: String| {
+        Some(AuditEvent::Abandoned {
             round,
-            model: aggregate(state)?,
-        }));
+            attempt,
+            reason,
+        })
+    };
+    if quorum_met && (all_in || deadline_passed) {
+        return match aggregate(state) {
+            Ok(model) => Some(AuditEvent::Aggregated { round, model }),
+            Err(e) => abandoned(format!("the aggregate cannot be formed: {e}")),
+        };
     }
     if deadline_passed || all_in {
-        let reason = format!(
+        return abandoned(format!(
             "{} accepted updates, quorum is {}",
             open.accepted.len(),
             state.config.quorum
-        );
-        return Ok(Some(AuditEvent::Abandoned { round, reason }));
+        ));
     }
-    Ok(None)
+    None
 }
 
 /// FedAvg of the open round's accepted updates, in the order they were accepted.

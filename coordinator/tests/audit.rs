@@ -103,6 +103,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
                 h.dataset.commitment(),
             )
             .unwrap();
+            let attempt = announcement.attempt;
             let (mut update, mut proof) = prove(&statement, &h.dataset).unwrap();
             if round == 1 && k == 2 {
                 update.weights.iter_mut().for_each(|w| *w *= 3);
@@ -114,6 +115,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
             }
             let submission = Submission {
                 round,
+                attempt,
                 update,
                 proof,
             };
@@ -144,19 +146,24 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
     (config, hospitals)
 }
 
-fn proofs(dir: &Path) -> BTreeMap<(u64, PeerId), Vec<u8>> {
+/// Every accepted proof in the store, by round, attempt and peer.
+type Proofs = BTreeMap<(u64, u32, PeerId), Vec<u8>>;
+
+fn proofs(dir: &Path) -> Proofs {
     let stored = StoredLog::open(&dir.join("state.redb")).unwrap();
     let mut map = BTreeMap::new();
     for r in stored.records().unwrap() {
         if let AuditEvent::Judged {
             round,
+            attempt,
             peer,
             rejection: None,
             ..
         } = r.event
         {
             let peer = PeerId::from_bytes(&peer).unwrap();
-            map.insert((round, peer), stored.proof(round, &peer).unwrap().unwrap());
+            let proof = stored.proof(round, attempt, &peer).unwrap().unwrap();
+            map.insert((round, attempt, peer), proof);
         }
     }
     map
@@ -189,9 +196,9 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
         .records()
         .unwrap();
     let proofs = proofs(&dir);
-    let lookup = |m: &BTreeMap<(u64, PeerId), Vec<u8>>| {
+    let lookup = |m: &Proofs| {
         let m = m.clone();
-        move |round: u64, peer: &PeerId| m.get(&(round, *peer)).cloned()
+        move |round: u64, attempt: u32, peer: &PeerId| m.get(&(round, attempt, *peer)).cloned()
     };
     let me = coordinator.public().to_peer_id();
     let summary = audit(&records, lookup(&proofs), Some(&me)).expect("honest log audits clean");

@@ -56,10 +56,10 @@ pub enum ParticipantTelemetry {
 /// another. The simulation passes its own from code: adversaries that tamper with what
 /// they send, and the no-proofs baseline that sends the reference update unproven.
 pub trait Prover: Send + Sync + 'static {
-    /// The submission for `round` that answers `statement` over `dataset`.
+    /// The submission for the announced `round` that answers `statement` over `dataset`.
     fn submission(
         &self,
-        round: u64,
+        round: &RoundAnnouncement,
         statement: &Statement,
         dataset: &CommittedDataset,
     ) -> anyhow::Result<Submission>;
@@ -72,13 +72,14 @@ pub struct StarkProver;
 impl Prover for StarkProver {
     fn submission(
         &self,
-        round: u64,
+        round: &RoundAnnouncement,
         statement: &Statement,
         dataset: &CommittedDataset,
     ) -> anyhow::Result<Submission> {
         let (update, proof) = zkfed_air::prove(statement, dataset)?;
         Ok(Submission {
-            round,
+            round: round.round,
+            attempt: round.attempt,
             update,
             proof,
         })
@@ -130,15 +131,19 @@ async fn participate(
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
     let mut link = link(&config)?;
     let (params, dataset) = enrol(&config, &mut link).await?;
-    let mut last_submitted = 0;
+    // Every new attempt is proven: a round abandoned below quorum is retried with the same
+    // number, and a node that stayed silent because it had "already submitted" would keep
+    // the retry below quorum too.
+    let mut last_submitted = (0, 0);
     let mut accepted = 0;
     loop {
         match link.ask(Request::CurrentRound).await? {
-            Response::Round(round) if round.round > last_submitted => {
+            Response::Round(round) if (round.round, round.attempt) > last_submitted => {
                 // The swarm is serviced while proving: pings answered, the connection kept.
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
                 let (submission, seconds) = link.poll_while(proved).await?;
                 let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
+                last_submitted = (round.round, round.attempt);
                 let round = round.round;
                 emit(
                     &observer,
@@ -148,7 +153,6 @@ async fn participate(
                         bytes,
                     },
                 );
-                last_submitted = round;
                 if submit(&mut link, submission, &observer).await? {
                     accepted += 1;
                 }
@@ -295,11 +299,12 @@ async fn prove_round(
 ) -> anyhow::Result<(Submission, f64)> {
     let statement = round_statement(params, round, me, dataset.commitment())
         .context("forming the round's statement")?;
-    let (prover, rows, number) = (prover.clone(), dataset.clone(), round.round);
+    let (prover, rows, announced) = (prover.clone(), dataset.clone(), round.clone());
+    let number = round.round;
     info!(round = number, batch = round.params.batch_size, "proving");
     let started = std::time::Instant::now();
     let submission =
-        tokio::task::spawn_blocking(move || prover.submission(number, &statement, &rows))
+        tokio::task::spawn_blocking(move || prover.submission(&announced, &statement, &rows))
             .await
             .context("the proving task failed")?
             .context("proving")?;

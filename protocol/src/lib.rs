@@ -1,5 +1,5 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/3`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/4`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
@@ -22,10 +22,10 @@ use zkfed_air::{
 };
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
-/// any change to the messages' encoding (3: typed rejections).
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/3");
+/// any change to the messages' encoding (3: typed rejections; 4: round attempts).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/4");
 /// The protocol version both nodes announce over identify.
-pub const AGENT_VERSION: &str = "/zkfed/3.0.0";
+pub const AGENT_VERSION: &str = "/zkfed/4.0.0";
 /// Largest request a node accepts: a submission carries a proof of at most 8 MiB.
 pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// Largest response a node accepts: models of up to 1024 features, run parameters.
@@ -185,6 +185,9 @@ impl SignedEnrolment {
 pub struct RoundAnnouncement {
     /// Round number (from 1).
     pub round: u64,
+    /// Attempt at this round (from 1): a round abandoned below quorum is retried with the
+    /// same number, the next attempt and a fresh seed.
+    pub attempt: u32,
     /// The global model `w_r`.
     pub model: Model,
     /// Clip norm and batch size.
@@ -198,6 +201,8 @@ pub struct RoundAnnouncement {
 pub struct Submission {
     /// The round the update answers.
     pub round: u64,
+    /// The attempt at that round.
+    pub attempt: u32,
     /// The clipped-gradient sum.
     pub update: ClippedGradientSum,
     /// Proof bytes (`zkfed_air::proof` encoding).
@@ -210,6 +215,8 @@ pub struct Submission {
 pub struct Verdict {
     /// The round the submission named.
     pub round: u64,
+    /// The attempt the submission named.
+    pub attempt: u32,
     /// `None` if the update will be aggregated, else why not.
     pub rejection: Option<Rejection>,
 }

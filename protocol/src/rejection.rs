@@ -39,9 +39,17 @@ pub enum Rejection {
     /// No round is open (the round closed, or none started yet).
     #[error("no round is open")]
     NoOpenRound,
-    /// A submission naming another round than the open one (late, or early).
-    #[error("submission for round {submitted} but round {open} is open")]
-    WrongRound { open: u64, submitted: u64 },
+    /// A submission naming another round or attempt than the open one (late, or early).
+    #[error(
+        "submission for round {submitted} attempt {submitted_attempt} but round {open} \
+         attempt {open_attempt} is open"
+    )]
+    WrongRound {
+        open: u64,
+        open_attempt: u32,
+        submitted: u64,
+        submitted_attempt: u32,
+    },
     /// The peer was already judged in this round.
     #[error("duplicate submission for round {round}")]
     Duplicate { round: u64 },

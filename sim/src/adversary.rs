@@ -8,7 +8,7 @@ use zkfed_air::fixed::{ONE, PARAM_BOUND};
 use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_trace};
 use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
 use zkfed_participant::participation::Prover;
-use zkfed_protocol::{Rejection, Submission};
+use zkfed_protocol::{Rejection, RoundAnnouncement, Submission};
 
 /// One kind of cheat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -257,7 +257,7 @@ impl TamperingProver {
 impl Prover for TamperingProver {
     fn submission(
         &self,
-        round: u64,
+        round: &RoundAnnouncement,
         statement: &Statement,
         dataset: &CommittedDataset,
     ) -> anyhow::Result<Submission> {
@@ -269,7 +269,7 @@ impl Prover for TamperingProver {
             dataset,
             previous: previous.as_ref(),
         };
-        let forged = mount(self.plan.attack(round), &input);
+        let forged = mount(self.plan.attack(round.round), &input);
         *previous = Some(honest);
         Ok(forged)
     }
@@ -290,6 +290,7 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
             Some(previous) => {
                 s = Submission {
                     round: s.round,
+                    attempt: s.attempt,
                     ..previous.clone()
                 }
             }
@@ -407,6 +408,7 @@ fn prove_stacked(input: &TamperInput<'_>) -> Submission {
     match proved {
         Ok((update, proof)) => Submission {
             round: input.honest.round,
+            attempt: input.honest.attempt,
             update,
             proof,
         },
@@ -434,6 +436,7 @@ fn reprove(
     match statement(input.statement).map(|st| zkfed_air::prove(&st, dataset)) {
         Ok(Ok((update, proof))) => Submission {
             round: input.honest.round,
+            attempt: input.honest.attempt,
             update,
             proof,
         },

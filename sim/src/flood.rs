@@ -127,6 +127,7 @@ fn garbage(round: &RoundAnnouncement) -> Submission {
     proof.extend((0..GARBAGE_BYTES).map(|_| rng.random::<u8>()));
     Submission {
         round: round.round,
+        attempt: round.attempt,
         update: ClippedGradientSum {
             // In range, so the trusting baseline can aggregate it like any update.
             weights: (0..round.model.weights.len())

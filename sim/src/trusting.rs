@@ -5,7 +5,7 @@
 use zkfed_air::{CommittedDataset, Statement};
 use zkfed_coordinator::event_loop::SubmissionVerifier;
 use zkfed_participant::participation::Prover;
-use zkfed_protocol::{Rejection, Submission};
+use zkfed_protocol::{Rejection, RoundAnnouncement, Submission};
 
 /// Sends the reference update with no proof.
 #[derive(Debug, Clone, Copy, Default)]
@@ -14,7 +14,7 @@ pub struct UnprovenUpdates;
 impl Prover for UnprovenUpdates {
     fn submission(
         &self,
-        round: u64,
+        round: &RoundAnnouncement,
         statement: &Statement,
         dataset: &CommittedDataset,
     ) -> anyhow::Result<Submission> {
@@ -25,7 +25,8 @@ impl Prover for UnprovenUpdates {
         let update =
             zkfed_air::clipped_gradient_sum(&statement.model, batch, statement.params.clip_norm)?;
         Ok(Submission {
-            round,
+            round: round.round,
+            attempt: round.attempt,
             update,
             proof: Vec::new(),
         })
@@ -67,7 +68,16 @@ mod tests {
         let model = Model::zeros(2);
         let statement =
             Statement::new(context, model, params, dataset.commitment(), [3; 32]).unwrap();
-        let sent = UnprovenUpdates.submission(1, &statement, &dataset).unwrap();
+        let round = RoundAnnouncement {
+            round: 1,
+            attempt: 1,
+            model: statement.model.clone(),
+            params,
+            seed: [3; 32],
+        };
+        let sent = UnprovenUpdates
+            .submission(&round, &statement, &dataset)
+            .unwrap();
         let (proven, _) = zkfed_air::prove(&statement, &dataset).unwrap();
         assert_eq!(sent.update, proven);
         assert!(sent.proof.is_empty());

@@ -1,0 +1,319 @@
+//! Round attempts through the [`Ledger`] with real proofs: an attempt abandoned at its
+//! deadline is retried under the next attempt number with a fresh seed; a peer accepted in
+//! both attempts keeps both proofs; a verification that finishes after its attempt closed
+//! is discarded with its reason on record; an aggregate outside the model's range abandons
+//! the attempt instead of stopping the coordinator, also after a restart. The audit passes
+//! on every log.
+
+use std::path::{Path, PathBuf};
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use zkfed_air::data::{Standardization, breast_cancer};
+use zkfed_air::fixed::ONE;
+use zkfed_air::{CommittedDataset, RoundParams, prove};
+use zkfed_coordinator::audit::audit_store;
+use zkfed_coordinator::events::{AuditEvent, RunConfig};
+use zkfed_coordinator::ledger::Ledger;
+use zkfed_coordinator::log::StoredLog;
+use zkfed_protocol::{
+    Enrolment, Rejection, RunParameters, SignedEnrolment, Submission, Verdict, round_statement,
+};
+
+struct Hospital {
+    key: Keypair,
+    dataset: CommittedDataset,
+}
+
+impl Hospital {
+    fn peer(&self) -> PeerId {
+        self.key.public().to_peer_id()
+    }
+}
+
+/// A store in a fresh directory, two enrolled hospitals, quorum 2, and its configuration.
+struct Federation {
+    dir: PathBuf,
+    coordinator: Keypair,
+    config: RunConfig,
+    hospitals: Vec<Hospital>,
+    ledger: Ledger,
+}
+
+impl Federation {
+    fn new(name: &str, learning_rate: i64, clip_norm: i64) -> Self {
+        let dir = std::env::temp_dir().join(format!("zkfed-retries-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let raw = breast_cancer();
+        let standardization = Standardization::fit(&raw).unwrap();
+        let rows = standardization.apply(&raw).unwrap();
+        let mut rng = StdRng::seed_from_u64(11);
+        let hospitals: Vec<Hospital> = (0..2)
+            .map(|k| Hospital {
+                key: Keypair::generate_ed25519(),
+                dataset: CommittedDataset::commit(
+                    rows[k * 40..(k + 1) * 40].to_vec(),
+                    raw.labels[k * 40..(k + 1) * 40].to_vec(),
+                    &mut rng,
+                )
+                .unwrap(),
+            })
+            .collect();
+        let coordinator = Keypair::generate_ed25519();
+        let config = RunConfig {
+            public: RunParameters {
+                federation_id: [9; 32],
+                schema: raw.schema.clone(),
+                standardization,
+                rounds: 1,
+            },
+            coordinator_key: coordinator.public().encode_protobuf(),
+            allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
+            quorum: 2,
+            params: RoundParams {
+                clip_norm,
+                batch_size: 4,
+            },
+            learning_rate,
+            round_deadline_secs: 60,
+        };
+        let mut ledger = Ledger::open(&store(&dir), coordinator.clone(), config.clone()).unwrap();
+        for h in &hospitals {
+            let enrolment = Enrolment {
+                federation_id: config.public.federation_id,
+                commitment: h.dataset.commitment(),
+                schema_hash: config.public.schema.hash(),
+            };
+            let signed = SignedEnrolment::sign(enrolment, &h.key);
+            ledger.enrol(&h.peer(), &signed).unwrap().unwrap();
+        }
+        Self {
+            dir,
+            coordinator,
+            config,
+            hospitals,
+            ledger,
+        }
+    }
+
+    /// Hospital `k`'s honest submission for the attempt now open.
+    fn prove(&self, k: usize) -> Submission {
+        let h = &self.hospitals[k];
+        let open = &self
+            .ledger
+            .state()
+            .open
+            .as_ref()
+            .expect("an attempt is open");
+        let announcement = &open.announcement;
+        let statement = round_statement(
+            &self.config.public,
+            announcement,
+            &h.peer(),
+            h.dataset.commitment(),
+        )
+        .unwrap();
+        let (update, proof) = prove(&statement, &h.dataset).unwrap();
+        Submission {
+            round: announcement.round,
+            attempt: announcement.attempt,
+            update,
+            proof,
+        }
+    }
+
+    /// Admits, verifies and judges a submission of hospital `k`, as the event loop does.
+    fn submit(&mut self, k: usize, submission: &Submission) -> Verdict {
+        let peer = self.hospitals[k].peer();
+        let statement = self.ledger.admit(&peer, submission).unwrap();
+        let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
+            .map_err(Rejection::from);
+        self.ledger.judge(&peer, submission, outcome).unwrap()
+    }
+
+    fn start(&mut self, seed: u8) {
+        assert!(self.ledger.start_round_if_due([seed; 32]).unwrap());
+    }
+
+    /// The offline audit of the store (with the ledger closed, as an auditor reads it).
+    fn audit(self) -> (Vec<AuditEvent>, PathBuf) {
+        let Federation {
+            dir,
+            coordinator,
+            ledger,
+            ..
+        } = self;
+        drop(ledger);
+        let me = coordinator.public().to_peer_id();
+        let verdict = audit_store(&store(&dir), Some(&me)).unwrap();
+        assert!(verdict.is_ok(), "{verdict:?}");
+        let stored = StoredLog::open(&store(&dir)).unwrap();
+        let events = stored
+            .records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        (events, dir)
+    }
+}
+
+fn store(dir: &Path) -> PathBuf {
+    dir.join("state.redb")
+}
+
+#[test]
+fn an_abandoned_attempt_is_retried_and_a_peer_accepted_in_both_keeps_both_proofs() {
+    let mut f = Federation::new("both", ONE, ONE);
+    f.start(1);
+    let first = f.prove(0);
+    assert_eq!((first.round, first.attempt), (1, 1));
+    assert!(f.submit(0, &first).accepted());
+    // Hospital 1 never answers: the deadline abandons attempt 1 below quorum.
+    let closed = f.ledger.close_round_if_due(true).unwrap();
+    assert!(matches!(
+        closed,
+        Some(AuditEvent::Abandoned {
+            round: 1,
+            attempt: 1,
+            ..
+        })
+    ));
+    f.start(2);
+    let open = &f.ledger.state().open.as_ref().unwrap().announcement;
+    assert_eq!((open.round, open.attempt, open.seed), (1, 2, [2; 32]));
+    // The same peer proves the new attempt and is accepted again, not refused as a
+    // duplicate; the old attempt's submission is refused.
+    let second = f.prove(0);
+    assert_eq!(second.attempt, 2);
+    let peer = f.hospitals[0].peer();
+    assert!(matches!(
+        f.ledger.admit(&peer, &first),
+        Err(Rejection::WrongRound {
+            open_attempt: 2,
+            submitted_attempt: 1,
+            ..
+        })
+    ));
+    assert!(f.submit(0, &second).accepted());
+    let other = f.prove(1);
+    assert!(f.submit(1, &other).accepted());
+    assert!(matches!(
+        f.ledger.close_round_if_due(false).unwrap(),
+        Some(AuditEvent::Aggregated { round: 1, .. })
+    ));
+    // Both of hospital 0's accepted proofs are kept, each under its own attempt.
+    assert_eq!(
+        f.ledger.proof(1, 1, &peer).unwrap(),
+        Some(first.proof.clone())
+    );
+    assert_eq!(
+        f.ledger.proof(1, 2, &peer).unwrap(),
+        Some(second.proof.clone())
+    );
+    assert_ne!(first.proof, second.proof);
+    let (events, dir) = f.audit();
+    let judged_attempts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            AuditEvent::Judged { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(judged_attempts, [1, 2, 2]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_verification_finishing_after_its_attempt_closed_is_discarded_with_its_reason() {
+    let mut f = Federation::new("late", ONE, ONE);
+    f.start(1);
+    let late = f.prove(0);
+    let peer = f.hospitals[0].peer();
+    let statement = f.ledger.admit(&peer, &late).unwrap();
+    // While it is being verified, attempt 1 is abandoned and attempt 2 opens.
+    f.ledger.close_round_if_due(true).unwrap();
+    f.start(2);
+    let outcome = zkfed_air::verify(&statement, &late.update, &late.proof);
+    assert_eq!(outcome, Ok(()), "the proof itself is valid for attempt 1");
+    let verdict = f.ledger.judge(&peer, &late, Ok(())).unwrap();
+    assert!(!verdict.accepted(), "{verdict:?}");
+    assert!(matches!(
+        verdict.rejection,
+        Some(Rejection::WrongRound {
+            open_attempt: 2,
+            submitted_attempt: 1,
+            ..
+        })
+    ));
+    // Nothing was judged in attempt 2 on its account.
+    let open = f.ledger.state().open.as_ref().unwrap();
+    assert!(open.judged.is_empty() && open.accepted.is_empty());
+    // The hospital proves attempt 2 and is judged normally.
+    let retry = f.prove(0);
+    assert!(f.submit(0, &retry).accepted());
+    // The discard is on the signed record.
+    let (events, dir) = f.audit();
+    let discarded = events.into_iter().any(|e| {
+        matches!(
+            e,
+            AuditEvent::Discarded {
+                round: 1,
+                attempt: 1,
+                rejection: Rejection::WrongRound { .. },
+                ..
+            }
+        )
+    });
+    assert!(discarded, "the discarded verification is recorded");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_aggregate_outside_the_range_abandons_the_attempt_and_a_restart_keeps_running() {
+    // A learning rate × clip norm far beyond what a configuration file accepts, so one
+    // FedAvg step leaves the fixed-point range of the model.
+    let mut f = Federation::new("range", 4096 * ONE, ONE);
+    f.start(1);
+    for k in 0..2 {
+        let submission = f.prove(k);
+        assert!(f.submit(k, &submission).accepted());
+    }
+    let closed = f.ledger.close_round_if_due(false).unwrap();
+    match &closed {
+        Some(AuditEvent::Abandoned {
+            round: 1,
+            attempt: 1,
+            reason,
+        }) => assert!(reason.contains("aggregate cannot be formed"), "{reason}"),
+        other => panic!("expected the attempt to be abandoned, got {other:?}"),
+    }
+    // A restart replays the abandonment and goes on with attempt 2.
+    let Federation {
+        dir,
+        coordinator,
+        config,
+        hospitals,
+        ledger,
+    } = f;
+    drop(ledger);
+    let ledger = Ledger::open(&store(&dir), coordinator.clone(), config.clone()).unwrap();
+    assert_eq!(ledger.state().next_attempt, 2);
+    let mut f = Federation {
+        dir,
+        coordinator,
+        config,
+        hospitals,
+        ledger,
+    };
+    f.start(2);
+    assert_eq!(
+        f.ledger.state().open.as_ref().unwrap().announcement.attempt,
+        2
+    );
+    let (_, dir) = f.audit();
+    std::fs::remove_dir_all(dir).unwrap();
+}
