@@ -205,6 +205,14 @@ impl RunState {
                         announcement.round
                     )));
                 }
+                // Parameters are the run's: a coordinator may not weaken clipping or shrink
+                // the batch for one round (the audit replays this check).
+                if announcement.params != self.config.params {
+                    return Err(impossible(format!(
+                        "round {} announces parameters {:?}, the run's are {:?}",
+                        announcement.round, announcement.params, self.config.params
+                    )));
+                }
                 self.open = Some(OpenRound {
                     announcement: announcement.clone(),
                     judged: BTreeMap::new(),

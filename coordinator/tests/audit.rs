@@ -274,6 +274,20 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     assert_eq!(d.seq, agg as u64, "{d}");
     assert!(d.what.contains("aggregate differs"), "{d}");
 
+    // ... or with a round whose parameters are not the run's (batch size 1 reveals a row).
+    let mut forged = records.clone();
+    let started = forged
+        .iter()
+        .position(|r| matches!(r.event, AuditEvent::RoundStarted(_)))
+        .unwrap();
+    if let AuditEvent::RoundStarted(announcement) = &mut forged[started].event {
+        announcement.params.batch_size = 1;
+    }
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert_eq!(d.seq, started as u64, "{d}");
+    assert!(d.what.contains("the run's are"), "{d}");
+
     // Reopening with another configuration is refused rather than silently mixing runs.
     let mut other_config = config;
     other_config.quorum = 3;
