@@ -139,7 +139,7 @@ pub async fn run(
 /// The coordinator's loop state, after rust-libp2p's file-sharing example: one method per
 /// kind of event.
 struct EventLoop {
-    core: Ledger,
+    ledger: Ledger,
     swarm: Swarm<CoordinatorBehaviour>,
     traffic: zkfed_net::Traffic,
     observer: Observer,
@@ -161,10 +161,10 @@ impl EventLoop {
         observer: Observer,
         verifier: Arc<dyn SubmissionVerifier>,
     ) -> anyhow::Result<Self> {
-        let core = Ledger::open(&config.store, config.key.clone(), config.run.clone())
+        let ledger = Ledger::open(&config.store, config.key.clone(), config.run.clone())
             .context("opening the state store")?;
         let me = config.key.public().to_peer_id();
-        info!(peer = %me, rounds_done = core.state().completed_rounds, "coordinator starting");
+        info!(peer = %me, rounds_done = ledger.state().completed_rounds, "coordinator starting");
         let traffic = zkfed_net::Traffic::default();
         let mut swarm = swarm(&config, &traffic)?;
         for addr in &config.listen {
@@ -174,9 +174,9 @@ impl EventLoop {
         }
         let (verified_tx, verified_rx) = mpsc::channel::<Verified>(64);
         Ok(Self {
-            round_opened_at: core.state().open.as_ref().map(|_| Instant::now()),
-            finished_at: core.state().finished().then(Instant::now),
-            core,
+            round_opened_at: ledger.state().open.as_ref().map(|_| Instant::now()),
+            finished_at: ledger.state().finished().then(Instant::now),
+            ledger,
             swarm,
             traffic,
             observer,
@@ -261,7 +261,7 @@ impl EventLoop {
         channel: ResponseChannel<Response>,
     ) -> anyhow::Result<()> {
         let response = match request {
-            Request::Parameters => Response::Parameters(self.core.state().config.public.clone()),
+            Request::Parameters => Response::Parameters(self.ledger.state().config.public.clone()),
             Request::Enrol(signed) => self.on_enrol(peer, &signed)?,
             Request::CurrentRound => self.current_round(peer),
             Request::Submit(submission) => return self.on_submit(peer, submission, channel),
@@ -291,7 +291,7 @@ impl EventLoop {
     }
 
     fn on_enrol(&mut self, peer: PeerId, signed: &SignedEnrolment) -> anyhow::Result<Response> {
-        Ok(match self.core.enrol(&peer, signed)? {
+        Ok(match self.ledger.enrol(&peer, signed)? {
             Ok(()) => {
                 info!(%peer, rows = signed.enrolment.commitment.rows, "enrolled");
                 Response::Enrolled
@@ -304,7 +304,7 @@ impl EventLoop {
     }
 
     fn current_round(&self, peer: PeerId) -> Response {
-        let state = self.core.state();
+        let state = self.ledger.state();
         if state.finished() {
             return Response::Finished {
                 rounds: state.completed_rounds,
@@ -328,10 +328,20 @@ impl EventLoop {
         submission: Submission,
         channel: ResponseChannel<Response>,
     ) -> anyhow::Result<()> {
+        if let Some(verdict) = self.ledger.recorded_verdict(&peer, &submission) {
+            info!(%peer, round = verdict.round, attempt = verdict.attempt, "a judged submission sent again: its verdict on record");
+            let response = Response::Verdict(verdict);
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .zkfed
+                .send_response(channel, response);
+            return Ok(());
+        }
         let admitted = if self.in_flight.contains(&peer) {
             Err(Rejection::Busy)
         } else {
-            self.core.admit(&peer, &submission)
+            self.ledger.admit(&peer, &submission)
         };
         let statement = match admitted {
             Ok(statement) => statement,
@@ -379,7 +389,7 @@ impl EventLoop {
     fn on_verified(&mut self, done: Verified) -> anyhow::Result<()> {
         self.in_flight.remove(&done.peer);
         let verdict = self
-            .core
+            .ledger
             .judge(&done.peer, &done.submission, done.outcome)?;
         self.emit(CoordinatorTelemetry::Judged {
             round: verdict.round,
@@ -405,10 +415,13 @@ impl EventLoop {
     /// Closes the open round when due, starts the next; `false` once the run is over and
     /// the linger time has passed.
     fn on_tick(&mut self) -> anyhow::Result<bool> {
-        if self.core.state().finished() {
+        if self.ledger.state().finished() {
             let at = *self.finished_at.get_or_insert_with(Instant::now);
             if at.elapsed() >= self.linger {
-                info!(rounds = self.core.state().completed_rounds, "run complete");
+                info!(
+                    rounds = self.ledger.state().completed_rounds,
+                    "run complete"
+                );
                 return Ok(false);
             }
             return Ok(true);
@@ -416,15 +429,15 @@ impl EventLoop {
         let passed = self
             .round_opened_at
             .is_some_and(|t| t.elapsed() >= self.deadline);
-        if let Some(event) = self.core.close_round_if_due(passed)? {
+        if let Some(event) = self.ledger.close_round_if_due(passed)? {
             self.on_round_closed(&event);
         }
         let mut seed = [0u8; 32];
         rand::make_rng::<rand::rngs::StdRng>().fill_bytes(&mut seed);
-        if self.core.start_round_if_due(seed)? {
+        if self.ledger.start_round_if_due(seed)? {
             self.round_opened_at = Some(Instant::now());
             info!(
-                round = self.core.state().completed_rounds + 1,
+                round = self.ledger.state().completed_rounds + 1,
                 "round started"
             );
         }

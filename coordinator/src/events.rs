@@ -122,6 +122,20 @@ pub struct RunState {
     pub open: Option<OpenRound>,
     /// The attempt the next `RoundStarted` must carry.
     pub next_attempt: u32,
+    /// Every verdict on record, by round, attempt and peer, with what was judged, so the
+    /// same submission sent again (a retry after a timeout or a restart) gets it back.
+    pub verdicts: BTreeMap<(u64, u32, PeerId), RecordedVerdict>,
+}
+
+/// A verdict on record and the submission it was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedVerdict {
+    /// SHA-256 of the judged proof bytes.
+    pub proof_sha256: [u8; 32],
+    /// The judged update.
+    pub update: ClippedGradientSum,
+    /// `None` if accepted.
+    pub rejection: Option<Rejection>,
 }
 
 /// A log that does not describe a possible run.
@@ -154,6 +168,7 @@ impl RunState {
             completed_rounds: 0,
             open: None,
             next_attempt: 1,
+            verdicts: BTreeMap::new(),
         }
     }
 
@@ -224,8 +239,8 @@ impl RunState {
                 attempt,
                 peer,
                 update,
+                proof_sha256,
                 rejection,
-                ..
             } => {
                 let peer = PeerId::from_bytes(peer)
                     .map_err(|e| impossible(format!("bad peer id: {e}")))?;
@@ -240,6 +255,12 @@ impl RunState {
                     )));
                 }
                 open.judged.insert(peer, rejection.clone());
+                let recorded = RecordedVerdict {
+                    proof_sha256: *proof_sha256,
+                    update: update.clone(),
+                    rejection: rejection.clone(),
+                };
+                self.verdicts.insert((*round, *attempt, peer), recorded);
                 if rejection.is_none() {
                     open.accepted.push((peer, update.clone()));
                 }

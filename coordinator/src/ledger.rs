@@ -103,6 +103,11 @@ impl Ledger {
         }
     }
 
+    /// The verdict on record for exactly this submission, if it was judged before.
+    pub fn recorded_verdict(&self, peer: &PeerId, submission: &Submission) -> Option<Verdict> {
+        rounds::recorded_verdict(&self.state, peer, submission)
+    }
+
     /// Checks a submission before verification: the statement to verify it against.
     pub fn admit(&self, peer: &PeerId, submission: &Submission) -> Result<Statement, Rejection> {
         rounds::admit_submission(&self.state, peer, submission)

@@ -5,9 +5,12 @@
 //! same function the participant proves against.
 
 use libp2p::PeerId;
+use sha2::{Digest, Sha256};
 use zkfed_aggregation::{AggregationError, fedavg_step};
 use zkfed_air::Statement;
-use zkfed_protocol::{Rejection, RoundAnnouncement, SignedEnrolment, Submission, round_statement};
+use zkfed_protocol::{
+    Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
+};
 
 use crate::events::{AuditEvent, RunState};
 
@@ -54,6 +57,25 @@ pub fn judge_enrolment(
             enrolment: signed.clone(),
         })),
     }
+}
+
+/// The verdict already on record for exactly this submission (same round, attempt, peer,
+/// update and proof bytes), if any: a retried request is answered with it, not refused.
+pub fn recorded_verdict(
+    state: &RunState,
+    peer: &PeerId,
+    submission: &Submission,
+) -> Option<Verdict> {
+    let key = (submission.round, submission.attempt, *peer);
+    let recorded = state.verdicts.get(&key)?;
+    let proof_sha256: [u8; 32] = Sha256::digest(&submission.proof).into();
+    (recorded.proof_sha256 == proof_sha256 && recorded.update == submission.update).then(|| {
+        Verdict {
+            round: submission.round,
+            attempt: submission.attempt,
+            rejection: recorded.rejection.clone(),
+        }
+    })
 }
 
 /// The statement of an admissible submission, or why it is refused before verification.

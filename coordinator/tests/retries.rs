@@ -317,3 +317,50 @@ fn an_aggregate_outside_the_range_abandons_the_attempt_and_a_restart_keeps_runni
     let (_, dir) = f.audit();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart() {
+    let mut f = Federation::new("again", ONE, ONE);
+    f.start(1);
+    let peer = f.hospitals[0].peer();
+    let sent = f.prove(0);
+    assert_eq!(
+        f.ledger.recorded_verdict(&peer, &sent),
+        None,
+        "not judged yet"
+    );
+    let verdict = f.submit(0, &sent);
+    assert!(verdict.accepted());
+    // The same request again (a timeout, say): the verdict on record, not "duplicate".
+    assert_eq!(
+        f.ledger.recorded_verdict(&peer, &sent),
+        Some(verdict.clone())
+    );
+    // Another submission from the same peer in the same attempt is still a duplicate.
+    let mut other = sent.clone();
+    other.update.bias += 1;
+    assert_eq!(f.ledger.recorded_verdict(&peer, &other), None);
+    assert!(matches!(
+        f.ledger.admit(&peer, &other),
+        Err(Rejection::Duplicate { round: 1 })
+    ));
+    // After the round closes and the coordinator restarts, the verdict is still on record.
+    let second = f.prove(1);
+    assert!(f.submit(1, &second).accepted());
+    assert!(matches!(
+        f.ledger.close_round_if_due(false).unwrap(),
+        Some(AuditEvent::Aggregated { round: 1, .. })
+    ));
+    let Federation {
+        dir,
+        coordinator,
+        config,
+        ledger,
+        ..
+    } = f;
+    drop(ledger);
+    let ledger = Ledger::open(&store(&dir), coordinator, config).unwrap();
+    assert_eq!(ledger.recorded_verdict(&peer, &sent), Some(verdict));
+    drop(ledger);
+    std::fs::remove_dir_all(dir).unwrap();
+}
