@@ -139,12 +139,12 @@ impl RawConfig {
                 schema: self.schema,
                 standardization: self.standardization,
                 rounds: self.rounds,
+                params,
+                learning_rate: quantize(self.learning_rate),
             },
             coordinator_key: key.public().encode_protobuf(),
             allow_list: allow.iter().map(|p| p.to_bytes()).collect(),
             quorum: self.quorum,
-            params,
-            learning_rate: quantize(self.learning_rate),
             round_deadline_secs: self.round_deadline_secs,
         };
         Ok(Config {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use zkfed_air::{ClippedGradientSum, Model, RoundParams};
+use zkfed_air::{ClippedGradientSum, Model};
 use zkfed_protocol::{Rejection, RoundAnnouncement, RunParameters, SignedEnrolment};
 
 /// Parameters fixed when the run starts (the first event of every log).
@@ -24,10 +24,6 @@ pub struct RunConfig {
     pub allow_list: Vec<Vec<u8>>,
     /// Minimum accepted updates for a round to be aggregated.
     pub quorum: usize,
-    /// Clip norm and batch size of every round.
-    pub params: RoundParams,
-    /// FedAvg learning rate (fixed point, scale 2^16).
-    pub learning_rate: i64,
     /// Seconds a round stays open.
     pub round_deadline_secs: u64,
 }
@@ -222,10 +218,10 @@ impl RunState {
                 }
                 // Parameters are the run's: a coordinator may not weaken clipping or shrink
                 // the batch for one round (the audit replays this check).
-                if announcement.params != self.config.params {
+                if announcement.params != self.config.public.params {
                     return Err(impossible(format!(
                         "round {} announces parameters {:?}, the run's are {:?}",
-                        announcement.round, announcement.params, self.config.params
+                        announcement.round, announcement.params, self.config.public.params
                     )));
                 }
                 self.open = Some(OpenRound {

@@ -42,7 +42,7 @@ pub fn judge_enrolment(
     if e.schema_hash != state.config.public.schema.hash() {
         return Err(Rejection::OtherSchema);
     }
-    let batch = state.config.params.batch_size as u64;
+    let batch = state.config.public.params.batch_size as u64;
     if e.commitment.rows < batch {
         return Err(Rejection::TooFewRows {
             rows: e.commitment.rows,
@@ -109,7 +109,7 @@ pub fn start_round(state: &RunState, seed: [u8; 32]) -> Option<AuditEvent> {
         round: state.completed_rounds + 1,
         attempt: state.next_attempt,
         model: state.model.clone(),
-        params: state.config.params,
+        params: state.config.public.params,
         seed,
     }))
 }
@@ -152,6 +152,6 @@ pub fn aggregate(state: &RunState) -> Result<zkfed_air::Model, AggregationError>
     fedavg_step(
         &open.announcement.model,
         &updates,
-        state.config.learning_rate,
+        state.config.public.learning_rate,
     )
 }

@@ -67,15 +67,15 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
             schema: raw.schema.clone(),
             standardization,
             rounds: 2,
+            params: RoundParams {
+                clip_norm: ONE,
+                batch_size: 4,
+            },
+            learning_rate: ONE,
         },
         coordinator_key: coordinator.public().encode_protobuf(),
         allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
         quorum: 2,
-        params: RoundParams {
-            clip_norm: ONE,
-            batch_size: 4,
-        },
-        learning_rate: ONE,
         round_deadline_secs: 60,
     };
     let mut core =
@@ -309,15 +309,15 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
             schema: raw.schema.clone(),
             standardization: Standardization::fit(&raw).unwrap(),
             rounds: 1,
+            params: RoundParams {
+                clip_norm: ONE,
+                batch_size: 4,
+            },
+            learning_rate: ONE,
         },
         coordinator_key: coordinator.public().encode_protobuf(),
         allow_list: vec![member.public().to_peer_id().to_bytes()],
         quorum: 1,
-        params: RoundParams {
-            clip_norm: ONE,
-            batch_size: 4,
-        },
-        learning_rate: ONE,
         round_deadline_secs: 60,
     };
     let mut core = Ledger::open(&dir.join("state.redb"), coordinator, config.clone()).unwrap();

@@ -69,15 +69,15 @@ impl Federation {
                 schema: raw.schema.clone(),
                 standardization,
                 rounds: 1,
+                params: RoundParams {
+                    clip_norm,
+                    batch_size: 4,
+                },
+                learning_rate,
             },
             coordinator_key: coordinator.public().encode_protobuf(),
             allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
             quorum: 2,
-            params: RoundParams {
-                clip_norm,
-                batch_size: 4,
-            },
-            learning_rate,
             round_deadline_secs: 60,
         };
         let mut ledger = Ledger::open(&store(&dir), coordinator.clone(), config.clone()).unwrap();

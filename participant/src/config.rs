@@ -20,9 +20,27 @@ pub struct RawConfig {
     /// Directory for the node key, the salts and the commitment.
     pub state_dir: PathBuf,
     /// The columns this node agrees to train on. When set, a run that asks for any other
-    /// schema is refused before a single row is read.
+    /// schema is refused before a single row is read. When not, the node agrees to the
+    /// run's schema at its first enrolment and pins it with the other run parameters.
     #[serde(default)]
     pub schema: Option<Schema>,
+    /// Smallest batch this node proves over: an update over a tiny batch reveals rows.
+    #[serde(default = "default_min_batch_size")]
+    pub min_batch_size: usize,
+    /// Most attempts at one round this node proves (each is another update on the same
+    /// model for the coordinator to compare).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+/// The default [`RawConfig::min_batch_size`].
+pub fn default_min_batch_size() -> usize {
+    8
+}
+
+/// The default [`RawConfig::max_attempts`].
+pub fn default_max_attempts() -> u32 {
+    5
 }
 
 /// A validated, resolved configuration.
@@ -39,6 +57,10 @@ pub struct Config {
     pub key: Keypair,
     /// The schema this node agrees to, if restricted.
     pub schema: Option<Schema>,
+    /// Smallest batch this node proves over.
+    pub min_batch_size: usize,
+    /// Most attempts at one round this node proves.
+    pub max_attempts: u32,
 }
 
 impl RawConfig {
@@ -67,6 +89,8 @@ impl RawConfig {
             state_dir: self.state_dir,
             key,
             schema: self.schema,
+            min_batch_size: self.min_batch_size,
+            max_attempts: self.max_attempts,
         })
     }
 }

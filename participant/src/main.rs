@@ -35,6 +35,9 @@ enum Command {
         /// Also write the node's events (proofs made, verdicts) here as JSON lines.
         #[arg(long)]
         events: Option<PathBuf>,
+        /// Smallest batch this node proves over (with the three flags).
+        #[arg(long, default_value_t = zkfed_participant::config::default_min_batch_size())]
+        min_batch_size: usize,
     },
     /// Print this node's peer id (creating its key on first use), for the allow-list.
     PeerId {
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<ExitCode> {
             dataset,
             state,
             events,
+            min_batch_size,
         } => {
             let raw = match (config, coordinator, dataset, state) {
                 (Some(path), ..) => RawConfig::load(&path)?,
@@ -73,6 +77,8 @@ fn main() -> anyhow::Result<ExitCode> {
                     dataset,
                     state_dir,
                     schema: None,
+                    min_batch_size,
+                    max_attempts: zkfed_participant::config::default_max_attempts(),
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };

@@ -139,6 +139,11 @@ async fn participate(
     loop {
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if (round.round, round.attempt) > last_submitted => {
+                if let Some(reason) = refusal(&params, &round, config.max_attempts) {
+                    warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
+                    last_submitted = (round.round, round.attempt);
+                    continue;
+                }
                 // The swarm is serviced while proving: pings answered, the connection kept.
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
                 let (submission, seconds) = link.poll_while(proved).await?;
@@ -161,6 +166,8 @@ async fn participate(
                 link.poll_while(tokio::time::sleep(POLL)).await
             }
             Response::Finished { rounds, model } => {
+                let text = serde_json::to_vec_pretty(&model).expect("a model serializes");
+                write_durably(&config.state_dir.join("final_model.json"), &text)?;
                 info!(
                     rounds,
                     accepted,
@@ -200,6 +207,7 @@ async fn enrol(
             agreed.label
         );
     }
+    pin_run(config, &params)?;
     let dataset = commit_dataset(config, &params)?;
     let enrolment = Enrolment {
         federation_id: params.federation_id,
@@ -213,6 +221,66 @@ async fn enrol(
         other => bail!("unexpected answer to enrolment: {other:?}"),
     }
     Ok((params, dataset))
+}
+
+/// Holds the run to what this node enrolled under: its minimum batch size, and the run
+/// parameters written to the state directory at the first enrolment (schema,
+/// standardization, clip norm, batch size, learning rate, rounds), which may never change.
+fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
+    if params.params.batch_size < config.min_batch_size {
+        bail!(
+            "the run's batch size {} is below this node's minimum {}: an update over so few \
+             rows reveals too much about them",
+            params.params.batch_size,
+            config.min_batch_size
+        );
+    }
+    let path = config.state_dir.join("run.bin");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let pinned: RunParameters =
+                postcard::from_bytes(&bytes).context("the pinned run parameters are corrupt")?;
+            if pinned != *params {
+                bail!(
+                    "the run's parameters differ from those this node enrolled under \
+                     (pinned in {}); refusing to take part",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!(columns = ?params.schema.features, label = %params.schema.label, batch = params.params.batch_size, "pinning the run's parameters");
+            write_durably(
+                &path,
+                &postcard::to_allocvec(params).expect("plain data serializes"),
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Why this node will not prove an announced round attempt, if it will not: parameters
+/// other than the pinned run's, more attempts than it allows, or a model outside the range
+/// the proof covers.
+fn refusal(params: &RunParameters, round: &RoundAnnouncement, max_attempts: u32) -> Option<String> {
+    if round.params != params.params {
+        return Some(format!(
+            "the round announces {:?}, the run this node enrolled in has {:?}",
+            round.params, params.params
+        ));
+    }
+    if round.attempt > max_attempts {
+        return Some(format!(
+            "attempt {} exceeds this node's limit of {max_attempts} attempts per round",
+            round.attempt
+        ));
+    }
+    round
+        .model
+        .validate()
+        .err()
+        .map(|e| format!("the announced model cannot be proven: {e}"))
 }
 
 /// Sends a submission and reports its verdict; `true` if it was accepted.
@@ -334,44 +402,121 @@ fn link(config: &Config) -> anyhow::Result<Link> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use zkfed_air::data::{Standardization, breast_cancer};
 
-    #[test]
-    fn commitment_is_reused_and_an_edited_csv_is_caught() {
-        let dir = std::env::temp_dir().join(format!("zkfed-part-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let csv = dir.join("rows.csv");
-        std::fs::write(&csv, crate::bundled_shard_csv(0, 5)).unwrap();
+    fn run_parameters() -> RunParameters {
         let raw = breast_cancer();
-        let params = RunParameters {
+        RunParameters {
             federation_id: [1; 32],
             schema: raw.schema.clone(),
             standardization: Standardization::fit(&raw).unwrap(),
             rounds: 1,
-        };
-        let config = || Config {
+            params: zkfed_air::RoundParams {
+                clip_norm: zkfed_air::fixed::ONE,
+                batch_size: 16,
+            },
+            learning_rate: zkfed_air::fixed::ONE,
+        }
+    }
+
+    fn config(dir: &Path) -> Config {
+        Config {
             coordinator_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
             coordinator: libp2p::identity::Keypair::generate_ed25519()
                 .public()
                 .to_peer_id(),
-            dataset: csv.clone(),
+            dataset: dir.join("rows.csv"),
             state_dir: dir.join("state"),
             key: libp2p::identity::Keypair::generate_ed25519(),
             schema: None,
-        };
+            min_batch_size: 8,
+            max_attempts: 3,
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("zkfed-part-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
-        let first = commit_dataset(&config(), &params).unwrap().commitment();
-        let again = commit_dataset(&config(), &params).unwrap().commitment();
+        dir
+    }
+
+    #[test]
+    fn commitment_is_reused_and_an_edited_csv_is_caught() {
+        let dir = tempdir("commit");
+        let csv = dir.join("rows.csv");
+        std::fs::write(&csv, crate::bundled_shard_csv(0, 5)).unwrap();
+        let params = run_parameters();
+        let first = commit_dataset(&config(&dir), &params).unwrap().commitment();
+        let again = commit_dataset(&config(&dir), &params).unwrap().commitment();
         assert_eq!(first, again, "salts are reused, so the root is stable");
         let edited = crate::bundled_shard_csv(0, 5).replacen(",1\n", ",0\n", 1);
         std::fs::write(&csv, edited).unwrap();
-        let err = commit_dataset(&config(), &params).unwrap_err();
+        let err = commit_dataset(&config(&dir), &params).unwrap_err();
         assert!(
             format!("{err:#}").contains("changed since this node committed"),
             "{err:#}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_run_is_pinned_at_enrolment_and_small_batches_are_refused() {
+        let dir = tempdir("pin");
+        let params = run_parameters();
+        pin_run(&config(&dir), &params).unwrap();
+        pin_run(&config(&dir), &params).expect("the same run again");
+        // A coordinator that changes the run after enrolment (here: its schema) is refused.
+        let mut changed = params.clone();
+        changed.schema.features.pop();
+        let err = pin_run(&config(&dir), &changed).unwrap_err();
+        assert!(format!("{err:#}").contains("enrolled under"), "{err:#}");
+        let mut faster = params.clone();
+        faster.learning_rate *= 2;
+        assert!(pin_run(&config(&dir), &faster).is_err());
+        // A run whose batch is below the node's minimum is refused before anything is pinned.
+        let fresh = tempdir("pin-small");
+        let mut small = params;
+        small.params.batch_size = 4;
+        let err = pin_run(&config(&fresh), &small).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("below this node's minimum"),
+            "{err:#}"
+        );
+        assert!(!fresh.join("state/run.bin").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(fresh).unwrap();
+    }
+
+    #[test]
+    fn rounds_off_the_pinned_parameters_or_past_the_attempt_limit_are_refused() {
+        let params = run_parameters();
+        let round = RoundAnnouncement {
+            round: 2,
+            attempt: 1,
+            model: zkfed_air::Model::zeros(params.schema.features.len()),
+            params: params.params,
+            seed: [0; 32],
+        };
+        assert_eq!(refusal(&params, &round, 3), None);
+        let mut batch_of_one = round.clone();
+        batch_of_one.params.batch_size = 1;
+        assert!(refusal(&params, &batch_of_one, 3).is_some());
+        let mut looser = round.clone();
+        looser.params.clip_norm *= 4;
+        assert!(refusal(&params, &looser, 3).is_some());
+        let mut fourth = round.clone();
+        fourth.attempt = 4;
+        assert!(refusal(&params, &fourth, 3).unwrap().contains("limit of 3"));
+        let mut wild = round;
+        wild.model.bias = zkfed_air::fixed::PARAM_BOUND;
+        assert!(
+            refusal(&params, &wild, 3)
+                .unwrap()
+                .contains("cannot be proven")
+        );
     }
 }

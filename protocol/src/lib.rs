@@ -94,6 +94,11 @@ pub struct RunParameters {
     pub standardization: Standardization,
     /// Rounds the run will complete.
     pub rounds: u64,
+    /// Clip norm and batch size of every round: participants pin them at enrolment and
+    /// refuse any round that announces others.
+    pub params: RoundParams,
+    /// FedAvg learning rate (fixed point, scale 2^16).
+    pub learning_rate: i64,
 }
 
 /// A participant's commitment to its dataset.

@@ -351,6 +351,8 @@ pub(crate) fn start_participants(
             }
             (None, Some(binaries)) => {
                 let address = endpoint.address();
+                // The simulation operates the run and every hospital: they agree to its batch.
+                let batch = setting.batch.to_string();
                 let args = [
                     "--coordinator",
                     &address,
@@ -358,6 +360,8 @@ pub(crate) fn start_participants(
                     path_str(&spec.csv)?,
                     "--state",
                     path_str(&spec.state)?,
+                    "--min-batch-size",
+                    &batch,
                 ];
                 let name = spec
                     .state
@@ -372,7 +376,8 @@ pub(crate) fn start_participants(
                 ));
             }
             (adversary, _) => {
-                let (config, observer) = participant_task_config(spec, endpoint, events.clone())?;
+                let (config, observer) =
+                    participant_task_config(spec, setting.batch, endpoint, events.clone())?;
                 let prover = participant_prover(spec, setting);
                 if adversary == Some(Adversary::Stranger) {
                     // Refused at every dial, it would retry forever: stopped once the run is over.
@@ -415,6 +420,7 @@ pub(crate) fn participant_prover(spec: &NodeSpec, setting: &Setting<'_>) -> Arc<
 /// with the participant's peer.
 pub(crate) fn participant_task_config(
     spec: &NodeSpec,
+    min_batch_size: usize,
     endpoint: &Endpoint,
     events: mpsc::UnboundedSender<(PeerId, ParticipantTelemetry)>,
 ) -> anyhow::Result<(
@@ -426,6 +432,8 @@ pub(crate) fn participant_task_config(
         dataset: spec.csv.clone(),
         state_dir: spec.state.clone(),
         schema: None,
+        min_batch_size,
+        max_attempts: zkfed_participant::config::default_max_attempts(),
     }
     .resolve()?;
     let me = config.key.public().to_peer_id();

@@ -56,6 +56,8 @@ fn participant(
         dataset: csv,
         state_dir: dir.join(name),
         schema: None,
+        min_batch_size: 4,
+        max_attempts: 5,
     }
     .resolve()
     .unwrap()
@@ -144,6 +146,11 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
             .expect("the run ended, not a shutdown");
         assert_eq!(outcome.rounds, 1, "{name}");
         assert_eq!(outcome.accepted, accepted, "{name}");
+        // The final model is written to the hospital's state directory.
+        let state = dir.join(name.to_lowercase());
+        let written = std::fs::read(state.join("final_model.json")).unwrap();
+        let written: zkfed_air::Model = serde_json::from_slice(&written).unwrap();
+        assert_eq!(written, outcome.model, "{name}");
     }
     tokio::time::timeout(WAIT, coordinator)
         .await
