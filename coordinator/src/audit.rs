@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::events::{AuditEvent, RunState};
 use crate::log::AuditRecord;
-use crate::rounds::{aggregate, statement_for};
+use crate::rounds::{aggregate, judge_enrolment, statement_for};
 
 /// What an audit of a consistent log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +110,11 @@ fn check_event(
         AuditEvent::Enrolled { peer, enrolment } => {
             let peer =
                 PeerId::from_bytes(peer).map_err(|e| diverge(format!("bad peer id: {e}")))?;
-            enrolment
-                .verify(&peer)
-                .map_err(|e| diverge(format!("enrolment of {peer}: {e}")))?;
+            // The coordinator's own enrolment policy, replayed: the allow-list, the run, the
+            // schema, the row count and the signature.
+            judge_enrolment(state, &peer, enrolment).map_err(|e| {
+                diverge(format!("enrolment of {peer} should have been refused: {e}"))
+            })?;
         }
         AuditEvent::Judged {
             round,
@@ -142,6 +144,13 @@ fn check_event(
             summary.proofs_verified += 1;
         }
         AuditEvent::Aggregated { model, .. } => {
+            let accepted = state.open.as_ref().map_or(0, |o| o.accepted.len());
+            if accepted < state.config.quorum {
+                return Err(diverge(format!(
+                    "aggregated {accepted} updates, below the quorum of {}",
+                    state.config.quorum
+                )));
+            }
             let recomputed = aggregate(state).map_err(|e| diverge(format!("aggregate: {e}")))?;
             if recomputed != *model {
                 return Err(diverge(
@@ -149,10 +158,17 @@ fn check_event(
                 ));
             }
         }
-        AuditEvent::RunStarted(_)
-        | AuditEvent::RoundStarted(_)
-        | AuditEvent::Abandoned { .. }
-        | AuditEvent::Discarded { .. } => {}
+        AuditEvent::Abandoned { .. } => {
+            // A round that met its quorum is aggregated; it may be abandoned only if its
+            // aggregate cannot be formed.
+            let accepted = state.open.as_ref().map_or(0, |o| o.accepted.len());
+            if accepted >= state.config.quorum && aggregate(state).is_ok() {
+                return Err(diverge(format!(
+                    "abandoned an attempt with {accepted} accepted updates, which met the quorum"
+                )));
+            }
+        }
+        AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Discarded { .. } => {}
     }
     Ok(())
 }

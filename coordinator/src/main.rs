@@ -70,9 +70,14 @@ enum AuditCommand {
         /// The coordinator's state directory.
         #[arg(long)]
         state: PathBuf,
-        /// The coordinator peer id the log must be signed by.
-        #[arg(long)]
+        /// The coordinator peer id the log must be signed by (required: a log checks out
+        /// only against a signer you already know).
+        #[arg(long, required_unless_present = "unchecked_signer")]
         coordinator: Option<String>,
+        /// Audit against whatever key the log names itself, and say so loudly: only the log's
+        /// internal consistency is then checked, not who wrote it.
+        #[arg(long)]
+        unchecked_signer: bool,
     },
 }
 
@@ -111,8 +116,24 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
-            command: AuditCommand::Verify { state, coordinator },
+            command:
+                AuditCommand::Verify {
+                    state,
+                    coordinator,
+                    unchecked_signer,
+                },
         } => {
+            if coordinator.is_none() && unchecked_signer {
+                let (bold, plain) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    ("\x1b[1m", "\x1b[0m")
+                } else {
+                    ("", "")
+                };
+                println!(
+                    "{bold}WARNING: the coordinator's identity was NOT checked: this audit proves \
+                     the log consistent with the key it names itself, not who signed it{plain}"
+                );
+            }
             let expected = coordinator
                 .map(|c| c.parse())
                 .transpose()

@@ -288,6 +288,61 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     assert_eq!(d.seq, started as u64, "{d}");
     assert!(d.what.contains("the run's are"), "{d}");
 
+    // ... or that enrols a peer off the allow-list.
+    let mut forged = records.clone();
+    let enrolled = forged
+        .iter()
+        .position(|r| matches!(r.event, AuditEvent::Enrolled { .. }))
+        .unwrap();
+    let outsider = Keypair::generate_ed25519();
+    if let AuditEvent::Enrolled { peer, enrolment } = &mut forged[enrolled].event {
+        *peer = outsider.public().to_peer_id().to_bytes();
+        *enrolment = SignedEnrolment::sign(enrolment.enrolment.clone(), &outsider);
+    }
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert_eq!(d.seq, enrolled as u64, "{d}");
+    assert!(d.what.contains("allow-list"), "{d}");
+
+    // ... or that aggregates below the quorum (one accepted verdict dropped from round 2).
+    let mut forged = records.clone();
+    let last_accepted = forged
+        .iter()
+        .rposition(|r| {
+            matches!(
+                r.event,
+                AuditEvent::Judged {
+                    rejection: None,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    forged.remove(last_accepted);
+    for (seq, r) in forged.iter_mut().enumerate() {
+        r.seq = seq as u64;
+    }
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert!(d.what.contains("below the quorum"), "{d}");
+
+    // ... or that abandons a round that met its quorum (dropping the hospitals' updates).
+    let mut forged = records.clone();
+    let agg = forged
+        .iter()
+        .position(|r| matches!(r.event, AuditEvent::Aggregated { .. }))
+        .unwrap();
+    forged[agg].event = AuditEvent::Abandoned {
+        round: 1,
+        attempt: 1,
+        reason: "deadline".into(),
+    };
+    forged.truncate(agg + 1);
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert_eq!(d.seq, agg as u64, "{d}");
+    assert!(d.what.contains("met the quorum"), "{d}");
+
     // Reopening with another configuration is refused rather than silently mixing runs.
     let mut other_config = config;
     other_config.quorum = 3;

@@ -49,8 +49,20 @@ fn invalid_configurations_are_refused_with_the_reason() {
     let missing = coordinator()
         .args(["audit", "verify", "--state"])
         .arg(dir.join("nothing"))
+        .args(["--unchecked-signer"])
         .output()
         .unwrap();
     assert!(!missing.status.success());
+    let stdout = String::from_utf8_lossy(&missing.stdout);
+    assert!(stdout.contains("NOT checked"), "{stdout}");
+    // Without saying whose signature to expect, the audit does not run.
+    let unsigned = coordinator()
+        .args(["audit", "verify", "--state"])
+        .arg(dir.join("nothing"))
+        .output()
+        .unwrap();
+    assert!(!unsigned.status.success());
+    let stderr = String::from_utf8_lossy(&unsigned.stderr);
+    assert!(stderr.contains("--coordinator"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
