@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::events::{AuditEvent, RunState};
 use crate::log::AuditRecord;
-use crate::rounds::{aggregate, judge_enrolment, statement_for};
+use crate::rounds::{aggregate, all_judged, deadline_ms, judge_enrolment, statement_for};
 
 /// What an audit of a consistent log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +143,8 @@ fn check_event(
                 .map_err(|e| diverge(format!("accepted proof of {peer} does not verify: {e}")))?;
             summary.proofs_verified += 1;
         }
-        AuditEvent::Aggregated { model, .. } => {
+        AuditEvent::Aggregated { model, at_ms, .. } => {
+            closed_in_time(state, *at_ms).map_err(diverge)?;
             let accepted = state.open.as_ref().map_or(0, |o| o.accepted.len());
             if accepted < state.config.quorum {
                 return Err(diverge(format!(
@@ -158,7 +159,8 @@ fn check_event(
                 ));
             }
         }
-        AuditEvent::Abandoned { .. } => {
+        AuditEvent::Abandoned { at_ms, .. } => {
+            closed_in_time(state, *at_ms).map_err(diverge)?;
             // A round that met its quorum is aggregated; it may be abandoned only if its
             // aggregate cannot be formed.
             let accepted = state.open.as_ref().map_or(0, |o| o.accepted.len());
@@ -169,6 +171,21 @@ fn check_event(
             }
         }
         AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Discarded { .. } => {}
+    }
+    Ok(())
+}
+
+/// An attempt may close before its deadline only once every enrolled participant has been
+/// judged: closing early would shut out stragglers the run promised to wait for.
+fn closed_in_time(state: &RunState, at_ms: u64) -> Result<(), String> {
+    let Some(open) = &state.open else {
+        return Ok(()); // replay reports a close with no open attempt
+    };
+    let deadline = deadline_ms(state, open);
+    if at_ms < deadline && !all_judged(state, open) {
+        return Err(format!(
+            "closed at {at_ms} ms, before its deadline at {deadline} ms, with participants not yet judged"
+        ));
     }
     Ok(())
 }

@@ -23,7 +23,7 @@ use zkfed_air::Statement;
 use zkfed_protocol::{Rejection, Request, Response, SignedEnrolment, Submission};
 
 use crate::config::Config;
-use crate::events::AuditEvent;
+use crate::events::{AuditEvent, unix_ms};
 use crate::ledger::Ledger;
 
 /// Proofs verified at once (each on a blocking thread).
@@ -149,9 +149,7 @@ struct EventLoop {
     permits: Arc<Semaphore>,
     /// Peers with a submission being verified (at most one each).
     in_flight: BTreeSet<PeerId>,
-    round_opened_at: Option<Instant>,
     finished_at: Option<Instant>,
-    deadline: Duration,
     linger: Duration,
 }
 
@@ -174,7 +172,6 @@ impl EventLoop {
         }
         let (verified_tx, verified_rx) = mpsc::channel::<Verified>(64);
         Ok(Self {
-            round_opened_at: ledger.state().open.as_ref().map(|_| Instant::now()),
             finished_at: ledger.state().finished().then(Instant::now),
             ledger,
             swarm,
@@ -185,7 +182,6 @@ impl EventLoop {
             verified_rx,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
             in_flight: BTreeSet::new(),
-            deadline: Duration::from_secs(config.run.round_deadline_secs),
             linger: Duration::from_secs(config.linger_secs),
         })
     }
@@ -426,30 +422,31 @@ impl EventLoop {
             }
             return Ok(true);
         }
-        let passed = self
-            .round_opened_at
-            .is_some_and(|t| t.elapsed() >= self.deadline);
-        if let Some(event) = self.ledger.close_round_if_due(passed)? {
-            self.on_round_closed(&event);
+        // The clock of record: deadlines run from each attempt's recorded opening time.
+        let now = unix_ms();
+        let opened = self.ledger.state().open.as_ref();
+        let opened_at_ms = opened.map_or(now, |o| o.announcement.opened_at_ms);
+        if let Some(event) = self.ledger.close_round_if_due(now)? {
+            self.on_round_closed(&event, opened_at_ms);
         }
         let mut seed = [0u8; 32];
         rand::make_rng::<rand::rngs::StdRng>().fill_bytes(&mut seed);
-        if self.ledger.start_round_if_due(seed)? {
-            self.round_opened_at = Some(Instant::now());
+        if self.ledger.start_round_if_due(seed, now)? {
             info!(
                 round = self.ledger.state().completed_rounds + 1,
+                attempt = self.ledger.state().next_attempt,
                 "round started"
             );
         }
         Ok(true)
     }
 
-    fn on_round_closed(&mut self, event: &AuditEvent) {
+    fn on_round_closed(&mut self, event: &AuditEvent, opened: u64) {
         log_close(event);
-        if let AuditEvent::Aggregated { round, .. } | AuditEvent::Abandoned { round, .. } = event {
-            let seconds = self
-                .round_opened_at
-                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if let AuditEvent::Aggregated { round, at_ms, .. }
+        | AuditEvent::Abandoned { round, at_ms, .. } = event
+        {
+            let seconds = at_ms.saturating_sub(opened) as f64 / 1e3;
             self.emit(CoordinatorTelemetry::Closed {
                 round: *round,
                 aggregated: matches!(event, AuditEvent::Aggregated { .. }),
@@ -458,7 +455,6 @@ impl EventLoop {
                 bytes_sent: self.traffic.sent(),
             });
         }
-        self.round_opened_at = None;
     }
 }
 
@@ -506,6 +502,7 @@ fn log_close(event: &AuditEvent) {
             round,
             attempt,
             reason,
+            ..
         } => warn!(round, attempt, %reason, "round attempt abandoned"),
         _ => {}
     }

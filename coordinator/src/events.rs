@@ -64,6 +64,8 @@ pub enum AuditEvent {
     Aggregated {
         /// The round.
         round: u64,
+        /// When it closed (milliseconds since the Unix epoch).
+        at_ms: u64,
         /// `w_{r+1}`.
         model: Model,
     },
@@ -74,6 +76,8 @@ pub enum AuditEvent {
         round: u64,
         /// The attempt that closed.
         attempt: u32,
+        /// When it closed (milliseconds since the Unix epoch).
+        at_ms: u64,
         /// Why.
         reason: String,
     },
@@ -151,6 +155,13 @@ pub enum ReplayError {
         /// What is wrong.
         what: String,
     },
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RunState {
@@ -261,7 +272,7 @@ impl RunState {
                     open.accepted.push((peer, update.clone()));
                 }
             }
-            AuditEvent::Aggregated { round, model } => {
+            AuditEvent::Aggregated { round, model, .. } => {
                 match &self.open {
                     Some(open) if open.announcement.round == *round => {}
                     _ => {

@@ -96,8 +96,8 @@ impl Ledger {
     }
 
     /// Starts the next round with `seed` if one should start; returns whether it did.
-    pub fn start_round_if_due(&mut self, seed: [u8; 32]) -> Result<bool, CoreError> {
-        match rounds::start_round(&self.state, seed) {
+    pub fn start_round_if_due(&mut self, seed: [u8; 32], now_ms: u64) -> Result<bool, CoreError> {
+        match rounds::start_round(&self.state, seed, now_ms) {
             Some(event) => self.record(event, None).map(|()| true),
             None => Ok(false),
         }
@@ -163,11 +163,8 @@ impl Ledger {
     }
 
     /// Closes the open round if it is due; returns the closing event.
-    pub fn close_round_if_due(
-        &mut self,
-        deadline_passed: bool,
-    ) -> Result<Option<AuditEvent>, CoreError> {
-        match rounds::close_round(&self.state, deadline_passed) {
+    pub fn close_round_if_due(&mut self, now_ms: u64) -> Result<Option<AuditEvent>, CoreError> {
+        match rounds::close_round(&self.state, now_ms) {
             Some(event) => {
                 self.record(event.clone(), None)?;
                 Ok(Some(event))

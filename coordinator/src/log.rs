@@ -293,6 +293,7 @@ mod tests {
         AuditEvent::Abandoned {
             round,
             attempt: 1,
+            at_ms: 0,
             reason: "test".into(),
         }
     }

@@ -12,7 +12,7 @@ use zkfed_protocol::{
     Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
 };
 
-use crate::events::{AuditEvent, RunState};
+use crate::events::{AuditEvent, OpenRound, RunState};
 
 /// The statement a submission from `peer` must prove in the open round.
 pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, Rejection> {
@@ -100,8 +100,8 @@ pub fn admit_submission(
     statement_for(state, peer)
 }
 
-/// The next round's start event, if one should start now.
-pub fn start_round(state: &RunState, seed: [u8; 32]) -> Option<AuditEvent> {
+/// The next round attempt's start event, opening at `now_ms`, if one should start now.
+pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<AuditEvent> {
     if state.open.is_some() || state.finished() || state.enrolments.len() < state.config.quorum {
         return None;
     }
@@ -111,27 +111,36 @@ pub fn start_round(state: &RunState, seed: [u8; 32]) -> Option<AuditEvent> {
         model: state.model.clone(),
         params: state.config.public.params,
         seed,
+        opened_at_ms: now_ms,
     }))
 }
 
 /// The event that closes the open round attempt, if it should close now: at quorum once
 /// every enrolled participant has been judged, or at the deadline. An aggregate that
 /// cannot be formed abandons the attempt with the reason recorded; it never stops the run.
-pub fn close_round(state: &RunState, deadline_passed: bool) -> Option<AuditEvent> {
+/// The deadline runs from the attempt's recorded opening time, so a restart does not
+/// extend it.
+pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
     let open = state.open.as_ref()?;
+    let deadline_passed = now_ms >= deadline_ms(state, open);
     let (round, attempt) = (open.announcement.round, open.announcement.attempt);
     let quorum_met = open.accepted.len() >= state.config.quorum;
-    let all_in = state.enrolments.keys().all(|p| open.judged.contains_key(p));
+    let all_in = all_judged(state, open);
     let abandoned = |reason: String| {
         Some(AuditEvent::Abandoned {
             round,
             attempt,
+            at_ms: now_ms,
             reason,
         })
     };
     if quorum_met && (all_in || deadline_passed) {
         return match aggregate(state) {
-            Ok(model) => Some(AuditEvent::Aggregated { round, model }),
+            Ok(model) => Some(AuditEvent::Aggregated {
+                round,
+                at_ms: now_ms,
+                model,
+            }),
             Err(e) => abandoned(format!("the aggregate cannot be formed: {e}")),
         };
     }
@@ -143,6 +152,17 @@ pub fn close_round(state: &RunState, deadline_passed: bool) -> Option<AuditEvent
         ));
     }
     None
+}
+
+/// When the open attempt's deadline passes (milliseconds since the Unix epoch).
+pub fn deadline_ms(state: &RunState, open: &OpenRound) -> u64 {
+    let deadline = state.config.round_deadline_secs.saturating_mul(1000);
+    open.announcement.opened_at_ms.saturating_add(deadline)
+}
+
+/// Whether every enrolled participant has been judged in the open attempt.
+pub fn all_judged(state: &RunState, open: &OpenRound) -> bool {
+    state.enrolments.keys().all(|p| open.judged.contains_key(p))
 }
 
 /// FedAvg of the open round's accepted updates, in the order they were accepted.

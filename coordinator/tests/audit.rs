@@ -14,7 +14,7 @@ use zkfed_air::forgery::stacked_trace;
 use zkfed_air::proof::prove_trace;
 use zkfed_air::{CommittedDataset, RoundParams, prove};
 use zkfed_coordinator::audit::audit;
-use zkfed_coordinator::events::{AuditEvent, RunConfig};
+use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
 use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::{AuditRecord, StoredLog};
 use zkfed_protocol::{
@@ -91,7 +91,10 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
             .unwrap();
     }
     for round in 1..=2u64 {
-        assert!(core.start_round_if_due([round as u8; 32]).unwrap());
+        assert!(
+            core.start_round_if_due([round as u8; 32], unix_ms())
+                .unwrap()
+        );
         for (k, h) in hospitals.iter().enumerate() {
             // The hospital proves against the statement it builds from what it was told;
             // the coordinator verifies against the one it builds from its own state.
@@ -138,7 +141,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
             assert!(core.admit(&h.peer(), &submission).is_err());
         }
         assert!(matches!(
-            core.close_round_if_due(false).unwrap(),
+            core.close_round_if_due(unix_ms()).unwrap(),
             Some(AuditEvent::Aggregated { .. })
         ));
     }
@@ -321,6 +324,13 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     forged.remove(last_accepted);
     for (seq, r) in forged.iter_mut().enumerate() {
         r.seq = seq as u64;
+        // Closed after the deadline, so only the quorum is wrong.
+        if let AuditEvent::Aggregated {
+            round: 2, at_ms, ..
+        } = &mut r.event
+        {
+            *at_ms = unix_ms() + 3_600_000;
+        }
     }
     resign(&mut forged, &coordinator);
     let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
@@ -335,6 +345,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     forged[agg].event = AuditEvent::Abandoned {
         round: 1,
         attempt: 1,
+        at_ms: unix_ms() + 3_600_000,
         reason: "deadline".into(),
     };
     forged.truncate(agg + 1);

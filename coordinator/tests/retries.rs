@@ -14,8 +14,8 @@ use rand::rngs::StdRng;
 use zkfed_air::data::{Standardization, breast_cancer};
 use zkfed_air::fixed::ONE;
 use zkfed_air::{CommittedDataset, RoundParams, prove};
-use zkfed_coordinator::audit::audit_store;
-use zkfed_coordinator::events::{AuditEvent, RunConfig};
+use zkfed_coordinator::audit::{audit, audit_store};
+use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
 use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::StoredLog;
 use zkfed_protocol::{
@@ -135,7 +135,11 @@ impl Federation {
     }
 
     fn start(&mut self, seed: u8) {
-        assert!(self.ledger.start_round_if_due([seed; 32]).unwrap());
+        assert!(
+            self.ledger
+                .start_round_if_due([seed; 32], unix_ms())
+                .unwrap()
+        );
     }
 
     /// The offline audit of the store (with the ledger closed, as an auditor reads it).
@@ -161,6 +165,11 @@ impl Federation {
     }
 }
 
+/// A moment after the 60-second deadline of an attempt opened now.
+fn past_the_deadline() -> u64 {
+    unix_ms() + 61_000
+}
+
 fn store(dir: &Path) -> PathBuf {
     dir.join("state.redb")
 }
@@ -173,7 +182,7 @@ fn an_abandoned_attempt_is_retried_and_a_peer_accepted_in_both_keeps_both_proofs
     assert_eq!((first.round, first.attempt), (1, 1));
     assert!(f.submit(0, &first).accepted());
     // Hospital 1 never answers: the deadline abandons attempt 1 below quorum.
-    let closed = f.ledger.close_round_if_due(true).unwrap();
+    let closed = f.ledger.close_round_if_due(past_the_deadline()).unwrap();
     assert!(matches!(
         closed,
         Some(AuditEvent::Abandoned {
@@ -202,7 +211,7 @@ fn an_abandoned_attempt_is_retried_and_a_peer_accepted_in_both_keeps_both_proofs
     let other = f.prove(1);
     assert!(f.submit(1, &other).accepted());
     assert!(matches!(
-        f.ledger.close_round_if_due(false).unwrap(),
+        f.ledger.close_round_if_due(unix_ms()).unwrap(),
         Some(AuditEvent::Aggregated { round: 1, .. })
     ));
     // Both of hospital 0's accepted proofs are kept, each under its own attempt.
@@ -235,7 +244,7 @@ fn a_verification_finishing_after_its_attempt_closed_is_discarded_with_its_reaso
     let peer = f.hospitals[0].peer();
     let statement = f.ledger.admit(&peer, &late).unwrap();
     // While it is being verified, attempt 1 is abandoned and attempt 2 opens.
-    f.ledger.close_round_if_due(true).unwrap();
+    f.ledger.close_round_if_due(past_the_deadline()).unwrap();
     f.start(2);
     let outcome = zkfed_air::verify(&statement, &late.update, &late.proof);
     assert_eq!(outcome, Ok(()), "the proof itself is valid for attempt 1");
@@ -282,12 +291,13 @@ fn an_aggregate_outside_the_range_abandons_the_attempt_and_a_restart_keeps_runni
         let submission = f.prove(k);
         assert!(f.submit(k, &submission).accepted());
     }
-    let closed = f.ledger.close_round_if_due(false).unwrap();
+    let closed = f.ledger.close_round_if_due(unix_ms()).unwrap();
     match &closed {
         Some(AuditEvent::Abandoned {
             round: 1,
             attempt: 1,
             reason,
+            ..
         }) => assert!(reason.contains("aggregate cannot be formed"), "{reason}"),
         other => panic!("expected the attempt to be abandoned, got {other:?}"),
     }
@@ -348,7 +358,7 @@ fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart
     let second = f.prove(1);
     assert!(f.submit(1, &second).accepted());
     assert!(matches!(
-        f.ledger.close_round_if_due(false).unwrap(),
+        f.ledger.close_round_if_due(unix_ms()).unwrap(),
         Some(AuditEvent::Aggregated { round: 1, .. })
     ));
     let Federation {
@@ -362,5 +372,58 @@ fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart
     let ledger = Ledger::open(&store(&dir), coordinator, config).unwrap();
     assert_eq!(ledger.recorded_verdict(&peer, &sent), Some(verdict));
     drop(ledger);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_deadline_runs_from_the_recorded_opening_across_a_restart_and_an_early_close_is_caught() {
+    let mut f = Federation::new("deadline", ONE, ONE);
+    let opened = unix_ms();
+    assert!(f.ledger.start_round_if_due([1; 32], opened).unwrap());
+    let first = f.prove(0);
+    assert!(f.submit(0, &first).accepted());
+    // Hospital 1 is still out: nothing closes before the 60-second deadline.
+    assert_eq!(f.ledger.close_round_if_due(opened + 59_000).unwrap(), None);
+    // The coordinator restarts: the deadline still runs from the recorded opening, it is
+    // not reset by the restart.
+    let Federation {
+        dir,
+        coordinator,
+        config,
+        ledger,
+        ..
+    } = f;
+    drop(ledger);
+    let mut ledger = Ledger::open(&store(&dir), coordinator.clone(), config.clone()).unwrap();
+    let announced = &ledger.state().open.as_ref().unwrap().announcement;
+    assert_eq!(announced.opened_at_ms, opened);
+    assert_eq!(ledger.close_round_if_due(opened + 59_999).unwrap(), None);
+    let closed = ledger.close_round_if_due(opened + 60_000).unwrap();
+    assert!(
+        matches!(closed, Some(AuditEvent::Abandoned { at_ms, .. }) if at_ms == opened + 60_000)
+    );
+    drop(ledger);
+    let me = coordinator.public().to_peer_id();
+    assert!(audit_store(&store(&dir), Some(&me)).unwrap().is_ok());
+
+    // A coordinator that closes the attempt early (re-signing its log) is caught.
+    let stored = StoredLog::open(&store(&dir)).unwrap();
+    let mut records = stored.records().unwrap();
+    let lookup =
+        |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
+    let last = records.len() - 1;
+    if let AuditEvent::Abandoned { at_ms, .. } = &mut records[last].event {
+        *at_ms = opened + 1_000;
+    }
+    let mut prev = [0; 32];
+    for r in records.iter_mut() {
+        r.prev = prev;
+        r.signature = coordinator.sign(&r.hash()).unwrap();
+        prev = r.hash();
+    }
+    let d = audit(&records, lookup, Some(&me)).unwrap_err();
+    assert_eq!(d.seq, last as u64, "{d}");
+    assert!(d.what.contains("before its deadline"), "{d}");
+    drop(stored);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -500,6 +500,7 @@ mod tests {
             model: zkfed_air::Model::zeros(params.schema.features.len()),
             params: params.params,
             seed: [0; 32],
+            opened_at_ms: 0,
         };
         assert_eq!(refusal(&params, &round, 3), None);
         let mut batch_of_one = round.clone();

@@ -199,6 +199,9 @@ pub struct RoundAnnouncement {
     pub params: RoundParams,
     /// Fresh public randomness the batches derive from.
     pub seed: [u8; 32],
+    /// When the attempt opened (milliseconds since the Unix epoch, the coordinator's
+    /// clock): its deadline runs from here, across coordinator restarts.
+    pub opened_at_ms: u64,
 }
 
 /// An update and its proof.

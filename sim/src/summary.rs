@@ -37,7 +37,7 @@ pub(crate) fn rows_of(
                     Some(rejection) => *entry.1.entry(rejection.kind().into()).or_default() += 1,
                 }
             }
-            AuditEvent::Aggregated { round, model } => {
+            AuditEvent::Aggregated { round, model, .. } => {
                 let (accuracy, loss) = evaluate(model);
                 let (accepted, rejected) = judged.remove(round).unwrap_or_default();
                 let timings = RoundTimings::of(observed, *round);

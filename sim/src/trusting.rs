@@ -74,6 +74,7 @@ mod tests {
             model: statement.model.clone(),
             params,
             seed: [3; 32],
+            opened_at_ms: 0,
         };
         let sent = UnprovenUpdates
             .submission(&round, &statement, &dataset)
