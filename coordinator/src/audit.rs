@@ -126,22 +126,31 @@ fn check_event(
         } => {
             let peer =
                 PeerId::from_bytes(peer).map_err(|e| diverge(format!("bad peer id: {e}")))?;
-            if rejection.is_some() {
-                summary.rejections += 1;
-                return Ok(());
-            }
             let bytes = proof(*round, *attempt, &peer)
-                .ok_or_else(|| diverge(format!("accepted proof of {peer} is missing")))?;
+                .ok_or_else(|| diverge(format!("judged proof of {peer} is missing")))?;
             if Sha256::digest(&bytes).as_slice() != proof_sha256 {
                 return Err(diverge(format!(
-                    "stored proof of {peer} is not the one accepted"
+                    "stored proof of {peer} is not the one judged"
                 )));
             }
             let statement =
                 statement_for(state, &peer).map_err(|e| diverge(format!("{peer}: {e}")))?;
-            zkfed_air::verify(&statement, update, &bytes)
-                .map_err(|e| diverge(format!("accepted proof of {peer} does not verify: {e}")))?;
-            summary.proofs_verified += 1;
+            let verified = zkfed_air::verify(&statement, update, &bytes);
+            match (rejection, verified) {
+                (None, Ok(())) => summary.proofs_verified += 1,
+                (None, Err(e)) => {
+                    return Err(diverge(format!(
+                        "accepted proof of {peer} does not verify: {e}"
+                    )));
+                }
+                (Some(_), Err(_)) => summary.rejections += 1,
+                (Some(recorded), Ok(())) => {
+                    return Err(diverge(format!(
+                        "coordinator misbehaviour: a valid proof of {peer} was recorded as \
+                         rejected ({recorded})"
+                    )));
+                }
+            }
         }
         AuditEvent::Aggregated { model, at_ms, .. } => {
             closed_in_time(state, *at_ms).map_err(diverge)?;
@@ -170,7 +179,10 @@ fn check_event(
                 )));
             }
         }
-        AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Discarded { .. } => {}
+        AuditEvent::RunStarted(_)
+        | AuditEvent::RoundStarted(_)
+        | AuditEvent::Discarded { .. }
+        | AuditEvent::Refused { .. } => {}
     }
     Ok(())
 }

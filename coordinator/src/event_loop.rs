@@ -344,6 +344,7 @@ impl EventLoop {
             Err(rejection) => {
                 let (round, attempt) = (submission.round, submission.attempt);
                 warn!(%peer, round, attempt, %rejection, "submission refused before verification");
+                self.ledger.refuse(&peer, Some(&submission), &rejection)?;
                 let verdict = zkfed_protocol::Verdict {
                     round,
                     attempt,

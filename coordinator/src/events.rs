@@ -81,6 +81,19 @@ pub enum AuditEvent {
         /// Why.
         reason: String,
     },
+    /// An enrolment or a submission refused before any verification, with the reason, so
+    /// the log shows every refusal, not only the verdicts.
+    Refused {
+        /// Peer-id bytes of the sender.
+        #[serde(with = "serde_bytes")]
+        peer: Vec<u8>,
+        /// The round and attempt a refused submission named (`None` for an enrolment).
+        submission: Option<(u64, u32)>,
+        /// SHA-256 of the refused submission's proof bytes (`None` for an enrolment).
+        proof_sha256: Option<[u8; 32]>,
+        /// Why.
+        rejection: Rejection,
+    },
     /// A verification finished after its attempt had closed (or was otherwise no longer
     /// admissible): its outcome is not judged, and this records why.
     Discarded {
@@ -300,7 +313,7 @@ impl RunState {
                 self.open = None;
                 self.next_attempt = attempt.saturating_add(1);
             }
-            AuditEvent::Discarded { peer, .. } => {
+            AuditEvent::Discarded { peer, .. } | AuditEvent::Refused { peer, .. } => {
                 PeerId::from_bytes(peer).map_err(|e| impossible(format!("bad peer id: {e}")))?;
             }
         }

@@ -91,8 +91,28 @@ impl Ledger {
         match rounds::judge_enrolment(&self.state, peer, signed) {
             Ok(Some(event)) => self.record(event, None).map(Ok),
             Ok(None) => Ok(Ok(())),
-            Err(reason) => Ok(Err(reason)),
+            Err(rejection) => {
+                self.refuse(peer, None, &rejection)?;
+                Ok(Err(rejection))
+            }
         }
+    }
+
+    /// Records a refusal before verification: of an enrolment (`submission` `None`) or of a
+    /// submission.
+    pub fn refuse(
+        &mut self,
+        peer: &PeerId,
+        submission: Option<&Submission>,
+        rejection: &Rejection,
+    ) -> Result<(), CoreError> {
+        let event = AuditEvent::Refused {
+            peer: peer.to_bytes(),
+            submission: submission.map(|s| (s.round, s.attempt)),
+            proof_sha256: submission.map(|s| Sha256::digest(&s.proof).into()),
+            rejection: rejection.clone(),
+        };
+        self.record(event, None)
     }
 
     /// Starts the next round with `seed` if one should start; returns whether it did.
@@ -150,10 +170,9 @@ impl Ledger {
             proof_sha256,
             rejection: rejection.clone(),
         };
-        let proof =
-            rejection
-                .is_none()
-                .then_some((round, attempt, peer, submission.proof.as_slice()));
+        // Every judged proof is kept, rejected ones included, so an auditor can check
+        // that no valid proof was recorded as rejected.
+        let proof = Some((round, attempt, peer, submission.proof.as_slice()));
         self.record(event, proof)?;
         Ok(Verdict {
             round,

@@ -149,7 +149,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
     (config, hospitals)
 }
 
-/// Every accepted proof in the store, by round, attempt and peer.
+/// Every judged proof in the store (accepted or rejected), by round, attempt and peer.
 type Proofs = BTreeMap<(u64, u32, PeerId), Vec<u8>>;
 
 fn proofs(dir: &Path) -> Proofs {
@@ -160,7 +160,6 @@ fn proofs(dir: &Path) -> Proofs {
             round,
             attempt,
             peer,
-            rejection: None,
             ..
         } = r.event
         {
@@ -240,7 +239,29 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     let other = swapped[&keys[1]].clone();
     swapped.insert(keys[0], other);
     let d = audit(&records, lookup(&swapped), None).unwrap_err();
-    assert!(d.what.contains("not the one accepted"), "{d}");
+    assert!(d.what.contains("not the one judged"), "{d}");
+
+    // The coordinator re-signs a log recording a valid proof as rejected.
+    let mut forged = records.clone();
+    let judged = forged
+        .iter()
+        .position(|r| {
+            matches!(
+                &r.event,
+                AuditEvent::Judged {
+                    rejection: None,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    if let AuditEvent::Judged { rejection, .. } = &mut forged[judged].event {
+        *rejection = Some(Rejection::ProofRejected("OodEvaluationMismatch".into()));
+    }
+    resign(&mut forged, &coordinator);
+    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    assert_eq!(d.seq, judged as u64, "{d}");
+    assert!(d.what.contains("valid proof"), "{d}");
 
     // The coordinator itself re-signs a log with an inflated accepted update.
     let mut forged = records.clone();
@@ -429,5 +450,24 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         Err(Rejection::CommitmentChanged)
     ));
     assert_eq!(core.state().enrolments.len(), 1);
+    drop(core);
+    // Every refusal is on the signed record with its reason.
+    let refused: Vec<Rejection> = StoredLog::open(&dir.join("state.redb"))
+        .unwrap()
+        .records()
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            AuditEvent::Refused {
+                submission: None,
+                rejection,
+                ..
+            } => Some(rejection),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 5, "{refused:?}");
+    assert!(matches!(refused[0], Rejection::NotAllowed));
+    assert!(matches!(refused[4], Rejection::CommitmentChanged));
     std::fs::remove_dir_all(dir).unwrap();
 }
