@@ -179,10 +179,28 @@ fn check_event(
                 )));
             }
         }
-        AuditEvent::RunStarted(_)
-        | AuditEvent::RoundStarted(_)
-        | AuditEvent::Discarded { .. }
-        | AuditEvent::Refused { .. } => {}
+        AuditEvent::Discarded {
+            round,
+            attempt,
+            peer,
+            ..
+        } => {
+            // Honestly, a verification is discarded only when its attempt is no longer
+            // open or the peer was judged meanwhile: never to drop an admissible submission.
+            let peer =
+                PeerId::from_bytes(peer).map_err(|e| diverge(format!("bad peer id: {e}")))?;
+            if let Some(open) = &state.open
+                && (open.announcement.round, open.announcement.attempt) == (*round, *attempt)
+                && state.enrolments.contains_key(&peer)
+                && !open.judged.contains_key(&peer)
+            {
+                return Err(diverge(format!(
+                    "coordinator misbehaviour: a submission of {peer} to the open attempt was \
+                     discarded instead of judged"
+                )));
+            }
+        }
+        AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Refused { .. } => {}
     }
     Ok(())
 }

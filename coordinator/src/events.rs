@@ -4,7 +4,7 @@
 //! before anyone is told. [`RunState::apply`] folds events into the state, so a restart is
 //! a replay of the log and an auditor's replay sees exactly what the coordinator saw.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,9 @@ pub struct OpenRound {
     pub judged: BTreeMap<PeerId, Option<Rejection>>,
     /// Accepted updates in the order they were accepted.
     pub accepted: Vec<(PeerId, ClippedGradientSum)>,
+    /// Peers whose submission for this attempt was refused for good before verification
+    /// (a malformed update): they have answered, and the attempt need not wait for them.
+    pub refused: BTreeSet<PeerId>,
 }
 
 /// Everything the coordinator knows, derived from the log alone.
@@ -135,6 +138,9 @@ pub struct RunState {
     pub open: Option<OpenRound>,
     /// The attempt the next `RoundStarted` must carry.
     pub next_attempt: u32,
+    /// When the last attempt closed (milliseconds since the Unix epoch): recorded times never
+    /// go backwards.
+    pub last_closed_ms: u64,
     /// Every verdict on record, by round, attempt and peer, with what was judged, so the
     /// same submission sent again (a retry after a timeout or a restart) gets it back.
     pub verdicts: BTreeMap<(u64, u32, PeerId), RecordedVerdict>,
@@ -145,8 +151,8 @@ pub struct RunState {
 pub struct RecordedVerdict {
     /// SHA-256 of the judged proof bytes.
     pub proof_sha256: [u8; 32],
-    /// The judged update.
-    pub update: ClippedGradientSum,
+    /// SHA-256 of the judged update's encoding (a hash, so the state stays small).
+    pub update_sha256: [u8; 32],
     /// `None` if accepted.
     pub rejection: Option<Rejection>,
 }
@@ -170,6 +176,13 @@ pub enum ReplayError {
     },
 }
 
+/// SHA-256 of an update's canonical encoding.
+pub fn update_digest(update: &ClippedGradientSum) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let bytes = postcard::to_allocvec(update).expect("plain data serializes");
+    Sha256::digest(bytes).into()
+}
+
 /// Milliseconds since the Unix epoch on this machine's clock.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -188,6 +201,7 @@ impl RunState {
             completed_rounds: 0,
             open: None,
             next_attempt: 1,
+            last_closed_ms: 0,
             verdicts: BTreeMap::new(),
         }
     }
@@ -242,6 +256,12 @@ impl RunState {
                 }
                 // Parameters are the run's: a coordinator may not weaken clipping or shrink
                 // the batch for one round (the audit replays this check).
+                if announcement.opened_at_ms < self.last_closed_ms {
+                    return Err(impossible(format!(
+                        "round {} opens at {} ms, before the previous close at {} ms",
+                        announcement.round, announcement.opened_at_ms, self.last_closed_ms
+                    )));
+                }
                 if announcement.params != self.config.public.params {
                     return Err(impossible(format!(
                         "round {} announces parameters {:?}, the run's are {:?}",
@@ -251,6 +271,7 @@ impl RunState {
                 self.open = Some(OpenRound {
                     announcement: announcement.clone(),
                     judged: BTreeMap::new(),
+                    refused: BTreeSet::new(),
                     accepted: Vec::new(),
                 });
             }
@@ -277,7 +298,7 @@ impl RunState {
                 open.judged.insert(peer, rejection.clone());
                 let recorded = RecordedVerdict {
                     proof_sha256: *proof_sha256,
-                    update: update.clone(),
+                    update_sha256: update_digest(update),
                     rejection: rejection.clone(),
                 };
                 self.verdicts.insert((*round, *attempt, peer), recorded);
@@ -285,9 +306,15 @@ impl RunState {
                     open.accepted.push((peer, update.clone()));
                 }
             }
-            AuditEvent::Aggregated { round, model, .. } => {
+            AuditEvent::Aggregated {
+                round,
+                model,
+                at_ms,
+            } => {
                 match &self.open {
-                    Some(open) if open.announcement.round == *round => {}
+                    Some(open)
+                        if open.announcement.round == *round
+                            && *at_ms >= open.announcement.opened_at_ms => {}
                     _ => {
                         return Err(impossible(format!(
                             "aggregate for round {round}, which is not open"
@@ -298,12 +325,19 @@ impl RunState {
                 self.completed_rounds = *round;
                 self.open = None;
                 self.next_attempt = 1;
+                self.last_closed_ms = *at_ms;
             }
-            AuditEvent::Abandoned { round, attempt, .. } => {
+            AuditEvent::Abandoned {
+                round,
+                attempt,
+                at_ms,
+                ..
+            } => {
                 match &self.open {
                     Some(open)
                         if (open.announcement.round, open.announcement.attempt)
-                            == (*round, *attempt) => {}
+                            == (*round, *attempt)
+                            && *at_ms >= open.announcement.opened_at_ms => {}
                     _ => {
                         return Err(impossible(format!(
                             "round {round} attempt {attempt} abandoned but not open"
@@ -312,9 +346,25 @@ impl RunState {
                 }
                 self.open = None;
                 self.next_attempt = attempt.saturating_add(1);
+                self.last_closed_ms = *at_ms;
             }
-            AuditEvent::Discarded { peer, .. } | AuditEvent::Refused { peer, .. } => {
+            AuditEvent::Discarded { peer, .. } => {
                 PeerId::from_bytes(peer).map_err(|e| impossible(format!("bad peer id: {e}")))?;
+            }
+            AuditEvent::Refused {
+                peer,
+                submission,
+                rejection,
+                ..
+            } => {
+                let peer = PeerId::from_bytes(peer)
+                    .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                if let (Some(open), Some(named)) = (&mut self.open, submission)
+                    && (open.announcement.round, open.announcement.attempt) == *named
+                    && matches!(rejection, Rejection::UpdateShape { .. })
+                {
+                    open.refused.insert(peer);
+                }
             }
         }
         Ok(())

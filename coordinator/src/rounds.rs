@@ -12,7 +12,7 @@ use zkfed_protocol::{
     Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
 };
 
-use crate::events::{AuditEvent, OpenRound, RunState};
+use crate::events::{AuditEvent, OpenRound, RunState, update_digest};
 
 /// The statement a submission from `peer` must prove in the open round.
 pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, Rejection> {
@@ -69,12 +69,11 @@ pub fn recorded_verdict(
     let key = (submission.round, submission.attempt, *peer);
     let recorded = state.verdicts.get(&key)?;
     let proof_sha256: [u8; 32] = Sha256::digest(&submission.proof).into();
-    (recorded.proof_sha256 == proof_sha256 && recorded.update == submission.update).then(|| {
-        Verdict {
-            round: submission.round,
-            attempt: submission.attempt,
-            rejection: recorded.rejection.clone(),
-        }
+    let same_update = recorded.update_sha256 == update_digest(&submission.update);
+    (recorded.proof_sha256 == proof_sha256 && same_update).then(|| Verdict {
+        round: submission.round,
+        attempt: submission.attempt,
+        rejection: recorded.rejection.clone(),
     })
 }
 
@@ -97,7 +96,28 @@ pub fn admit_submission(
     if open.judged.contains_key(peer) {
         return Err(Rejection::Duplicate { round });
     }
+    check_update_shape(state, submission)?;
     statement_for(state, peer)
+}
+
+/// An update of the model's width and the run's example count, or the refusal: checked
+/// before verification, so a malformed update is never verified, logged or kept.
+fn check_update_shape(state: &RunState, submission: &Submission) -> Result<(), Rejection> {
+    let d = state.config.public.schema.features.len() as u64;
+    let batch = state.config.public.params.batch_size as u64;
+    let update = &submission.update;
+    let shape = |what: &str, expected: u64, got: u64| Rejection::UpdateShape {
+        what: what.into(),
+        expected,
+        got,
+    };
+    if update.weights.len() as u64 != d {
+        return Err(shape("weights", d, update.weights.len() as u64));
+    }
+    if update.examples != batch {
+        return Err(shape("examples", batch, update.examples));
+    }
+    Ok(())
 }
 
 /// The next round attempt's start event, opening at `now_ms`, if one should start now.
@@ -111,7 +131,8 @@ pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<Audi
         model: state.model.clone(),
         params: state.config.public.params,
         seed,
-        opened_at_ms: now_ms,
+        // Recorded times never go backwards, even if this machine's clock steps back.
+        opened_at_ms: now_ms.max(state.last_closed_ms),
     }))
 }
 
@@ -122,6 +143,7 @@ pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<Audi
 /// extend it.
 pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
     let open = state.open.as_ref()?;
+    let now_ms = now_ms.max(open.announcement.opened_at_ms);
     let deadline_passed = now_ms >= deadline_ms(state, open);
     let (round, attempt) = (open.announcement.round, open.announcement.attempt);
     let quorum_met = open.accepted.len() >= state.config.quorum;
@@ -160,9 +182,13 @@ pub fn deadline_ms(state: &RunState, open: &OpenRound) -> u64 {
     open.announcement.opened_at_ms.saturating_add(deadline)
 }
 
-/// Whether every enrolled participant has been judged in the open attempt.
+/// Whether every enrolled participant has answered the open attempt: judged, or refused
+/// for good before verification.
 pub fn all_judged(state: &RunState, open: &OpenRound) -> bool {
-    state.enrolments.keys().all(|p| open.judged.contains_key(p))
+    state
+        .enrolments
+        .keys()
+        .all(|p| open.judged.contains_key(p) || open.refused.contains(p))
 }
 
 /// FedAvg of the open round's accepted updates, in the order they were accepted.

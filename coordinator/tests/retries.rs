@@ -207,6 +207,19 @@ fn an_abandoned_attempt_is_retried_and_a_peer_accepted_in_both_keeps_both_proofs
             ..
         })
     ));
+    // A malformed update is refused before verification, and never kept.
+    let mut wide = second.clone();
+    wide.update.weights.extend(vec![0; 1 << 16]);
+    assert!(matches!(
+        f.ledger.admit(&peer, &wide),
+        Err(Rejection::UpdateShape { what, .. }) if what == "weights"
+    ));
+    let mut inflated = second.clone();
+    inflated.update.examples *= 2;
+    assert!(matches!(
+        f.ledger.admit(&peer, &inflated),
+        Err(Rejection::UpdateShape { what, .. }) if what == "examples"
+    ));
     assert!(f.submit(0, &second).accepted());
     let other = f.prove(1);
     assert!(f.submit(1, &other).accepted());
@@ -424,6 +437,65 @@ fn the_deadline_runs_from_the_recorded_opening_across_a_restart_and_an_early_clo
     let d = audit(&records, lookup, Some(&me)).unwrap_err();
     assert_eq!(d.seq, last as u64, "{d}");
     assert!(d.what.contains("before its deadline"), "{d}");
+    drop(stored);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
+    let mut f = Federation::new("forged", ONE, ONE);
+    f.start(1);
+    let first = f.prove(0);
+    assert!(f.submit(0, &first).accepted());
+    f.ledger.close_round_if_due(past_the_deadline()).unwrap();
+    f.start(2);
+    let Federation {
+        dir,
+        coordinator,
+        hospitals,
+        ledger,
+        ..
+    } = f;
+    drop(ledger);
+    let me = coordinator.public().to_peer_id();
+    let stored = StoredLog::open(&store(&dir)).unwrap();
+    let records = stored.records().unwrap();
+    let lookup =
+        |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
+    let resign = |records: &mut Vec<zkfed_coordinator::log::AuditRecord>| {
+        let mut prev = [0; 32];
+        for (seq, r) in records.iter_mut().enumerate() {
+            r.seq = seq as u64;
+            r.prev = prev;
+            r.signature = coordinator.sign(&r.hash()).unwrap();
+            prev = r.hash();
+        }
+    };
+    assert!(audit(&records, lookup, Some(&me)).is_ok());
+
+    // Hospital 1's submission to the open attempt 2 "discarded" instead of judged.
+    let mut forged = records.clone();
+    let mut discarded = forged.last().unwrap().clone();
+    discarded.event = AuditEvent::Discarded {
+        round: 1,
+        attempt: 2,
+        peer: hospitals[1].peer().to_bytes(),
+        rejection: Rejection::NoOpenRound,
+    };
+    forged.push(discarded);
+    resign(&mut forged);
+    let d = audit(&forged, lookup, Some(&me)).unwrap_err();
+    assert!(d.what.contains("discarded instead of judged"), "{d}");
+
+    // Attempt 2 back-dated before attempt 1 closed.
+    let mut forged = records.clone();
+    let last = forged.len() - 1;
+    if let AuditEvent::RoundStarted(announcement) = &mut forged[last].event {
+        announcement.opened_at_ms = 0;
+    }
+    resign(&mut forged);
+    let d = audit(&forged, lookup, Some(&me)).unwrap_err();
+    assert!(d.what.contains("before the previous close"), "{d}");
     drop(stored);
     std::fs::remove_dir_all(dir).unwrap();
 }

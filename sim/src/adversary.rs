@@ -174,18 +174,25 @@ impl Adversary {
         }
     }
 
-    /// Whether `rejection`, a refusal before verification, is the one this adversary's
-    /// extra submissions must get: only a flood sends more than one per round, and its
-    /// copies are refused while one is verified, once it is judged, or once the round closed.
-    pub fn expected_refusal(self, rejection: &Rejection) -> bool {
-        self == Adversary::Flood
-            && matches!(
+    /// Whether `rejection`, a refusal before verification of this adversary's submission
+    /// for `round`, is the one it must get: a flood's extra copies are refused while one is
+    /// verified, once it is judged, or once the round closed; an inflated example count is
+    /// refused for its shape before any verification.
+    pub fn expected_refusal(self, round: u64, rejection: &Rejection) -> bool {
+        match self {
+            Adversary::Flood => matches!(
                 rejection,
                 Rejection::Busy
                     | Rejection::Duplicate { .. }
                     | Rejection::WrongRound { .. }
                     | Rejection::NoOpenRound
-            )
+            ),
+            Adversary::Tampering(plan) => {
+                plan.attack(round) == Attack::InflatedCount
+                    && Attack::InflatedCount.expected_rejection(rejection)
+            }
+            Adversary::Stranger => false,
+        }
     }
 }
 
@@ -499,12 +506,13 @@ mod tests {
     fn only_a_flood_expects_refusals_and_a_stranger_expects_nothing() {
         let cycle = Adversary::Tampering(AdversaryPlan::Cycle);
         let busy = Rejection::Busy;
-        assert!(Adversary::Flood.expected_refusal(&busy));
-        assert!(Adversary::Flood.expected_refusal(&Rejection::Duplicate { round: 3 }));
-        assert!(!Adversary::Flood.expected_refusal(&Rejection::NotEnrolled));
-        assert!(!Adversary::Flood.expected_refusal(&Rejection::Statement("round".into())));
-        assert!(!cycle.expected_refusal(&busy));
-        assert!(!Adversary::Stranger.expected_refusal(&busy));
+        assert!(Adversary::Flood.expected_refusal(1, &busy));
+        assert!(Adversary::Flood.expected_refusal(1, &Rejection::Duplicate { round: 3 }));
+        assert!(!Adversary::Flood.expected_refusal(1, &Rejection::NotEnrolled));
+        let statement = Rejection::Statement("round".into());
+        assert!(!Adversary::Flood.expected_refusal(1, &statement));
+        assert!(!cycle.expected_refusal(1, &busy));
+        assert!(!Adversary::Stranger.expected_refusal(1, &busy));
         let decode = Rejection::Decode("bad length".into());
         assert!(Adversary::Flood.expected_rejection(1, &decode));
         let count = Rejection::UpdateShape {

@@ -192,7 +192,7 @@ pub(crate) fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> Ad
             // A submission turned away before verification: rejected, never aggregated.
             CoordinatorTelemetry::Refused {
                 peer,
-                round: Some(_),
+                round: Some(round),
                 rejection,
             } => {
                 let Some(adversary) = adversary_of(peer) else {
@@ -201,8 +201,15 @@ pub(crate) fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> Ad
                 summary.submitted += 1;
                 summary.rejected += 1;
                 summary.refused_before_verification += 1;
-                if adversary.expected_refusal(rejection) {
+                if adversary.expected_refusal(*round, rejection) {
                     summary.rejected_for_the_right_reason += 1;
+                }
+                if adversary != Adversary::Flood {
+                    summary
+                        .reasons
+                        .entry(adversary.label(*round).to_string())
+                        .or_default()
+                        .push(short_reason(rejection));
                 }
             }
             CoordinatorTelemetry::ConnectionRefused {
