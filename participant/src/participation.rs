@@ -25,6 +25,8 @@ use crate::config::Config;
 
 /// Pause between polls while no new round is open.
 const POLL: Duration = Duration::from_millis(500);
+/// How many times a submission refused as busy is sent again (one poll apart).
+const MAX_BUSY_RETRIES: u32 = 240;
 /// How long the coordinator may stay unreachable before the participant gives up.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(15 * 60);
 
@@ -134,21 +136,27 @@ async fn participate(
     // Every new attempt is proven: a round abandoned below quorum is retried with the same
     // number, and a node that stayed silent because it had "already submitted" would keep
     // the retry below quorum too.
-    let mut last_submitted = (0, 0);
+    // What this node has proven survives restarts: it never proves an attempt twice, and
+    // never more proofs than the run's rounds times its attempt limit.
+    let progress_path = config.state_dir.join("progress.bin");
+    let mut progress = Progress::load(&progress_path)?;
     let mut accepted = 0;
     loop {
         match link.ask(Request::CurrentRound).await? {
-            Response::Round(round) if (round.round, round.attempt) > last_submitted => {
-                if let Some(reason) = refusal(&params, &round, config.max_attempts) {
+            Response::Round(round) if (round.round, round.attempt) > progress.last => {
+                let limits = (config.max_attempts, progress.proofs);
+                if let Some(reason) = refusal(&params, &round, limits) {
                     warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
-                    last_submitted = (round.round, round.attempt);
+                    progress.last = (round.round, round.attempt);
                     continue;
                 }
                 // The swarm is serviced while proving: pings answered, the connection kept.
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
                 let (submission, seconds) = link.poll_while(proved).await?;
                 let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
-                last_submitted = (round.round, round.attempt);
+                progress.last = (round.round, round.attempt);
+                progress.proofs += 1;
+                progress.save(&progress_path)?;
                 let round = round.round;
                 emit(
                     &observer,
@@ -260,10 +268,53 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     }
 }
 
+/// The last attempt this node proved and how many proofs it has made, kept durably.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    last: (u64, u32),
+    proofs: u64,
+}
+
+impl Progress {
+    fn load(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => postcard::from_bytes(&bytes)
+                .with_context(|| format!("{} is corrupt", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, path: &Path) -> anyhow::Result<()> {
+        write_durably(
+            path,
+            &postcard::to_allocvec(self).expect("plain data serializes"),
+        )
+    }
+}
+
 /// Why this node will not prove an announced round attempt, if it will not: parameters
-/// other than the pinned run's, more attempts than it allows, or a model outside the range
-/// the proof covers.
-fn refusal(params: &RunParameters, round: &RoundAnnouncement, max_attempts: u32) -> Option<String> {
+/// other than the pinned run's, a round past the run's last, more attempts than it allows,
+/// its proof budget (rounds × attempts) spent, or a model outside the range the proof
+/// covers. A coordinator gets at most that many proofs from it, however it numbers rounds.
+fn refusal(
+    params: &RunParameters,
+    round: &RoundAnnouncement,
+    (max_attempts, proofs): (u32, u64),
+) -> Option<String> {
+    if round.round > params.rounds {
+        return Some(format!(
+            "round {} is past the run's {} rounds",
+            round.round, params.rounds
+        ));
+    }
+    if proofs >= params.rounds.saturating_mul(u64::from(max_attempts)) {
+        return Some(format!(
+            "this node has made {proofs} proofs, its budget for {} rounds of at most \
+             {max_attempts} attempts",
+            params.rounds
+        ));
+    }
     if round.params != params.params {
         return Some(format!(
             "the round announces {:?}, the run this node enrolled in has {:?}",
@@ -289,9 +340,20 @@ async fn submit(
     submission: Submission,
     observer: &Observer,
 ) -> anyhow::Result<bool> {
-    let Response::Verdict(v) = link.ask(Request::Submit(submission)).await? else {
-        warn!("unexpected answer to a submission");
-        return Ok(false);
+    let mut busy = 0;
+    let v = loop {
+        let Response::Verdict(v) = link.ask(Request::Submit(submission.clone())).await? else {
+            warn!("unexpected answer to a submission");
+            return Ok(false);
+        };
+        // An earlier submission of this node is still being verified (a retried attempt
+        // right after the last one closed): a passing state, so ask again.
+        if matches!(v.rejection, Some(Rejection::Busy)) && busy < MAX_BUSY_RETRIES {
+            busy += 1;
+            link.poll_while(tokio::time::sleep(POLL)).await;
+            continue;
+        }
+        break v;
     };
     match &v.rejection {
         None => info!(round = v.round, "update accepted"),
@@ -495,27 +557,41 @@ mod tests {
     fn rounds_off_the_pinned_parameters_or_past_the_attempt_limit_are_refused() {
         let params = run_parameters();
         let round = RoundAnnouncement {
-            round: 2,
+            round: 1,
             attempt: 1,
             model: zkfed_air::Model::zeros(params.schema.features.len()),
             params: params.params,
             seed: [0; 32],
             opened_at_ms: 0,
         };
-        assert_eq!(refusal(&params, &round, 3), None);
+        let fresh = (3, 0);
+        assert_eq!(refusal(&params, &round, fresh), None);
         let mut batch_of_one = round.clone();
         batch_of_one.params.batch_size = 1;
-        assert!(refusal(&params, &batch_of_one, 3).is_some());
+        assert!(refusal(&params, &batch_of_one, fresh).is_some());
         let mut looser = round.clone();
         looser.params.clip_norm *= 4;
-        assert!(refusal(&params, &looser, 3).is_some());
+        assert!(refusal(&params, &looser, fresh).is_some());
         let mut fourth = round.clone();
         fourth.attempt = 4;
-        assert!(refusal(&params, &fourth, 3).unwrap().contains("limit of 3"));
+        assert!(
+            refusal(&params, &fourth, fresh)
+                .unwrap()
+                .contains("limit of 3")
+        );
+        // A round past the run's last, or a spent budget (1 round × 3 attempts).
+        let mut later = round.clone();
+        later.round = 2;
+        assert!(
+            refusal(&params, &later, fresh)
+                .unwrap()
+                .contains("past the run")
+        );
+        assert!(refusal(&params, &round, (3, 3)).unwrap().contains("budget"));
         let mut wild = round;
         wild.model.bias = zkfed_air::fixed::PARAM_BOUND;
         assert!(
-            refusal(&params, &wild, 3)
+            refusal(&params, &wild, fresh)
                 .unwrap()
                 .contains("cannot be proven")
         );
