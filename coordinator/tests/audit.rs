@@ -241,92 +241,72 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     let d = audit(&records, lookup(&swapped), None).unwrap_err();
     assert!(d.what.contains("not the one judged"), "{d}");
 
-    // The coordinator re-signs a log recording a valid proof as rejected.
-    let mut forged = records.clone();
-    let judged = forged
-        .iter()
-        .position(|r| {
-            matches!(
-                &r.event,
-                AuditEvent::Judged {
-                    rejection: None,
-                    ..
-                }
-            )
-        })
-        .unwrap();
-    if let AuditEvent::Judged { rejection, .. } = &mut forged[judged].event {
-        *rejection = Some(Rejection::ProofRejected("OodEvaluationMismatch".into()));
-    }
-    resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
-    assert_eq!(d.seq, judged as u64, "{d}");
-    assert!(d.what.contains("valid proof"), "{d}");
+    // The coordinator itself re-signs its log: each forgery is caught at the forged record.
+    let forge = |pick: fn(&AuditEvent) -> bool, change: &dyn Fn(&mut AuditEvent), what: &str| {
+        let mut forged = records.clone();
+        let at = forged.iter().position(|r| pick(&r.event)).unwrap();
+        change(&mut forged[at].event);
+        resign(&mut forged, &coordinator);
+        let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+        assert_eq!(d.seq, at as u64, "{d}");
+        assert!(d.what.contains(what), "{d}");
+    };
+    let accepted = |e: &AuditEvent| {
+        matches!(
+            e,
+            AuditEvent::Judged {
+                rejection: None,
+                ..
+            }
+        )
+    };
+    let aggregated = |e: &AuditEvent| matches!(e, AuditEvent::Aggregated { .. });
+    // A valid proof recorded as rejected.
+    let reject = |e: &mut AuditEvent| {
+        if let AuditEvent::Judged { rejection, .. } = e {
+            *rejection = Some(Rejection::ProofRejected("OodEvaluationMismatch".into()));
+        }
+    };
+    forge(accepted, &reject, "valid proof");
+    // An inflated accepted update.
+    let inflate = |e: &mut AuditEvent| {
+        if let AuditEvent::Judged { update, .. } = e {
+            update.bias += 1;
+        }
+    };
+    forge(accepted, &inflate, "does not verify");
+    // An aggregate that is not FedAvg of the accepted updates.
+    let shift = |e: &mut AuditEvent| {
+        if let AuditEvent::Aggregated { model, .. } = e {
+            model.weights[0] += 1;
+        }
+    };
+    forge(aggregated, &shift, "aggregate differs");
 
-    // The coordinator itself re-signs a log with an inflated accepted update.
-    let mut forged = records.clone();
-    let judged = forged
-        .iter()
-        .position(|r| {
-            matches!(
-                &r.event,
-                AuditEvent::Judged {
-                    rejection: None,
-                    ..
-                }
-            )
-        })
-        .unwrap();
-    if let AuditEvent::Judged { update, .. } = &mut forged[judged].event {
-        update.bias += 1;
-    }
-    resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
-    assert!(d.what.contains("does not verify"), "{d}");
-
-    // ... or with an aggregate that is not FedAvg of the accepted updates.
-    let mut forged = records.clone();
-    let agg = forged
-        .iter()
-        .position(|r| matches!(r.event, AuditEvent::Aggregated { .. }))
-        .unwrap();
-    if let AuditEvent::Aggregated { model, .. } = &mut forged[agg].event {
-        model.weights[0] += 1;
-    }
-    resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
-    assert_eq!(d.seq, agg as u64, "{d}");
-    assert!(d.what.contains("aggregate differs"), "{d}");
-
-    // ... or with a round whose parameters are not the run's (batch size 1 reveals a row).
-    let mut forged = records.clone();
-    let started = forged
-        .iter()
-        .position(|r| matches!(r.event, AuditEvent::RoundStarted(_)))
-        .unwrap();
-    if let AuditEvent::RoundStarted(announcement) = &mut forged[started].event {
-        announcement.params.batch_size = 1;
-    }
-    resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
-    assert_eq!(d.seq, started as u64, "{d}");
-    assert!(d.what.contains("the run's are"), "{d}");
-
-    // ... or that enrols a peer off the allow-list.
-    let mut forged = records.clone();
-    let enrolled = forged
-        .iter()
-        .position(|r| matches!(r.event, AuditEvent::Enrolled { .. }))
-        .unwrap();
+    // A round whose parameters are not the run's (batch size 1 reveals a row).
+    let one_row = |e: &mut AuditEvent| {
+        if let AuditEvent::RoundStarted(announcement) = e {
+            announcement.params.batch_size = 1;
+        }
+    };
+    forge(
+        |e| matches!(e, AuditEvent::RoundStarted(_)),
+        &one_row,
+        "the run's are",
+    );
+    // A peer off the allow-list enrolled.
     let outsider = Keypair::generate_ed25519();
-    if let AuditEvent::Enrolled { peer, enrolment } = &mut forged[enrolled].event {
-        *peer = outsider.public().to_peer_id().to_bytes();
-        *enrolment = SignedEnrolment::sign(enrolment.enrolment.clone(), &outsider);
-    }
-    resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
-    assert_eq!(d.seq, enrolled as u64, "{d}");
-    assert!(d.what.contains("allow-list"), "{d}");
+    let enrol_outsider = |e: &mut AuditEvent| {
+        if let AuditEvent::Enrolled { peer, enrolment } = e {
+            *peer = outsider.public().to_peer_id().to_bytes();
+            *enrolment = SignedEnrolment::sign(enrolment.enrolment.clone(), &outsider);
+        }
+    };
+    forge(
+        |e| matches!(e, AuditEvent::Enrolled { .. }),
+        &enrol_outsider,
+        "allow-list",
+    );
 
     // ... or that aggregates below the quorum (one accepted verdict dropped from round 2).
     let mut forged = records.clone();
