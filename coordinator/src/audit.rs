@@ -200,7 +200,10 @@ fn check_event(
                 )));
             }
         }
-        AuditEvent::RunStarted(_) | AuditEvent::RoundStarted(_) | AuditEvent::Refused { .. } => {}
+        AuditEvent::RunStarted(_)
+        | AuditEvent::RoundStarted(_)
+        | AuditEvent::Refused { .. }
+        | AuditEvent::RunFailed { .. } => {}
     }
     Ok(())
 }

@@ -30,6 +30,10 @@ pub struct RawConfig {
     pub quorum: usize,
     /// Seconds a round stays open.
     pub round_deadline_secs: u64,
+    /// Attempts at one round before the run ends as failed (participants refuse more than
+    /// their own limit, 5 by default).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
     /// Per-example L2 clip norm.
     pub clip_norm: f64,
     /// Examples per participant per round.
@@ -45,6 +49,10 @@ pub struct RawConfig {
     pub schema: Schema,
     /// Public standardization statistics (one mean and std per feature).
     pub standardization: Standardization,
+}
+
+fn default_max_attempts() -> u32 {
+    5
 }
 
 fn default_linger() -> u64 {
@@ -100,6 +108,7 @@ impl RawConfig {
             self.quorum,
             allow.len()
         );
+        ensure!(self.max_attempts >= 1, "`max_attempts` must be at least 1");
         ensure!(
             self.round_deadline_secs >= 1,
             "`round_deadline_secs` must be at least 1"
@@ -146,6 +155,7 @@ impl RawConfig {
             allow_list: allow.iter().map(|p| p.to_bytes()).collect(),
             quorum: self.quorum,
             round_deadline_secs: self.round_deadline_secs,
+            max_attempts: self.max_attempts,
         };
         Ok(Config {
             listen,

@@ -415,10 +415,15 @@ impl EventLoop {
         if self.ledger.state().finished() {
             let at = *self.finished_at.get_or_insert_with(Instant::now);
             if at.elapsed() >= self.linger {
-                info!(
-                    rounds = self.ledger.state().completed_rounds,
-                    "run complete"
-                );
+                let state = self.ledger.state();
+                if state.failed {
+                    warn!(
+                        rounds = state.completed_rounds,
+                        "run failed: a round used up its attempts"
+                    );
+                } else {
+                    info!(rounds = state.completed_rounds, "run complete");
+                }
                 return Ok(false);
             }
             return Ok(true);

@@ -26,6 +26,9 @@ pub struct RunConfig {
     pub quorum: usize,
     /// Seconds a round stays open.
     pub round_deadline_secs: u64,
+    /// Attempts at one round before the run ends as failed (participants refuse more than
+    /// their own limit, so retrying past it could never reach quorum).
+    pub max_attempts: u32,
 }
 
 /// One entry of the audit log.
@@ -94,6 +97,14 @@ pub enum AuditEvent {
         /// Why.
         rejection: Rejection,
     },
+    /// The run ended without completing its rounds: a round was abandoned `max_attempts`
+    /// times. Nothing follows it.
+    RunFailed {
+        /// The round that could not be completed.
+        round: u64,
+        /// When (milliseconds since the Unix epoch).
+        at_ms: u64,
+    },
     /// A verification finished after its attempt had closed (or was otherwise no longer
     /// admissible): its outcome is not judged, and this records why.
     Discarded {
@@ -138,6 +149,8 @@ pub struct RunState {
     pub open: Option<OpenRound>,
     /// The attempt the next `RoundStarted` must carry.
     pub next_attempt: u32,
+    /// Whether the run ended as failed ([`AuditEvent::RunFailed`]).
+    pub failed: bool,
     /// When the last attempt closed (milliseconds since the Unix epoch): recorded times never
     /// go backwards.
     pub last_closed_ms: u64,
@@ -202,6 +215,7 @@ impl RunState {
             open: None,
             next_attempt: 1,
             last_closed_ms: 0,
+            failed: false,
             verdicts: BTreeMap::new(),
         }
     }
@@ -223,7 +237,7 @@ impl RunState {
 
     /// Whether the run has completed all its rounds.
     pub fn finished(&self) -> bool {
-        self.completed_rounds >= self.config.public.rounds
+        self.completed_rounds >= self.config.public.rounds || self.failed
     }
 
     /// Folds one event (record number `seq`) into the state.
@@ -347,6 +361,20 @@ impl RunState {
                 self.open = None;
                 self.next_attempt = attempt.saturating_add(1);
                 self.last_closed_ms = *at_ms;
+            }
+            AuditEvent::RunFailed { round, at_ms } => {
+                let exhausted = self.next_attempt > self.config.max_attempts;
+                if self.open.is_some()
+                    || self.finished()
+                    || !exhausted
+                    || *round != self.completed_rounds + 1
+                    || *at_ms < self.last_closed_ms
+                {
+                    return Err(impossible(format!(
+                        "the run failed at round {round} before its attempts were exhausted"
+                    )));
+                }
+                self.failed = true;
             }
             AuditEvent::Discarded { peer, .. } => {
                 PeerId::from_bytes(peer).map_err(|e| impossible(format!("bad peer id: {e}")))?;

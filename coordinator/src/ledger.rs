@@ -118,7 +118,11 @@ impl Ledger {
     /// Starts the next round with `seed` if one should start; returns whether it did.
     pub fn start_round_if_due(&mut self, seed: [u8; 32], now_ms: u64) -> Result<bool, CoreError> {
         match rounds::start_round(&self.state, seed, now_ms) {
-            Some(event) => self.record(event, None).map(|()| true),
+            Some(event) => {
+                let started = matches!(event, AuditEvent::RoundStarted(_));
+                self.record(event, None)?;
+                Ok(started)
+            }
             None => Ok(false),
         }
     }

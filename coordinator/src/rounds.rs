@@ -120,10 +120,17 @@ fn check_update_shape(state: &RunState, submission: &Submission) -> Result<(), R
     Ok(())
 }
 
-/// The next round attempt's start event, opening at `now_ms`, if one should start now.
+/// The next round attempt's start event, opening at `now_ms`, if one should start now; or
+/// the end of the run once a round has used up its attempts.
 pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<AuditEvent> {
     if state.open.is_some() || state.finished() || state.enrolments.len() < state.config.quorum {
         return None;
+    }
+    if state.next_attempt > state.config.max_attempts {
+        return Some(AuditEvent::RunFailed {
+            round: state.completed_rounds + 1,
+            at_ms: now_ms.max(state.last_closed_ms),
+        });
     }
     Some(AuditEvent::RoundStarted(RoundAnnouncement {
         round: state.completed_rounds + 1,

@@ -27,6 +27,7 @@ pub fn bundled_config(
         rounds,
         quorum,
         round_deadline_secs: 120,
+        max_attempts: 5,
         clip_norm: 1.0,
         batch_size: 32,
         learning_rate: 1.0,

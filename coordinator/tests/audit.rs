@@ -77,6 +77,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
         allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
         quorum: 2,
         round_deadline_secs: 60,
+        max_attempts: 3,
     };
     let mut core =
         Ledger::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
@@ -386,6 +387,7 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         allow_list: vec![member.public().to_peer_id().to_bytes()],
         quorum: 1,
         round_deadline_secs: 60,
+        max_attempts: 3,
     };
     let mut core = Ledger::open(&dir.join("state.redb"), coordinator, config.clone()).unwrap();
     let enrolment = |rows: u64, federation_id: [u8; 32]| Enrolment {

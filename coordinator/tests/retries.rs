@@ -79,6 +79,7 @@ impl Federation {
             allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
             quorum: 2,
             round_deadline_secs: 60,
+            max_attempts: 3,
         };
         let mut ledger = Ledger::open(&store(&dir), coordinator.clone(), config.clone()).unwrap();
         for h in &hospitals {
@@ -496,6 +497,60 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
     resign(&mut forged);
     let d = audit(&forged, lookup, Some(&me)).unwrap_err();
     assert!(d.what.contains("before the previous close"), "{d}");
+    drop(stored);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_round_that_uses_up_its_attempts_ends_the_run_as_failed_and_not_before() {
+    let mut f = Federation::new("failed", ONE, ONE);
+    let mut now = unix_ms();
+    for attempt in 1..=3u8 {
+        assert!(f.ledger.start_round_if_due([attempt; 32], now).unwrap());
+        now += 61_000;
+        let closed = f.ledger.close_round_if_due(now).unwrap();
+        assert!(
+            matches!(closed, Some(AuditEvent::Abandoned { .. })),
+            "{closed:?}"
+        );
+    }
+    // A fourth attempt would be refused by participants (their limit): the run ends.
+    assert!(!f.ledger.start_round_if_due([4; 32], now).unwrap());
+    assert!(f.ledger.state().failed && f.ledger.state().finished());
+    assert!(!f.ledger.start_round_if_due([5; 32], now).unwrap());
+    let Federation {
+        dir,
+        coordinator,
+        ledger,
+        ..
+    } = f;
+    drop(ledger);
+    let me = coordinator.public().to_peer_id();
+    assert!(audit_store(&store(&dir), Some(&me)).unwrap().is_ok());
+    let stored = StoredLog::open(&store(&dir)).unwrap();
+    let records = stored.records().unwrap();
+    assert!(matches!(
+        records.last().unwrap().event,
+        AuditEvent::RunFailed { round: 1, .. }
+    ));
+    // A coordinator that ends the run after one abandoned attempt is caught.
+    let first_abandon = records
+        .iter()
+        .position(|r| matches!(r.event, AuditEvent::Abandoned { .. }))
+        .unwrap();
+    let mut forged = records[..=first_abandon].to_vec();
+    let mut failed = records.last().unwrap().clone();
+    failed.seq = forged.len() as u64;
+    forged.push(failed);
+    let mut prev = [0; 32];
+    for r in forged.iter_mut() {
+        r.prev = prev;
+        r.signature = coordinator.sign(&r.hash()).unwrap();
+        prev = r.hash();
+    }
+    let lookup = |_: u64, _: u32, _: &PeerId| None;
+    let d = audit(&forged, lookup, Some(&me)).unwrap_err();
+    assert!(d.what.contains("before its attempts were exhausted"), "{d}");
     drop(stored);
     std::fs::remove_dir_all(dir).unwrap();
 }

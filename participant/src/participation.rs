@@ -176,6 +176,13 @@ async fn participate(
             Response::Finished { rounds, model } => {
                 let text = serde_json::to_vec_pretty(&model).expect("a model serializes");
                 write_durably(&config.state_dir.join("final_model.json"), &text)?;
+                if rounds < params.rounds {
+                    warn!(
+                        rounds,
+                        of = params.rounds,
+                        "the run ended before all its rounds"
+                    );
+                }
                 info!(
                     rounds,
                     accepted,

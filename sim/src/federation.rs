@@ -273,6 +273,7 @@ pub(crate) fn coordinator_config(
         rounds: options.rounds,
         quorum: options.participants,
         round_deadline_secs: 120,
+        max_attempts: 5,
         clip_norm: options.clip,
         batch_size: setting.batch,
         learning_rate: options.learning_rate,
