@@ -19,7 +19,7 @@ use crate::rounds;
 
 /// A failure that stops the coordinator (never a participant's fault).
 #[derive(Debug, Error)]
-pub enum CoreError {
+pub enum LedgerError {
     /// The store failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -39,7 +39,7 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens the store, starting the run with `config` or resuming the run it holds.
-    pub fn open(path: &Path, key: Keypair, config: RunConfig) -> Result<Self, CoreError> {
+    pub fn open(path: &Path, key: Keypair, config: RunConfig) -> Result<Self, LedgerError> {
         let (mut log, records) = AuditLog::open(path, key)?;
         let state = if records.is_empty() {
             let record = log.append(AuditEvent::RunStarted(config), None)?;
@@ -50,7 +50,7 @@ impl Ledger {
         } else {
             let state = RunState::replay(records.iter().map(|r| &r.event))?;
             if state.config != config {
-                return Err(CoreError::ConfigMismatch);
+                return Err(LedgerError::ConfigMismatch);
             }
             state
         };
@@ -68,7 +68,7 @@ impl Ledger {
         round: u64,
         attempt: u32,
         peer: &PeerId,
-    ) -> Result<Option<Vec<u8>>, CoreError> {
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
         Ok(self.log.proof(round, attempt, peer)?)
     }
 
@@ -76,7 +76,7 @@ impl Ledger {
         &mut self,
         event: AuditEvent,
         proof: Option<(u64, u32, &PeerId, &[u8])>,
-    ) -> Result<(), CoreError> {
+    ) -> Result<(), LedgerError> {
         let record = self.log.append(event, proof)?;
         self.state.apply(record.seq, &record.event)?;
         Ok(())
@@ -87,7 +87,7 @@ impl Ledger {
         &mut self,
         peer: &PeerId,
         signed: &SignedEnrolment,
-    ) -> Result<Result<(), Rejection>, CoreError> {
+    ) -> Result<Result<(), Rejection>, LedgerError> {
         match rounds::judge_enrolment(&self.state, peer, signed) {
             Ok(Some(event)) => self.record(event, None).map(Ok),
             Ok(None) => Ok(Ok(())),
@@ -105,7 +105,7 @@ impl Ledger {
         peer: &PeerId,
         submission: Option<&Submission>,
         rejection: &Rejection,
-    ) -> Result<(), CoreError> {
+    ) -> Result<(), LedgerError> {
         let event = AuditEvent::Refused {
             peer: peer.to_bytes(),
             submission: submission.map(|s| (s.round, s.attempt)),
@@ -116,7 +116,7 @@ impl Ledger {
     }
 
     /// Starts the next round with `seed` if one should start; returns whether it did.
-    pub fn start_round_if_due(&mut self, seed: [u8; 32], now_ms: u64) -> Result<bool, CoreError> {
+    pub fn start_round_if_due(&mut self, seed: [u8; 32], now_ms: u64) -> Result<bool, LedgerError> {
         match rounds::start_round(&self.state, seed, now_ms) {
             Some(event) => {
                 let started = matches!(event, AuditEvent::RoundStarted(_));
@@ -148,7 +148,7 @@ impl Ledger {
         peer: &PeerId,
         submission: &Submission,
         outcome: Result<(), Rejection>,
-    ) -> Result<Verdict, CoreError> {
+    ) -> Result<Verdict, LedgerError> {
         let (round, attempt) = (submission.round, submission.attempt);
         if let Err(rejection) = self.admit(peer, submission) {
             let event = AuditEvent::Discarded {
@@ -186,7 +186,7 @@ impl Ledger {
     }
 
     /// Closes the open round if it is due; returns the closing event.
-    pub fn close_round_if_due(&mut self, now_ms: u64) -> Result<Option<AuditEvent>, CoreError> {
+    pub fn close_round_if_due(&mut self, now_ms: u64) -> Result<Option<AuditEvent>, LedgerError> {
         match rounds::close_round(&self.state, now_ms) {
             Some(event) => {
                 self.record(event.clone(), None)?;

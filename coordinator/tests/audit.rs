@@ -1,9 +1,12 @@
 //! A run through [`Ledger`] with real proofs, then an offline audit of its store: it passes,
 //! and a tampered record, proof, update or aggregate is each caught.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::{Hospital, resign};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use rand::SeedableRng;
@@ -16,21 +19,10 @@ use zkfed_air::{CommittedDataset, RoundParams, prove};
 use zkfed_coordinator::audit::audit;
 use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
 use zkfed_coordinator::ledger::Ledger;
-use zkfed_coordinator::log::{AuditRecord, StoredLog};
+use zkfed_coordinator::log::StoredLog;
 use zkfed_protocol::{
     Enrolment, Rejection, RunParameters, SignedEnrolment, Submission, round_statement,
 };
-
-struct Hospital {
-    key: Keypair,
-    dataset: CommittedDataset,
-}
-
-impl Hospital {
-    fn peer(&self) -> PeerId {
-        self.key.public().to_peer_id()
-    }
-}
 
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -170,16 +162,6 @@ fn proofs(dir: &Path) -> Proofs {
         }
     }
     map
-}
-
-/// Rewrites the chain and signatures, as a dishonest coordinator holding the key could.
-fn resign(records: &mut [AuditRecord], key: &Keypair) {
-    let mut prev = [0; 32];
-    for r in records.iter_mut() {
-        r.prev = prev;
-        r.signature = key.sign(&r.hash()).unwrap();
-        prev = r.hash();
-    }
 }
 
 #[test]

@@ -5,8 +5,11 @@
 //! the attempt instead of stopping the coordinator, also after a restart. The audit passes
 //! on every log.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{Hospital, resign};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use rand::SeedableRng;
@@ -21,17 +24,6 @@ use zkfed_coordinator::log::StoredLog;
 use zkfed_protocol::{
     Enrolment, Rejection, RunParameters, SignedEnrolment, Submission, Verdict, round_statement,
 };
-
-struct Hospital {
-    key: Keypair,
-    dataset: CommittedDataset,
-}
-
-impl Hospital {
-    fn peer(&self) -> PeerId {
-        self.key.public().to_peer_id()
-    }
-}
 
 /// A store in a fresh directory, two enrolled hospitals, quorum 2, and its configuration.
 struct Federation {
@@ -429,12 +421,7 @@ fn the_deadline_runs_from_the_recorded_opening_across_a_restart_and_an_early_clo
     if let AuditEvent::Abandoned { at_ms, .. } = &mut records[last].event {
         *at_ms = opened + 1_000;
     }
-    let mut prev = [0; 32];
-    for r in records.iter_mut() {
-        r.prev = prev;
-        r.signature = coordinator.sign(&r.hash()).unwrap();
-        prev = r.hash();
-    }
+    resign(&mut records, &coordinator);
     let d = audit(&records, lookup, Some(&me)).unwrap_err();
     assert_eq!(d.seq, last as u64, "{d}");
     assert!(d.what.contains("before its deadline"), "{d}");
@@ -463,15 +450,6 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
     let records = stored.records().unwrap();
     let lookup =
         |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    let resign = |records: &mut Vec<zkfed_coordinator::log::AuditRecord>| {
-        let mut prev = [0; 32];
-        for (seq, r) in records.iter_mut().enumerate() {
-            r.seq = seq as u64;
-            r.prev = prev;
-            r.signature = coordinator.sign(&r.hash()).unwrap();
-            prev = r.hash();
-        }
-    };
     assert!(audit(&records, lookup, Some(&me)).is_ok());
 
     // Hospital 1's submission to the open attempt 2 "discarded" instead of judged.
@@ -484,7 +462,7 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
         rejection: Rejection::NoOpenRound,
     };
     forged.push(discarded);
-    resign(&mut forged);
+    resign(&mut forged, &coordinator);
     let d = audit(&forged, lookup, Some(&me)).unwrap_err();
     assert!(d.what.contains("discarded instead of judged"), "{d}");
 
@@ -494,7 +472,7 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
     if let AuditEvent::RoundStarted(announcement) = &mut forged[last].event {
         announcement.opened_at_ms = 0;
     }
-    resign(&mut forged);
+    resign(&mut forged, &coordinator);
     let d = audit(&forged, lookup, Some(&me)).unwrap_err();
     assert!(d.what.contains("before the previous close"), "{d}");
     drop(stored);
@@ -542,12 +520,7 @@ fn a_round_that_uses_up_its_attempts_ends_the_run_as_failed_and_not_before() {
     let mut failed = records.last().unwrap().clone();
     failed.seq = forged.len() as u64;
     forged.push(failed);
-    let mut prev = [0; 32];
-    for r in forged.iter_mut() {
-        r.prev = prev;
-        r.signature = coordinator.sign(&r.hash()).unwrap();
-        prev = r.hash();
-    }
+    resign(&mut forged, &coordinator);
     let lookup = |_: u64, _: u32, _: &PeerId| None;
     let d = audit(&forged, lookup, Some(&me)).unwrap_err();
     assert!(d.what.contains("before its attempts were exhausted"), "{d}");

@@ -4,6 +4,9 @@
 //! prove the second attempt: hospital A had already submitted in the first, and a
 //! participant that only proves "new round numbers" would sit out every retry (a livelock).
 
+mod common;
+
+use common::free_port;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -33,14 +36,6 @@ impl Prover for Stalled {
         let _ = release.recv_timeout(Duration::from_secs(30));
         anyhow::bail!("stalled prover released")
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn participant(
