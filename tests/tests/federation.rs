@@ -8,7 +8,6 @@
 
 mod common;
 
-use common::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +16,8 @@ use libp2p::PeerId;
 use zkfed_coordinator::config::RawConfig;
 use zkfed_coordinator::events::AuditEvent;
 use zkfed_coordinator::log::StoredLog;
+
+use common::free_port;
 
 const WAIT: Duration = Duration::from_secs(120);
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use common::free_port;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -19,6 +18,8 @@ use zkfed_coordinator::event_loop::{CoordinatorTelemetry, StarkVerifier};
 use zkfed_coordinator::events::AuditEvent;
 use zkfed_participant::participation::{Outcome, Prover, StarkProver};
 use zkfed_protocol::{RoundAnnouncement, Submission};
+
+use common::free_port;
 
 const WAIT: Duration = Duration::from_secs(120);
 
