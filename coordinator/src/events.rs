@@ -132,6 +132,9 @@ pub struct OpenRound {
     /// Peers whose submission for this attempt was refused for good before verification
     /// (a malformed update): they have answered, and the attempt need not wait for them.
     pub refused: BTreeSet<PeerId>,
+    /// Peers with a refusal on record in this attempt: one record each is enough, so a
+    /// peer repeating refused requests cannot grow the log.
+    pub refusals_recorded: BTreeSet<PeerId>,
 }
 
 /// Everything the coordinator knows, derived from the log alone.
@@ -149,6 +152,9 @@ pub struct RunState {
     pub open: Option<OpenRound>,
     /// The attempt the next `RoundStarted` must carry.
     pub next_attempt: u32,
+    /// Enrolment refusals on record, by peer and kind of rejection (one record each keeps
+    /// the log bounded while every distinct reason stays on record).
+    pub enrolment_refusals: BTreeSet<(PeerId, &'static str)>,
     /// Whether the run ended as failed ([`AuditEvent::RunFailed`]).
     pub failed: bool,
     /// When the last attempt closed (milliseconds since the Unix epoch): recorded times never
@@ -216,6 +222,7 @@ impl RunState {
             next_attempt: 1,
             last_closed_ms: 0,
             failed: false,
+            enrolment_refusals: BTreeSet::new(),
             verdicts: BTreeMap::new(),
         }
     }
@@ -286,6 +293,7 @@ impl RunState {
                     announcement: announcement.clone(),
                     judged: BTreeMap::new(),
                     refused: BTreeSet::new(),
+                    refusals_recorded: BTreeSet::new(),
                     accepted: Vec::new(),
                 });
             }
@@ -387,11 +395,16 @@ impl RunState {
             } => {
                 let peer = PeerId::from_bytes(peer)
                     .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                if submission.is_none() {
+                    self.enrolment_refusals.insert((peer, rejection.kind()));
+                }
                 if let (Some(open), Some(named)) = (&mut self.open, submission)
                     && (open.announcement.round, open.announcement.attempt) == *named
-                    && matches!(rejection, Rejection::UpdateShape { .. })
                 {
-                    open.refused.insert(peer);
+                    open.refusals_recorded.insert(peer);
+                    if matches!(rejection, Rejection::UpdateShape { .. }) {
+                        open.refused.insert(peer);
+                    }
                 }
             }
         }

@@ -99,13 +99,32 @@ impl Ledger {
     }
 
     /// Records a refusal before verification: of an enrolment (`submission` `None`) or of a
-    /// submission.
+    /// submission. A submission refused as busy is not recorded (it is a passing state the
+    /// participant retries), nor is one to another attempt than the open one, nor a second
+    /// refusal of the same peer in an attempt, nor a second enrolment refusal of a peer for
+    /// the same kind of reason: the log stays bounded by (allow-listed) peers × attempts.
     pub fn refuse(
         &mut self,
         peer: &PeerId,
         submission: Option<&Submission>,
         rejection: &Rejection,
     ) -> Result<(), LedgerError> {
+        if let Some(s) = submission {
+            let open = self.state.open.as_ref();
+            let recordable = open.is_some_and(|o| {
+                (o.announcement.round, o.announcement.attempt) == (s.round, s.attempt)
+                    && !o.refusals_recorded.contains(peer)
+            });
+            if !recordable || matches!(rejection, Rejection::Busy) {
+                return Ok(());
+            }
+        } else if self
+            .state
+            .enrolment_refusals
+            .contains(&(*peer, rejection.kind()))
+        {
+            return Ok(());
+        }
         let event = AuditEvent::Refused {
             peer: peer.to_bytes(),
             submission: submission.map(|s| (s.round, s.attempt)),

@@ -414,6 +414,13 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         Err(Rejection::CommitmentChanged)
     ));
     assert_eq!(core.state().enrolments.len(), 1);
+    // The same refusal again adds no record: a peer cannot grow the log by repeating it.
+    let stranger_again = SignedEnrolment::sign(enrolment(50, [7; 32]), &stranger);
+    assert!(
+        core.enrol(&stranger_peer, &stranger_again)
+            .unwrap()
+            .is_err()
+    );
     drop(core);
     // Every refusal is on the signed record with its reason.
     let refused: Vec<Rejection> = StoredLog::open(&dir.join("state.redb"))

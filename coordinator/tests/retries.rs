@@ -360,6 +360,14 @@ fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart
         f.ledger.admit(&peer, &other),
         Err(Rejection::Duplicate { round: 1 })
     ));
+    // Refusals are recorded once per peer and attempt, and a busy one not at all.
+    let duplicate = Rejection::Duplicate { round: 1 };
+    for _ in 0..3 {
+        f.ledger.refuse(&peer, Some(&other), &duplicate).unwrap();
+        f.ledger
+            .refuse(&peer, Some(&other), &Rejection::Busy)
+            .unwrap();
+    }
     // After the round closes and the coordinator restarts, the verdict is still on record.
     let second = f.prove(1);
     assert!(f.submit(1, &second).accepted());
@@ -378,6 +386,15 @@ fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart
     let ledger = Ledger::open(&store(&dir), coordinator, config).unwrap();
     assert_eq!(ledger.recorded_verdict(&peer, &sent), Some(verdict));
     drop(ledger);
+    let records = StoredLog::open(&store(&dir)).unwrap().records().unwrap();
+    let refusals: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::Refused { rejection, .. } => Some(rejection.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals, [duplicate]);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

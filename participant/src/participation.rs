@@ -154,9 +154,7 @@ async fn participate(
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
                 let (submission, seconds) = link.poll_while(proved).await?;
                 let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
-                progress.last = (round.round, round.attempt);
-                progress.proofs += 1;
-                progress.save(&progress_path)?;
+                let attempt = (round.round, round.attempt);
                 let round = round.round;
                 emit(
                     &observer,
@@ -169,6 +167,11 @@ async fn participate(
                 if submit(&mut link, submission, &observer).await? {
                     accepted += 1;
                 }
+                // Recorded once sent: a crash before this only makes the node prove the
+                // same attempt again, over the same seed-chosen batch, so the same update.
+                progress.last = attempt;
+                progress.proofs += 1;
+                progress.save(&progress_path)?;
             }
             Response::Round(_) | Response::Waiting => {
                 link.poll_while(tokio::time::sleep(POLL)).await
@@ -177,10 +180,10 @@ async fn participate(
                 let text = serde_json::to_vec_pretty(&model).expect("a model serializes");
                 write_durably(&config.state_dir.join("final_model.json"), &text)?;
                 if rounds < params.rounds {
-                    warn!(
-                        rounds,
-                        of = params.rounds,
-                        "the run ended before all its rounds"
+                    bail!(
+                        "the run failed after {rounds} of its {} rounds (a round used up its \
+                         attempts); the last model is in final_model.json",
+                        params.rounds
                     );
                 }
                 info!(
