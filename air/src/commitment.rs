@@ -106,10 +106,7 @@ impl CommittedDataset {
                 });
             }
             if let Some(feature) = x.iter().position(|&v| !feature_in_range(v)) {
-                return Err(ShapeError::FeatureOutOfRange {
-                    feature,
-                    value: x[feature],
-                });
+                return Err(ShapeError::FeatureOutOfRange { feature });
             }
         }
         for (what, got) in [("labels", labels.len()), ("salts", salts.len())] {

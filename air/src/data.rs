@@ -18,6 +18,7 @@ pub const MAX_CSV_ROWS: usize = 10_000_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     /// Feature column names, in model order.
+    #[serde(deserialize_with = "crate::bounded::per_feature")]
     pub features: Vec<String>,
     /// Label column name.
     pub label: String,
@@ -43,12 +44,15 @@ pub struct RawDataset {
 }
 
 /// A CSV that does not fit its schema. Lines count from 1, the header being line 1.
+///
+/// No variant holds a cell's content: these errors reach logs and terminals, and a cell is
+/// a patient's value. They name the line (or data row), the column and the rule broken.
 #[derive(Debug, Error, PartialEq)]
 #[allow(missing_docs)] // variant fields are named in their messages
 pub enum DataError {
-    /// The reader failed or the CSV is malformed.
-    #[error("CSV line {line}: {message}")]
-    Csv { line: u64, message: String },
+    /// The reader failed or the CSV is malformed (`reason` never quotes the input).
+    #[error("CSV line {line}: {reason}")]
+    Csv { line: u64, reason: String },
     /// No header row.
     #[error("CSV has no header row")]
     NoHeader,
@@ -66,27 +70,27 @@ pub enum DataError {
     #[error("CSV line {line}, column `{column}`: missing value")]
     Missing { line: u64, column: String },
     /// A value that is not a finite number.
-    #[error("CSV line {line}, column `{column}`: `{value}` is not a finite number")]
-    NotNumeric {
-        line: u64,
-        column: String,
-        value: String,
-    },
+    #[error("CSV line {line}, column `{column}`: not a finite number")]
+    NotNumeric { line: u64, column: String },
     /// A label other than 0 or 1.
-    #[error("CSV line {line}: label `{value}` is not 0 or 1")]
-    BadLabel { line: u64, value: String },
+    #[error("CSV line {line}, label column `{column}`: not 0 or 1")]
+    BadLabel { line: u64, column: String },
     /// No data rows.
     #[error("CSV has no data rows")]
     Empty,
     /// Too many rows.
     #[error("CSV has more than {max} rows")]
     TooManyRows { max: usize },
-    /// A standardized value the fixed-point format cannot hold.
-    #[error("row {row}, feature `{column}`: standardized value {value:.3} is outside ±{limit}")]
+    /// Data rows with standardized values the fixed-point format cannot hold: how many,
+    /// and the first [`LISTED_ROWS`] of them with their columns.
+    #[error(
+        "{count} data row(s) have standardized values outside ±{limit} standard deviations, \
+         which the proof's fixed-point format cannot hold: {}",
+        list_rows(.first, *.count)
+    )]
     OutOfRange {
-        row: usize,
-        column: String,
-        value: f64,
+        count: usize,
+        first: Vec<OutOfRangeRow>,
         limit: f64,
     },
     /// Standardization statistics that do not fit the schema.
@@ -97,6 +101,43 @@ pub enum DataError {
     DegenerateColumn { column: String, std: f64 },
 }
 
+/// How many out-of-range rows [`DataError::OutOfRange`] lists.
+pub const LISTED_ROWS: usize = 5;
+
+/// A data row whose standardized values the fixed-point format cannot hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutOfRangeRow {
+    /// The data row, counted from 1 after the header (CSV line `row + 1` when the file has
+    /// no blank lines or quoted line breaks).
+    pub row: usize,
+    /// The feature columns whose standardized values are out of range (never the values).
+    pub columns: Vec<String>,
+}
+
+impl std::fmt::Display for OutOfRangeRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "data row {} (", self.row)?;
+        for (i, column) in self.columns.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}`{column}`")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// "data row 3 (`a`), data row 9 (`b`, `c`) and 4 more", for messages.
+pub fn list_rows(first: &[OutOfRangeRow], count: usize) -> String {
+    let mut out = first
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if count > first.len() {
+        out.push_str(&format!(" and {} more", count - first.len()));
+    }
+    out
+}
+
 /// Reads a CSV with a header row, keeping the schema's columns.
 pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataError> {
     let mut csv = csv::ReaderBuilder::new()
@@ -105,7 +146,7 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
         .from_reader(reader);
     let mut records = csv.records();
     let header = match records.next() {
-        Some(r) => r.map_err(|e| csv_error(1, e))?,
+        Some(r) => r.map_err(|e| csv_error(1, e, None))?,
         None => return Err(DataError::NoHeader),
     };
     let position = |name: &str| {
@@ -127,7 +168,7 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
     let mut labels = Vec::new();
     for (i, record) in records.enumerate() {
         let line = i as u64 + 2;
-        let record = record.map_err(|e| csv_error(line, e))?;
+        let record = record.map_err(|e| csv_error(line, e, Some(&header)))?;
         if record.len() != header.len() {
             return Err(DataError::ColumnCount {
                 line,
@@ -152,10 +193,10 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
                     column: schema.label.clone(),
                 });
             }
-            other => {
+            _ => {
                 return Err(DataError::BadLabel {
                     line,
-                    value: other.to_string(),
+                    column: schema.label.clone(),
                 });
             }
         };
@@ -172,12 +213,18 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
     })
 }
 
-fn csv_error(line: u64, e: csv::Error) -> DataError {
+/// The csv crate's failure, by kind only: its own messages may quote the input.
+fn csv_error(line: u64, e: csv::Error, header: Option<&csv::StringRecord>) -> DataError {
     let line = e.position().map_or(line, |p| p.line());
-    DataError::Csv {
-        line,
-        message: e.to_string(),
-    }
+    let reason = match e.kind() {
+        csv::ErrorKind::Io(io) => format!("reading failed ({})", io.kind()),
+        csv::ErrorKind::Utf8 { err, .. } => match header.and_then(|h| h.get(err.field())) {
+            Some(name) => format!("column `{}` is not valid UTF-8", name.trim()),
+            None => format!("field {} is not valid UTF-8", err.field() + 1),
+        },
+        _ => "malformed CSV".to_string(),
+    };
+    DataError::Csv { line, reason }
 }
 
 fn parse_number(field: &str, line: u64, column: &str) -> Result<f64, DataError> {
@@ -193,7 +240,6 @@ fn parse_number(field: &str, line: u64, column: &str) -> Result<f64, DataError> 
         _ => Err(DataError::NotNumeric {
             line,
             column: column.to_string(),
-            value: field.to_string(),
         }),
     }
 }
@@ -202,8 +248,10 @@ fn parse_number(field: &str, line: u64, column: &str) -> Result<f64, DataError> 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Standardization {
     /// Mean of each feature.
+    #[serde(deserialize_with = "crate::bounded::per_feature")]
     pub mean: Vec<f64>,
     /// Standard deviation of each feature (population).
+    #[serde(deserialize_with = "crate::bounded::per_feature")]
     pub std: Vec<f64>,
 }
 
@@ -249,34 +297,84 @@ impl Standardization {
         Ok(())
     }
 
-    /// Standardizes and quantizes rows; a value outside ±16 after standardization is an error.
+    /// Standardizes and quantizes rows, refusing them all if any value lands outside the
+    /// fixed-point range (±16 standard deviations): one error counting the rows out of
+    /// range and naming the first few with their columns. [`Self::standardize`] keeps the
+    /// rows that fit instead.
     pub fn apply(&self, data: &RawDataset) -> Result<Vec<Vec<i64>>, DataError> {
+        let standardized = self.standardize(data)?;
+        standardized.check_in_range()?;
+        Ok(standardized.rows)
+    }
+
+    /// Standardizes and quantizes every row that fits the fixed-point range, and reports
+    /// the rows that do not (with their columns, never their values). Fails only for
+    /// statistics that do not fit the schema.
+    pub fn standardize(&self, data: &RawDataset) -> Result<Standardized, DataError> {
         self.check(&data.schema)?;
-        let limit = dequantize(X_OFFSET);
-        data.features
-            .iter()
-            .enumerate()
-            .map(|(row, x)| {
-                x.iter()
-                    .zip(self.mean.iter().zip(&self.std))
-                    .zip(&data.schema.features)
-                    .map(|((v, (m, s)), column)| {
-                        let z = (v - m) / s;
-                        let q = quantize(z);
-                        if feature_in_range(q) {
-                            Ok(q)
-                        } else {
-                            Err(DataError::OutOfRange {
-                                row,
-                                column: column.clone(),
-                                value: z,
-                                limit,
-                            })
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
+        let mut out = Standardized {
+            rows: Vec::with_capacity(data.features.len()),
+            labels: Vec::with_capacity(data.features.len()),
+            kept: Vec::with_capacity(data.features.len()),
+            out_of_range: Vec::new(),
+        };
+        for (index, (x, &label)) in data.features.iter().zip(&data.labels).enumerate() {
+            let row: Vec<i64> = x
+                .iter()
+                .zip(self.mean.iter().zip(&self.std))
+                .map(|(v, (m, s))| quantize((v - m) / s))
+                .collect();
+            let columns: Vec<String> = row
+                .iter()
+                .zip(&data.schema.features)
+                .filter(|(q, _)| !feature_in_range(**q))
+                .map(|(_, name)| name.clone())
+                .collect();
+            if columns.is_empty() {
+                out.rows.push(row);
+                out.labels.push(label);
+                out.kept.push(index);
+            } else {
+                out.out_of_range.push(OutOfRangeRow {
+                    row: index + 1,
+                    columns,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Rows in fixed point under a [`Standardization`], and the rows left out because a
+/// standardized value falls outside the range the proof covers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardized {
+    /// The rows that fit, in file order.
+    pub rows: Vec<Vec<i64>>,
+    /// Their labels.
+    pub labels: Vec<u8>,
+    /// Each kept row's index (from 0) in the data.
+    pub kept: Vec<usize>,
+    /// The rows left out, in file order.
+    pub out_of_range: Vec<OutOfRangeRow>,
+}
+
+impl Standardized {
+    /// [`DataError::OutOfRange`] if any row was left out.
+    pub fn check_in_range(&self) -> Result<(), DataError> {
+        if self.out_of_range.is_empty() {
+            return Ok(());
+        }
+        Err(DataError::OutOfRange {
+            count: self.out_of_range.len(),
+            first: self
+                .out_of_range
+                .iter()
+                .take(LISTED_ROWS)
+                .cloned()
+                .collect(),
+            limit: dequantize(X_OFFSET),
+        })
     }
 }
 
@@ -349,7 +447,6 @@ mod tests {
             DataError::NotNumeric {
                 line: 3,
                 column: "b".into(),
-                value: "two".into()
             }
         );
         assert!(matches!(
@@ -364,27 +461,123 @@ mod tests {
             e("a,b,y\n1,2,2\n"),
             DataError::BadLabel {
                 line: 2,
-                value: "2".into()
+                column: "y".into()
             }
         );
         assert_eq!(e("a,b,y\n"), DataError::Empty);
     }
 
+    /// Every error a CSV can cause, built from a file holding a distinctive value in the
+    /// offending cell: the value reaches neither the message nor the debug text.
     #[test]
-    fn standardization_rejects_values_outside_the_format() {
+    fn errors_never_show_a_cell_value() {
+        let s = schema();
+        let secret = "987654.321";
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                format!("a,b,y\n1,{secret}x,0\n").into_bytes(),
+                "not a finite",
+            ),
+            (format!("a,b,y\n1,2,{secret}\n").into_bytes(), "not 0 or 1"),
+            ("a,b,y\n1,2,7\n".into(), "not 0 or 1"),
+            (format!("a,b,y\n1,2,0\n{secret},3\n").into_bytes(), "fields"),
+            // Invalid UTF-8 right after the value: the csv crate's own message is not used.
+            (
+                [b"a,b,y\n1,", secret.as_bytes(), b"\xff\xfe,0\n"].concat(),
+                "not valid UTF-8",
+            ),
+            (format!("a,b,y\n1,\"{secret}").into_bytes(), ""),
+        ];
+        for (csv, rule) in cases {
+            let Err(err) = read_csv(csv.as_slice(), &s) else {
+                panic!("{} parsed", String::from_utf8_lossy(&csv));
+            };
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.contains(rule), "{shown}");
+            if rule == "not 0 or 1" {
+                assert!(
+                    !shown.contains('7'),
+                    "the label itself is not shown: {shown}"
+                );
+            }
+        }
+        // A standardized value out of range: the row and column, not the value or z-score.
         let mut rows = vec![vec![0.0, 1.0]; 300];
-        rows.push(vec![1000.0, 2.0]);
+        rows.push(vec![987654.321, 2.0]);
         let data = RawDataset {
-            schema: schema(),
+            schema: s,
             features: rows,
             labels: vec![0; 301],
         };
+        let err = Standardization::fit(&data)
+            .unwrap()
+            .apply(&data)
+            .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("data row 301 (`a`, `b`)"), "{shown}");
+        assert!(!shown.contains("987654"), "{shown}");
+        assert!(!shown.contains("17.3"), "the z-score is not shown: {shown}");
+    }
+
+    /// Four rows out of range among many: `apply` refuses them all with one error that
+    /// counts them and lists the first few with their columns; `standardize` keeps the rest.
+    #[test]
+    fn out_of_range_rows_are_counted_listed_or_left_out() {
+        let mut rows = vec![vec![0.0, 1.0]; 2000];
+        for (i, row) in [(10, vec![5000.0, 1.0]), (20, vec![1.0, 5000.0])] {
+            rows[i] = row;
+        }
+        rows[30] = vec![-5000.0, -5000.0];
+        rows[1999] = vec![5000.0, 1.0];
+        let data = RawDataset {
+            schema: schema(),
+            features: rows,
+            labels: (0..2000).map(|i| u8::from(i % 3 == 0)).collect(),
+        };
         let stats = Standardization::fit(&data).unwrap();
         let err = stats.apply(&data).unwrap_err();
-        assert!(
-            matches!(err, DataError::OutOfRange { row: 300, .. }),
-            "{err:?}"
+        let DataError::OutOfRange { count, first, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*count, 4);
+        let listed: Vec<_> = first.iter().map(|r| (r.row, r.columns.clone())).collect();
+        assert_eq!(
+            listed,
+            [
+                (11, vec!["a".to_string()]),
+                (21, vec!["b".into()]),
+                (31, vec!["a".into(), "b".into()]),
+                (2000, vec!["a".into()]),
+            ]
         );
+        assert!(
+            err.to_string()
+                .starts_with("4 data row(s) have standardized values outside ±16"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("data row 31 (`a`, `b`)"), "{err}");
+
+        let kept = stats.standardize(&data).unwrap();
+        assert_eq!(kept.rows.len(), 1996);
+        assert_eq!(kept.out_of_range.len(), 4);
+        assert!(kept.check_in_range().is_err());
+        assert!(!kept.kept.contains(&10) && !kept.kept.contains(&1999));
+        for (k, &i) in kept.kept.iter().enumerate() {
+            assert_eq!(kept.labels[k], data.labels[i]);
+        }
+
+        // More rows than are listed: the count is complete, the list is not.
+        let mut many = data.clone();
+        for row in many.features.iter_mut().skip(100).take(10) {
+            row[0] = 9000.0;
+        }
+        let err = stats.apply(&many).unwrap_err();
+        let DataError::OutOfRange { count, first, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*count, first.len()), (14, LISTED_ROWS));
+        assert!(err.to_string().ends_with(" and 9 more"), "{err}");
         let flat = RawDataset {
             schema: schema(),
             features: vec![vec![1.0, 1.0]; 3],

@@ -34,9 +34,10 @@ pub enum ShapeError {
     /// A feature vector of the wrong length.
     #[error("row has {got} features, the model has {expected}")]
     RowWidth { expected: usize, got: usize },
-    /// A feature value the AIR's range check would reject.
-    #[error("feature {feature} value {value} is outside the fixed-point range")]
-    FeatureOutOfRange { feature: usize, value: i64 },
+    /// A feature value the AIR's range check would reject (the value is a patient's and is
+    /// not kept: this error reaches logs).
+    #[error("feature {feature} of a row is outside the fixed-point range")]
+    FeatureOutOfRange { feature: usize },
     /// Batch indices other than those the round seed derives.
     #[error("batch indices are not the ones derived from the round seed")]
     BatchNotFromSeed,

@@ -58,7 +58,6 @@ pub fn recompute_accumulators(
         .collect::<Option<Vec<i64>>>()
         .ok_or(WitnessError::Range {
             what: "forged update entry",
-            value: i64::MAX,
             bits: 62,
         })?;
     Ok(ClippedGradientSum {

@@ -35,13 +35,10 @@ pub enum WitnessError {
     /// A row or parameter outside the supported ranges.
     #[error(transparent)]
     Shape(#[from] ShapeError),
-    /// An intermediate value outside the range its bit decomposition allows.
-    #[error("intermediate `{what}` = {value} does not fit in {bits} bits")]
-    Range {
-        what: &'static str,
-        value: i64,
-        bits: usize,
-    },
+    /// An intermediate value outside the range its bit decomposition allows (the value,
+    /// computed from a patient's row, is not kept: this error reaches logs).
+    #[error("intermediate `{what}` does not fit in {bits} bits")]
+    Range { what: &'static str, bits: usize },
 }
 
 /// The trace proving `statement` over `dataset`, and the update it attests to.
@@ -295,7 +292,6 @@ fn write_bits(bits: &mut [Goldilocks], value: i64, what: &'static str) -> Result
     if value < 0 || (bits.len() < 63 && value >> bits.len() != 0) {
         return Err(WitnessError::Range {
             what,
-            value,
             bits: bits.len(),
         });
     }

@@ -3,6 +3,7 @@
 
 pub mod air;
 pub mod batch;
+pub mod bounded;
 pub mod columns;
 pub mod commitment;
 pub mod config;

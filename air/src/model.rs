@@ -11,6 +11,7 @@ use crate::hash::{Digest, MODEL_DOMAIN, hash_elements};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Model {
     /// One weight per feature.
+    #[serde(deserialize_with = "crate::bounded::per_feature")]
     pub weights: Vec<i64>,
     /// The intercept.
     pub bias: i64,

@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use zkfed_air::RoundParams;
 use zkfed_air::data::{Schema, Standardization};
-use zkfed_air::fixed::quantize;
+use zkfed_air::fixed::{MAX_BATCH, MAX_FEATURES, PARAM_BOUND, dequantize, quantize};
 use zkfed_protocol::RunParameters;
 
 use crate::events::RunConfig;
@@ -100,6 +100,11 @@ impl RawConfig {
                     .with_context(|| format!("allow-list entry `{p}` is not a peer id"))
             })
             .collect::<anyhow::Result<Vec<PeerId>>>()?;
+        // Every check runs before anything is written, and each error names its key.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = allow.iter().find(|p| !seen.insert(**p)) {
+            bail!("allow-list entry `{twice}` is listed twice (the quorum counts peers)");
+        }
         ensure!(self.rounds >= 1, "`rounds` must be at least 1");
         ensure!(self.quorum >= 1, "`quorum` must be at least 1");
         ensure!(
@@ -113,30 +118,9 @@ impl RawConfig {
             self.round_deadline_secs >= 1,
             "`round_deadline_secs` must be at least 1"
         );
-        ensure!(
-            self.learning_rate > 0.0 && self.learning_rate < 256.0,
-            "`learning_rate` must be in (0, 256)"
-        );
-        // A FedAvg step moves each parameter by at most learning_rate × clip_norm (the mean
-        // of clipped gradients has norm ≤ C), so this keeps one honest round a small part
-        // of the model's ±256 range; a run that still drifts out has the attempt abandoned
-        // with its reason, never the coordinator stopped (ARCHITECTURE.md, rounds).
-        ensure!(
-            self.learning_rate * self.clip_norm <= MAX_STEP,
-            "`learning_rate` × `clip_norm` is {}, at most {MAX_STEP} is allowed",
-            self.learning_rate * self.clip_norm
-        );
-        let params = RoundParams {
-            clip_norm: quantize(self.clip_norm),
-            batch_size: self.batch_size,
-        };
-        params.validate().context("round parameters")?;
-        let d = self.schema.features.len();
-        ensure!(d >= 1, "the schema needs at least one feature column");
-        ensure!(
-            self.standardization.mean.len() == d && self.standardization.std.len() == d,
-            "standardization must give one mean and one std per feature ({d})"
-        );
+        let (params, learning_rate) = self.round_parameters()?;
+        self.check_schema()?;
+        self.check_standardization()?;
         let federation_id = parse_hex32(&self.federation_id).context("`federation_id`")?;
         std::fs::create_dir_all(&self.state_dir)
             .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
@@ -149,7 +133,7 @@ impl RawConfig {
                 standardization: self.standardization,
                 rounds: self.rounds,
                 params,
-                learning_rate: quantize(self.learning_rate),
+                learning_rate,
             },
             coordinator_key: key.public().encode_protobuf(),
             allow_list: allow.iter().map(|p| p.to_bytes()).collect(),
@@ -168,17 +152,117 @@ impl RawConfig {
     }
 }
 
+impl RawConfig {
+    /// The round parameters and the learning rate in fixed point, within what the proof
+    /// and the model's range accept.
+    fn round_parameters(&self) -> anyhow::Result<(RoundParams, i64)> {
+        let bound = dequantize(PARAM_BOUND);
+        let smallest = dequantize(1);
+        // Fixed point rounds to 2^-16: a positive value below half of that would be zero.
+        ensure!(
+            self.clip_norm.is_finite() && quantize(self.clip_norm) >= 1 && self.clip_norm < bound,
+            "`clip_norm` is {}; it must be at least {smallest} (2^-16) and below {bound}",
+            self.clip_norm
+        );
+        ensure!(
+            (1..=MAX_BATCH).contains(&self.batch_size),
+            "`batch_size` is {}; it must be 1 to {MAX_BATCH}",
+            self.batch_size
+        );
+        ensure!(
+            self.learning_rate.is_finite()
+                && quantize(self.learning_rate) >= 1
+                && self.learning_rate < bound,
+            "`learning_rate` is {}; it must be at least {smallest} (2^-16) and below {bound}",
+            self.learning_rate
+        );
+        // A FedAvg step moves each parameter by at most learning_rate × clip_norm (the mean
+        // of clipped gradients has norm ≤ C), so this keeps one honest round a small part
+        // of the model's ±256 range; a run that still drifts out has the attempt abandoned
+        // with its reason, never the coordinator stopped (ARCHITECTURE.md, rounds).
+        ensure!(
+            self.learning_rate * self.clip_norm <= MAX_STEP,
+            "`learning_rate` × `clip_norm` is {}, at most {MAX_STEP} is allowed",
+            self.learning_rate * self.clip_norm
+        );
+        let params = RoundParams {
+            clip_norm: quantize(self.clip_norm),
+            batch_size: self.batch_size,
+        };
+        params.validate().context("round parameters")?;
+        Ok((params, quantize(self.learning_rate)))
+    }
+
+    /// Between 1 and `MAX_FEATURES` distinct feature columns and a label column apart from
+    /// them; a name is matched against the CSV header with surrounding spaces trimmed.
+    fn check_schema(&self) -> anyhow::Result<()> {
+        let Schema { features, label } = &self.schema;
+        ensure!(
+            (1..=MAX_FEATURES).contains(&features.len()),
+            "`schema.features` has {} columns; it must have 1 to {MAX_FEATURES}",
+            features.len()
+        );
+        let mut seen = std::collections::HashSet::new();
+        for name in features.iter().chain(std::iter::once(label)) {
+            ensure!(
+                !name.trim().is_empty() && name.trim() == name,
+                "`schema` column `{name}` is empty or has surrounding spaces"
+            );
+            ensure!(
+                seen.insert(name),
+                "`schema` names column `{name}` twice (the label must not be a feature)"
+            );
+        }
+        Ok(())
+    }
+
+    /// One finite mean and one finite, positive standard deviation per feature: a
+    /// participant divides by the deviation, and every row it commits is measured by them.
+    fn check_standardization(&self) -> anyhow::Result<()> {
+        let Standardization { mean, std } = &self.standardization;
+        let d = self.schema.features.len();
+        for (key, values) in [("mean", mean), ("std", std)] {
+            ensure!(
+                values.len() == d,
+                "`standardization.{key}` has {} values, the schema {d} features",
+                values.len()
+            );
+        }
+        for ((name, &m), &s) in self.schema.features.iter().zip(mean).zip(std) {
+            ensure!(
+                m.is_finite(),
+                "`standardization.mean` of feature `{name}` is {m}; it must be finite"
+            );
+            ensure!(
+                s.is_finite() && s > 0.0,
+                "`standardization.std` of feature `{name}` is {s}; it must be finite and above 0"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Largest `learning_rate × clip_norm`: the most one FedAvg step may move a parameter.
 pub const MAX_STEP: f64 = 16.0;
 
-/// Parses 64 hex digits.
+/// Parses 64 hex digits (either case). Works on bytes, never slicing the text, so any
+/// input (multi-byte characters, signs, spaces) is an error and never a panic.
 pub fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
-    if s.len() != 64 {
-        bail!("expected 64 hex digits, got {} characters", s.len());
+    let digits = s.as_bytes();
+    if digits.len() != 64 || !s.is_ascii() {
+        bail!(
+            "expected 64 hex digits, got {} characters",
+            s.chars().count()
+        );
     }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).context("not hexadecimal")?;
+    for (i, (byte, pair)) in out.iter_mut().zip(digits.chunks_exact(2)).enumerate() {
+        let digit = |k: usize| {
+            char::from(pair[k])
+                .to_digit(16)
+                .with_context(|| format!("character {} is not a hex digit", 2 * i + k + 1))
+        };
+        *byte = u8::try_from(digit(0)? << 4 | digit(1)?).expect("two hex digits fit a byte");
     }
     Ok(out)
 }
@@ -219,7 +303,161 @@ mod tests {
     fn hex_round_trips_and_rejects_garbage() {
         let bytes = [0xab; 32];
         assert_eq!(parse_hex32(&hex32(&bytes)).unwrap(), bytes);
+        assert_eq!(parse_hex32(&"AB".repeat(32)).unwrap(), bytes);
         assert!(parse_hex32("abc").is_err());
         assert!(parse_hex32(&"zz".repeat(32)).is_err());
+        assert!(parse_hex32("").is_err());
+        // 64 bytes with multi-byte characters: slicing at byte 2i used to panic here.
+        let odd = format!("é{}", "a".repeat(62));
+        assert_eq!(odd.len(), 64);
+        let err = parse_hex32(&odd).unwrap_err().to_string();
+        assert!(err.contains("63 characters"), "{err}");
+        assert!(parse_hex32(&format!("a{}", "€".repeat(21))).is_err());
+        assert!(parse_hex32(&"🦀".repeat(16)).is_err());
+        // from_str_radix takes a sign: "+a" is not two hex digits.
+        let err = parse_hex32(&"+a".repeat(32)).unwrap_err().to_string();
+        assert!(err.contains("character 1 is not a hex digit"), "{err}");
+        assert!(parse_hex32(&format!("{} ", "a".repeat(63))).is_err());
+    }
+
+    /// Each rule of `resolve`, broken alone on an otherwise valid configuration: refused,
+    /// the error names the key, and nothing is written (not even the state directory).
+    #[test]
+    fn every_rule_is_checked_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("zkfed-cfg-rules-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let peers: Vec<String> = (0..2)
+            .map(|_| {
+                Keypair::generate_ed25519()
+                    .public()
+                    .to_peer_id()
+                    .to_string()
+            })
+            .collect();
+        let base = crate::starter::bundled_config(
+            dir.clone(),
+            peers.clone(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+            3,
+            None,
+        );
+        let d = base.schema.features.len();
+        type Rule = (&'static str, Box<dyn Fn(&mut RawConfig)>);
+        let rules: Vec<Rule> = vec![
+            ("`listen`", Box::new(|c| c.listen.clear())),
+            (
+                "listen address",
+                Box::new(|c| c.listen = vec!["/ip4/é".into()]),
+            ),
+            (
+                "not a peer id",
+                Box::new(|c| c.allow[0] = "12D3Koo€".into()),
+            ),
+            ("listed twice", {
+                let p = peers[0].clone();
+                Box::new(move |c| c.allow[1] = p.clone())
+            }),
+            ("`rounds`", Box::new(|c| c.rounds = 0)),
+            ("`quorum` must", Box::new(|c| c.quorum = 0)),
+            ("exceeds the allow-list", Box::new(|c| c.quorum = 3)),
+            ("`max_attempts`", Box::new(|c| c.max_attempts = 0)),
+            (
+                "`round_deadline_secs`",
+                Box::new(|c| c.round_deadline_secs = 0),
+            ),
+            ("`clip_norm` is", Box::new(|c| c.clip_norm = f64::NAN)),
+            ("`clip_norm` is", Box::new(|c| c.clip_norm = 0.0)),
+            ("`clip_norm` is", Box::new(|c| c.clip_norm = -1.0)),
+            ("`clip_norm` is", Box::new(|c| c.clip_norm = 1e-6)),
+            ("`clip_norm` is", Box::new(|c| c.clip_norm = f64::INFINITY)),
+            ("`batch_size`", Box::new(|c| c.batch_size = 0)),
+            ("`batch_size`", Box::new(|c| c.batch_size = 1025)),
+            (
+                "`learning_rate` is",
+                Box::new(|c| c.learning_rate = f64::NAN),
+            ),
+            ("`learning_rate` is", Box::new(|c| c.learning_rate = 0.0)),
+            ("`learning_rate` is", Box::new(|c| c.learning_rate = 1e-6)),
+            ("`learning_rate` is", Box::new(|c| c.learning_rate = 300.0)),
+            ("× `clip_norm`", Box::new(|c| c.learning_rate = 20.0)),
+            ("`schema.features`", Box::new(|c| c.schema.features.clear())),
+            (
+                "`schema.features`",
+                Box::new(|c| c.schema.features = (0..=1024).map(|i| format!("f{i}")).collect()),
+            ),
+            (
+                "twice",
+                Box::new(|c| c.schema.features[1] = c.schema.features[0].clone()),
+            ),
+            (
+                "twice",
+                Box::new(|c| c.schema.label = c.schema.features[2].clone()),
+            ),
+            (
+                "surrounding spaces",
+                Box::new(|c| c.schema.label = " y".into()),
+            ),
+            (
+                "surrounding spaces",
+                Box::new(|c| c.schema.features[0].clear()),
+            ),
+            (
+                "`standardization.mean` has",
+                Box::new(|c| {
+                    c.standardization.mean.pop();
+                }),
+            ),
+            (
+                "`standardization.std` has",
+                Box::new(|c| c.standardization.std.push(1.0)),
+            ),
+            (
+                "`standardization.mean` of",
+                Box::new(|c| c.standardization.mean[3] = f64::NAN),
+            ),
+            (
+                "`standardization.mean` of",
+                Box::new(|c| c.standardization.mean[0] = f64::INFINITY),
+            ),
+            (
+                "`standardization.std` of",
+                Box::new(|c| c.standardization.std[1] = 0.0),
+            ),
+            (
+                "`standardization.std` of",
+                Box::new(|c| c.standardization.std[1] = -2.0),
+            ),
+            (
+                "`standardization.std` of",
+                Box::new(|c| c.standardization.std[1] = f64::NAN),
+            ),
+            (
+                "`standardization.std` of",
+                Box::new(move |c| c.standardization.std[d - 1] = f64::INFINITY),
+            ),
+            (
+                "`federation_id`",
+                Box::new(|c| c.federation_id = format!("é{}", "0".repeat(62))),
+            ),
+            (
+                "`federation_id`",
+                Box::new(|c| c.federation_id = "+0".repeat(32)),
+            ),
+        ];
+        for (key, break_it) in &rules {
+            let mut raw = base.clone();
+            break_it(&mut raw);
+            let err = match raw.resolve() {
+                Ok(_) => panic!("accepted with {key} broken"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(
+                !dir.exists(),
+                "{key}: nothing is written before the checks pass"
+            );
+        }
+        base.resolve().expect("the unbroken configuration");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -28,6 +28,12 @@ use crate::ledger::Ledger;
 
 /// Proofs verified at once (each on a blocking thread).
 const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
+/// Connections in their handshake at once, from all addresses (each address may have
+/// [`zkfed_net::MAX_PENDING_PER_IP`]).
+const MAX_PENDING_INCOMING: u32 = 256;
+/// Connections one peer may hold: each may carry
+/// [`zkfed_protocol::INBOUND_BYTES_PER_CONNECTION`] of messages in flight.
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 /// How often rounds are started and deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -36,10 +42,12 @@ const TICK: Duration = Duration::from_millis(200);
 pub(crate) struct CoordinatorBehaviour {
     /// Refuses every peer not on the allow-list.
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+    /// Bounds handshakes per remote address, so one host cannot take every pending slot.
+    pending: zkfed_net::PendingPerIp,
     /// Bounds connections.
     limits: connection_limits::Behaviour,
     /// The zkfed protocol.
-    zkfed: request_response::cbor::Behaviour<Request, Response>,
+    zkfed: request_response::Behaviour<zkfed_protocol::ZkfedCodec>,
     /// Peer information exchange.
     identify: identify::Behaviour,
     /// Liveness.
@@ -475,11 +483,12 @@ fn swarm(
             allow.allow_peer(peer);
         }
         let limits = connection_limits::ConnectionLimits::default()
-            .with_max_pending_incoming(Some(64))
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
             .with_max_established_incoming(Some(1024))
-            .with_max_established_per_peer(Some(4));
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
         CoordinatorBehaviour {
             allow,
+            pending: zkfed_net::PendingPerIp::default(),
             limits: connection_limits::Behaviour::new(limits),
             zkfed: zkfed_protocol::request_response_behaviour(),
             identify: identify::Behaviour::new(identify::Config::new(

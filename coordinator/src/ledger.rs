@@ -40,19 +40,25 @@ pub struct Ledger {
 impl Ledger {
     /// Opens the store, starting the run with `config` or resuming the run it holds.
     pub fn open(path: &Path, key: Keypair, config: RunConfig) -> Result<Self, LedgerError> {
-        let (mut log, records) = AuditLog::open(path, key)?;
-        let state = if records.is_empty() {
-            let record = log.append(AuditEvent::RunStarted(config), None)?;
-            match record.event {
-                AuditEvent::RunStarted(config) => RunState::new(config),
-                _ => unreachable!("just appended RunStarted"),
+        let mut log = AuditLog::open(path, key)?;
+        let mut replayed: Option<RunState> = None;
+        log.for_each_record(|record| {
+            match &mut replayed {
+                None => replayed = Some(RunState::replay([&record.event])?),
+                Some(state) => state.apply(record.seq, &record.event)?,
             }
-        } else {
-            let state = RunState::replay(records.iter().map(|r| &r.event))?;
-            if state.config != config {
-                return Err(LedgerError::ConfigMismatch);
+            Ok::<_, LedgerError>(())
+        })?;
+        let state = match replayed {
+            Some(state) if state.config != config => return Err(LedgerError::ConfigMismatch),
+            Some(state) => state,
+            None => {
+                let record = log.append(AuditEvent::RunStarted(config), None)?;
+                match record.event {
+                    AuditEvent::RunStarted(config) => RunState::new(config),
+                    _ => unreachable!("just appended RunStarted"),
+                }
             }
-            state
         };
         Ok(Self { log, state })
     }

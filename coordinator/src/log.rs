@@ -128,8 +128,10 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path`, returning it and every record it holds.
-    pub fn open(path: &Path, key: Keypair) -> Result<(Self, Vec<AuditRecord>), LogError> {
+    /// Opens (or creates) the log at `path`; its records are read with
+    /// [`AuditLog::for_each_record`].
+    pub fn open(path: &Path, key: Keypair) -> Result<Self, LogError> {
+        create_private(path).map_err(|e| LogError::Store(e.into()))?;
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
@@ -145,20 +147,25 @@ impl AuditLog {
         }
         txn.commit()?;
         check_format(&db)?;
-        let records = read_records(&db)?;
-        let (next_seq, last_hash) = match records.last() {
+        let (next_seq, last_hash) = match last_record(&db)? {
             Some(r) => (r.seq + 1, r.hash()),
             None => (0, [0; 32]),
         };
-        Ok((
-            Self {
-                db,
-                key,
-                next_seq,
-                last_hash,
-            },
-            records,
-        ))
+        Ok(Self {
+            db,
+            key,
+            next_seq,
+            last_hash,
+        })
+    }
+
+    /// Hands every record to `fold`, in order, one at a time: a restart holds the state the
+    /// log folds into, never the whole log.
+    pub fn for_each_record<E: From<LogError>>(
+        &self,
+        fold: impl FnMut(AuditRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for_each_record(&self.db, fold)
     }
 
     /// Appends one event (and the proof it accepts) durably; returns the signed record.
@@ -205,6 +212,25 @@ impl AuditLog {
     ) -> Result<Option<Vec<u8>>, LogError> {
         read_proof(&self.db, round, attempt, peer)
     }
+}
+
+/// Creates the store file readable by its owner only, before redb writes anything to it
+/// (redb would create it with the process's default mode): it holds every accepted update
+/// and proof. A store an earlier release created is made private too.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        options
+            .open(path)?
+            .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    options.open(path)?;
+    Ok(())
 }
 
 /// A log opened read-only, for offline audits.
@@ -254,20 +280,41 @@ fn check_format(db: &impl ReadableDatabase) -> Result<(), LogError> {
 }
 
 fn read_records(db: &impl ReadableDatabase) -> Result<Vec<AuditRecord>, LogError> {
+    let mut records = Vec::new();
+    for_each_record(db, |record| {
+        records.push(record);
+        Ok::<_, LogError>(())
+    })?;
+    Ok(records)
+}
+
+fn for_each_record<E: From<LogError>>(
+    db: &impl ReadableDatabase,
+    mut fold: impl FnMut(AuditRecord) -> Result<(), E>,
+) -> Result<(), E> {
+    let txn = db.begin_read().map_err(LogError::from)?;
+    let table = txn.open_table(RECORDS).map_err(LogError::from)?;
+    for entry in table.iter().map_err(LogError::from)? {
+        let (seq, bytes) = entry.map_err(LogError::from)?;
+        fold(decode_record(seq.value(), bytes.value())?)?;
+    }
+    Ok(())
+}
+
+fn last_record(db: &impl ReadableDatabase) -> Result<Option<AuditRecord>, LogError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(RECORDS)?;
-    let mut records = Vec::new();
-    for entry in table.iter()? {
-        let (seq, bytes) = entry?;
-        let seq = seq.value();
-        let record: AuditRecord =
-            postcard::from_bytes(bytes.value()).map_err(|e| LogError::Corrupt {
-                seq,
-                message: e.to_string(),
-            })?;
-        records.push(record);
+    match table.last()? {
+        Some((seq, bytes)) => Ok(Some(decode_record(seq.value(), bytes.value())?)),
+        None => Ok(None),
     }
-    Ok(records)
+}
+
+fn decode_record(seq: u64, bytes: &[u8]) -> Result<AuditRecord, LogError> {
+    postcard::from_bytes(bytes).map_err(|e| LogError::Corrupt {
+        seq,
+        message: e.to_string(),
+    })
 }
 
 fn read_proof(
@@ -305,12 +352,13 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let peer = Keypair::generate_ed25519().public().to_peer_id();
         {
-            let (mut log, existing) = AuditLog::open(&path, key.clone()).unwrap();
-            assert!(existing.is_empty());
+            let mut log = AuditLog::open(&path, key.clone()).unwrap();
+            assert!(read_records(&log.db).unwrap().is_empty());
             log.append(event(1), None).unwrap();
             log.append(event(2), Some((2, 1, &peer, b"proof"))).unwrap();
         }
-        let (mut log, records) = AuditLog::open(&path, key.clone()).unwrap();
+        let mut log = AuditLog::open(&path, key.clone()).unwrap();
+        let records = read_records(&log.db).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].prev, records[0].hash());
         assert!(records.iter().all(|r| r.signed_by(&key.public())));
@@ -335,12 +383,32 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir();
+        let path = dir.join("state.redb");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let mut log = AuditLog::open(&path, Keypair::generate_ed25519()).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        log.append(event(1), None).unwrap();
+        drop(log);
+        assert_eq!(mode(&path), 0o600);
+        // A store an earlier release left readable by others is made private when reopened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let log = AuditLog::open(&path, Keypair::generate_ed25519()).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        drop(log);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_store_of_another_format_is_refused_with_a_clear_error() {
         let dir = tempdir();
         let path = dir.join("state.redb");
         let key = Keypair::generate_ed25519();
-        let (mut log, _) = AuditLog::open(&path, key.clone()).unwrap();
+        let mut log = AuditLog::open(&path, key.clone()).unwrap();
         log.append(event(1), None).unwrap();
         drop(log);
         // As an older release left it: records and no format.

@@ -12,8 +12,6 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, allow_block_list, identify, ping};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::warn;
 
@@ -24,21 +22,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// First wait after a failed request.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
-/// What a request or a response must be to travel as CBOR.
-pub trait Message: Serialize + DeserializeOwned + Send + Sync + Clone + Debug + 'static {}
-impl<T: Serialize + DeserializeOwned + Send + Sync + Clone + Debug + 'static> Message for T {}
+/// A request-response codec a client can speak: requests are cloned to be retried.
+pub trait Wire:
+    request_response::Codec<Request: Clone + Debug + Send, Response: Debug + Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+impl<C> Wire for C where
+    C: request_response::Codec<Request: Clone + Debug + Send, Response: Debug + Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
 
 /// A client's composed behaviour: it talks only to its server.
 #[derive(NetworkBehaviour)]
-pub(crate) struct ClientBehaviour<Req, Resp>
-where
-    Req: Message,
-    Resp: Message,
-{
+pub(crate) struct ClientBehaviour<C: Wire> {
     /// Only the server may connect or be connected to.
     allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     /// The request-response protocol (with its limits).
-    requests: request_response::cbor::Behaviour<Req, Resp>,
+    requests: request_response::Behaviour<C>,
     /// Peer information exchange.
     identify: identify::Behaviour,
     /// Liveness.
@@ -62,15 +68,20 @@ pub enum ClientError {
 }
 
 /// The connection to one server.
-pub struct Client<Req: Message, Resp: Message> {
-    swarm: Swarm<ClientBehaviour<Req, Resp>>,
+pub struct Client<C: Wire> {
+    swarm: Swarm<ClientBehaviour<C>>,
     server: PeerId,
     address: Multiaddr,
     traffic: Traffic,
     give_up_after: Duration,
 }
 
-impl<Req: Message, Resp: Message> Client<Req, Resp> {
+/// A request of codec `C`.
+type Req<C> = <C as request_response::Codec>::Request;
+/// A response of codec `C`.
+type Resp<C> = <C as request_response::Codec>::Response;
+
+impl<C: Wire> Client<C> {
     /// A client of `server` at `address` speaking `requests` (the protocol's behaviour,
     /// with its size limits and timeout), announcing `agent` over identify, that gives up
     /// on a request after `give_up_after` without an answer.
@@ -78,7 +89,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
         key: Keypair,
         server: PeerId,
         address: Multiaddr,
-        requests: request_response::cbor::Behaviour<Req, Resp>,
+        requests: request_response::Behaviour<C>,
         agent: &str,
         give_up_after: Duration,
     ) -> Result<Self, ClientError> {
@@ -114,7 +125,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     }
 
     /// Sends `request` until it is answered, backing off while the server is away.
-    pub async fn ask(&mut self, request: Req) -> Result<Resp, ClientError> {
+    pub async fn ask(&mut self, request: Req<C>) -> Result<Resp<C>, ClientError> {
         let mut backoff = FIRST_BACKOFF;
         let started = Instant::now();
         loop {
@@ -136,13 +147,16 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     }
 
     /// Sends `request` once and waits for its answer or its failure.
-    pub async fn ask_once(&mut self, request: Req) -> Result<Resp, OutboundFailure> {
+    pub async fn ask_once(&mut self, request: Req<C>) -> Result<Resp<C>, OutboundFailure> {
         let mut answers = self.ask_all(vec![request]).await;
         answers.pop().expect("one answer per request")
     }
 
     /// Sends every request at once and waits for each answer or failure, in order.
-    pub async fn ask_all(&mut self, requests: Vec<Req>) -> Vec<Result<Resp, OutboundFailure>> {
+    pub async fn ask_all(
+        &mut self,
+        requests: Vec<Req<C>>,
+    ) -> Vec<Result<Resp<C>, OutboundFailure>> {
         self.offer_address();
         let ids: Vec<OutboundRequestId> = requests
             .into_iter()
@@ -153,7 +167,7 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
                     .send_request(&self.server, r)
             })
             .collect();
-        let mut answers: Vec<Option<Result<Resp, OutboundFailure>>> =
+        let mut answers: Vec<Option<Result<Resp<C>, OutboundFailure>>> =
             (0..ids.len()).map(|_| None).collect();
         while answers.iter().any(Option::is_none) {
             let Some((id, answer)) = self.next_answer().await else {
@@ -189,7 +203,9 @@ impl<Req: Message, Resp: Message> Client<Req, Resp> {
     }
 
     /// The next answer or failure of any request in flight.
-    async fn next_answer(&mut self) -> Option<(OutboundRequestId, Result<Resp, OutboundFailure>)> {
+    async fn next_answer(
+        &mut self,
+    ) -> Option<(OutboundRequestId, Result<Resp<C>, OutboundFailure>)> {
         let event = self.swarm.select_next_some().await;
         let SwarmEvent::Behaviour(ClientBehaviourEvent::Requests(event)) = event else {
             log_event(&event);
@@ -269,7 +285,7 @@ mod tests {
         let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", free_port())
             .parse()
             .unwrap();
-        let mut client = Client::<String, String>::new(
+        let mut client = Client::<request_response::cbor::codec::Codec<String, String>>::new(
             Keypair::generate_ed25519(),
             server,
             address.clone(),
@@ -297,7 +313,7 @@ mod tests {
         let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", free_port())
             .parse()
             .unwrap();
-        let mut client = Client::<String, String>::new(
+        let mut client = Client::<request_response::cbor::codec::Codec<String, String>>::new(
             Keypair::generate_ed25519(),
             Keypair::generate_ed25519().public().to_peer_id(),
             address,

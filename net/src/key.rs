@@ -46,6 +46,13 @@ pub fn write_durably(path: &Path, bytes: &[u8], private: bool) -> std::io::Resul
     #[cfg(not(unix))]
     let _ = private;
     let mut file = options.open(&tmp)?;
+    // The mode above applies only when the file is created: a temp file left by a crash,
+    // or by someone else, keeps its own, and the rename would carry it over.
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -72,6 +79,25 @@ mod tests {
         }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_or_create_key(&path).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_writes_are_0600_even_over_a_stale_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("zkfed-durable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("salts.bin");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, b"left by a crash").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_durably(&path, b"secret", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(!tmp.exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

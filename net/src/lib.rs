@@ -8,11 +8,13 @@
 pub mod client;
 pub mod events;
 pub mod key;
+pub mod pending;
 pub mod setup;
 pub mod transport;
 
-pub use client::{Client, ClientError, Message};
+pub use client::{Client, ClientError, Wire};
 pub use events::EventLog;
 pub use key::{load_or_create_key, peer_id, write_durably};
+pub use pending::{MAX_PENDING_PER_IP, PendingPerIp};
 pub use setup::{ConfigFileError, init_logging, load_toml};
-pub use transport::{IDLE_TIMEOUT, Traffic, build_swarm};
+pub use transport::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, Traffic, build_swarm};

@@ -15,6 +15,10 @@ use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
 
 /// Connections with no traffic close after this long; nodes redial when they need to.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection must finish its TCP, Noise and Yamux set-up within this long: a few round
+/// trips even across continents, and short enough that a host holding sockets open
+/// without speaking cannot keep handshake slots for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes a node has sent and received on all its TCP connections, counted on the socket
 /// (Noise and Yamux framing included), since the swarm was built.
@@ -104,6 +108,7 @@ pub fn build_swarm<B: NetworkBehaviour>(
         })?
         .with_behaviour(|key| behaviour(key))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build())
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
@@ -17,7 +17,8 @@ pub struct RawConfig {
     pub coordinator: String,
     /// The CSV of this participant's rows (header row first).
     pub dataset: PathBuf,
-    /// Directory for the node key, the salts and the commitment.
+    /// Directory for the node key (shared) and, one directory per federation, each run's
+    /// salts, commitment, pinned parameters and progress.
     pub state_dir: PathBuf,
     /// The columns this node agrees to train on. When set, a run that asks for any other
     /// schema is refused before a single row is read. When not, the node agrees to the
@@ -31,6 +32,11 @@ pub struct RawConfig {
     /// model for the coordinator to compare).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Leave data rows whose standardized values fall outside the range the proof covers
+    /// (±16 standard deviations under the run's statistics) out of the commitment, with
+    /// their count logged. When not set, such rows stop the node with an error naming them.
+    #[serde(default)]
+    pub skip_out_of_range: bool,
 }
 
 /// The default [`RawConfig::min_batch_size`].
@@ -61,6 +67,18 @@ pub struct Config {
     pub min_batch_size: usize,
     /// Most attempts at one round this node proves.
     pub max_attempts: u32,
+    /// Leave rows out of range out of the commitment instead of refusing to start.
+    pub skip_out_of_range: bool,
+}
+
+impl Config {
+    /// Where this node keeps one federation's files (pinned run parameters, salts and
+    /// commitment, progress, final model): a directory named by the federation id in hex,
+    /// so one state directory can serve several runs. The node key stays at the top, shared.
+    pub fn run_dir(&self, federation_id: &[u8; 32]) -> PathBuf {
+        let name: String = federation_id.iter().map(|b| format!("{b:02x}")).collect();
+        self.state_dir.join(name)
+    }
 }
 
 impl RawConfig {
@@ -78,6 +96,8 @@ impl RawConfig {
         let Some(Protocol::P2p(coordinator)) = addr.iter().last() else {
             bail!("the coordinator address must end in /p2p/<peer id>");
         };
+        // Zero would refuse every attempt of every round while still enrolling.
+        ensure!(self.max_attempts >= 1, "`max_attempts` must be at least 1");
         std::fs::create_dir_all(&self.state_dir)
             .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
         let key = zkfed_net::load_or_create_key(&self.state_dir.join("node.key"))
@@ -91,6 +111,79 @@ impl RawConfig {
             schema: self.schema,
             min_batch_size: self.min_batch_size,
             max_attempts: self.max_attempts,
+            skip_out_of_range: self.skip_out_of_range,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(dir: &Path) -> RawConfig {
+        let peer = Keypair::generate_ed25519().public().to_peer_id();
+        RawConfig {
+            coordinator: format!("/ip4/127.0.0.1/tcp/7000/p2p/{peer}"),
+            dataset: dir.join("rows.csv"),
+            state_dir: dir.join("state"),
+            schema: None,
+            min_batch_size: default_min_batch_size(),
+            max_attempts: default_max_attempts(),
+            skip_out_of_range: false,
+        }
+    }
+
+    #[test]
+    fn odd_input_is_an_error_never_a_panic() {
+        let dir = std::env::temp_dir().join(format!("zkfed-pcfg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for address in [
+            "",
+            "é",
+            "/ip4/127.0.0.1/tcp/7000/p2p/12D3KooW€€€",
+            "/ip4/127.0.0.1/tcp/7000/p2p/",
+            "/ip4/127.0.0.1/tcp/7000",
+            "/ip4/1.2.3.4.5/tcp/1",
+            "/ip4/127.0.0.1/tcp/99999/p2p/x",
+        ] {
+            let config = RawConfig {
+                coordinator: address.into(),
+                ..raw(&dir)
+            };
+            assert!(config.resolve().is_err(), "`{address}` accepted");
+        }
+        let err = RawConfig {
+            max_attempts: 0,
+            ..raw(&dir)
+        }
+        .resolve()
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("`max_attempts`"), "{err}");
+        assert!(
+            !dir.exists(),
+            "nothing is written for a refused configuration"
+        );
+        let config = raw(&dir).resolve().unwrap();
+        assert!(!config.skip_out_of_range);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn skipping_out_of_range_rows_is_a_configuration_key() {
+        let dir = std::env::temp_dir().join(format!("zkfed-pcfg-toml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("participant.toml");
+        let text = "coordinator = \"/ip4/127.0.0.1/tcp/1\"\ndataset = \"a.csv\"\n\
+                    state_dir = \"s\"\nskip_out_of_range = true\n";
+        std::fs::write(&file, text).unwrap();
+        assert!(RawConfig::load(&file).unwrap().skip_out_of_range);
+        std::fs::write(&file, text.replace("skip_out_of_range = true\n", "")).unwrap();
+        assert!(
+            !RawConfig::load(&file).unwrap().skip_out_of_range,
+            "off unless asked for"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -38,6 +38,11 @@ enum Command {
         /// Smallest batch this node proves over (with the three flags).
         #[arg(long, default_value_t = zkfed_participant::config::default_min_batch_size())]
         min_batch_size: usize,
+        /// Leave data rows whose standardized values are out of the proof's range (±16
+        /// standard deviations) out of the commitment, logging how many, instead of
+        /// refusing to start (also with --config: same as `skip_out_of_range = true`).
+        #[arg(long)]
+        skip_out_of_range: bool,
     },
     /// Print this node's peer id (creating its key on first use), for the allow-list.
     PeerId {
@@ -69,8 +74,9 @@ fn main() -> anyhow::Result<ExitCode> {
             state,
             events,
             min_batch_size,
+            skip_out_of_range,
         } => {
-            let raw = match (config, coordinator, dataset, state) {
+            let mut raw = match (config, coordinator, dataset, state) {
                 (Some(path), ..) => RawConfig::load(&path)?,
                 (None, Some(coordinator), Some(dataset), Some(state_dir)) => RawConfig {
                     coordinator,
@@ -79,9 +85,12 @@ fn main() -> anyhow::Result<ExitCode> {
                     schema: None,
                     min_batch_size,
                     max_attempts: zkfed_participant::config::default_max_attempts(),
+                    skip_out_of_range,
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };
+            // The flag only ever turns skipping on: a file that asks for it keeps it.
+            raw.skip_out_of_range |= skip_out_of_range;
             let config = raw.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             let ran = runtime.block_on(EventLog::around(events.as_deref(), move |observer| {

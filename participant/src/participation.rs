@@ -14,7 +14,7 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
-use zkfed_air::data::read_csv;
+use zkfed_air::data::{LISTED_ROWS, list_rows, read_csv};
 use zkfed_air::{CommittedDataset, DatasetCommitment, Model, Statement};
 use zkfed_protocol::{
     Enrolment, Rejection, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment,
@@ -133,12 +133,13 @@ async fn participate(
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
     let mut link = link(&config)?;
     let (params, dataset) = enrol(&config, &mut link).await?;
+    let run_dir = config.run_dir(&params.federation_id);
     // Every new attempt is proven: a round abandoned below quorum is retried with the same
     // number, and a node that stayed silent because it had "already submitted" would keep
     // the retry below quorum too.
     // What this node has proven survives restarts: it never proves an attempt twice, and
     // never more proofs than the run's rounds times its attempt limit.
-    let progress_path = config.state_dir.join("progress.bin");
+    let progress_path = run_dir.join("progress.bin");
     let mut progress = Progress::load(&progress_path)?;
     let mut accepted = 0;
     loop {
@@ -177,13 +178,13 @@ async fn participate(
                 link.poll_while(tokio::time::sleep(POLL)).await
             }
             Response::Finished { rounds, model } => {
-                let text = serde_json::to_vec_pretty(&model).expect("a model serializes");
-                write_durably(&config.state_dir.join("final_model.json"), &text)?;
+                write_final_model(&run_dir, &model)?;
                 if rounds < params.rounds {
                     bail!(
                         "the run failed after {rounds} of its {} rounds (a round used up its \
-                         attempts); the last model is in final_model.json",
-                        params.rounds
+                         attempts); the last model is in {}",
+                        params.rounds,
+                        run_dir.join(FINAL_MODEL).display()
                     );
                 }
                 info!(
@@ -225,8 +226,7 @@ async fn enrol(
             agreed.label
         );
     }
-    pin_run(config, &params)?;
-    let dataset = commit_dataset(config, &params)?;
+    let dataset = prepare(config, &params)?;
     let enrolment = Enrolment {
         federation_id: params.federation_id,
         commitment: dataset.commitment(),
@@ -241,6 +241,14 @@ async fn enrol(
     Ok((params, dataset))
 }
 
+/// Everything before enrolment that touches the state directory: an earlier release's
+/// files adopted, the run pinned, the dataset committed (the commitment enrolled).
+fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
+    adopt_legacy_files(config, params)?;
+    pin_run(config, params)?;
+    commit_dataset(config, params)
+}
+
 /// Holds the run to what this node enrolled under: its minimum batch size, and the run
 /// parameters written to the state directory at the first enrolment (schema,
 /// standardization, clip norm, batch size, learning rate, rounds), which may never change.
@@ -253,7 +261,7 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
             config.min_batch_size
         );
     }
-    let path = config.state_dir.join("run.bin");
+    let path = config.run_dir(&params.federation_id).join("run.bin");
     match std::fs::read(&path) {
         Ok(bytes) => {
             let pinned: RunParameters =
@@ -378,49 +386,221 @@ async fn submit(
     Ok(accepted)
 }
 
+/// The final model's file in the run's directory.
+const FINAL_MODEL: &str = "final_model.json";
+/// The salts and the commitment, in the run's directory.
+const DATASET_FILE: &str = "dataset.bin";
+/// Files an earlier release kept at the top of the state directory, for one run only.
+/// `run.bin` comes last: while it is still at the top, a move cut short is resumed.
+const LEGACY_FILES: [&str; 5] = [
+    "salts.bin",
+    "commitment.bin",
+    "progress.bin",
+    FINAL_MODEL,
+    "run.bin",
+];
+
+fn write_final_model(run_dir: &Path, model: &Model) -> anyhow::Result<()> {
+    let text = serde_json::to_vec_pretty(model).expect("a model serializes");
+    write_durably(&run_dir.join(FINAL_MODEL), &text)
+}
+
+/// Moves an earlier release's files (one run's, at the top of the state directory) into
+/// this run's directory, if they belong to this run: its salts must survive the upgrade,
+/// or its enrolled commitment could never be opened again. Another run's are left alone.
+fn adopt_legacy_files(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
+    let top = &config.state_dir;
+    let legacy_run = top.join("run.bin");
+    let Some(bytes) = read_if_present(&legacy_run)? else {
+        return Ok(());
+    };
+    match postcard::from_bytes::<RunParameters>(&bytes) {
+        Ok(pinned) if pinned.federation_id == params.federation_id => {}
+        Ok(_) => return Ok(()),
+        Err(e) => {
+            let file = legacy_run.display();
+            warn!(%file, error = %e, "not a run this release can read; left in place");
+            return Ok(());
+        }
+    }
+    let dir = config.run_dir(&params.federation_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for name in LEGACY_FILES {
+        let (from, to) = (top.join(name), dir.join(name));
+        if !from.exists() {
+            continue;
+        }
+        if to.exists() {
+            bail!(
+                "{} and {} both exist (an earlier release's and this one's files for the same \
+                 run); keep the one this node enrolled with and remove the other",
+                from.display(),
+                to.display()
+            );
+        }
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+    }
+    for synced in [&dir, top] {
+        std::fs::File::open(synced)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", synced.display()))?;
+    }
+    info!(dir = %dir.display(), "moved this run's files from an earlier release's layout");
+    Ok(())
+}
+
+/// The salts and the commitment over them, in one file written atomically (temp file,
+/// fsync, rename, fsync of the directory), so no crash leaves one without the other.
+// No `Debug`: the salts are what keeps the committed rows hidden.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredDataset {
+    commitment: DatasetCommitment,
+    /// The salts (`salts_to_bytes`), one per committed row.
+    salts: Vec<u8>,
+    /// The data rows (from 1) left out as out of range, so a restart that would leave out
+    /// others is explained, not just refused.
+    left_out: Vec<u64>,
+}
+
 /// Loads the CSV under the run's schema and commits to it, reusing persisted salts.
 ///
-/// Fresh salts and the commitment are written durably before the commitment is used:
-/// without the salts it could never be opened again. On later starts the stored
+/// Fresh salts and the commitment are written durably, together, before the commitment is
+/// used: without the salts it could never be opened again. On later starts the stored
 /// commitment must match the file, so an edited CSV is caught here, not at enrolment.
 fn commit_dataset(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
+    let Rows {
+        features: rows,
+        labels,
+        left_out,
+    } = load_rows(config, params)?;
+    let dir = config.run_dir(&params.federation_id);
+    let path = dir.join(DATASET_FILE);
+    let changed = || {
+        format!(
+            "{} changed since this node committed to it; the enrolled root cannot change",
+            config.dataset.display()
+        )
+    };
+    if let Some(bytes) = read_if_present(&path)? {
+        let stored: StoredDataset = postcard::from_bytes(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        if stored.left_out != left_out {
+            bail!(
+                "{}: the commitment left out {} out-of-range rows, this start would leave \
+                 out {}; the enrolled root cannot change: restore the CSV and the \
+                 --skip-out-of-range setting of the first start",
+                config.dataset.display(),
+                stored.left_out.len(),
+                left_out.len()
+            );
+        }
+        let salts = salts_from_bytes(&stored.salts, rows.len()).with_context(changed)?;
+        let dataset = CommittedDataset::with_salts(rows, labels, salts)?;
+        if stored.commitment != dataset.commitment() {
+            bail!(changed());
+        }
+        return Ok(dataset);
+    }
+    // An earlier release wrote the salts, then the commitment, as two files: a crash
+    // between them left salts alone. The commitment is recomputed from them.
+    let (legacy_salts, legacy_commitment) = (dir.join("salts.bin"), dir.join("commitment.bin"));
+    let dataset = match read_if_present(&legacy_salts)? {
+        Some(bytes) => {
+            let salts = salts_from_bytes(&bytes, rows.len()).with_context(changed)?;
+            let dataset = CommittedDataset::with_salts(rows, labels, salts)?;
+            if let Some(bytes) = read_if_present(&legacy_commitment)? {
+                let stored: DatasetCommitment = postcard::from_bytes(&bytes)
+                    .with_context(|| format!("{} is corrupt", legacy_commitment.display()))?;
+                if stored != dataset.commitment() {
+                    bail!(changed());
+                }
+            }
+            dataset
+        }
+        None => {
+            let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+            CommittedDataset::commit(rows, labels, &mut rng)?
+        }
+    };
+    let stored = StoredDataset {
+        commitment: dataset.commitment(),
+        salts: salts_to_bytes(dataset.salts()),
+        left_out,
+    };
+    write_durably(
+        &path,
+        &postcard::to_allocvec(&stored).expect("plain data serializes"),
+    )?;
+    for old in [legacy_salts, legacy_commitment] {
+        if old.exists() {
+            std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+    }
+    Ok(dataset)
+}
+
+/// The rows a node commits to.
+struct Rows {
+    /// In fixed point under the run's statistics.
+    features: Vec<Vec<i64>>,
+    labels: Vec<u8>,
+    /// The data rows (from 1) left out as out of range, which only `skip_out_of_range`
+    /// allows.
+    left_out: Vec<u64>,
+}
+
+/// The CSV's rows under the run's schema and statistics.
+fn load_rows(config: &Config, params: &RunParameters) -> anyhow::Result<Rows> {
     let file = std::fs::File::open(&config.dataset)
         .with_context(|| format!("opening {}", config.dataset.display()))?;
     let raw = read_csv(std::io::BufReader::new(file), &params.schema)
         .with_context(|| format!("reading {}", config.dataset.display()))?;
-    let rows = params
+    let standardized = params
         .standardization
-        .apply(&raw)
+        .standardize(&raw)
         .context("standardizing the dataset with the run's statistics")?;
-    let salts_path = config.state_dir.join("salts.bin");
-    let commitment_path = config.state_dir.join("commitment.bin");
-    match std::fs::read(&salts_path) {
-        Ok(bytes) => {
-            let salts = salts_from_bytes(&bytes, rows.len())
-                .context("the stored salts do not fit the dataset")?;
-            let dataset = CommittedDataset::with_salts(rows, raw.labels, salts)?;
-            let stored = std::fs::read(&commitment_path)
-                .with_context(|| format!("reading {}", commitment_path.display()))?;
-            let stored: DatasetCommitment =
-                postcard::from_bytes(&stored).context("the stored commitment is corrupt")?;
-            if stored != dataset.commitment() {
-                bail!(
-                    "{} changed since this node committed to it; the enrolled root cannot change",
-                    config.dataset.display()
-                );
-            }
-            Ok(dataset)
+    let left_out: Vec<u64> = standardized
+        .out_of_range
+        .iter()
+        .map(|r| r.row as u64)
+        .collect();
+    if let Err(e) = standardized.check_in_range() {
+        // Rows and columns only: the values are patients'.
+        if !config.skip_out_of_range {
+            bail!(
+                "{}: {e}. Fix or remove these rows, or start the participant with \
+                 --skip-out-of-range (`skip_out_of_range = true` in its configuration) to \
+                 leave them out of the commitment",
+                config.dataset.display()
+            );
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut rng = rand::make_rng::<rand::rngs::StdRng>();
-            let dataset = CommittedDataset::commit(rows, raw.labels, &mut rng)?;
-            write_durably(&salts_path, &salts_to_bytes(dataset.salts()))?;
-            let commitment =
-                postcard::to_allocvec(&dataset.commitment()).expect("plain data serializes");
-            write_durably(&commitment_path, &commitment)?;
-            Ok(dataset)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", salts_path.display())),
+        let first = &standardized.out_of_range[..left_out.len().min(LISTED_ROWS)];
+        warn!(
+            rows = left_out.len(),
+            first = %list_rows(first, left_out.len()),
+            "leaving data rows out of range of the run's standardization out of the commitment"
+        );
+    }
+    if standardized.rows.is_empty() {
+        bail!(
+            "{}: every data row is out of range of the run's standardization",
+            config.dataset.display()
+        );
+    }
+    Ok(Rows {
+        features: standardized.rows,
+        labels: standardized.labels,
+        left_out,
+    })
+}
+
+/// The file's bytes, or `None` if it does not exist.
+fn read_if_present(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -459,7 +639,7 @@ async fn prove_round(
 }
 
 /// The connection to the coordinator: one request at a time, retried with backoff.
-type Link = zkfed_net::Client<Request, Response>;
+type Link = zkfed_net::Client<zkfed_protocol::ZkfedCodec>;
 
 fn link(config: &Config) -> anyhow::Result<Link> {
     Ok(zkfed_net::Client::new(
@@ -506,6 +686,7 @@ mod tests {
             schema: None,
             min_batch_size: 8,
             max_attempts: 3,
+            skip_out_of_range: false,
         }
     }
 
@@ -535,6 +716,169 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The bundled shard with one cell of data row `row` (from 1) set to `value`.
+    fn csv_with(row: usize, column: usize, value: &str) -> String {
+        let text = crate::bundled_shard_csv(0, 5);
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut cells: Vec<&str> = lines[row].split(',').collect();
+        cells[column] = value;
+        lines[row] = cells.join(",");
+        lines.join("\n") + "\n"
+    }
+
+    #[test]
+    fn out_of_range_rows_stop_the_node_unless_it_is_told_to_leave_them_out() {
+        let dir = tempdir("range");
+        std::fs::write(dir.join("rows.csv"), csv_with(7, 2, "987654.321")).unwrap();
+        let params = run_parameters();
+        let column = &params.schema.features[2];
+        let err = format!("{:#}", prepare(&config(&dir), &params).unwrap_err());
+        for part in [
+            "1 data row(s) have standardized values outside ±16",
+            &format!("data row 7 (`{column}`)"),
+            "Fix or remove these rows",
+            "--skip-out-of-range",
+            "skip_out_of_range = true",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        assert!(!err.contains("987654"), "{err}");
+        assert!(!config(&dir).run_dir(&[1; 32]).join(DATASET_FILE).exists());
+
+        let skipping = Config {
+            skip_out_of_range: true,
+            ..config(&dir)
+        };
+        let rows = crate::bundled_shard_csv(0, 5).lines().count() - 1;
+        let committed = prepare(&skipping, &params).unwrap().commitment();
+        assert_eq!(committed.rows, rows as u64 - 1, "the row is left out");
+        let again = prepare(&skipping, &params).unwrap().commitment();
+        assert_eq!(again, committed);
+        // A start without the flag refuses again rather than commit to other rows.
+        assert!(prepare(&config(&dir), &params).is_err());
+        // The out-of-range row fixed: the rows differ from those committed, and it says why.
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let err = format!("{:#}", prepare(&skipping, &params).unwrap_err());
+        assert!(err.contains("left out 1 out-of-range rows"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn one_state_directory_serves_two_federations() {
+        let dir = tempdir("two-runs");
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let first = run_parameters();
+        let mut second = run_parameters();
+        second.federation_id = [2; 32];
+        second.params.batch_size = 32;
+        let root_1 = prepare(&config(&dir), &first).unwrap().commitment();
+        let root_2 = prepare(&config(&dir), &second).unwrap().commitment();
+        assert_ne!(root_1.root, root_2.root, "each run has its own salts");
+        let config = config(&dir);
+        for (params, root) in [(&first, root_1), (&second, root_2)] {
+            let run_dir = config.run_dir(&params.federation_id);
+            assert_eq!(run_dir.parent().unwrap(), config.state_dir);
+            assert!(run_dir.join(DATASET_FILE).exists() && run_dir.join("run.bin").exists());
+            assert_eq!(prepare(&config, params).unwrap().commitment(), root);
+        }
+        assert!(!config.state_dir.join("salts.bin").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An earlier release wrote `salts.bin`, then `commitment.bin`, at the top of the state
+    /// directory: a crash between the two left salts without a commitment, and the node
+    /// could not start. It now adopts the files and recomputes the same root.
+    #[test]
+    fn salts_left_without_their_commitment_give_the_same_root() {
+        let dir = tempdir("legacy");
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let params = run_parameters();
+        let config = config(&dir);
+        let Rows {
+            features, labels, ..
+        } = load_rows(&config, &params).unwrap();
+        let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+        let crashed = CommittedDataset::commit(features, labels, &mut rng).unwrap();
+        let top = &config.state_dir;
+        std::fs::write(top.join("run.bin"), postcard::to_allocvec(&params).unwrap()).unwrap();
+        std::fs::write(top.join("salts.bin"), salts_to_bytes(crashed.salts())).unwrap();
+        assert_eq!(
+            prepare(&config, &params).unwrap().commitment(),
+            crashed.commitment()
+        );
+        let run_dir = config.run_dir(&params.federation_id);
+        assert!(run_dir.join(DATASET_FILE).exists());
+        for name in LEGACY_FILES {
+            assert!(!top.join(name).exists(), "{name} moved");
+        }
+        assert!(!run_dir.join("salts.bin").exists());
+        assert_eq!(
+            prepare(&config, &params).unwrap().commitment(),
+            crashed.commitment()
+        );
+
+        // Another run's files at the top are left alone.
+        let mut other = params.clone();
+        other.federation_id = [3; 32];
+        std::fs::write(top.join("run.bin"), postcard::to_allocvec(&other).unwrap()).unwrap();
+        std::fs::write(top.join("salts.bin"), b"another run's").unwrap();
+        assert_eq!(
+            prepare(&config, &params).unwrap().commitment(),
+            crashed.commitment()
+        );
+        assert!(top.join("salts.bin").exists() && top.join("run.bin").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A crash while writing the salts and commitment leaves at most a truncated temp file
+    /// beside them (or instead of them): the node starts, and keeps the root it enrolled.
+    #[test]
+    fn a_truncated_temp_file_does_not_block_restart() {
+        let dir = tempdir("torn");
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let params = run_parameters();
+        let config = config(&dir);
+        let run_dir = config.run_dir(&params.federation_id);
+        let tmp = run_dir.join(DATASET_FILE).with_extension("tmp");
+        // Crashed before the first rename: only a torn temp file, nothing enrolled yet.
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(&tmp, b"\x01\x02").unwrap();
+        let root = prepare(&config, &params).unwrap().commitment();
+        // Crashed while rewriting: the stored file is whole, the temp file torn.
+        let stored = std::fs::read(run_dir.join(DATASET_FILE)).unwrap();
+        std::fs::write(&tmp, &stored[..stored.len() / 2]).unwrap();
+        assert_eq!(prepare(&config, &params).unwrap().commitment(), root);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Every file holding salts, a commitment, run parameters, progress or a model is
+    /// readable by its owner only.
+    #[cfg(unix)]
+    #[test]
+    fn state_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("modes");
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let params = run_parameters();
+        let config = config(&dir);
+        prepare(&config, &params).unwrap();
+        let run_dir = config.run_dir(&params.federation_id);
+        let progress = Progress {
+            last: (1, 1),
+            proofs: 1,
+        };
+        progress.save(&run_dir.join("progress.bin")).unwrap();
+        write_final_model(&run_dir, &Model::zeros(30)).unwrap();
+        for name in ["run.bin", DATASET_FILE, "progress.bin", FINAL_MODEL] {
+            let mode = std::fs::metadata(run_dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn the_run_is_pinned_at_enrolment_and_small_batches_are_refused() {
         let dir = tempdir("pin");
@@ -558,7 +902,7 @@ mod tests {
             format!("{err:#}").contains("below this node's minimum"),
             "{err:#}"
         );
-        assert!(!fresh.join("state/run.bin").exists());
+        assert!(!config(&fresh).run_dir(&[1; 32]).join("run.bin").exists());
         std::fs::remove_dir_all(dir).unwrap();
         std::fs::remove_dir_all(fresh).unwrap();
     }

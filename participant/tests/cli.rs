@@ -80,3 +80,21 @@ fn exported_shards_are_csv_with_a_header() {
     assert!(!bad.status.success());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn skip_out_of_range_is_a_run_flag_with_or_without_a_config_file() {
+    let help = participant().args(["run", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--skip-out-of-range"));
+    let dir = temp("skip-flag");
+    // With --config the flag is accepted (it turns skipping on); the missing file is the error.
+    let out = participant()
+        .args(["run", "--skip-out-of-range", "--config"])
+        .arg(dir.join("missing.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+    assert!(!stderr.contains("cannot be used with"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -4,8 +4,13 @@
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
 
+mod codec;
 mod rejection;
 
+pub use codec::{
+    INBOUND_BYTES_OVERALL, INBOUND_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    WireError, ZkfedCodec, decode_request, decode_response, encode_request, encode_response,
+};
 pub use rejection::Rejection;
 
 use std::time::Duration;
@@ -26,20 +31,15 @@ use zkfed_air::{
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/4");
 /// The protocol version both nodes announce over identify.
 pub const AGENT_VERSION: &str = "/zkfed/4.0.0";
-/// Largest request a node accepts: a submission carries a proof of at most 8 MiB.
-pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
-/// Largest response a node accepts: models of up to 1024 features, run parameters.
-pub const MAX_RESPONSE_BYTES: u64 = 4 << 20;
 /// How long a request may wait for its response (verification included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Concurrent streams per connection.
 pub const MAX_STREAMS: usize = 16;
 
-/// The request-response behaviour both nodes use, with the size limits raised and bounded.
-pub fn request_response_behaviour() -> request_response::cbor::Behaviour<Request, Response> {
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES)
-        .set_response_size_maximum(MAX_RESPONSE_BYTES);
+/// The request-response behaviour both nodes use: the bounded [`ZkfedCodec`], a timeout
+/// and a cap on concurrent streams per connection.
+pub fn request_response_behaviour() -> request_response::Behaviour<ZkfedCodec> {
+    let codec = ZkfedCodec::new();
     let config = request_response::Config::default()
         .with_request_timeout(REQUEST_TIMEOUT)
         .with_max_concurrent_streams(MAX_STREAMS);

@@ -196,13 +196,19 @@ impl Adversary {
     }
 }
 
+/// Most adversaries of one kind: each is a node of its own (a huge COUNT would exhaust
+/// memory laying them out, not make a larger test).
+pub const MAX_ADVERSARIES: usize = 256;
+
 /// `KIND[:COUNT]`: an adversary and how many of it.
 pub fn parse_adversary(s: &str) -> Result<(Adversary, usize), String> {
     let (kind, count) = match s.split_once(':') {
         Some((k, c)) => (
             k,
             c.parse::<usize>()
-                .map_err(|_| format!("`{s}`: COUNT must be a number"))?,
+                .ok()
+                .filter(|&n| n <= MAX_ADVERSARIES)
+                .ok_or_else(|| format!("`{s}`: COUNT must be a number up to {MAX_ADVERSARIES}"))?,
         ),
         None => (s, 1),
     };
@@ -491,6 +497,11 @@ mod tests {
                 .contains("not an attack")
         );
         assert!(parse_adversary("cycle:x").is_err());
+        // Odd input is an error, never a panic or a huge allocation.
+        assert!(parse_adversary("flood:18446744073709551615").is_err());
+        assert!(parse_adversary("flood:257").is_err());
+        assert!(parse_adversary("cyclé:1").is_err());
+        assert!(parse_adversary(":").is_err());
     }
 
     #[test]

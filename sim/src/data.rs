@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, ensure};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use zkfed_air::data::{RawDataset, Standardization, breast_cancer};
+use zkfed_air::data::{LISTED_ROWS, RawDataset, Standardization, breast_cancer, list_rows};
 
 use crate::Options;
 use crate::adversary::{Adversary, parse_adversary};
@@ -47,9 +47,7 @@ pub(crate) fn prepare(
     let mut rng = StdRng::seed_from_u64(options.seed);
     let (train, test) = hold_out(raw.features.len(), &mut rng);
     let stats = standardization(&raw, &train)?;
-    let quantized = stats
-        .apply(&raw)
-        .context("the data does not fit the fixed-point range")?;
+    let (raw, train, test, quantized) = leave_out_of_range(raw, train, test, &stats, out)?;
     let nodes = options.participants + adversaries;
     let shards = split(&train, &raw.labels, nodes, options.partition, &mut rng);
     let smallest = shards.iter().map(Vec::len).min().unwrap_or(0);
@@ -73,6 +71,53 @@ pub(crate) fn prepare(
         shards,
         batch,
     })
+}
+
+/// The data without the rows that have a standardized value outside the proof's range
+/// (the statistics come from the training rows, so an outlier can fall outside), with the
+/// training and test indices renumbered, and the kept rows in fixed point. The simulation
+/// owns all the data, so it plays the operator who removes such rows, and says so.
+#[allow(clippy::type_complexity)]
+fn leave_out_of_range(
+    raw: RawDataset,
+    train: Vec<usize>,
+    test: Vec<usize>,
+    stats: &Standardization,
+    out: &mut impl Write,
+) -> anyhow::Result<(RawDataset, Vec<usize>, Vec<usize>, Vec<Vec<i64>>)> {
+    let standardized = stats.standardize(&raw).context("standardizing the data")?;
+    let count = standardized.out_of_range.len();
+    if count == 0 {
+        return Ok((raw, train, test, standardized.rows));
+    }
+    let first = &standardized.out_of_range[..count.min(LISTED_ROWS)];
+    writeln!(
+        out,
+        "{count} rows left out: standardized values outside the proof's range ({})",
+        list_rows(first, count)
+    )?;
+    let mut renumbered = vec![None; raw.features.len()];
+    for (new, &old) in standardized.kept.iter().enumerate() {
+        renumbered[old] = Some(new);
+    }
+    let keep = |rows: Vec<usize>| -> Vec<usize> {
+        rows.into_iter().filter_map(|i| renumbered[i]).collect()
+    };
+    let (train, test) = (keep(train), keep(test));
+    ensure!(
+        !train.is_empty() && !test.is_empty(),
+        "too few rows left in range to train and test"
+    );
+    let kept = RawDataset {
+        features: standardized
+            .kept
+            .iter()
+            .map(|&i| raw.features[i].clone())
+            .collect(),
+        labels: standardized.labels,
+        schema: raw.schema,
+    };
+    Ok((kept, train, test, standardized.rows))
 }
 
 pub(crate) fn adversaries(specs: &[String]) -> anyhow::Result<Vec<Adversary>> {
@@ -173,8 +218,70 @@ pub(crate) fn write_shard(raw: &RawDataset, rows: &[usize], path: &Path) -> anyh
         }
         text.push_str(&format!("{}\n", raw.labels[i]));
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    // Rows are a hospital's data when the simulation runs on a real CSV: owner-only.
+    zkfed_net::write_durably(path, text.as_bytes(), true)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_out_of_range_are_left_out_of_training_and_testing_and_counted() {
+        let schema = zkfed_air::data::Schema {
+            features: vec!["a".into(), "b".into()],
+            label: "y".into(),
+        };
+        let mut features: Vec<Vec<f64>> = (0..400)
+            .map(|i| vec![f64::from(i % 7), f64::from(i % 5)])
+            .collect();
+        features[5] = vec![987654.321, 1.0];
+        features[300] = vec![1.0, -987654.321];
+        let raw = RawDataset {
+            schema,
+            labels: (0..400).map(|i| u8::from(i % 2 == 0)).collect(),
+            features,
+        };
+        let train: Vec<usize> = (0..320).collect();
+        let test: Vec<usize> = (320..400).chain([5, 300]).collect();
+        let stats = Standardization::fit(&RawDataset {
+            features: raw.features[10..200].to_vec(),
+            labels: raw.labels[10..200].to_vec(),
+            schema: raw.schema.clone(),
+        })
+        .unwrap();
+        let mut printed = Vec::new();
+        let (kept, train, test, quantized) =
+            leave_out_of_range(raw.clone(), train, test, &stats, &mut printed).unwrap();
+        let printed = String::from_utf8(printed).unwrap();
+        assert!(printed.starts_with("2 rows left out"), "{printed}");
+        assert!(
+            printed.contains("data row 6 (`a`), data row 301 (`b`)"),
+            "{printed}"
+        );
+        assert!(!printed.contains("987654"), "{printed}");
+        assert_eq!(
+            (kept.features.len(), train.len(), test.len()),
+            (398, 318, 80)
+        );
+        assert_eq!(quantized, stats.apply(&kept).unwrap());
+        // Every index still points at the row it did before.
+        assert_eq!(kept.features[train[5]], raw.features[6]);
+        assert_eq!(kept.features[test[0]], raw.features[320]);
+        assert_eq!(kept.labels[test[0]], raw.labels[320]);
     }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+
+    #[cfg(unix)]
+    #[test]
+    fn shards_are_written_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("zkfed-sim-shard-{}", std::process::id()));
+        let path = dir.join("hospital-0.csv");
+        write_shard(&breast_cancer(), &[0, 1, 2], &path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -291,9 +291,7 @@ pub(crate) fn start_coordinator(
     events: mpsc::UnboundedSender<CoordinatorTelemetry>,
 ) -> anyhow::Result<(CoordinatorNode, Endpoint)> {
     let file = setting.work.join("coordinator.toml");
-    std::fs::write(&file, toml::to_string_pretty(&raw_config)?)
-        .with_context(|| format!("writing {}", file.display()))?;
-    let config = raw_config.resolve()?;
+    let config = processes::write_coordinator_config(&raw_config, &file)?;
     let endpoint = Endpoint {
         port,
         peer: config.key.public().to_peer_id(),
@@ -305,7 +303,7 @@ pub(crate) fn start_coordinator(
                 setting.proofs,
                 "the coordinator binary always verifies proofs"
             );
-            let args = ["--config", path_str(&file)?];
+            let args = processes::coordinator_args(&file);
             let process =
                 NodeProcess::start(&binaries.coordinator, &args, setting.work, "coordinator")?;
             CoordinatorNode::Process(Box::new(process), EventFollower::default())
@@ -327,11 +325,6 @@ pub(crate) fn start_coordinator(
     Ok((node, endpoint))
 }
 
-pub(crate) fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))
-}
-
 pub(crate) fn start_participants(
     specs: &[NodeSpec],
     ids: &[PeerId],
@@ -351,19 +344,12 @@ pub(crate) fn start_participants(
                 )));
             }
             (None, Some(binaries)) => {
-                let address = endpoint.address();
-                // The simulation operates the run and every hospital: they agree to its batch.
-                let batch = setting.batch.to_string();
-                let args = [
-                    "--coordinator",
-                    &address,
-                    "--dataset",
-                    path_str(&spec.csv)?,
-                    "--state",
-                    path_str(&spec.state)?,
-                    "--min-batch-size",
-                    &batch,
-                ];
+                let args = processes::participant_args(
+                    &endpoint.address(),
+                    &spec.csv,
+                    &spec.state,
+                    setting.batch,
+                );
                 let name = spec
                     .state
                     .file_name()
@@ -435,6 +421,8 @@ pub(crate) fn participant_task_config(
         schema: None,
         min_batch_size,
         max_attempts: zkfed_participant::config::default_max_attempts(),
+        // The shards hold no row out of range: `data::prepare` left them out.
+        skip_out_of_range: false,
     }
     .resolve()?;
     let me = config.key.public().to_peer_id();

@@ -56,7 +56,7 @@ pub async fn flood(
     key: Keypair,
     csv: PathBuf,
 ) -> anyhow::Result<FloodTally> {
-    let mut wire = zkfed_net::Client::<Request, Response>::new(
+    let mut wire = zkfed_net::Client::<zkfed_protocol::ZkfedCodec>::new(
         key.clone(),
         coordinator,
         address,

@@ -6,9 +6,12 @@
 //! across hospitals; adversarial participants mount the over-the-wire cheats. Afterwards the
 //! per-round models and verdicts are read back from the coordinator's own signed log, and a
 //! report compares test accuracy with centralized training of the same fixed-point model.
+//! [`chaos`] (the `zkfed-chaos` binary) runs the node binaries as processes and kills them
+//! with SIGKILL across a run, then checks the run's record.
 
 pub mod adversary;
 mod baselines;
+pub mod chaos;
 mod data;
 mod federation;
 pub mod flood;

@@ -1,5 +1,7 @@
 //! `--processes`: the coordinator and the honest participants as the real binaries, each
-//! its own OS process, followed through the JSON-lines event logs they write (`--events`).
+//! its own OS process, followed through the JSON-lines event logs they write (`--events`)
+//! and their log output. `zkfed-chaos` (`crate::chaos`) starts, kills and restarts the same
+//! processes through the same pieces.
 //!
 //! Adversaries stay tasks of the simulation process: the shipped participant binary has
 //! no way to cheat, which is the point of shipping it. They still reach the coordinator
@@ -7,7 +9,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
@@ -37,8 +39,9 @@ impl Binaries {
             }
         }
         bail!(
-            "--processes runs the zkfed-coordinator and zkfed-participant binaries, but they are \
-             not next to {}: build them first with `cargo build --release --workspace`",
+            "--processes and zkfed-chaos run the zkfed-coordinator and zkfed-participant \
+             binaries, but they are not next to {}: build them first with \
+             `cargo build --release -p zkfed-coordinator -p zkfed-participant`",
             exe.display()
         )
     }
@@ -56,12 +59,30 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `binary run <args> --events <name>.events.jsonl`, logging to `<name>.log`.
-    pub fn start(binary: &Path, args: &[&str], dir: &Path, name: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        binary: &Path,
+        args: &[impl AsRef<std::ffi::OsStr>],
+        dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_logging(binary, args, dir, name, None)
+    }
+
+    /// [`NodeProcess::start`] with the node's log filter (`RUST_LOG`) set to `filter`, for a
+    /// caller that follows the node's log lines.
+    pub fn start_logging(
+        binary: &Path,
+        args: &[impl AsRef<std::ffi::OsStr>],
+        dir: &Path,
+        name: &str,
+        filter: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let log = dir.join(format!("{name}.log"));
         let events = dir.join(format!("{name}.events.jsonl"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("run")
             .args(args)
             .arg("--events")
@@ -69,10 +90,29 @@ impl NodeProcess {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if let Some(filter) = filter {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         Ok(NodeProcess { child, log, events })
+    }
+
+    /// Kills the process with SIGKILL and reaps it; `false` if it had already exited.
+    pub async fn kill(&mut self) -> anyhow::Result<bool> {
+        if self.exited()?.is_some() {
+            return Ok(false);
+        }
+        // tokio's `Child::kill` is SIGKILL on unix, then waits for the exit.
+        self.child.kill().await.context("killing a node process")?;
+        Ok(true)
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// Waits for the process to exit; an error names its log if it failed.
@@ -126,6 +166,65 @@ impl EventFollower {
         self.consumed += used;
         Ok(events)
     }
+}
+
+/// Follows a growing text log: each call returns the lines completed since the last.
+#[derive(Debug, Default)]
+pub struct LineFollower {
+    consumed: u64,
+}
+
+impl LineFollower {
+    /// New complete lines of the file at `path` (none if it does not exist yet).
+    pub fn poll(&mut self, path: &Path) -> anyhow::Result<Vec<String>> {
+        let Some(new) = read_from(path, self.consumed)
+            .with_context(|| format!("reading {}", path.display()))?
+        else {
+            return Ok(Vec::new());
+        };
+        let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.consumed += complete as u64;
+        Ok(String::from_utf8_lossy(&new[..complete])
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+/// Writes the coordinator's configuration to `file` and resolves it (creating the node key
+/// in its state directory on first use).
+pub fn write_coordinator_config(
+    raw: &zkfed_coordinator::config::RawConfig,
+    file: &Path,
+) -> anyhow::Result<zkfed_coordinator::config::Config> {
+    std::fs::write(file, toml::to_string_pretty(raw)?)
+        .with_context(|| format!("writing {}", file.display()))?;
+    raw.clone().resolve()
+}
+
+/// The arguments of `zkfed-coordinator run` (before `--events`).
+pub fn coordinator_args(config_file: &Path) -> Vec<std::ffi::OsString> {
+    vec!["--config".into(), config_file.into()]
+}
+
+/// The arguments of `zkfed-participant run` (before `--events`) for a hospital the
+/// simulation operates: it agrees to the run's batch, so its minimum is that batch.
+pub fn participant_args(
+    coordinator: &str,
+    dataset: &Path,
+    state: &Path,
+    batch: usize,
+) -> Vec<std::ffi::OsString> {
+    vec![
+        "--coordinator".into(),
+        coordinator.into(),
+        "--dataset".into(),
+        dataset.into(),
+        "--state".into(),
+        state.into(),
+        "--min-batch-size".into(),
+        batch.to_string().into(),
+    ]
 }
 
 /// The bytes of the file at `path` from `offset` on; `None` if it does not exist yet.

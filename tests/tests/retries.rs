@@ -54,6 +54,7 @@ fn participant(
         schema: None,
         min_batch_size: 4,
         max_attempts: 5,
+        skip_out_of_range: false,
     }
     .resolve()
     .unwrap()
@@ -95,6 +96,7 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
     raw.round_deadline_secs = 3;
     raw.batch_size = 4;
     raw.linger_secs = 2;
+    let federation_id = raw.federation_id.clone();
     let (telemetry, mut observed) = mpsc::unbounded_channel();
     let coordinator = tokio::spawn(zkfed_coordinator::event_loop::run(
         raw.resolve().unwrap(),
@@ -143,9 +145,9 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
             .expect("the run ended, not a shutdown");
         assert_eq!(outcome.rounds, 1, "{name}");
         assert!(outcome.accepted >= accepted, "{name}: {outcome:?}");
-        // The final model is written to the hospital's state directory.
+        // The final model is written to the run's directory in the hospital's state.
         let state = dir.join(name.to_lowercase());
-        let written = std::fs::read(state.join("final_model.json")).unwrap();
+        let written = std::fs::read(state.join(&federation_id).join("final_model.json")).unwrap();
         let written: zkfed_air::Model = serde_json::from_slice(&written).unwrap();
         assert_eq!(written, outcome.model, "{name}");
     }

@@ -1,0 +1,402 @@
+//! The wire codec: CBOR, like libp2p's own, with every read bounded twice over.
+//!
+//! A stream may carry at most [`MAX_REQUEST_BYTES`] (or [`MAX_RESPONSE_BYTES`]), and the
+//! bytes a node holds for messages still in flight are capped per connection
+//! ([`INBOUND_BYTES_PER_CONNECTION`]) and overall ([`INBOUND_BYTES_OVERALL`]). A byte read
+//! stays counted until its stream is done, that is until the answer has been written (a
+//! submission stays counted while it is verified). A read that would go over a cap fails
+//! at once: nothing waits on a budget, so no two streams can deadlock over one. Decoding
+//! itself is bounded by the message types: every vector an untrusted peer can size is
+//! capped at decode time (ARCHITECTURE.md, "Bounded memory").
+//!
+//! With the coordinator's limit of connections per peer, one peer can hold at most
+//! `2 × INBOUND_BYTES_PER_CONNECTION` of the coordinator's memory in messages.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::prelude::*;
+use libp2p::StreamProtocol;
+use thiserror::Error;
+
+use crate::{Request, Response};
+
+/// Largest request a node reads: a submission's largest proof
+/// ([`zkfed_air::proof::MAX_PROOF_BYTES`]) plus its update and framing.
+pub const MAX_REQUEST_BYTES: u64 = zkfed_air::proof::MAX_PROOF_BYTES as u64 + (64 << 10);
+/// Largest response a node reads: run parameters or a model of up to 1024 features.
+pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+/// Bytes of messages in flight one connection may hold: two whole submissions (an honest
+/// participant may resend one while the first is still being verified) and small requests.
+pub const INBOUND_BYTES_PER_CONNECTION: u64 = 2 * MAX_REQUEST_BYTES + (64 << 10);
+/// Bytes of messages in flight all connections of a node together may hold.
+pub const INBOUND_BYTES_OVERALL: u64 = 256 << 20;
+/// Bytes read from a stream at a time (and reserved before they are read).
+const CHUNK: usize = 64 << 10;
+
+/// Why a message could not be read or decoded. Reported to libp2p as an [`io::Error`]
+/// (its `InboundFailure`/`OutboundFailure`); the message text names no message content.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The stream carried more than a message may.
+    #[error("message longer than {max} bytes")]
+    TooLong {
+        /// The limit.
+        max: u64,
+    },
+    /// Reading on would take the connection's or the node's in-flight bytes over its cap.
+    #[error("{scope} in-flight message budget of {limit} bytes is used up")]
+    BudgetExhausted {
+        /// `connection` or `overall`.
+        scope: &'static str,
+        /// The cap.
+        limit: u64,
+    },
+    /// The bytes are not a message of the protocol (or a vector in it is over its cap).
+    #[error("undecodable message: {0}")]
+    Decode(String),
+}
+
+impl From<WireError> for io::Error {
+    fn from(e: WireError) -> Self {
+        let kind = match e {
+            WireError::Decode(_) => io::ErrorKind::InvalidData,
+            WireError::TooLong { .. } | WireError::BudgetExhausted { .. } => {
+                io::ErrorKind::OutOfMemory
+            }
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// A cap on bytes held at once, shared by the streams it covers.
+#[derive(Debug)]
+struct Budget {
+    scope: &'static str,
+    limit: u64,
+    in_use: AtomicU64,
+}
+
+impl Budget {
+    fn new(scope: &'static str, limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            scope,
+            limit,
+            in_use: AtomicU64::new(0),
+        })
+    }
+
+    fn try_take(&self, n: u64) -> Result<(), WireError> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .map(|_| ())
+            .map_err(|_| WireError::BudgetExhausted {
+                scope: self.scope,
+                limit: self.limit,
+            })
+    }
+
+    fn give_back(&self, n: u64) {
+        self.in_use.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// The budgets a codec value charges.
+///
+/// libp2p's request-response behaviour clones its codec once per connection (into the
+/// connection's handler), and the handler clones that once per stream. So a clone of the
+/// behaviour's template starts a fresh connection budget, and a clone of a connection's
+/// codec shares it. `tests::clones_share_the_connection_budget_of_their_origin` pins this,
+/// and the protocol's `bounded_reads` test checks it on real connections.
+#[derive(Debug, Clone)]
+enum Scope {
+    /// The behaviour's own codec.
+    Template,
+    /// A connection's codec or one of its streams'.
+    Connection(Arc<Budget>),
+}
+
+/// The `/zkfed` codec: CBOR messages read under the caps above.
+#[derive(Debug)]
+pub struct ZkfedCodec {
+    overall: Arc<Budget>,
+    /// The cap a new connection's budget gets.
+    per_connection: u64,
+    scope: Scope,
+    /// Bytes this value (one stream) holds, returned when it is dropped.
+    held: u64,
+}
+
+impl ZkfedCodec {
+    /// A codec template for one behaviour, with its own overall budget.
+    pub fn new() -> Self {
+        Self::with_limits(INBOUND_BYTES_PER_CONNECTION, INBOUND_BYTES_OVERALL)
+    }
+
+    fn with_limits(per_connection: u64, overall: u64) -> Self {
+        Self {
+            overall: Budget::new("overall", overall),
+            per_connection,
+            scope: Scope::Template,
+            held: 0,
+        }
+    }
+
+    fn connection(&self) -> Option<&Arc<Budget>> {
+        match &self.scope {
+            Scope::Template => None,
+            Scope::Connection(budget) => Some(budget),
+        }
+    }
+
+    /// Reserves `n` more bytes for this stream, on its connection and overall.
+    fn take(&mut self, n: u64) -> Result<(), WireError> {
+        if let Some(connection) = self.connection() {
+            connection.try_take(n)?;
+        }
+        if let Err(e) = self.overall.try_take(n) {
+            if let Some(connection) = self.connection() {
+                connection.give_back(n);
+            }
+            return Err(e);
+        }
+        self.held += n;
+        Ok(())
+    }
+
+    /// Reads the stream to its end, at most `max` bytes, reserving them as they come.
+    async fn read_bounded<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        io: &mut T,
+        max: u64,
+    ) -> Result<Vec<u8>, io::Error> {
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            let n = io.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(bytes);
+            }
+            if bytes.len() as u64 + n as u64 > max {
+                return Err(WireError::TooLong { max }.into());
+            }
+            self.take(n as u64)?;
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl Default for ZkfedCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clone for ZkfedCodec {
+    fn clone(&self) -> Self {
+        let scope = match &self.scope {
+            Scope::Template => Scope::Connection(Budget::new("connection", self.per_connection)),
+            Scope::Connection(budget) => Scope::Connection(budget.clone()),
+        };
+        Self {
+            overall: self.overall.clone(),
+            per_connection: self.per_connection,
+            scope,
+            held: 0,
+        }
+    }
+}
+
+impl Drop for ZkfedCodec {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection() {
+            connection.give_back(self.held);
+        }
+        self.overall.give_back(self.held);
+    }
+}
+
+/// Decodes a request (the bounds of [`Request`]'s types apply).
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    cbor4ii::serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Decodes a response (the bounds of [`Response`]'s types apply).
+pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
+    cbor4ii::serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Encodes a request as it goes on the wire.
+pub fn encode_request(request: &Request) -> Vec<u8> {
+    cbor4ii::serde::to_vec(Vec::new(), request).expect("encoding into a Vec cannot fail")
+}
+
+/// Encodes a response as it goes on the wire.
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    cbor4ii::serde::to_vec(Vec::new(), response).expect("encoding into a Vec cannot fail")
+}
+
+impl libp2p::request_response::Codec for ZkfedCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = self.read_bounded(io, MAX_REQUEST_BYTES).await?;
+        Ok(decode_request(&bytes)?)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let bytes = self.read_bounded(io, MAX_RESPONSE_BYTES).await?;
+        Ok(decode_response(&bytes)?)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&encode_request(&request)).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&encode_response(&response)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use futures::io::Cursor;
+
+    use super::*;
+
+    fn read(codec: &mut ZkfedCodec, len: usize, max: u64) -> Result<usize, io::Error> {
+        let mut stream = Cursor::new(vec![0u8; len]);
+        block_on(codec.read_bounded(&mut stream, max)).map(|b| b.len())
+    }
+
+    fn exhausted(result: Result<usize, io::Error>, scope: &str) -> bool {
+        result.is_err_and(|e| {
+            matches!(
+                e.get_ref().and_then(|e| e.downcast_ref::<WireError>()),
+                Some(WireError::BudgetExhausted { scope: s, .. }) if *s == scope
+            )
+        })
+    }
+
+    #[test]
+    fn clones_share_the_connection_budget_of_their_origin() {
+        let template = ZkfedCodec::with_limits(1000, 1 << 20);
+        let connection_a = template.clone();
+        let mut stream_a1 = connection_a.clone();
+        let mut stream_a2 = connection_a.clone();
+        let mut stream_b = template.clone().clone();
+        assert_eq!(read(&mut stream_a1, 700, 1 << 20).unwrap(), 700);
+        assert!(exhausted(read(&mut stream_a2, 400, 1 << 20), "connection"));
+        assert_eq!(
+            read(&mut stream_b, 700, 1 << 20).unwrap(),
+            700,
+            "another connection has its own"
+        );
+        drop(stream_a1);
+        let mut stream_a3 = connection_a.clone();
+        assert_eq!(
+            read(&mut stream_a3, 900, 1 << 20).unwrap(),
+            900,
+            "a finished stream gives its bytes back"
+        );
+    }
+
+    #[test]
+    fn the_overall_budget_caps_all_connections_together() {
+        let template = ZkfedCodec::with_limits(1000, 1500);
+        let mut a = template.clone();
+        let mut b = template.clone();
+        assert_eq!(read(&mut a, 900, 1 << 20).unwrap(), 900);
+        assert!(exhausted(read(&mut b, 900, 1 << 20), "overall"));
+        drop(a);
+        assert_eq!(read(&mut b, 900, 1 << 20).unwrap(), 900);
+    }
+
+    #[test]
+    fn a_failed_overall_reservation_gives_the_connection_bytes_back() {
+        let template = ZkfedCodec::with_limits(1000, 500);
+        let connection = template.clone();
+        let mut a = connection.clone();
+        assert!(exhausted(read(&mut a, 600, 1 << 20), "overall"));
+        drop(a);
+        let mut b = connection.clone();
+        assert_eq!(read(&mut b, 500, 1 << 20).unwrap(), 500);
+    }
+
+    #[test]
+    fn a_stream_longer_than_a_message_may_be_is_refused() {
+        let mut codec = ZkfedCodec::new().clone();
+        let error = read(&mut codec, 2000, 1000).unwrap_err();
+        assert_eq!(
+            error.get_ref().and_then(|e| e.downcast_ref::<WireError>()),
+            Some(&WireError::TooLong { max: 1000 })
+        );
+    }
+}
+
+#[cfg(test)]
+mod decoding {
+    use super::*;
+
+    /// CBOR: array header with a 4-byte length, then `len` one-byte integers (zero).
+    fn cbor_array_of_small_ints(len: u32) -> Vec<u8> {
+        let mut bytes = vec![0x9a];
+        bytes.extend(len.to_be_bytes());
+        bytes.resize(bytes.len() + len as usize, 0x00);
+        bytes
+    }
+
+    #[test]
+    fn an_update_longer_than_any_model_is_refused_while_decoding() {
+        let submission = crate::Submission {
+            round: 1,
+            attempt: 1,
+            update: zkfed_air::ClippedGradientSum::zero(2),
+            proof: vec![1, 2, 3],
+        };
+        let honest = encode_request(&crate::Request::Submit(submission));
+        assert!(matches!(
+            decode_request(&honest),
+            Ok(crate::Request::Submit(_))
+        ));
+        // Splice a 2-million-entry weights array in place of the two-entry one.
+        let two_zeros = [0x82, 0x00, 0x00];
+        let at = honest
+            .windows(3)
+            .position(|w| w == two_zeros)
+            .expect("the weights array");
+        let mut hostile = honest[..at].to_vec();
+        hostile.extend(cbor_array_of_small_ints(2_000_000));
+        hostile.extend(&honest[at + 3..]);
+        let error = decode_request(&hostile).unwrap_err();
+        assert!(matches!(error, WireError::Decode(_)), "{error}");
+    }
+}
