@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::fixed::{X_OFFSET, dequantize, feature_in_range, quantize};
+use crate::fixed::{MAX_FEATURES, X_OFFSET, dequantize, feature_in_range, quantize};
 
 /// Most rows a CSV may hold (bounds memory on hostile input).
 pub const MAX_CSV_ROWS: usize = 10_000_000;
@@ -25,6 +25,33 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// 1 to [`MAX_FEATURES`] feature columns, each name non-blank without surrounding
+    /// spaces, no name twice (the label is not a feature). A participant checks the
+    /// coordinator's schema with it: a feature named twice reads one CSV column twice.
+    pub fn validate(&self) -> Result<(), DataError> {
+        let got = self.features.len();
+        if !(1..=MAX_FEATURES).contains(&got) {
+            return Err(DataError::SchemaSize {
+                got,
+                max: MAX_FEATURES,
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in self.features.iter().chain(std::iter::once(&self.label)) {
+            if name.trim().is_empty() || name.trim() != name {
+                return Err(DataError::ColumnName {
+                    column: name.clone(),
+                });
+            }
+            if !seen.insert(name) {
+                return Err(DataError::DuplicateColumn {
+                    column: name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// SHA-256 of the schema's canonical (postcard) encoding, bound into enrolment.
     pub fn hash(&self) -> [u8; 32] {
         let bytes = postcard::to_allocvec(self).expect("serializing strings cannot fail");
@@ -96,6 +123,18 @@ pub enum DataError {
     /// Standardization statistics that do not fit the schema.
     #[error("standardization has {got} features, the schema {expected}")]
     StatsShape { expected: usize, got: usize },
+    /// A feature whose mean is not a finite number.
+    #[error("feature `{column}` has a mean that is not a finite number")]
+    NonFiniteMean { column: String },
+    /// A schema with no feature columns or more than a model takes.
+    #[error("the schema has {got} feature columns; a model takes 1 to {max}")]
+    SchemaSize { got: usize, max: usize },
+    /// A column name that is blank or has surrounding spaces (CSV headers are trimmed).
+    #[error("schema column `{column}` is empty or has surrounding spaces")]
+    ColumnName { column: String },
+    /// A column named twice (the label counts: it must not be a feature).
+    #[error("the schema names column `{column}` twice (the label must not be a feature)")]
+    DuplicateColumn { column: String },
     /// A column with no spread, or a non-finite statistic.
     #[error("feature `{column}` has an unusable standard deviation {std}")]
     DegenerateColumn { column: String, std: f64 },
@@ -278,7 +317,10 @@ impl Standardization {
         Ok(stats)
     }
 
-    fn check(&self, schema: &Schema) -> Result<(), DataError> {
+    /// One finite mean and one finite, positive standard deviation per feature of
+    /// `schema`: every row is measured by them, so a participant checks the coordinator's
+    /// statistics as the coordinator checks its own configuration.
+    pub fn check(&self, schema: &Schema) -> Result<(), DataError> {
         let d = schema.features.len();
         if self.mean.len() != d || self.std.len() != d {
             return Err(DataError::StatsShape {
@@ -286,7 +328,12 @@ impl Standardization {
                 got: self.mean.len().min(self.std.len()),
             });
         }
-        for (name, &std) in schema.features.iter().zip(&self.std) {
+        for ((name, &mean), &std) in schema.features.iter().zip(&self.mean).zip(&self.std) {
+            if !mean.is_finite() {
+                return Err(DataError::NonFiniteMean {
+                    column: name.clone(),
+                });
+            }
             if !(std.is_finite() && std > 0.0) {
                 return Err(DataError::DegenerateColumn {
                     column: name.clone(),

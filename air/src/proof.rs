@@ -17,7 +17,7 @@ use crate::error::ShapeError;
 use crate::fixed::MAX_BATCH;
 use crate::generation::{WitnessError, generate_trace};
 use crate::reference::ClippedGradientSum;
-use crate::statement::{PROTOCOL_VERSION, Statement};
+use crate::statement::{PROTOCOL_VERSION, ProofShape, Statement};
 
 /// First bytes of every encoded proof.
 pub const PROOF_MAGIC: [u8; 4] = *b"ZKFP";
@@ -160,6 +160,18 @@ pub fn decode_proof(bytes: &[u8]) -> Result<Proof<ZkConfig>, VerifyError> {
     }
 }
 
+/// The largest proof a statement of this shape accepts, checked before decoding: a
+/// decoder can be made to allocate tens of bytes per input byte (empty inner vectors), so
+/// the bytes it reads are held to about three times an honest proof's size. Honest proofs
+/// grow by about 0.35 KiB per trace column and 6 KiB per doubling of the height over a
+/// base of about 25 KiB (BENCH.md's grid); this allows 128 KiB plus 1 KiB per column plus
+/// 16 KiB per height bit, and never more than [`MAX_PROOF_BYTES`].
+pub fn max_proof_bytes(shape: &ProofShape) -> usize {
+    let width = crate::columns::trace_width(shape.num_features);
+    let allowance = (128 << 10) + (width << 10) + (shape.log_height() << 14);
+    allowance.min(MAX_PROOF_BYTES)
+}
+
 /// Checks that `update` is the clipped-gradient sum the statement describes.
 pub fn verify(
     statement: &Statement,
@@ -168,6 +180,13 @@ pub fn verify(
 ) -> Result<(), VerifyError> {
     statement.validate()?;
     check_update_shape(statement, update)?;
+    let max = max_proof_bytes(&statement.shape());
+    if proof_bytes.len() > max {
+        return Err(VerifyError::TooLarge {
+            got: proof_bytes.len(),
+            max,
+        });
+    }
     let proof = decode_proof(proof_bytes)?;
     check_proof_shape(statement, &proof)?;
     let air = ClippedGradientAir::new(statement);

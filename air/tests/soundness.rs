@@ -444,6 +444,23 @@ fn truncated_empty_garbage_and_oversized_bytes_are_rejected() {
         verify(&f.statement, &update, &oversized),
         Err(VerifyError::TooLarge { .. })
     ));
+    // Bytes beyond the shape's allowance are refused before decoding, so the decoder's
+    // amplification (empty inner vectors: 24 bytes each from one) stays tied to the shape.
+    let allowance = zkfed_air::proof::max_proof_bytes(&f.statement.shape());
+    assert!(
+        proof.len() * 3 <= allowance,
+        "an honest proof ({} bytes) has room: {allowance}",
+        proof.len()
+    );
+    let mut inflated = proof.clone();
+    inflated.resize(allowance + 1, 0);
+    assert_eq!(
+        verify(&f.statement, &update, &inflated),
+        Err(VerifyError::TooLarge {
+            got: allowance + 1,
+            max: allowance
+        })
+    );
     let mut wrong_version = proof.clone();
     wrong_version[4] ^= 0xff;
     assert!(matches!(

@@ -3,7 +3,8 @@
 //! Checks, record by record: the hash chain, the coordinator's signature, that the event is
 //! possible in the replayed state, every enrolment signature, every accepted proof
 //! (re-verified from the stored bytes against the statement rebuilt from the log), and
-//! every aggregate (recomputed bit for bit). The first divergence is reported.
+//! every aggregate (recomputed bit for bit, without the updates of peers revoked before it).
+//! The first divergence is reported.
 
 use libp2p::PeerId;
 use libp2p::identity::PublicKey;
@@ -27,6 +28,8 @@ pub struct AuditSummary {
     pub proofs_verified: u64,
     /// Rejections on record.
     pub rejections: u64,
+    /// Participants' keys revoked during the run (signed `Revoked` records).
+    pub revocations: u64,
 }
 
 /// The first place a log stops being consistent.
@@ -72,6 +75,7 @@ pub fn audit(
         rounds: 0,
         proofs_verified: 0,
         rejections: 0,
+        revocations: 0,
     };
     let mut prev = [0u8; 32];
     for (i, record) in records.iter().enumerate() {
@@ -126,6 +130,13 @@ fn check_event(
         } => {
             let peer =
                 PeerId::from_bytes(peer).map_err(|e| diverge(format!("bad peer id: {e}")))?;
+            if let Some(revoked) = state.revoked.get(&peer) {
+                return Err(diverge(format!(
+                    "coordinator misbehaviour: a submission of {peer} was judged after its key \
+                     was revoked at record {}",
+                    revoked.seq
+                )));
+            }
             let bytes = proof(*round, *attempt, &peer)
                 .ok_or_else(|| diverge(format!("judged proof of {peer} is missing")))?;
             if Sha256::digest(&bytes).as_slice() != proof_sha256 {
@@ -163,9 +174,21 @@ fn check_event(
             }
             let recomputed = aggregate(state).map_err(|e| diverge(format!("aggregate: {e}")))?;
             if recomputed != *model {
-                return Err(diverge(
-                    "aggregate differs from FedAvg of the accepted updates".into(),
-                ));
+                let dropped = state.open.as_ref().map(|o| &o.dropped);
+                let revoked: Vec<String> = dropped
+                    .into_iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                return Err(diverge(if revoked.is_empty() {
+                    "aggregate differs from FedAvg of the accepted updates".into()
+                } else {
+                    format!(
+                        "aggregate differs from FedAvg of the accepted updates, which leaves out \
+                         the updates of the revoked {}",
+                        revoked.join(", ")
+                    )
+                }));
             }
         }
         AuditEvent::Abandoned { at_ms, .. } => {
@@ -200,6 +223,12 @@ fn check_event(
                 )));
             }
         }
+        AuditEvent::Revoked { .. } => {
+            // The replay checks the peer is on the allow-list, not revoked before, the run
+            // not over and the time not earlier than the last recorded; whether the
+            // revocation was justified is the operator's word (ARCHITECTURE.md, Invariants).
+            summary.revocations += 1;
+        }
         AuditEvent::RunStarted(_)
         | AuditEvent::RoundStarted(_)
         | AuditEvent::Refused { .. }
@@ -209,13 +238,14 @@ fn check_event(
 }
 
 /// An attempt may close before its deadline only once every enrolled participant has been
-/// judged: closing early would shut out stragglers the run promised to wait for.
+/// judged, or once revocations left fewer allowed peers than the quorum: closing early would
+/// otherwise shut out stragglers the run promised to wait for.
 fn closed_in_time(state: &RunState, at_ms: u64) -> Result<(), String> {
     let Some(open) = &state.open else {
         return Ok(()); // replay reports a close with no open attempt
     };
     let deadline = deadline_ms(state, open);
-    if at_ms < deadline && !all_judged(state, open) {
+    if at_ms < deadline && !all_judged(state, open) && !state.quorum_unreachable() {
         return Err(format!(
             "closed at {at_ms} ms, before its deadline at {deadline} ms, with participants not yet judged"
         ));

@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 use zkfed_air::RoundParams;
 use zkfed_air::data::{Schema, Standardization};
-use zkfed_air::fixed::{MAX_BATCH, MAX_FEATURES, PARAM_BOUND, dequantize, quantize};
+use zkfed_air::fixed::{MAX_BATCH, PARAM_BOUND, dequantize, quantize};
 use zkfed_protocol::RunParameters;
 
 use crate::events::RunConfig;
@@ -196,81 +196,22 @@ impl RawConfig {
     /// Between 1 and `MAX_FEATURES` distinct feature columns and a label column apart from
     /// them; a name is matched against the CSV header with surrounding spaces trimmed.
     fn check_schema(&self) -> anyhow::Result<()> {
-        let Schema { features, label } = &self.schema;
-        ensure!(
-            (1..=MAX_FEATURES).contains(&features.len()),
-            "`schema.features` has {} columns; it must have 1 to {MAX_FEATURES}",
-            features.len()
-        );
-        let mut seen = std::collections::HashSet::new();
-        for name in features.iter().chain(std::iter::once(label)) {
-            ensure!(
-                !name.trim().is_empty() && name.trim() == name,
-                "`schema` column `{name}` is empty or has surrounding spaces"
-            );
-            ensure!(
-                seen.insert(name),
-                "`schema` names column `{name}` twice (the label must not be a feature)"
-            );
-        }
-        Ok(())
+        self.schema.validate().context("`schema`")
     }
 
     /// One finite mean and one finite, positive standard deviation per feature: a
     /// participant divides by the deviation, and every row it commits is measured by them.
     fn check_standardization(&self) -> anyhow::Result<()> {
-        let Standardization { mean, std } = &self.standardization;
-        let d = self.schema.features.len();
-        for (key, values) in [("mean", mean), ("std", std)] {
-            ensure!(
-                values.len() == d,
-                "`standardization.{key}` has {} values, the schema {d} features",
-                values.len()
-            );
-        }
-        for ((name, &m), &s) in self.schema.features.iter().zip(mean).zip(std) {
-            ensure!(
-                m.is_finite(),
-                "`standardization.mean` of feature `{name}` is {m}; it must be finite"
-            );
-            ensure!(
-                s.is_finite() && s > 0.0,
-                "`standardization.std` of feature `{name}` is {s}; it must be finite and above 0"
-            );
-        }
-        Ok(())
+        self.standardization
+            .check(&self.schema)
+            .context("`standardization`")
     }
 }
 
 /// Largest `learning_rate × clip_norm`: the most one FedAvg step may move a parameter.
 pub const MAX_STEP: f64 = 16.0;
 
-/// Parses 64 hex digits (either case). Works on bytes, never slicing the text, so any
-/// input (multi-byte characters, signs, spaces) is an error and never a panic.
-pub fn parse_hex32(s: &str) -> anyhow::Result<[u8; 32]> {
-    let digits = s.as_bytes();
-    if digits.len() != 64 || !s.is_ascii() {
-        bail!(
-            "expected 64 hex digits, got {} characters",
-            s.chars().count()
-        );
-    }
-    let mut out = [0u8; 32];
-    for (i, (byte, pair)) in out.iter_mut().zip(digits.chunks_exact(2)).enumerate() {
-        let digit = |k: usize| {
-            char::from(pair[k])
-                .to_digit(16)
-                .with_context(|| format!("character {} is not a hex digit", 2 * i + k + 1))
-        };
-        *byte = u8::try_from(digit(0)? << 4 | digit(1)?).expect("two hex digits fit a byte");
-    }
-    Ok(out)
-}
-
-/// Formats 32 bytes as 64 hex digits.
-pub fn hex32(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use zkfed_net::hex::{hex32, parse_hex32};
 
 #[cfg(test)]
 mod tests {
@@ -380,9 +321,9 @@ mod tests {
             ("`learning_rate` is", Box::new(|c| c.learning_rate = 1e-6)),
             ("`learning_rate` is", Box::new(|c| c.learning_rate = 300.0)),
             ("× `clip_norm`", Box::new(|c| c.learning_rate = 20.0)),
-            ("`schema.features`", Box::new(|c| c.schema.features.clear())),
+            ("`schema`", Box::new(|c| c.schema.features.clear())),
             (
-                "`schema.features`",
+                "`schema`",
                 Box::new(|c| c.schema.features = (0..=1024).map(|i| format!("f{i}")).collect()),
             ),
             (
@@ -402,37 +343,37 @@ mod tests {
                 Box::new(|c| c.schema.features[0].clear()),
             ),
             (
-                "`standardization.mean` has",
+                "`standardization`",
                 Box::new(|c| {
                     c.standardization.mean.pop();
                 }),
             ),
             (
-                "`standardization.std` has",
+                "`standardization`",
                 Box::new(|c| c.standardization.std.push(1.0)),
             ),
             (
-                "`standardization.mean` of",
+                "`standardization`",
                 Box::new(|c| c.standardization.mean[3] = f64::NAN),
             ),
             (
-                "`standardization.mean` of",
+                "`standardization`",
                 Box::new(|c| c.standardization.mean[0] = f64::INFINITY),
             ),
             (
-                "`standardization.std` of",
+                "`standardization`",
                 Box::new(|c| c.standardization.std[1] = 0.0),
             ),
             (
-                "`standardization.std` of",
+                "`standardization`",
                 Box::new(|c| c.standardization.std[1] = -2.0),
             ),
             (
-                "`standardization.std` of",
+                "`standardization`",
                 Box::new(|c| c.standardization.std[1] = f64::NAN),
             ),
             (
-                "`standardization.std` of",
+                "`standardization`",
                 Box::new(move |c| c.standardization.std[d - 1] = f64::INFINITY),
             ),
             (

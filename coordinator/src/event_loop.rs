@@ -3,10 +3,12 @@
 //!
 //! Requests are answered from the [`Ledger`]; submissions are admitted, verified on a bounded
 //! pool of blocking threads while other requests keep flowing, and judged (logged) before
-//! their verdict is sent. A tick starts rounds and closes them at quorum or deadline.
+//! their verdict is sent. A tick applies the revocations an operator filed
+//! ([`crate::revocation`]), starts rounds and closes them at quorum or deadline.
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ use zkfed_protocol::{Rejection, Request, Response, SignedEnrolment, Submission};
 use crate::config::Config;
 use crate::events::{AuditEvent, unix_ms};
 use crate::ledger::Ledger;
+use crate::revocation;
+use crate::rounds::RevokeError;
 
 /// Proofs verified at once (each on a blocking thread).
 const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
@@ -99,6 +103,15 @@ pub enum CoordinatorTelemetry {
         /// The transport's error.
         error: String,
     },
+    /// The operator revoked a participant's key; its connections were closed.
+    Revoked {
+        /// Who.
+        peer: PeerId,
+        /// The `Revoked` record.
+        record: u64,
+        /// Whether an update of it accepted in the open attempt was left out of it.
+        update_dropped: bool,
+    },
 }
 
 /// Checks an admitted submission against the statement the coordinator built for it.
@@ -159,6 +172,8 @@ struct EventLoop {
     in_flight: BTreeSet<PeerId>,
     finished_at: Option<Instant>,
     linger: Duration,
+    /// The state directory, where `zkfed-coordinator revoke` files its requests.
+    state_dir: PathBuf,
 }
 
 impl EventLoop {
@@ -172,7 +187,9 @@ impl EventLoop {
         let me = config.key.public().to_peer_id();
         info!(peer = %me, rounds_done = ledger.state().completed_rounds, "coordinator starting");
         let traffic = zkfed_net::Traffic::default();
-        let mut swarm = swarm(&config, &traffic)?;
+        // Peers revoked on record stay off the swarm's allow-list across restarts.
+        let revoked = ledger.state().revoked.keys().copied().collect();
+        let mut swarm = swarm(&config, &traffic, &revoked)?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -191,11 +208,17 @@ impl EventLoop {
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
             in_flight: BTreeSet::new(),
             linger: Duration::from_secs(config.linger_secs),
+            state_dir: config
+                .store
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         })
     }
 
     async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
+        // A revocation filed while the coordinator was down applies before anyone is served.
+        self.apply_revocations()?;
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -315,6 +338,9 @@ impl EventLoop {
                 model: state.model.clone(),
             };
         }
+        if state.revoked.contains_key(&peer) {
+            return Response::Refused(Rejection::Revoked);
+        }
         if !state.enrolments.contains_key(&peer) {
             return Response::Refused(Rejection::NotEnrolled);
         }
@@ -420,6 +446,7 @@ impl EventLoop {
     /// Closes the open round when due, starts the next; `false` once the run is over and
     /// the linger time has passed.
     fn on_tick(&mut self) -> anyhow::Result<bool> {
+        self.apply_revocations()?;
         if self.ledger.state().finished() {
             let at = *self.finished_at.get_or_insert_with(Instant::now);
             if at.elapsed() >= self.linger {
@@ -455,6 +482,104 @@ impl EventLoop {
         Ok(true)
     }
 
+    /// Applies the revocation requests filed in the state directory: each is recorded (a
+    /// signed `Revoked`) before it takes effect, then the peer is taken off the swarm's
+    /// allow-list and disconnected, and the outcome is written beside the request. Only a
+    /// failing store stops the coordinator; a request file that cannot be read or answered
+    /// is reported and tried again on the next tick.
+    fn apply_revocations(&mut self) -> anyhow::Result<()> {
+        let requests = match revocation::pending(&self.state_dir) {
+            Ok(requests) => requests,
+            Err(error) => {
+                warn!(%error, "cannot read the revocation requests");
+                return Ok(());
+            }
+        };
+        for pending in requests {
+            let outcome = match &pending.request {
+                Err(message) => {
+                    warn!(file = %pending.path.display(), %message, "revocation request refused");
+                    revocation::Outcome {
+                        peer: String::new(),
+                        filed_at_ms: 0,
+                        revoked: false,
+                        record: None,
+                        message: message.clone(),
+                    }
+                }
+                Ok((peer, request)) => self.revoke(peer, request)?,
+            };
+            if let Err(error) = revocation::finish(&self.state_dir, &pending, &outcome) {
+                warn!(file = %pending.path.display(), %error, "cannot answer a revocation request");
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes `peer` as `request` asks, and says what happened.
+    fn revoke(
+        &mut self,
+        peer: &PeerId,
+        request: &revocation::Request,
+    ) -> anyhow::Result<revocation::Outcome> {
+        let answer = |revoked: bool, record: Option<u64>, message: String| revocation::Outcome {
+            peer: request.peer.clone(),
+            filed_at_ms: request.filed_at_ms,
+            revoked,
+            record,
+            message,
+        };
+        let revocation = match self.ledger.revoke(peer, &request.reason, unix_ms())? {
+            Ok(revocation) => revocation,
+            // Recorded at or after this request was filed: it was this request, applied just
+            // before a crash left its file behind.
+            Err(RevokeError::AlreadyRevoked { seq, at_ms, .. }) if at_ms >= request.filed_at_ms => {
+                self.block(peer);
+                return Ok(answer(
+                    true,
+                    Some(seq),
+                    format!("{peer} revoked at audit record {seq}"),
+                ));
+            }
+            Err(refused) => {
+                warn!(%peer, %refused, "revocation refused; nothing recorded");
+                return Ok(answer(false, None, refused.to_string()));
+            }
+        };
+        self.block(peer);
+        let state = self.ledger.state();
+        let dropped = state.open.as_ref().filter(|o| o.dropped.contains(peer));
+        let mut message = format!("{peer} revoked at audit record {}", revocation.seq);
+        if let Some(open) = dropped {
+            let (round, attempt) = (open.announcement.round, open.announcement.attempt);
+            message.push_str(&format!(
+                "; its update accepted in round {round} attempt {attempt} is left out of the \
+                 aggregate"
+            ));
+        }
+        if state.quorum_unreachable() {
+            message.push_str(&format!(
+                "; {} allowed peers remain, below the quorum of {}: the run ends as failed",
+                state.allowed_peers(),
+                state.config.quorum
+            ));
+        }
+        warn!(%peer, record = revocation.seq, reason = %request.reason, "{message}");
+        self.emit(CoordinatorTelemetry::Revoked {
+            peer: *peer,
+            record: revocation.seq,
+            update_dropped: dropped.is_some(),
+        });
+        Ok(answer(true, Some(revocation.seq), message))
+    }
+
+    /// Takes `peer` off the swarm's allow-list, which closes its connections and refuses
+    /// new ones.
+    fn block(&mut self, peer: &PeerId) {
+        self.swarm.behaviour_mut().allow.disallow_peer(*peer);
+        let _ = self.swarm.disconnect_peer_id(*peer);
+    }
+
     fn on_round_closed(&mut self, event: &AuditEvent, opened: u64) {
         log_close(event);
         if let AuditEvent::Aggregated { round, at_ms, .. }
@@ -475,8 +600,14 @@ impl EventLoop {
 fn swarm(
     config: &Config,
     traffic: &zkfed_net::Traffic,
+    revoked: &BTreeSet<PeerId>,
 ) -> anyhow::Result<Swarm<CoordinatorBehaviour>> {
-    let allow_list = config.allow.clone();
+    let allow_list: Vec<PeerId> = config
+        .allow
+        .iter()
+        .filter(|p| !revoked.contains(p))
+        .copied()
+        .collect();
     zkfed_net::build_swarm(config.key.clone(), traffic, move |key| {
         let mut allow = allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
         for peer in allow_list {

@@ -118,6 +118,19 @@ pub enum AuditEvent {
         /// Why it could not be judged.
         rejection: Rejection,
     },
+    /// The operator revoked a participant's key (a compromised key, say): from this record
+    /// on the peer is off the allow-list, its enrolment no longer counts toward the quorum
+    /// or a round's start, nothing of it is judged, and an update of it already accepted in
+    /// the open attempt is left out of that attempt's aggregate.
+    Revoked {
+        /// Peer-id bytes of the revoked participant.
+        #[serde(with = "serde_bytes")]
+        peer: Vec<u8>,
+        /// When it took effect (milliseconds since the Unix epoch).
+        at_ms: u64,
+        /// The operator's reason, as given (at most `revocation::MAX_REASON_BYTES`).
+        reason: String,
+    },
 }
 
 /// The round currently open.
@@ -135,6 +148,9 @@ pub struct OpenRound {
     /// Peers with a refusal on record in this attempt: one record each is enough, so a
     /// peer repeating refused requests cannot grow the log.
     pub refusals_recorded: BTreeSet<PeerId>,
+    /// Peers revoked during this attempt after their update was accepted: the update was
+    /// taken out of `accepted` and is not aggregated.
+    pub dropped: BTreeSet<PeerId>,
 }
 
 /// Everything the coordinator knows, derived from the log alone.
@@ -142,8 +158,10 @@ pub struct OpenRound {
 pub struct RunState {
     /// The run's configuration.
     pub config: RunConfig,
-    /// Enrolled participants.
+    /// Enrolled participants that are not revoked: the ones that count toward the quorum.
     pub enrolments: BTreeMap<PeerId, SignedEnrolment>,
+    /// Revoked participants ([`AuditEvent::Revoked`]), never enrolled or judged again.
+    pub revoked: BTreeMap<PeerId, Revocation>,
     /// The current global model.
     pub model: Model,
     /// Rounds aggregated so far.
@@ -163,6 +181,15 @@ pub struct RunState {
     /// Every verdict on record, by round, attempt and peer, with what was judged, so the
     /// same submission sent again (a retry after a timeout or a restart) gets it back.
     pub verdicts: BTreeMap<(u64, u32, PeerId), RecordedVerdict>,
+}
+
+/// Where and when a peer was revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The `Revoked` record.
+    pub seq: u64,
+    /// When it took effect (milliseconds since the Unix epoch).
+    pub at_ms: u64,
 }
 
 /// A verdict on record and the submission it was about.
@@ -216,6 +243,7 @@ impl RunState {
         Self {
             config,
             enrolments: BTreeMap::new(),
+            revoked: BTreeMap::new(),
             model: Model::zeros(d),
             completed_rounds: 0,
             open: None,
@@ -247,6 +275,22 @@ impl RunState {
         self.completed_rounds >= self.config.public.rounds || self.failed
     }
 
+    /// Peers on the run's allow-list that are not revoked: the most updates an attempt can
+    /// still gather.
+    pub fn allowed_peers(&self) -> usize {
+        self.config
+            .allow_list
+            .iter()
+            .filter(|p| PeerId::from_bytes(p).is_ok_and(|p| !self.revoked.contains_key(&p)))
+            .count()
+    }
+
+    /// Whether revocations left fewer allowed peers than the quorum: then no attempt can be
+    /// aggregated again, and the run ends as failed.
+    pub fn quorum_unreachable(&self) -> bool {
+        self.allowed_peers() < self.config.quorum
+    }
+
     /// Folds one event (record number `seq`) into the state.
     pub fn apply(&mut self, seq: u64, event: &AuditEvent) -> Result<(), ReplayError> {
         let impossible = |what: String| ReplayError::Impossible { seq, what };
@@ -257,6 +301,12 @@ impl RunState {
                     .map_err(|e| impossible(format!("bad peer id: {e}")))?;
                 if self.enrolments.contains_key(&peer) {
                     return Err(impossible(format!("{peer} enrolled twice")));
+                }
+                if let Some(revoked) = self.revoked.get(&peer) {
+                    return Err(impossible(format!(
+                        "{peer} enrolled after its revocation at record {}",
+                        revoked.seq
+                    )));
                 }
                 self.enrolments.insert(peer, enrolment.clone());
             }
@@ -295,6 +345,7 @@ impl RunState {
                     refused: BTreeSet::new(),
                     refusals_recorded: BTreeSet::new(),
                     accepted: Vec::new(),
+                    dropped: BTreeSet::new(),
                 });
             }
             AuditEvent::Judged {
@@ -307,6 +358,12 @@ impl RunState {
             } => {
                 let peer = PeerId::from_bytes(peer)
                     .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                if let Some(revoked) = self.revoked.get(&peer) {
+                    return Err(impossible(format!(
+                        "a submission of {peer} judged after its revocation at record {}",
+                        revoked.seq
+                    )));
+                }
                 let open = self
                     .open
                     .as_mut()
@@ -371,18 +428,61 @@ impl RunState {
                 self.last_closed_ms = *at_ms;
             }
             AuditEvent::RunFailed { round, at_ms } => {
+                // Its two causes: a round used up its attempts, or revocations left fewer
+                // allowed peers than the quorum.
                 let exhausted = self.next_attempt > self.config.max_attempts;
                 if self.open.is_some()
                     || self.finished()
-                    || !exhausted
+                    || !(exhausted || self.quorum_unreachable())
                     || *round != self.completed_rounds + 1
                     || *at_ms < self.last_closed_ms
                 {
                     return Err(impossible(format!(
-                        "the run failed at round {round} before its attempts were exhausted"
+                        "the run failed at round {round} before its attempts were exhausted \
+                         and while the quorum could still be met"
                     )));
                 }
                 self.failed = true;
+            }
+            AuditEvent::Revoked {
+                peer,
+                at_ms,
+                reason,
+            } => {
+                let peer = PeerId::from_bytes(peer)
+                    .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                if self.finished() {
+                    return Err(impossible(format!("{peer} revoked after the run ended")));
+                }
+                if !self.config.allow_list.contains(&peer.to_bytes()) {
+                    return Err(impossible(format!(
+                        "{peer} revoked, but it is not on the allow-list"
+                    )));
+                }
+                if let Some(earlier) = self.revoked.get(&peer) {
+                    return Err(impossible(format!(
+                        "{peer} revoked twice (first at record {})",
+                        earlier.seq
+                    )));
+                }
+                let opened = self.open.as_ref().map(|o| o.announcement.opened_at_ms);
+                if *at_ms < self.last_closed_ms.max(opened.unwrap_or(0)) {
+                    return Err(impossible(format!(
+                        "{peer} revoked at {at_ms} ms, before the last recorded time"
+                    )));
+                }
+                crate::revocation::check_reason(reason)
+                    .map_err(|e| impossible(format!("the revocation of {peer}: {e}")))?;
+                self.enrolments.remove(&peer);
+                self.revoked.insert(peer, Revocation { seq, at_ms: *at_ms });
+                // A compromised key's update is not aggregated, even if it was accepted in
+                // the open attempt before the revocation.
+                if let Some(open) = &mut self.open
+                    && let Some(at) = open.accepted.iter().position(|(p, _)| *p == peer)
+                {
+                    open.accepted.remove(at);
+                    open.dropped.insert(peer);
+                }
             }
             AuditEvent::Discarded { peer, .. } => {
                 PeerId::from_bytes(peer).map_err(|e| impossible(format!("bad peer id: {e}")))?;

@@ -13,9 +13,9 @@ use thiserror::Error;
 use zkfed_air::Statement;
 use zkfed_protocol::{Rejection, SignedEnrolment, Submission, Verdict};
 
-use crate::events::{AuditEvent, ReplayError, RunConfig, RunState};
+use crate::events::{AuditEvent, ReplayError, Revocation, RunConfig, RunState};
 use crate::log::{AuditLog, LogError};
-use crate::rounds;
+use crate::rounds::{self, RevokeError};
 
 /// A failure that stops the coordinator (never a participant's fault).
 #[derive(Debug, Error)]
@@ -78,14 +78,15 @@ impl Ledger {
         Ok(self.log.proof(round, attempt, peer)?)
     }
 
+    /// Appends `event` durably, then applies it; returns its record number.
     fn record(
         &mut self,
         event: AuditEvent,
         proof: Option<(u64, u32, &PeerId, &[u8])>,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<u64, LedgerError> {
         let record = self.log.append(event, proof)?;
         self.state.apply(record.seq, &record.event)?;
-        Ok(())
+        Ok(record.seq)
     }
 
     /// Handles an enrolment: `Err(reason)` refuses it.
@@ -95,7 +96,7 @@ impl Ledger {
         signed: &SignedEnrolment,
     ) -> Result<Result<(), Rejection>, LedgerError> {
         match rounds::judge_enrolment(&self.state, peer, signed) {
-            Ok(Some(event)) => self.record(event, None).map(Ok),
+            Ok(Some(event)) => self.record(event, None).map(|_| Ok(())),
             Ok(None) => Ok(Ok(())),
             Err(rejection) => {
                 self.refuse(peer, None, &rejection)?;
@@ -137,7 +138,29 @@ impl Ledger {
             proof_sha256: submission.map(|s| Sha256::digest(&s.proof).into()),
             rejection: rejection.clone(),
         };
-        self.record(event, None)
+        self.record(event, None)?;
+        Ok(())
+    }
+
+    /// Revokes `peer`'s key for `reason` (the operator's `zkfed-coordinator revoke`): the
+    /// signed `Revoked` record is appended before it takes effect. From then on the peer's
+    /// enrolment does not count, its submissions are refused (`Rejection::Revoked`), and an
+    /// update of it accepted in the open attempt is left out of the aggregate. `Err` refuses
+    /// the revocation (a peer off the allow-list, one already revoked, a run that is over,
+    /// a bad reason) with nothing appended.
+    pub fn revoke(
+        &mut self,
+        peer: &PeerId,
+        reason: &str,
+        now_ms: u64,
+    ) -> Result<Result<Revocation, RevokeError>, LedgerError> {
+        let event = match rounds::revoke(&self.state, peer, reason, now_ms) {
+            Ok(event) => event,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        self.record(event, None)?;
+        let revocation = self.state.revoked.get(peer).copied();
+        Ok(Ok(revocation.expect("the Revoked record was just applied")))
     }
 
     /// Starts the next round with `seed` if one should start; returns whether it did.

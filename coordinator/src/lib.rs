@@ -3,7 +3,9 @@
 //!
 //! Every decision is an [`events::AuditEvent`] appended to the signed log ([`log`]) before
 //! anyone is told; the state is the replay of that log ([`ledger`]), the policy is pure
-//! ([`rounds`]), the network loop is [`event_loop`], and [`audit`] re-checks a store offline.
+//! ([`rounds`]), the network loop is [`event_loop`], [`revocation`] carries an operator's
+//! revocation of a participant's key to the running loop, and [`audit`] re-checks a store
+//! offline.
 
 pub mod audit;
 pub mod config;
@@ -11,5 +13,6 @@ pub mod event_loop;
 pub mod events;
 pub mod ledger;
 pub mod log;
+pub mod revocation;
 pub mod rounds;
 pub mod starter;

@@ -1,11 +1,13 @@
 //! `zkfed-coordinator`: runs a federation's coordinator, prints its peer id, writes a
-//! starter configuration, or audits a state directory offline.
+//! starter configuration, revokes a participant's key on a running coordinator, or audits a
+//! state directory offline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use libp2p::PeerId;
 use zkfed_net::EventLog;
 
 #[derive(Parser)]
@@ -55,6 +57,24 @@ enum Command {
         /// Quorum (defaults to every allowed peer).
         #[arg(long)]
         quorum: Option<usize>,
+    },
+    /// Revoke a participant's key (a compromised key, say) on the running coordinator, or at
+    /// its next start if it is down: the revocation is recorded in the signed audit log
+    /// before it takes effect. Exits 0 once revoked, 1 if refused (a peer already revoked,
+    /// say), 3 if no running coordinator applied it within `--wait` seconds (it stays filed).
+    Revoke {
+        /// The coordinator's configuration file (its allow-list and state directory).
+        #[arg(long)]
+        config: PathBuf,
+        /// The peer id to revoke; it must be on the configuration's allow-list.
+        #[arg(long)]
+        peer: String,
+        /// Why, recorded in the signed log (one line, at most 512 bytes).
+        #[arg(long)]
+        reason: String,
+        /// Seconds to wait for the running coordinator to apply it (0: file it and return).
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
     },
     /// Offline audit of a state directory.
     Audit {
@@ -115,6 +135,12 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Revoke {
+            config,
+            peer,
+            reason,
+            wait,
+        } => revoke(&config, &peer, &reason, wait),
         Command::Audit {
             command:
                 AuditCommand::Verify {
@@ -144,12 +170,13 @@ fn main() -> anyhow::Result<ExitCode> {
             )? {
                 Ok(summary) => {
                     println!(
-                        "audit passed: {} records signed by {}, {} rounds, {} proofs re-verified, {} rejections on record",
+                        "audit passed: {} records signed by {}, {} rounds, {} proofs re-verified, {} rejections on record, {} keys revoked",
                         summary.records,
                         summary.coordinator,
                         summary.rounds,
                         summary.proofs_verified,
-                        summary.rejections
+                        summary.rejections,
+                        summary.revocations
                     );
                     Ok(ExitCode::SUCCESS)
                 }
@@ -159,5 +186,43 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// Files a revocation request in the state directory and waits for its outcome.
+fn revoke(config: &Path, peer: &str, reason: &str, wait: u64) -> anyhow::Result<ExitCode> {
+    use zkfed_coordinator::revocation;
+    let raw = zkfed_coordinator::config::RawConfig::load(config)?;
+    let peer: PeerId = peer
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--peer `{peer}` is not a peer id"))?;
+    let listed = raw
+        .allow
+        .iter()
+        .any(|a| a.parse::<PeerId>().ok() == Some(peer));
+    anyhow::ensure!(
+        listed,
+        "{peer} is not on the allow-list of {}: there is nothing to revoke",
+        config.display()
+    );
+    let now = zkfed_coordinator::events::unix_ms();
+    let (path, request) = revocation::file_request(&raw.state_dir, &peer, reason, now)?;
+    println!("filed {}", path.display());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        if let Some(outcome) = revocation::read_outcome(&raw.state_dir, &peer, request.filed_at_ms)?
+        {
+            println!("{}", outcome.message);
+            return Ok(ExitCode::from(if outcome.revoked { 0 } else { 1 }));
+        }
+        if std::time::Instant::now() >= until {
+            println!(
+                "not applied yet: the coordinator applies it within a second of running, or \
+                 when it next starts; its outcome will be in {}",
+                revocation::outcome_path(&raw.state_dir, &peer).display()
+            );
+            return Ok(ExitCode::from(3));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

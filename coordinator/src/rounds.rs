@@ -14,6 +14,33 @@ use zkfed_protocol::{
 
 use crate::events::{AuditEvent, OpenRound, RunState, update_digest};
 
+/// Why a revocation is refused; nothing is appended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    /// The peer is not on the run's allow-list: there is nothing to revoke.
+    #[error("{peer} is not on the run's allow-list")]
+    NotOnAllowList {
+        /// The peer named.
+        peer: PeerId,
+    },
+    /// The peer was revoked before.
+    #[error("{peer} was already revoked (audit record {seq}, at {at_ms} ms)")]
+    AlreadyRevoked {
+        /// The peer named.
+        peer: PeerId,
+        /// The `Revoked` record.
+        seq: u64,
+        /// When it took effect.
+        at_ms: u64,
+    },
+    /// The run has ended; its log is closed.
+    #[error("the run is over: nothing is revoked after its end")]
+    RunOver,
+    /// An empty, over-long or unprintable reason.
+    #[error("revocation reason: {0}")]
+    Reason(String),
+}
+
 /// The statement a submission from `peer` must prove in the open round.
 pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, Rejection> {
     let open = state.open.as_ref().ok_or(Rejection::NoOpenRound)?;
@@ -31,6 +58,9 @@ pub fn judge_enrolment(
 ) -> Result<Option<AuditEvent>, Rejection> {
     if !state.config.allow_list.contains(&peer.to_bytes()) {
         return Err(Rejection::NotAllowed);
+    }
+    if state.revoked.contains_key(peer) {
+        return Err(Rejection::Revoked);
     }
     signed
         .verify(peer)
@@ -61,11 +91,15 @@ pub fn judge_enrolment(
 
 /// The verdict already on record for exactly this submission (same round, attempt, peer,
 /// update and proof bytes), if any: a retried request is answered with it, not refused.
+/// A revoked peer has none: it is refused as revoked.
 pub fn recorded_verdict(
     state: &RunState,
     peer: &PeerId,
     submission: &Submission,
 ) -> Option<Verdict> {
+    if state.revoked.contains_key(peer) {
+        return None;
+    }
     let key = (submission.round, submission.attempt, *peer);
     let recorded = state.verdicts.get(&key)?;
     let proof_sha256: [u8; 32] = Sha256::digest(&submission.proof).into();
@@ -83,6 +117,9 @@ pub fn admit_submission(
     peer: &PeerId,
     submission: &Submission,
 ) -> Result<Statement, Rejection> {
+    if state.revoked.contains_key(peer) {
+        return Err(Rejection::Revoked);
+    }
     let open = state.open.as_ref().ok_or(Rejection::NoOpenRound)?;
     let (round, attempt) = (open.announcement.round, open.announcement.attempt);
     if (submission.round, submission.attempt) != (round, attempt) {
@@ -121,12 +158,17 @@ fn check_update_shape(state: &RunState, submission: &Submission) -> Result<(), R
 }
 
 /// The next round attempt's start event, opening at `now_ms`, if one should start now; or
-/// the end of the run once a round has used up its attempts.
+/// the end of the run once a round has used up its attempts or revocations left fewer
+/// allowed peers than the quorum. Revoked peers' enrolments do not count.
 pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<AuditEvent> {
-    if state.open.is_some() || state.finished() || state.enrolments.len() < state.config.quorum {
+    if state.open.is_some() || state.finished() {
         return None;
     }
-    if state.next_attempt > state.config.max_attempts {
+    let cannot_finish = state.quorum_unreachable();
+    if !cannot_finish && state.enrolments.len() < state.config.quorum {
+        return None;
+    }
+    if cannot_finish || state.next_attempt > state.config.max_attempts {
         return Some(AuditEvent::RunFailed {
             round: state.completed_rounds + 1,
             at_ms: now_ms.max(state.last_closed_ms),
@@ -163,6 +205,14 @@ pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
             reason,
         })
     };
+    if state.quorum_unreachable() {
+        // Revocations left fewer allowed peers than the quorum: no wait can meet it.
+        return abandoned(format!(
+            "revocations leave {} allowed peers, below the quorum of {}",
+            state.allowed_peers(),
+            state.config.quorum
+        ));
+    }
     if quorum_met && (all_in || deadline_passed) {
         return match aggregate(state) {
             Ok(model) => Some(AuditEvent::Aggregated {
@@ -181,6 +231,40 @@ pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
         ));
     }
     None
+}
+
+/// The `Revoked` event that revokes `peer` at `now_ms` for `reason`, or why it is refused.
+pub fn revoke(
+    state: &RunState,
+    peer: &PeerId,
+    reason: &str,
+    now_ms: u64,
+) -> Result<AuditEvent, RevokeError> {
+    crate::revocation::check_reason(reason).map_err(RevokeError::Reason)?;
+    if !state.config.allow_list.contains(&peer.to_bytes()) {
+        return Err(RevokeError::NotOnAllowList { peer: *peer });
+    }
+    // Before the end of the run: a revocation that ended it is still reported as such.
+    if let Some(earlier) = state.revoked.get(peer) {
+        return Err(RevokeError::AlreadyRevoked {
+            peer: *peer,
+            seq: earlier.seq,
+            at_ms: earlier.at_ms,
+        });
+    }
+    if state.finished() {
+        return Err(RevokeError::RunOver);
+    }
+    // Recorded times never go backwards, even if this machine's clock steps back.
+    let opened = state
+        .open
+        .as_ref()
+        .map_or(0, |o| o.announcement.opened_at_ms);
+    Ok(AuditEvent::Revoked {
+        peer: peer.to_bytes(),
+        at_ms: now_ms.max(state.last_closed_ms).max(opened),
+        reason: reason.to_string(),
+    })
 }
 
 /// When the open attempt's deadline passes (milliseconds since the Unix epoch).

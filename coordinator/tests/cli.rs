@@ -66,3 +66,102 @@ fn invalid_configurations_are_refused_with_the_reason() {
     assert!(stderr.contains("--coordinator"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The operator's `revoke` end to end: bad requests are refused before anything is filed;
+/// one filed while the coordinator is down is applied when it starts (recorded, signed and
+/// audited), and the last allowed peer revoked below the quorum ends the run.
+#[test]
+fn revoke_is_checked_filed_and_applied_by_the_coordinator() {
+    let dir = std::env::temp_dir().join(format!("zkfed-coord-revoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("c.toml");
+    let state = dir.join("state");
+    let peer = "12D3KooWG4NNwNyXgvZ37owaGXQWTbQYV16aUngUEmwDsY1Y8ssh";
+    let other = coordinator()
+        .args(["peer-id", "--state"])
+        .arg(dir.join("other"))
+        .output()
+        .unwrap();
+    let other = String::from_utf8_lossy(&other.stdout).trim().to_string();
+    let other = other.as_str();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let init = coordinator()
+        .args(["init", "--out"])
+        .arg(&config)
+        .args(["--state"])
+        .arg(&state)
+        .args(["--allow", peer, "--quorum", "1", "--rounds", "1"])
+        .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("linger_secs = 20", "linger_secs = 0")).unwrap();
+    let revoke = |peer: &str, reason: &str| {
+        coordinator()
+            .args(["revoke", "--config"])
+            .arg(&config)
+            .args(["--peer", peer, "--reason", reason, "--wait", "0"])
+            .output()
+            .unwrap()
+    };
+    let requests = state.join("revocations");
+    for (peer, reason, complaint) in [
+        (other, "leaked", "not on the allow-list"),
+        ("not-a-peer", "leaked", "is not a peer id"),
+        (peer, " ", "--reason"),
+        (peer, "two\nlines", "--reason"),
+    ] {
+        let refused = revoke(peer, reason);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(complaint), "{complaint}: {stderr}");
+        assert!(!requests.exists(), "nothing filed");
+    }
+    // Filed while the coordinator is down: exit 3, the request waits, owner-only.
+    let filed = revoke(peer, "key leaked");
+    assert_eq!(filed.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&filed.stdout);
+    assert!(stdout.contains("not applied yet"), "{stdout}");
+    let request = requests.join(format!("request-{peer}.toml"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&request).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The coordinator applies it as it starts; its only peer gone, the run fails and it
+    // stops by itself.
+    let run = coordinator()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("revoked at audit record 1"), "{stderr}");
+    assert!(!request.exists());
+    let outcome = std::fs::read_to_string(requests.join(format!("outcome-{peer}.toml"))).unwrap();
+    assert!(outcome.contains("revoked = true"), "{outcome}");
+    let me = coordinator()
+        .args(["peer-id", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    let audit = coordinator()
+        .args(["audit", "verify", "--state"])
+        .arg(&state)
+        .args(["--coordinator", &me])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "{report}");
+    assert!(report.contains("1 keys revoked"), "{report}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

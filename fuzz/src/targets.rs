@@ -133,6 +133,7 @@ fn wire(f: &Fixture) -> Target {
             got: 31,
         },
         Rejection::TooLarge { got: 9, max: 8 },
+        Rejection::Revoked,
     ];
     let mut samples: Vec<Vec<u8>> = [
         Request::Parameters,
@@ -225,8 +226,13 @@ fn audit_log(f: &Fixture) -> Target {
         AuditEvent::Discarded {
             round: 2,
             attempt: 1,
-            peer,
+            peer: peer.clone(),
             rejection: Rejection::NoOpenRound,
+        },
+        AuditEvent::Revoked {
+            peer,
+            at_ms: 1_700_000_001_500,
+            reason: "key found on a stolen laptop".into(),
         },
         AuditEvent::RunFailed {
             round: 2,

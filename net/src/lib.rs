@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod events;
+pub mod hex;
 pub mod key;
 pub mod pending;
 pub mod setup;
@@ -17,4 +18,6 @@ pub use events::EventLog;
 pub use key::{load_or_create_key, peer_id, write_durably};
 pub use pending::{MAX_PENDING_PER_IP, PendingPerIp};
 pub use setup::{ConfigFileError, init_logging, load_toml};
-pub use transport::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, Traffic, build_swarm};
+pub use transport::{
+    HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_STREAMS_PER_CONNECTION, Traffic, build_swarm,
+};

@@ -20,7 +20,7 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 use thiserror::Error;
 
-/// Handshakes one remote IP address may have under way at once.
+/// Handshakes one remote IPv4 address or IPv6 /64 may have under way at once.
 pub const MAX_PENDING_PER_IP: usize = 4;
 
 /// A refused connection: its address already has as many handshakes under way as allowed.
@@ -60,11 +60,15 @@ impl Default for PendingPerIp {
     }
 }
 
-/// The IP address of a `/ip4/…` or `/ip6/…` multiaddress.
+/// Who a multiaddress counts as: its IPv4 address, or its IPv6 /64 (one host is commonly
+/// given a whole /64, so single IPv6 addresses would be no limit at all).
 fn ip_of(address: &Multiaddr) -> Option<IpAddr> {
     address.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        Protocol::Ip6(ip) => {
+            let prefix = u128::from(ip) & !((1u128 << 64) - 1);
+            Some(IpAddr::V6(prefix.into()))
+        }
         _ => None,
     })
 }
@@ -200,6 +204,32 @@ mod tests {
                 .handle_pending_inbound_connection(a, &local, &attacker)
                 .is_ok(),
             "a failed handshake frees its slot"
+        );
+        // One IPv6 /64 is one host.
+        let ip6 = |s: &str| format!("/ip6/{s}/tcp/5000").parse::<Multiaddr>().unwrap();
+        let e = ConnectionId::new_unchecked(5);
+        let f = ConnectionId::new_unchecked(6);
+        let g = ConnectionId::new_unchecked(7);
+        assert!(
+            limit
+                .handle_pending_inbound_connection(e, &local, &ip6("2001:db8::1"))
+                .is_ok()
+        );
+        assert!(
+            limit
+                .handle_pending_inbound_connection(f, &local, &ip6("2001:db8::ffff:2"))
+                .is_ok()
+        );
+        assert!(
+            limit
+                .handle_pending_inbound_connection(g, &local, &ip6("2001:db8::9:9:9:3"))
+                .is_err(),
+            "a third address of the same /64"
+        );
+        assert!(
+            limit
+                .handle_pending_inbound_connection(g, &local, &ip6("2001:db8:0:1::1"))
+                .is_ok()
         );
     }
 }

@@ -19,6 +19,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// trips even across continents, and short enough that a host holding sockets open
 /// without speaking cannot keep handshake slots for long.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Streams one connection may have open at once, counting those still negotiating their
+/// protocol: yamux buffers up to 256 KiB for each stream before anyone reads it, so this
+/// bounds what a peer can park in a connection's buffers (24 × 256 KiB = 6 MiB) outside
+/// the codec's budgets. Above the request-response protocol's 16 streams, with room for
+/// identify and ping.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 24;
 
 /// Bytes a node has sent and received on all its TCP connections, counted on the socket
 /// (Noise and Yamux framing included), since the swarm was built.
@@ -88,6 +94,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
+fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    config
+}
+
 /// A swarm over TCP + Noise + Yamux on tokio whose socket bytes are added to `traffic`.
 pub fn build_swarm<B: NetworkBehaviour>(
     key: Keypair,
@@ -103,11 +115,14 @@ pub fn build_swarm<B: NetworkBehaviour>(
                     .map(move |inner, _| Counted { inner, traffic })
                     .upgrade(upgrade::Version::V1)
                     .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default()),
+                    .multiplex(yamux_config()),
             )
         })?
         .with_behaviour(|key| behaviour(key))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_TIMEOUT)
+                .with_max_negotiating_inbound_streams(MAX_STREAMS_PER_CONNECTION)
+        })
         .with_connection_timeout(HANDSHAKE_TIMEOUT)
         .build())
 }

@@ -37,6 +37,24 @@ pub struct RawConfig {
     /// their count logged. When not set, such rows stop the node with an error naming them.
     #[serde(default)]
     pub skip_out_of_range: bool,
+    /// The federation (64 hex digits, from the coordinator's `init`) this node takes part
+    /// in. When set, any other run is refused before a row is read. When not, the node
+    /// takes part in the first federation it enrols in and refuses every other: a
+    /// coordinator that announced fresh federations would otherwise get fresh pins, fresh
+    /// commitments and fresh proof budgets at will. Set it to run a second federation
+    /// from the same state directory.
+    #[serde(default)]
+    pub federation_id: Option<String>,
+    /// Largest proof trace (rows × columns) this node builds: bounds the memory a run's
+    /// parameters can make it use (2^24 cells ≈ 2.5 GiB at peak; d = 256, B = 256 needs
+    /// 11.3 M).
+    #[serde(default = "default_max_trace_cells")]
+    pub max_trace_cells: u64,
+}
+
+/// The default [`RawConfig::max_trace_cells`].
+pub fn default_max_trace_cells() -> u64 {
+    1 << 24
 }
 
 /// The default [`RawConfig::min_batch_size`].
@@ -69,6 +87,10 @@ pub struct Config {
     pub max_attempts: u32,
     /// Leave rows out of range out of the commitment instead of refusing to start.
     pub skip_out_of_range: bool,
+    /// The only federation this node takes part in, if named.
+    pub federation_id: Option<[u8; 32]>,
+    /// Largest proof trace this node builds.
+    pub max_trace_cells: u64,
 }
 
 impl Config {
@@ -76,8 +98,7 @@ impl Config {
     /// commitment, progress, final model): a directory named by the federation id in hex,
     /// so one state directory can serve several runs. The node key stays at the top, shared.
     pub fn run_dir(&self, federation_id: &[u8; 32]) -> PathBuf {
-        let name: String = federation_id.iter().map(|b| format!("{b:02x}")).collect();
-        self.state_dir.join(name)
+        self.state_dir.join(zkfed_net::hex::hex32(federation_id))
     }
 }
 
@@ -98,6 +119,12 @@ impl RawConfig {
         };
         // Zero would refuse every attempt of every round while still enrolling.
         ensure!(self.max_attempts >= 1, "`max_attempts` must be at least 1");
+        let federation_id = self
+            .federation_id
+            .as_deref()
+            .map(zkfed_net::hex::parse_hex32)
+            .transpose()
+            .context("`federation_id`")?;
         std::fs::create_dir_all(&self.state_dir)
             .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
         let key = zkfed_net::load_or_create_key(&self.state_dir.join("node.key"))
@@ -112,6 +139,8 @@ impl RawConfig {
             min_batch_size: self.min_batch_size,
             max_attempts: self.max_attempts,
             skip_out_of_range: self.skip_out_of_range,
+            federation_id,
+            max_trace_cells: self.max_trace_cells,
         })
     }
 }
@@ -130,6 +159,8 @@ mod tests {
             min_batch_size: default_min_batch_size(),
             max_attempts: default_max_attempts(),
             skip_out_of_range: false,
+            federation_id: None,
+            max_trace_cells: default_max_trace_cells(),
         }
     }
 
@@ -161,6 +192,17 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("`max_attempts`"), "{err}");
+        for id in ["abc", "é", &"zz".repeat(32)] {
+            let err = RawConfig {
+                federation_id: Some(id.into()),
+                ..raw(&dir)
+            }
+            .resolve()
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(err.contains("`federation_id`"), "{err}");
+        }
         assert!(
             !dir.exists(),
             "nothing is written for a refused configuration"

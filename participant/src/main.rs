@@ -43,6 +43,9 @@ enum Command {
         /// refusing to start (also with --config: same as `skip_out_of_range = true`).
         #[arg(long)]
         skip_out_of_range: bool,
+        /// Take part only in this federation (64 hex digits; with the three flags).
+        #[arg(long)]
+        federation: Option<String>,
     },
     /// Print this node's peer id (creating its key on first use), for the allow-list.
     PeerId {
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<ExitCode> {
             events,
             min_batch_size,
             skip_out_of_range,
+            federation,
         } => {
             let mut raw = match (config, coordinator, dataset, state) {
                 (Some(path), ..) => RawConfig::load(&path)?,
@@ -86,6 +90,8 @@ fn main() -> anyhow::Result<ExitCode> {
                     min_batch_size,
                     max_attempts: zkfed_participant::config::default_max_attempts(),
                     skip_out_of_range,
+                    federation_id: federation,
+                    max_trace_cells: zkfed_participant::config::default_max_trace_cells(),
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };

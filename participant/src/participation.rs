@@ -244,15 +244,81 @@ async fn enrol(
 /// Everything before enrolment that touches the state directory: an earlier release's
 /// files adopted, the run pinned, the dataset committed (the commitment enrolled).
 fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
+    check_federation(config, &params.federation_id)?;
     adopt_legacy_files(config, params)?;
     pin_run(config, params)?;
-    commit_dataset(config, params)
+    let dataset = commit_dataset(config, params)?;
+    check_trace_size(config, params, dataset.commitment().rows)?;
+    Ok(dataset)
+}
+
+/// Takes part in the configured federation only, or else in the first one this state
+/// directory enrolled in (pinned in `federation.bin` beside the node key): per-federation
+/// directories must not let a coordinator start afresh, with fresh pins and a fresh proof
+/// budget, by announcing a new federation.
+fn check_federation(config: &Config, id: &[u8; 32]) -> anyhow::Result<()> {
+    let theirs = zkfed_net::hex::hex32(id);
+    if let Some(named) = config.federation_id {
+        if named != *id {
+            bail!(
+                "the coordinator runs federation {theirs}, but this node takes part only in {} \
+                 (`federation_id`)",
+                zkfed_net::hex::hex32(&named)
+            );
+        }
+        return Ok(());
+    }
+    let path = config.state_dir.join("federation.bin");
+    match std::fs::read(&path) {
+        Ok(pinned) if pinned == id => Ok(()),
+        Ok(pinned) => bail!(
+            "this state directory takes part in federation {} (pinned in {}), and the \
+             coordinator runs {theirs}: set `federation_id` (or --federation) to take part in \
+             another",
+            pinned.try_into().map_or_else(
+                |_| "(unreadable)".to_string(),
+                |p| zkfed_net::hex::hex32(&p)
+            ),
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!(federation = %theirs, "taking part in this federation from now on");
+            std::fs::create_dir_all(&config.state_dir)?;
+            write_durably(&path, id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Refuses a run whose proofs would need a larger trace than this node builds.
+fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyhow::Result<()> {
+    let d = params.schema.features.len();
+    let shape = zkfed_air::statement::ProofShape {
+        num_features: d,
+        batch: params.params.batch_size,
+        depth: zkfed_air::commitment::tree_depth(rows),
+    };
+    let cells = shape.height() as u64 * zkfed_air::columns::trace_width(d) as u64;
+    if cells > config.max_trace_cells {
+        bail!(
+            "the run's proofs need a trace of {cells} cells ({d} features, batch {}), above \
+             this node's limit of {} (`max_trace_cells`)",
+            params.params.batch_size,
+            config.max_trace_cells
+        );
+    }
+    Ok(())
 }
 
 /// Holds the run to what this node enrolled under: its minimum batch size, and the run
 /// parameters written to the state directory at the first enrolment (schema,
 /// standardization, clip norm, batch size, learning rate, rounds), which may never change.
 fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
+    params.schema.validate().context("the run's schema")?;
+    params
+        .standardization
+        .check(&params.schema)
+        .context("the run's standardization")?;
     if params.params.batch_size < config.min_batch_size {
         bail!(
             "the run's batch size {} is below this node's minimum {}: an update over so few \
@@ -646,7 +712,7 @@ fn link(config: &Config) -> anyhow::Result<Link> {
         config.key.clone(),
         config.coordinator,
         config.coordinator_addr.clone(),
-        zkfed_protocol::request_response_behaviour(),
+        zkfed_protocol::participant_behaviour(),
         zkfed_protocol::AGENT_VERSION,
         GIVE_UP_AFTER,
     )?)
@@ -687,6 +753,8 @@ mod tests {
             min_batch_size: 8,
             max_attempts: 3,
             skip_out_of_range: false,
+            federation_id: None,
+            max_trace_cells: crate::config::default_max_trace_cells(),
         }
     }
 
@@ -771,17 +839,48 @@ mod tests {
         let mut second = run_parameters();
         second.federation_id = [2; 32];
         second.params.batch_size = 32;
+        let naming = |params: &RunParameters| Config {
+            federation_id: Some(params.federation_id),
+            ..config(&dir)
+        };
         let root_1 = prepare(&config(&dir), &first).unwrap().commitment();
-        let root_2 = prepare(&config(&dir), &second).unwrap().commitment();
+        // The first federation is pinned: another is refused unless the node names it.
+        let err = prepare(&config(&dir), &second).unwrap_err().to_string();
+        assert!(err.contains("set `federation_id`"), "{err}");
+        let err = prepare(&naming(&first), &second).unwrap_err().to_string();
+        assert!(err.contains("takes part only in"), "{err}");
+        let root_2 = prepare(&naming(&second), &second).unwrap().commitment();
         assert_ne!(root_1.root, root_2.root, "each run has its own salts");
-        let config = config(&dir);
         for (params, root) in [(&first, root_1), (&second, root_2)] {
+            let config = naming(params);
             let run_dir = config.run_dir(&params.federation_id);
             assert_eq!(run_dir.parent().unwrap(), config.state_dir);
             assert!(run_dir.join(DATASET_FILE).exists() && run_dir.join("run.bin").exists());
             assert_eq!(prepare(&config, params).unwrap().commitment(), root);
         }
+        let config = config(&dir);
         assert!(!config.state_dir.join("salts.bin").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_run_this_node_could_not_prove_or_should_not_trust_is_refused_before_committing() {
+        let dir = tempdir("hostile-run");
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let mut twice = run_parameters();
+        twice.schema.features[1] = twice.schema.features[0].clone();
+        let err = format!("{:#}", prepare(&config(&dir), &twice).unwrap_err());
+        assert!(err.contains("twice"), "{err}");
+        let mut nan = run_parameters();
+        nan.standardization.mean[2] = f64::NAN;
+        let err = format!("{:#}", prepare(&config(&dir), &nan).unwrap_err());
+        assert!(err.contains("not a finite number"), "{err}");
+        let small = Config {
+            max_trace_cells: 1 << 10,
+            ..config(&dir)
+        };
+        let err = prepare(&small, &run_parameters()).unwrap_err().to_string();
+        assert!(err.contains("`max_trace_cells`"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -888,6 +987,8 @@ mod tests {
         // A coordinator that changes the run after enrolment (here: its schema) is refused.
         let mut changed = params.clone();
         changed.schema.features.pop();
+        changed.standardization.mean.pop();
+        changed.standardization.std.pop();
         let err = pin_run(&config(&dir), &changed).unwrap_err();
         assert!(format!("{err:#}").contains("enrolled under"), "{err:#}");
         let mut faster = params.clone();

@@ -184,6 +184,8 @@ impl ZkfedCodec {
                 return Err(WireError::TooLong { max }.into());
             }
             self.take(n as u64)?;
+            // Exact growth: the buffer's capacity stays what the budget counted.
+            bytes.reserve_exact(n);
             bytes.extend_from_slice(&chunk[..n]);
         }
     }

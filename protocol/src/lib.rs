@@ -1,5 +1,5 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/4`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/5`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
@@ -27,23 +27,34 @@ use zkfed_air::{
 };
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
-/// any change to the messages' encoding (3: typed rejections; 4: round attempts).
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/4");
+/// any change to the messages' encoding (3: typed rejections; 4: round attempts; 5:
+/// `Rejection::Revoked`).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/5");
 /// The protocol version both nodes announce over identify.
-pub const AGENT_VERSION: &str = "/zkfed/4.0.0";
+pub const AGENT_VERSION: &str = "/zkfed/5.0.0";
 /// How long a request may wait for its response (verification included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Concurrent streams per connection.
 pub const MAX_STREAMS: usize = 16;
 
-/// The request-response behaviour both nodes use: the bounded [`ZkfedCodec`], a timeout
-/// and a cap on concurrent streams per connection.
+/// The coordinator's request-response behaviour: it answers requests (with the bounded
+/// [`ZkfedCodec`], a timeout and a cap on concurrent streams per connection).
 pub fn request_response_behaviour() -> request_response::Behaviour<ZkfedCodec> {
+    behaviour(ProtocolSupport::Full)
+}
+
+/// A participant's request-response behaviour: it only asks, and refuses every stream a
+/// coordinator opens to it.
+pub fn participant_behaviour() -> request_response::Behaviour<ZkfedCodec> {
+    behaviour(ProtocolSupport::Outbound)
+}
+
+fn behaviour(support: ProtocolSupport) -> request_response::Behaviour<ZkfedCodec> {
     let codec = ZkfedCodec::new();
     let config = request_response::Config::default()
         .with_request_timeout(REQUEST_TIMEOUT)
         .with_max_concurrent_streams(MAX_STREAMS);
-    request_response::Behaviour::with_codec(codec, [(PROTOCOL, ProtocolSupport::Full)], config)
+    request_response::Behaviour::with_codec(codec, [(PROTOCOL, support)], config)
 }
 
 /// What a participant asks.
@@ -145,6 +156,9 @@ pub enum EnrolmentError {
     BadSignature,
 }
 
+/// Length of an ed25519 signature, the only kind of node key.
+const ED25519_SIGNATURE_BYTES: usize = 64;
+
 impl Enrolment {
     /// The canonical bytes a participant signs (domain-separated).
     pub fn signing_bytes(&self) -> Vec<u8> {
@@ -171,6 +185,14 @@ impl SignedEnrolment {
     pub fn verify(&self, sender: &PeerId) -> Result<(), EnrolmentError> {
         let key =
             PublicKey::try_decode_protobuf(&self.public_key).map_err(|_| EnrolmentError::BadKey)?;
+        // The protobuf decoder skips unknown fields: only the canonical encoding is accepted,
+        // so an enrolment (kept in the log and in memory all run) cannot carry padding.
+        if key.encode_protobuf() != self.public_key {
+            return Err(EnrolmentError::BadKey);
+        }
+        if self.signature.len() != ED25519_SIGNATURE_BYTES {
+            return Err(EnrolmentError::BadSignature);
+        }
         let signer = key.to_peer_id();
         if signer != *sender {
             return Err(EnrolmentError::WrongSigner {
@@ -293,6 +315,18 @@ mod tests {
         tampered.enrolment.commitment.rows += 1;
         assert_eq!(
             tampered.verify(&key.public().to_peer_id()),
+            Err(EnrolmentError::BadSignature)
+        );
+        let mut padded = signed.clone();
+        padded.public_key.extend([0x7a, 0x03, 1, 2, 3]); // field 15, 3 bytes: skipped by prost
+        assert_eq!(
+            padded.verify(&key.public().to_peer_id()),
+            Err(EnrolmentError::BadKey)
+        );
+        let mut long_signature = signed.clone();
+        long_signature.signature.extend([0; 1 << 10]);
+        assert_eq!(
+            long_signature.verify(&key.public().to_peer_id()),
             Err(EnrolmentError::BadSignature)
         );
         let mut garbage = signed;

@@ -36,6 +36,10 @@ pub enum Rejection {
     /// The peer never enrolled.
     #[error("not enrolled")]
     NotEnrolled,
+    /// The operator revoked the peer's key during the run (a signed `Revoked` record in the
+    /// coordinator's log): nothing from it is enrolled, verified or aggregated any more.
+    #[error("this peer's key was revoked by the federation's operator")]
+    Revoked,
     /// No round is open (the round closed, or none started yet).
     #[error("no round is open")]
     NoOpenRound,
@@ -112,6 +116,7 @@ impl Rejection {
             Rejection::TooFewRows { .. } => "too_few_rows",
             Rejection::CommitmentChanged => "commitment_changed",
             Rejection::NotEnrolled => "not_enrolled",
+            Rejection::Revoked => "revoked",
             Rejection::NoOpenRound => "no_open_round",
             Rejection::WrongRound { .. } => "wrong_round",
             Rejection::Duplicate { .. } => "duplicate",

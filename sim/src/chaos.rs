@@ -61,6 +61,10 @@ pub struct ChaosOptions {
     /// SIGKILLs of participants.
     #[arg(long, default_value_t = 6)]
     pub participant_kills: usize,
+    /// Churn: this fraction of the participants (rounded up) is also killed and restarted
+    /// in every round but the last, mid-proof or mid-submit (0.1: one in ten per round).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
     /// Examples per participant per round.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -97,12 +101,14 @@ pub enum Phase {
     MidProof,
     /// A participant, as it submits.
     MidSubmit,
+    /// A participant dropped at a random moment of a round (`--churn`), not planned.
+    Churn,
 }
 
 impl Phase {
     /// Whether the coordinator is the one killed.
     pub fn of_coordinator(self) -> bool {
-        !matches!(self, Phase::MidProof | Phase::MidSubmit)
+        !matches!(self, Phase::MidProof | Phase::MidSubmit | Phase::Churn)
     }
 
     /// A short name.
@@ -115,6 +121,7 @@ impl Phase {
             Phase::Restart => "restart",
             Phase::MidProof => "mid-proof",
             Phase::MidSubmit => "mid-submit",
+            Phase::Churn => "churn",
         }
     }
 
@@ -128,6 +135,7 @@ impl Phase {
             Phase::Restart => "after its restart",
             Phase::MidProof => "after it started proving",
             Phase::MidSubmit => "after it sent its submission",
+            Phase::Churn => "at a random moment of the round (churn)",
         }
     }
 
@@ -142,6 +150,7 @@ impl Phase {
             Phase::Restart => 100,
             Phase::MidProof => 250,
             Phase::MidSubmit => 20,
+            Phase::Churn => CHURN_WINDOW_MS,
         }
     }
 }
@@ -239,9 +248,14 @@ impl ChaosReport {
             .count()
     }
 
-    /// Whether every planned kill was made.
+    /// Whether every planned kill was made (churn kills are drawn, not planned).
     pub fn all_kills_made(&self) -> bool {
-        self.kills.len() == self.planned.len()
+        let made = self
+            .kills
+            .iter()
+            .filter(|k| k.phase != Phase::Churn)
+            .count();
+        made == self.planned.len()
     }
 }
 
@@ -249,6 +263,10 @@ impl ChaosReport {
 pub fn run(options: &ChaosOptions, out: &mut impl Write) -> anyhow::Result<ChaosReport> {
     ensure!(options.participants >= 1, "need at least one participant");
     ensure!(options.rounds >= 1, "need at least one round");
+    ensure!(
+        (0.0..=1.0).contains(&options.churn),
+        "--churn is a fraction of the participants, from 0 to 1"
+    );
     let binaries = Binaries::find()?;
     let seed = options
         .seed
@@ -370,6 +388,31 @@ pub fn plan(options: &ChaosOptions, rng: &mut StdRng) -> Vec<PlannedKill> {
         );
     }
     kills
+}
+
+/// Participants `--churn` drops in each round but the last.
+fn churn_per_round(options: &ChaosOptions) -> usize {
+    (options.churn * options.participants as f64).ceil() as usize
+}
+
+/// Milliseconds from a round's start within which its churn kills fall (the proving
+/// window of a large federation on two cores).
+const CHURN_WINDOW_MS: u64 = 3_000;
+
+/// `count` different participants among `running`, and when after now each is killed.
+fn draw_churn(rng: &mut StdRng, running: &[usize], count: usize) -> Vec<(Duration, usize)> {
+    let mut victims = running.to_vec();
+    victims.shuffle(rng);
+    victims.truncate(count);
+    victims
+        .into_iter()
+        .map(|k| {
+            (
+                Duration::from_millis(rng.random_range(0..CHURN_WINDOW_MS)),
+                k,
+            )
+        })
+        .collect()
 }
 
 /// A node and its successive processes.
@@ -506,6 +549,10 @@ struct Chaos {
     restart_to_listening: Vec<Duration>,
     violations: Vec<String>,
     rng: StdRng,
+    /// The last round whose churn was drawn.
+    churned_round: u64,
+    /// Churn kills drawn and not yet made: when, and which participant.
+    churn_due: Vec<(Instant, usize)>,
 }
 
 impl Chaos {
@@ -581,6 +628,8 @@ impl Chaos {
             restart_to_listening: Vec::new(),
             violations: Vec::new(),
             rng,
+            churned_round: 0,
+            churn_due: Vec::new(),
         })
     }
 
@@ -635,6 +684,9 @@ impl Chaos {
                 ));
                 self.stop_all().await?;
                 break;
+            }
+            if self.churn(options, out).await? {
+                continue;
             }
             if let Some(&next) = plan.front()
                 && let Some((victim, delay)) = self.due(next, &fresh)
@@ -796,6 +848,8 @@ impl Chaos {
                 .into_iter()
                 .map(Victim::Participant)
                 .collect(),
+            // Drawn per round by `drive`, never planned.
+            Phase::Churn => vec![],
         };
         let &victim = victims.choose(&mut self.rng)?;
         let delay = Duration::from_millis(self.rng.random_range(0..=phase.max_delay_ms()));
@@ -807,6 +861,43 @@ impl Chaos {
             ));
         }
         Some((victim, delay))
+    }
+
+    /// Draws the churn of a round that just started, and makes a churn kill that is due;
+    /// `true` if it killed.
+    async fn churn(
+        &mut self,
+        options: &ChaosOptions,
+        out: &mut impl Write,
+    ) -> anyhow::Result<bool> {
+        if options.churn > 0.0
+            && self.round_now > self.churned_round
+            && self.round_now < options.rounds
+            && self.coordinator.exit.is_none()
+        {
+            self.churned_round = self.round_now;
+            let running: Vec<usize> = (0..self.participants.len())
+                .filter(|&k| self.participants[k].exit.is_none())
+                .collect();
+            let now = Instant::now();
+            let drawn = draw_churn(&mut self.rng, &running, churn_per_round(options));
+            self.churn_due
+                .extend(drawn.into_iter().map(|(after, k)| (now + after, k)));
+        }
+        let Some(i) = self
+            .churn_due
+            .iter()
+            .position(|(at, _)| *at <= Instant::now())
+        else {
+            return Ok(false);
+        };
+        let (_, k) = self.churn_due.swap_remove(i);
+        let churn = PlannedKill {
+            phase: Phase::Churn,
+            round: self.round_now,
+        };
+        self.kill(churn, Victim::Participant(k), Duration::ZERO, out)
+            .await
     }
 
     /// Waits `delay`, kills the victim with SIGKILL and restarts it; `false` if it had
@@ -1113,6 +1204,8 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
             }
             AuditEvent::Refused { .. } => counts.refused += 1,
             AuditEvent::Discarded { .. } => counts.discarded += 1,
+            // The chaos run revokes nobody: a revocation would change what is aggregated.
+            AuditEvent::Revoked { .. } => violation(format!("record {seq}: a key revoked")),
         }
     }
     for (&round, &times) in &aggregated {
@@ -1165,7 +1258,7 @@ fn print_figures(
     let listed = |coordinator: bool| {
         let counts: Vec<String> = phases
             .iter()
-            .filter(|(p, _)| p.of_coordinator() == coordinator)
+            .filter(|(p, _)| p.of_coordinator() == coordinator && **p != Phase::Churn)
             .map(|(p, n)| format!("{} {n}", p.name()))
             .collect();
         if counts.is_empty() {
@@ -1192,10 +1285,26 @@ fn print_figures(
     writeln!(
         out,
         "kills of participants: {} of {} planned{}",
-        report.kills_of(false),
+        report.kills_of(false) - report.by_phase().get(&Phase::Churn).unwrap_or(&0),
         planned(false),
         listed(false)
     )?;
+    let mut churn_rounds: BTreeMap<u64, usize> = BTreeMap::new();
+    for kill in report.kills.iter().filter(|k| k.phase == Phase::Churn) {
+        *churn_rounds.entry(kill.round).or_insert(0) += 1;
+    }
+    if !churn_rounds.is_empty() {
+        writeln!(
+            out,
+            "churn: {} participants dropped (SIGKILL) and restarted, by round: {}",
+            churn_rounds.values().sum::<usize>(),
+            churn_rounds
+                .iter()
+                .map(|(round, n)| format!("{round}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     let mut back: Vec<f64> = report
         .restart_to_listening
         .iter()
@@ -1269,6 +1378,7 @@ mod tests {
             rounds: 3,
             coordinator_kills,
             participant_kills,
+            churn: 0.0,
             batch: 16,
             seed: None,
             out: "unused".into(),
@@ -1308,6 +1418,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn churn_drops_its_share_of_different_participants_within_the_window() {
+        let options = ChaosOptions {
+            participants: 64,
+            churn: 0.1,
+            ..options(0, 0)
+        };
+        assert_eq!(churn_per_round(&options), 7);
+        assert!(
+            plan(&options, &mut StdRng::seed_from_u64(1)).is_empty(),
+            "churn is drawn, not planned"
+        );
+        let running: Vec<usize> = (0..64).filter(|k| k % 5 != 0).collect();
+        let drawn = draw_churn(&mut StdRng::seed_from_u64(2), &running, 7);
+        let victims: BTreeSet<usize> = drawn.iter().map(|&(_, k)| k).collect();
+        assert_eq!(victims.len(), 7, "seven different participants");
+        assert!(
+            victims.iter().all(|k| running.contains(k)),
+            "only running ones"
+        );
+        assert!(
+            drawn
+                .iter()
+                .all(|(after, _)| after.as_millis() < u128::from(CHURN_WINDOW_MS))
+        );
+        assert_eq!(
+            draw_churn(&mut StdRng::seed_from_u64(2), &running[..3], 7).len(),
+            3
+        );
     }
 
     #[test]

@@ -423,6 +423,8 @@ pub(crate) fn participant_task_config(
         max_attempts: zkfed_participant::config::default_max_attempts(),
         // The shards hold no row out of range: `data::prepare` left them out.
         skip_out_of_range: false,
+        federation_id: None,
+        max_trace_cells: zkfed_participant::config::default_max_trace_cells(),
     }
     .resolve()?;
     let me = config.key.public().to_peer_id();

@@ -1,7 +1,7 @@
 //! The submission flood (ARCHITECTURE.md, the cheats table): an allow-listed, enrolled participant that sends
 //! [`FLOOD_COPIES`] garbage submissions at once every round instead of one proof.
 //!
-//! It speaks `/zkfed/4` from its own swarm, like any participant; the coordinator must
+//! It speaks `zkfed_protocol::PROTOCOL` from its own swarm, like any participant; the coordinator must
 //! verify at most one submission of it per round and refuse the rest before verifying.
 
 use std::path::PathBuf;
@@ -60,7 +60,7 @@ pub async fn flood(
         key.clone(),
         coordinator,
         address,
-        zkfed_protocol::request_response_behaviour(),
+        zkfed_protocol::participant_behaviour(),
         zkfed_protocol::AGENT_VERSION,
         GIVE_UP_AFTER,
     )?;

@@ -55,6 +55,8 @@ fn participant(
         min_batch_size: 4,
         max_attempts: 5,
         skip_out_of_range: false,
+        federation_id: None,
+        max_trace_cells: zkfed_participant::config::default_max_trace_cells(),
     }
     .resolve()
     .unwrap()
