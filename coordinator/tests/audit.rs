@@ -6,16 +6,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Hospital, resign};
+use common::{Hospital, bundled_hospitals, resign, run_config};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use zkfed_air::data::{Standardization, breast_cancer};
 use zkfed_air::fixed::ONE;
 use zkfed_air::forgery::stacked_trace;
 use zkfed_air::proof::prove_trace;
-use zkfed_air::{CommittedDataset, RoundParams, prove};
+use zkfed_air::{RoundParams, prove};
 use zkfed_coordinator::audit::audit;
 use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
 use zkfed_coordinator::ledger::Ledger;
@@ -38,48 +36,19 @@ fn tempdir() -> PathBuf {
 /// Two rounds, three hospitals; hospital 2 scales its update in round 1 and, in round 2,
 /// proves over its trace stacked twice (a proof of the wrong height, about twice the update).
 fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
-    let raw = breast_cancer();
-    let standardization = Standardization::fit(&raw).unwrap();
-    let rows = standardization.apply(&raw).unwrap();
-    let mut rng = StdRng::seed_from_u64(8);
-    let hospitals: Vec<Hospital> = (0..3)
-        .map(|k| {
-            let part = rows[k * 60..(k + 1) * 60].to_vec();
-            let labels = raw.labels[k * 60..(k + 1) * 60].to_vec();
-            let dataset = CommittedDataset::commit(part, labels, &mut rng).unwrap();
-            Hospital {
-                key: Keypair::generate_ed25519(),
-                dataset,
-            }
-        })
-        .collect();
-    let config = RunConfig {
-        public: RunParameters {
-            federation_id: [7; 32],
-            schema: raw.schema.clone(),
-            standardization,
-            rounds: 2,
-            params: RoundParams {
-                clip_norm: ONE,
-                batch_size: 4,
-            },
-            learning_rate: ONE,
-        },
-        coordinator_key: coordinator.public().encode_protobuf(),
-        allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
-        quorum: 2,
-        round_deadline_secs: 60,
-        max_attempts: 3,
-    };
+    let (hospitals, schema, standardization) = bundled_hospitals(3, 60, 8);
+    let config = run_config(
+        7,
+        2,
+        (ONE, ONE),
+        (&schema, &standardization),
+        coordinator,
+        &hospitals,
+    );
     let mut core =
         Ledger::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
     for h in &hospitals {
-        let enrolment = Enrolment {
-            federation_id: config.public.federation_id,
-            commitment: h.dataset.commitment(),
-            schema_hash: config.public.schema.hash(),
-        };
-        core.enrol(&h.peer(), &SignedEnrolment::sign(enrolment, &h.key))
+        core.enrol(&h.peer(), &h.signed_enrolment(&config))
             .unwrap()
             .unwrap();
     }

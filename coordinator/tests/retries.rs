@@ -9,21 +9,15 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Hospital, resign};
+use common::{Hospital, bundled_hospitals, resign, run_config};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use zkfed_air::data::{Standardization, breast_cancer};
 use zkfed_air::fixed::ONE;
-use zkfed_air::{CommittedDataset, RoundParams, prove};
 use zkfed_coordinator::audit::{audit, audit_store};
 use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
 use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::StoredLog;
-use zkfed_protocol::{
-    Enrolment, Rejection, RunParameters, SignedEnrolment, Submission, Verdict, round_statement,
-};
+use zkfed_protocol::{Rejection, Submission, Verdict};
 
 /// A store in a fresh directory, two enrolled hospitals, quorum 2, and its configuration.
 struct Federation {
@@ -39,48 +33,19 @@ impl Federation {
         let dir = std::env::temp_dir().join(format!("zkfed-retries-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let raw = breast_cancer();
-        let standardization = Standardization::fit(&raw).unwrap();
-        let rows = standardization.apply(&raw).unwrap();
-        let mut rng = StdRng::seed_from_u64(11);
-        let hospitals: Vec<Hospital> = (0..2)
-            .map(|k| Hospital {
-                key: Keypair::generate_ed25519(),
-                dataset: CommittedDataset::commit(
-                    rows[k * 40..(k + 1) * 40].to_vec(),
-                    raw.labels[k * 40..(k + 1) * 40].to_vec(),
-                    &mut rng,
-                )
-                .unwrap(),
-            })
-            .collect();
+        let (hospitals, schema, standardization) = bundled_hospitals(2, 40, 11);
         let coordinator = Keypair::generate_ed25519();
-        let config = RunConfig {
-            public: RunParameters {
-                federation_id: [9; 32],
-                schema: raw.schema.clone(),
-                standardization,
-                rounds: 1,
-                params: RoundParams {
-                    clip_norm,
-                    batch_size: 4,
-                },
-                learning_rate,
-            },
-            coordinator_key: coordinator.public().encode_protobuf(),
-            allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
-            quorum: 2,
-            round_deadline_secs: 60,
-            max_attempts: 3,
-        };
+        let config = run_config(
+            9,
+            1,
+            (clip_norm, learning_rate),
+            (&schema, &standardization),
+            &coordinator,
+            &hospitals,
+        );
         let mut ledger = Ledger::open(&store(&dir), coordinator.clone(), config.clone()).unwrap();
         for h in &hospitals {
-            let enrolment = Enrolment {
-                federation_id: config.public.federation_id,
-                commitment: h.dataset.commitment(),
-                schema_hash: config.public.schema.hash(),
-            };
-            let signed = SignedEnrolment::sign(enrolment, &h.key);
+            let signed = h.signed_enrolment(&config);
             ledger.enrol(&h.peer(), &signed).unwrap().unwrap();
         }
         Self {
@@ -94,28 +59,7 @@ impl Federation {
 
     /// Hospital `k`'s honest submission for the attempt now open.
     fn prove(&self, k: usize) -> Submission {
-        let h = &self.hospitals[k];
-        let open = &self
-            .ledger
-            .state()
-            .open
-            .as_ref()
-            .expect("an attempt is open");
-        let announcement = &open.announcement;
-        let statement = round_statement(
-            &self.config.public,
-            announcement,
-            &h.peer(),
-            h.dataset.commitment(),
-        )
-        .unwrap();
-        let (update, proof) = prove(&statement, &h.dataset).unwrap();
-        Submission {
-            round: announcement.round,
-            attempt: announcement.attempt,
-            update,
-            proof,
-        }
+        self.hospitals[k].honest_submission(&self.ledger)
     }
 
     /// Admits, verifies and judges a submission of hospital `k`, as the event loop does.

@@ -11,15 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Hospital, resign};
+use common::{Hospital, bundled_hospitals, resign, run_config};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use zkfed_aggregation::fedavg_step;
-use zkfed_air::data::{Standardization, breast_cancer};
 use zkfed_air::fixed::ONE;
-use zkfed_air::{ClippedGradientSum, CommittedDataset, DatasetCommitment, RoundParams, prove};
+use zkfed_air::{ClippedGradientSum, DatasetCommitment};
 use zkfed_coordinator::audit::{audit, audit_store};
 use zkfed_coordinator::event_loop::{CoordinatorTelemetry, StarkVerifier};
 use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
@@ -27,10 +24,7 @@ use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::{AuditRecord, StoredLog};
 use zkfed_coordinator::revocation;
 use zkfed_coordinator::rounds::RevokeError;
-use zkfed_protocol::{
-    Enrolment, Rejection, Request, Response, RunParameters, SignedEnrolment, Submission,
-    round_statement,
-};
+use zkfed_protocol::{Enrolment, Rejection, Request, Response, SignedEnrolment, Submission};
 
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("zkfed-revoke-{name}-{}", std::process::id()));
@@ -45,39 +39,15 @@ fn store(dir: &Path) -> PathBuf {
 
 /// A run of `rounds` rounds, quorum 2, among `hospitals` with 40 committed rows each.
 fn federation(hospitals: usize, rounds: u64, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
-    let raw = breast_cancer();
-    let standardization = Standardization::fit(&raw).unwrap();
-    let rows = standardization.apply(&raw).unwrap();
-    let mut rng = StdRng::seed_from_u64(12);
-    let hospitals: Vec<Hospital> = (0..hospitals)
-        .map(|k| Hospital {
-            key: Keypair::generate_ed25519(),
-            dataset: CommittedDataset::commit(
-                rows[k * 40..(k + 1) * 40].to_vec(),
-                raw.labels[k * 40..(k + 1) * 40].to_vec(),
-                &mut rng,
-            )
-            .unwrap(),
-        })
-        .collect();
-    let config = RunConfig {
-        public: RunParameters {
-            federation_id: [12; 32],
-            schema: raw.schema.clone(),
-            standardization,
-            rounds,
-            params: RoundParams {
-                clip_norm: ONE,
-                batch_size: 4,
-            },
-            learning_rate: ONE,
-        },
-        coordinator_key: coordinator.public().encode_protobuf(),
-        allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
-        quorum: 2,
-        round_deadline_secs: 60,
-        max_attempts: 3,
-    };
+    let (hospitals, schema, standardization) = bundled_hospitals(hospitals, 40, 12);
+    let config = run_config(
+        12,
+        rounds,
+        (ONE, ONE),
+        (&schema, &standardization),
+        coordinator,
+        &hospitals,
+    );
     (config, hospitals)
 }
 
@@ -97,25 +67,6 @@ fn signed_enrolment(
 fn enrol(ledger: &mut Ledger, config: &RunConfig, h: &Hospital) -> Result<(), Rejection> {
     let signed = signed_enrolment(config, &h.key, h.dataset.commitment());
     ledger.enrol(&h.peer(), &signed).unwrap()
-}
-
-/// Hospital `h`'s honest submission for the attempt now open.
-fn honest(ledger: &Ledger, config: &RunConfig, h: &Hospital) -> Submission {
-    let announcement = &ledger.state().open.as_ref().unwrap().announcement;
-    let statement = round_statement(
-        &config.public,
-        announcement,
-        &h.peer(),
-        h.dataset.commitment(),
-    )
-    .unwrap();
-    let (update, proof) = prove(&statement, &h.dataset).unwrap();
-    Submission {
-        round: announcement.round,
-        attempt: announcement.attempt,
-        update,
-        proof,
-    }
 }
 
 /// Admits, verifies and judges a submission, as the event loop does; `true` if accepted.
@@ -151,7 +102,7 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
     // Round 1: the compromised key's update is accepted, then the key is revoked.
     assert!(ledger.start_round_if_due([1; 32], unix_ms()).unwrap());
     let start_model = ledger.state().model.clone();
-    let first = honest(&ledger, &config, compromised);
+    let first = compromised.honest_submission(&ledger);
     assert!(submit(&mut ledger, compromised, &first));
     let revocation = ledger
         .revoke(&peer, "key found on a public file share", unix_ms())
@@ -171,7 +122,7 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
     ));
     let mut updates: Vec<ClippedGradientSum> = Vec::new();
     for h in &hospitals[1..] {
-        let submission = honest(&ledger, &config, h);
+        let submission = h.honest_submission(&ledger);
         assert!(submit(&mut ledger, h, &submission));
         updates.push(submission.update);
     }
@@ -231,7 +182,7 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
     }
     assert_eq!(ledger.state(), &before);
     for h in &hospitals[1..] {
-        let submission = honest(&ledger, &config, h);
+        let submission = h.honest_submission(&ledger);
         assert!(submit(&mut ledger, h, &submission));
     }
     assert!(matches!(

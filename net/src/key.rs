@@ -34,10 +34,22 @@ pub fn peer_id(state: &Path) -> std::io::Result<libp2p::PeerId> {
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
 pub fn write_durably(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        // A new directory's own entry must be durable too, or a crash can lose the file.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     let tmp = path.with_extension("tmp");
+    // A temp file left by a crash (or put there by someone else) is removed, never reused:
+    // whoever holds it open could read what is written next.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;
@@ -46,13 +58,6 @@ pub fn write_durably(path: &Path, bytes: &[u8], private: bool) -> std::io::Resul
     #[cfg(not(unix))]
     let _ = private;
     let mut file = options.open(&tmp)?;
-    // The mode above applies only when the file is created: a temp file left by a crash,
-    // or by someone else, keeps its own, and the rename would carry it over.
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -17,25 +17,9 @@ use zkfed_coordinator::config::RawConfig;
 use zkfed_coordinator::events::AuditEvent;
 use zkfed_coordinator::log::StoredLog;
 
-use common::free_port;
+use common::{bin, free_port};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-fn bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let exe = std::env::current_exe().expect("test path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --release --workspace`",
-        path.display()
-    );
-    path
-}
 
 fn output(cmd: &mut Command) -> String {
     let out = cmd.output().expect("runs");

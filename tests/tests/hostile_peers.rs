@@ -11,7 +11,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +27,7 @@ use zkfed_air::ClippedGradientSum;
 use zkfed_participant::participation::{Outcome, StarkProver};
 use zkfed_protocol::{MAX_REQUEST_BYTES, Request, Submission};
 
-use common::free_port;
+use common::{bin, free_port, participant};
 
 /// The documented bound on the coordinator's peak resident memory under this attack
 /// (ARCHITECTURE.md, "Bounded memory"; BENCH.md has the measured figure).
@@ -36,22 +35,6 @@ const PEAK_RSS_LIMIT_MIB: u64 = 160;
 const WAIT: Duration = Duration::from_secs(240);
 /// Sockets the silent host keeps open.
 const SILENT_SOCKETS: usize = 64;
-
-fn bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let exe = std::env::current_exe().expect("test path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --release --workspace`",
-        path.display()
-    );
-    path
-}
 
 /// Requests and responses as raw bytes: the hostile peer writes what it likes.
 #[derive(Debug, Clone, Default)]
@@ -273,25 +256,6 @@ fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
     })
 }
 
-fn participant(
-    dir: &Path,
-    name: &str,
-    shard: usize,
-    coordinator: &str,
-) -> zkfed_participant::config::Config {
-    let csv = dir.join(format!("{name}.csv"));
-    std::fs::write(&csv, zkfed_participant::bundled_shard_csv(shard, 2)).unwrap();
-    let raw = format!(
-        "coordinator = {coordinator:?}\ndataset = {:?}\nstate_dir = {:?}\nmin_batch_size = 4\n",
-        csv,
-        dir.join(name)
-    );
-    toml::from_str::<zkfed_participant::config::RawConfig>(&raw)
-        .unwrap()
-        .resolve()
-        .unwrap()
-}
-
 async fn wait_until(what: &str, done: impl Fn() -> bool) {
     let started = std::time::Instant::now();
     while !done() {
@@ -320,8 +284,8 @@ async fn honest_hospitals_finish_while_hostile_hosts_do_their_worst() {
     let port = free_port();
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let address = format!("{listen}/p2p/{coordinator_peer}");
-    let a = participant(&dir, "a", 0, &address);
-    let b = participant(&dir, "b", 1, &address);
+    let a = participant(&dir, "a", (0, 2), &address);
+    let b = participant(&dir, "b", (1, 2), &address);
     let hostile_key = Keypair::generate_ed25519();
     let allow = [&a.key, &b.key, &hostile_key]
         .map(|k| k.public().to_peer_id().to_string())

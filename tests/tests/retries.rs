@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use zkfed_coordinator::events::AuditEvent;
 use zkfed_participant::participation::{Outcome, Prover, StarkProver};
 use zkfed_protocol::{RoundAnnouncement, Submission};
 
-use common::free_port;
+use common::{free_port, participant};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -37,29 +37,6 @@ impl Prover for Stalled {
         let _ = release.recv_timeout(Duration::from_secs(30));
         anyhow::bail!("stalled prover released")
     }
-}
-
-fn participant(
-    dir: &Path,
-    name: &str,
-    shard: usize,
-    coordinator: &str,
-) -> zkfed_participant::config::Config {
-    let csv = dir.join(format!("{name}.csv"));
-    std::fs::write(&csv, zkfed_participant::bundled_shard_csv(shard, 4)).unwrap();
-    zkfed_participant::config::RawConfig {
-        coordinator: coordinator.into(),
-        dataset: csv,
-        state_dir: dir.join(name),
-        schema: None,
-        min_batch_size: 4,
-        max_attempts: 5,
-        skip_out_of_range: false,
-        federation_id: None,
-        max_trace_cells: zkfed_participant::config::default_max_trace_cells(),
-    }
-    .resolve()
-    .unwrap()
 }
 
 type Run = tokio::task::JoinHandle<anyhow::Result<Option<Outcome>>>;
@@ -84,8 +61,8 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
     let coordinator_peer: PeerId = zkfed_net::peer_id(&coordinator_state).unwrap();
     let port = free_port();
     let address = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{coordinator_peer}");
-    let a = participant(&dir, "a", 0, &address);
-    let b = participant(&dir, "b", 1, &address);
+    let a = participant(&dir, "a", (0, 4), &address);
+    let b = participant(&dir, "b", (1, 4), &address);
     let (a_peer, b_peer) = (a.key.public().to_peer_id(), b.key.public().to_peer_id());
 
     let mut raw = zkfed_coordinator::starter::bundled_config(
@@ -133,7 +110,7 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
     let _ = stop_b.send(());
     assert!(run_b.await.unwrap().unwrap().is_none(), "B was stopped");
     drop(release);
-    let b = participant(&dir, "b", 1, &address);
+    let b = participant(&dir, "b", (1, 4), &address);
     let (_stop_b, run_b) = start(b, Arc::new(StarkProver));
 
     // A was accepted in attempt 1 and again in the retry that aggregated; B only in that

@@ -3,8 +3,14 @@
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use zkfed_air::CommittedDataset;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use zkfed_air::data::{Schema, Standardization, breast_cancer};
+use zkfed_air::{CommittedDataset, RoundParams, prove};
+use zkfed_coordinator::events::RunConfig;
+use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::AuditRecord;
+use zkfed_protocol::{Enrolment, RunParameters, SignedEnrolment, Submission, round_statement};
 
 /// A participant of a test run: its identity and committed rows.
 pub struct Hospital {
@@ -15,6 +21,100 @@ pub struct Hospital {
 impl Hospital {
     pub fn peer(&self) -> PeerId {
         self.key.public().to_peer_id()
+    }
+
+    /// Its signed enrolment of its commitment in `config`'s run.
+    pub fn signed_enrolment(&self, config: &RunConfig) -> SignedEnrolment {
+        let enrolment = Enrolment {
+            federation_id: config.public.federation_id,
+            commitment: self.dataset.commitment(),
+            schema_hash: config.public.schema.hash(),
+        };
+        SignedEnrolment::sign(enrolment, &self.key)
+    }
+
+    /// Its honest submission for the attempt open in `ledger`, proved against the
+    /// statement it builds from what it was told.
+    pub fn honest_submission(&self, ledger: &Ledger) -> Submission {
+        let announcement = &ledger
+            .state()
+            .open
+            .as_ref()
+            .expect("an attempt is open")
+            .announcement;
+        let statement = round_statement(
+            &ledger.state().config.public,
+            announcement,
+            &self.peer(),
+            self.dataset.commitment(),
+        )
+        .unwrap();
+        let (update, proof) = prove(&statement, &self.dataset).unwrap();
+        Submission {
+            round: announcement.round,
+            attempt: announcement.attempt,
+            update,
+            proof,
+        }
+    }
+}
+
+/// `count` hospitals holding `rows` consecutive rows each of the bundled data, committed
+/// with salts from `seed`, and the data's schema and statistics.
+pub fn bundled_hospitals(
+    count: usize,
+    rows: usize,
+    seed: u64,
+) -> (Vec<Hospital>, Schema, Standardization) {
+    let raw = breast_cancer();
+    let standardization = Standardization::fit(&raw).unwrap();
+    let standardized = standardization.apply(&raw).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let hospitals = (0..count)
+        .map(|k| {
+            let part = k * rows..(k + 1) * rows;
+            let dataset = CommittedDataset::commit(
+                standardized[part.clone()].to_vec(),
+                raw.labels[part].to_vec(),
+                &mut rng,
+            )
+            .unwrap();
+            Hospital {
+                key: Keypair::generate_ed25519(),
+                dataset,
+            }
+        })
+        .collect();
+    (hospitals, raw.schema, standardization)
+}
+
+/// A run among `hospitals` on the bundled schema: batch 4, quorum 2, a 60 s deadline,
+/// 3 attempts a round.
+pub fn run_config(
+    federation: u8,
+    rounds: u64,
+    (clip_norm, learning_rate): (i64, i64),
+    (schema, standardization): (&Schema, &Standardization),
+    coordinator: &Keypair,
+    hospitals: &[Hospital],
+) -> RunConfig {
+    RunConfig {
+        public: RunParameters {
+            federation_id: [federation; 32],
+            schema: schema.clone(),
+            standardization: standardization.clone(),
+            rounds,
+            params: RoundParams {
+                clip_norm,
+                batch_size: 4,
+            },
+            learning_rate,
+        },
+        coordinator_key: coordinator.public().encode_protobuf(),
+        allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
+        quorum: 2,
+        round_deadline_secs: 60,
+        max_attempts: 3,
     }
 }
 
