@@ -96,12 +96,15 @@ pub enum CoordinatorTelemetry {
         rejection: Rejection,
     },
     /// An incoming connection was refused (off the allow-list, over a limit, a failed
-    /// handshake).
+    /// handshake). Reported at most once a second; the refusals in between are counted.
     ConnectionRefused {
         /// Who, when known (a connection may fail before the handshake names its peer).
         peer: Option<PeerId>,
         /// The transport's error.
         error: String,
+        /// Refusals since the last one reported, not reported one by one.
+        #[serde(default)]
+        suppressed: u64,
     },
     /// The operator revoked a participant's key; its connections were closed.
     Revoked {
@@ -174,6 +177,34 @@ struct EventLoop {
     linger: Duration,
     /// The state directory, where `zkfed-coordinator revoke` files its requests.
     state_dir: PathBuf,
+    connection_refusals: Throttle,
+}
+
+/// Refused connections are logged at most this often: a host opening sockets as fast as
+/// it can must not grow the log (or the events file) as fast.
+const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Lets one report through per [`REFUSAL_REPORT_INTERVAL`] and counts the rest.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(refusals suppressed since the last report)` if this one is reported.
+    fn report(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < REFUSAL_REPORT_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
 }
 
 impl EventLoop {
@@ -212,6 +243,7 @@ impl EventLoop {
                 .store
                 .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            connection_refusals: Throttle::default(),
         })
     }
 
@@ -265,11 +297,15 @@ impl EventLoop {
                 peer_id,
                 ..
             } => {
-                warn!(from = %send_back_addr, peer = ?peer_id, %error, "refused an incoming connection");
+                let Some(suppressed) = self.connection_refusals.report(Instant::now()) else {
+                    return Ok(());
+                };
+                warn!(from = %send_back_addr, peer = ?peer_id, %error, suppressed, "refused an incoming connection");
                 let error = error.to_string();
                 self.emit(CoordinatorTelemetry::ConnectionRefused {
                     peer: peer_id,
                     error,
+                    suppressed,
                 });
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -651,5 +687,22 @@ fn log_close(event: &AuditEvent) {
             ..
         } => warn!(round, attempt, %reason, "round attempt abandoned"),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_reported_once_a_second_with_the_rest_counted() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        assert_eq!(throttle.report(start), Some(0));
+        for k in 1..=500 {
+            assert_eq!(throttle.report(start + Duration::from_millis(k)), None);
+        }
+        assert_eq!(throttle.report(start + REFUSAL_REPORT_INTERVAL), Some(500));
+        assert_eq!(throttle.report(start + REFUSAL_REPORT_INTERVAL), None);
     }
 }

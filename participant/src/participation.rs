@@ -200,10 +200,28 @@ async fn participate(
                     accepted,
                 });
             }
-            Response::Refused(rejection) => bail!("coordinator refused: {rejection}"),
-            other => bail!("unexpected answer: {other:?}"),
+            Response::Refused(rejection) => bail!("coordinator refused: {}", shown(&rejection)),
+            other => bail!("unexpected answer: {}", shown(&format!("{other:?}"))),
         }
     }
+}
+
+/// Most characters of a coordinator's text a participant's error shows.
+const SHOWN_CHARS: usize = 300;
+
+/// The coordinator's text as this node's final error prints it: control characters
+/// escaped (a terminal must not take orders from it) and cut to [`SHOWN_CHARS`].
+fn shown(text: &impl std::fmt::Display) -> String {
+    let text = text.to_string();
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Fetches the run parameters, checks the schema this node agreed to, commits to the
@@ -235,8 +253,11 @@ async fn enrol(
     let signed = SignedEnrolment::sign(enrolment, &config.key);
     match link.ask(Request::Enrol(signed)).await? {
         Response::Enrolled => info!(rows = dataset.commitment().rows, "enrolled"),
-        Response::Refused(rejection) => bail!("enrolment refused: {rejection}"),
-        other => bail!("unexpected answer to enrolment: {other:?}"),
+        Response::Refused(rejection) => bail!("enrolment refused: {}", shown(&rejection)),
+        other => bail!(
+            "unexpected answer to enrolment: {}",
+            shown(&format!("{other:?}"))
+        ),
     }
     Ok((params, dataset))
 }
@@ -861,6 +882,15 @@ mod tests {
         let config = config(&dir);
         assert!(!config.state_dir.join("salts.bin").exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_coordinators_text_is_escaped_and_cut_before_it_is_shown() {
+        let hostile = format!("\u{1b}[2J{}", "x".repeat(1 << 20));
+        let out = shown(&hostile);
+        assert!(!out.contains('\u{1b}'), "control characters are escaped");
+        assert!(out.chars().count() < SHOWN_CHARS * 2 + 10, "cut");
+        assert_eq!(shown(&"refused: busy"), "refused: busy");
     }
 
     #[test]

@@ -309,6 +309,7 @@ mod tests {
         let refused = CoordinatorTelemetry::ConnectionRefused {
             peer: Some(libp2p::PeerId::random()),
             error: "connection denied".into(),
+            suppressed: 0,
         };
         let line = serde_json::to_string(&refused).unwrap();
         let mut follower = EventFollower::default();

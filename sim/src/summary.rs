@@ -213,9 +213,11 @@ pub(crate) fn adversarial_summary(observed: &Observed, specs: &[NodeSpec]) -> Ad
                 }
             }
             CoordinatorTelemetry::ConnectionRefused {
-                peer: Some(peer), ..
+                peer: Some(peer),
+                suppressed,
+                ..
             } if adversary_of(peer) == Some(Adversary::Stranger) => {
-                summary.connections_refused += 1;
+                summary.connections_refused += 1 + *suppressed as usize;
             }
             _ => {}
         }
