@@ -142,7 +142,8 @@ pub type Observer = Option<mpsc::UnboundedSender<CoordinatorTelemetry>>;
 /// A finished verification, on its way back to the loop.
 struct Verified {
     peer: PeerId,
-    submission: Submission,
+    /// Shared with the verifying thread: a proof is held once, not copied.
+    submission: Arc<Submission>,
     channel: ResponseChannel<Response>,
     outcome: Result<(), Rejection>,
     seconds: f64,
@@ -433,7 +434,8 @@ impl EventLoop {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
-            let checked = submission.clone();
+            let submission = Arc::new(submission);
+            let checked = Arc::clone(&submission);
             let started = std::time::Instant::now();
             let outcome =
                 tokio::task::spawn_blocking(move || verifier.verify(&statement, &checked))
