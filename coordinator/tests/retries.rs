@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Hospital, bundled_hospitals, resign, run_config};
+use common::{Hospital, bundled_hospitals, refusals, resign, run_config};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use zkfed_air::fixed::ONE;
@@ -331,13 +331,7 @@ fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart
     assert_eq!(ledger.recorded_verdict(&peer, &sent), Some(verdict));
     drop(ledger);
     let records = StoredLog::open(&store(&dir)).unwrap().records().unwrap();
-    let refusals: Vec<_> = records
-        .iter()
-        .filter_map(|r| match &r.event {
-            AuditEvent::Refused { rejection, .. } => Some(rejection.clone()),
-            _ => None,
-        })
-        .collect();
+    let refusals = refusals(&records);
     assert_eq!(refusals, [duplicate]);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Hospital, bundled_hospitals, resign, run_config};
+use common::{Hospital, bundled_hospitals, refusals, resign, run_config};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use zkfed_aggregation::fedavg_step;
@@ -239,13 +239,7 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
     }
     assert!(records[at].signed_by(&coordinator.public()));
     // The only refusal on record is the revoked key's enrolment, once.
-    let refusals: Vec<_> = records
-        .iter()
-        .filter_map(|r| match &r.event {
-            AuditEvent::Refused { rejection, .. } => Some(rejection.clone()),
-            _ => None,
-        })
-        .collect();
+    let refusals = refusals(&records);
     assert_eq!(refusals, [Rejection::Revoked]);
 
     // A coordinator re-signing its log: each forgery around the revocation is caught.

@@ -7,10 +7,12 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use zkfed_air::data::{Schema, Standardization, breast_cancer};
 use zkfed_air::{CommittedDataset, RoundParams, prove};
-use zkfed_coordinator::events::RunConfig;
+use zkfed_coordinator::events::{AuditEvent, RunConfig};
 use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::AuditRecord;
-use zkfed_protocol::{Enrolment, RunParameters, SignedEnrolment, Submission, round_statement};
+use zkfed_protocol::{
+    Enrolment, Rejection, RunParameters, SignedEnrolment, Submission, round_statement,
+};
 
 /// A participant of a test run: its identity and committed rows.
 pub struct Hospital {
@@ -116,6 +118,17 @@ pub fn run_config(
         round_deadline_secs: 60,
         max_attempts: 3,
     }
+}
+
+/// The rejections of the log's `Refused` records, in order.
+pub fn refusals(records: &[AuditRecord]) -> Vec<Rejection> {
+    records
+        .iter()
+        .filter_map(|r| match &r.event {
+            AuditEvent::Refused { rejection, .. } => Some(rejection.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Renumbers, re-chains and re-signs a log, as a dishonest coordinator holding its key
