@@ -290,9 +290,9 @@ fn check_federation(config: &Config, id: &[u8; 32]) -> anyhow::Result<()> {
         return Ok(());
     }
     let path = config.state_dir.join("federation.bin");
-    match std::fs::read(&path) {
-        Ok(pinned) if pinned == id => Ok(()),
-        Ok(pinned) => bail!(
+    match read_if_present(&path)? {
+        Some(pinned) if pinned == id => Ok(()),
+        Some(pinned) => bail!(
             "this state directory takes part in federation {} (pinned in {}), and the \
              coordinator runs {theirs}: set `federation_id` (or --federation) to take part in \
              another",
@@ -302,12 +302,10 @@ fn check_federation(config: &Config, id: &[u8; 32]) -> anyhow::Result<()> {
             ),
             path.display()
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             info!(federation = %theirs, "taking part in this federation from now on");
-            std::fs::create_dir_all(&config.state_dir)?;
             write_durably(&path, id)
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -349,8 +347,8 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
         );
     }
     let path = config.run_dir(&params.federation_id).join("run.bin");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
+    match read_if_present(&path)? {
+        Some(bytes) => {
             let pinned: RunParameters =
                 postcard::from_bytes(&bytes).context("the pinned run parameters are corrupt")?;
             if pinned != *params {
@@ -362,14 +360,13 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             info!(columns = ?params.schema.features, label = %params.schema.label, batch = params.params.batch_size, "pinning the run's parameters");
             write_durably(
                 &path,
                 &postcard::to_allocvec(params).expect("plain data serializes"),
             )
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
@@ -382,11 +379,10 @@ struct Progress {
 
 impl Progress {
     fn load(path: &Path) -> anyhow::Result<Self> {
-        match std::fs::read(path) {
-            Ok(bytes) => postcard::from_bytes(&bytes)
+        match read_if_present(path)? {
+            Some(bytes) => postcard::from_bytes(&bytes)
                 .with_context(|| format!("{} is corrupt", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            None => Ok(Self::default()),
         }
     }
 

@@ -183,9 +183,14 @@ impl ZkfedCodec {
             if bytes.len() as u64 + n as u64 > max {
                 return Err(WireError::TooLong { max }.into());
             }
-            self.take(n as u64)?;
-            // Exact growth: the buffer's capacity stays what the budget counted.
-            bytes.reserve_exact(n);
+            let needed = bytes.len() + n;
+            if needed > bytes.capacity() {
+                // The budget counts the buffer's capacity, which doubles (never past the
+                // message limit) so a message is copied a logarithmic number of times.
+                let grown = (2 * bytes.capacity()).max(needed).min(max as usize);
+                self.take((grown - bytes.capacity()) as u64)?;
+                bytes.reserve_exact(grown - bytes.len());
+            }
             bytes.extend_from_slice(&chunk[..n]);
         }
     }
