@@ -495,6 +495,12 @@ impl RunState {
             } => {
                 let peer = PeerId::from_bytes(peer)
                     .map_err(|e| impossible(format!("bad peer id: {e}")))?;
+                // A refusal for revocation names a peer revoked on record, never another.
+                if *rejection == Rejection::Revoked && !self.revoked.contains_key(&peer) {
+                    return Err(impossible(format!(
+                        "{peer} refused as revoked, never revoked"
+                    )));
+                }
                 if submission.is_none() {
                     self.enrolment_refusals.insert((peer, rejection.kind()));
                 }

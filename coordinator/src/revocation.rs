@@ -9,6 +9,7 @@
 //! removes the request. The state directory is the operator's: whoever can write to it can
 //! already edit the configuration and the store.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use libp2p::PeerId;
@@ -141,7 +142,9 @@ pub fn pending(state_dir: &Path) -> std::io::Result<Vec<Pending>> {
         let is_request = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
             n.starts_with(REQUEST_PREFIX) && n.ends_with(&format!(".{EXTENSION}"))
         });
-        if is_request && path.is_file() {
+        // A link is not followed: only a request file filed in this directory counts.
+        let plain_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        if is_request && plain_file {
             paths.push(path);
         }
     }
@@ -156,13 +159,14 @@ pub fn pending(state_dir: &Path) -> std::io::Result<Vec<Pending>> {
 }
 
 fn read_request(path: &Path) -> Result<(PeerId, Request), String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if size > MAX_FILE_BYTES {
-        return Err(format!(
-            "the request file is {size} bytes, at most {MAX_FILE_BYTES}"
-        ));
+    // Read through a limit, not after a size check: the file may grow in between.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("the request file is over {MAX_FILE_BYTES} bytes"));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let request: Request =
         toml::from_str(&text).map_err(|e| format!("not a revocation request: {e}"))?;
     let peer = request

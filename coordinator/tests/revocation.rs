@@ -300,6 +300,25 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
         *p = stranger.to_bytes();
     }
     caught(&mut forged, at, "not on the allow-list");
+    // An honest, never revoked peer "refused as revoked".
+    let mut forged = records.clone();
+    let honest = hospitals[1].peer();
+    assert_ne!(honest, peer);
+    forged.insert(
+        at,
+        AuditRecord {
+            seq: 0,
+            prev: [0; 32],
+            event: AuditEvent::Refused {
+                peer: honest.to_bytes(),
+                submission: None,
+                proof_sha256: None,
+                rejection: Rejection::Revoked,
+            },
+            signature: Vec::new(), // `resign` signs it
+        },
+    );
+    caught(&mut forged, at, "refused as revoked, never revoked");
     drop(stored);
     std::fs::remove_dir_all(dir).unwrap();
 }

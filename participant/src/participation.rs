@@ -5,7 +5,7 @@
 //! rides out a coordinator restart and rejoins the round in progress.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,20 +264,49 @@ async fn enrol(
 
 /// Everything before enrolment that touches the state directory: an earlier release's
 /// files adopted, the run pinned, the dataset committed (the commitment enrolled).
+///
+/// Every check runs before anything is written: a run this node refuses leaves no pin,
+/// no salts and no commitment behind.
 fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
-    check_federation(config, &params.federation_id)?;
+    check_run(config, params)?;
+    let first_federation = check_federation(config, &params.federation_id)?;
+    let rows = load_rows(config, params)?;
+    check_trace_size(config, params, rows.features.len() as u64)?;
     adopt_legacy_files(config, params)?;
+    if let Some(path) = first_federation {
+        let federation = zkfed_net::hex::hex32(&params.federation_id);
+        info!(%federation, "pinning the federation this node takes part in");
+        write_durably(&path, &params.federation_id)?;
+    }
     pin_run(config, params)?;
-    let dataset = commit_dataset(config, params)?;
-    check_trace_size(config, params, dataset.commitment().rows)?;
-    Ok(dataset)
+    commit_dataset(config, params, rows)
 }
 
-/// Takes part in the configured federation only, or else in the first one this state
-/// directory enrolled in (pinned in `federation.bin` beside the node key): per-federation
-/// directories must not let a coordinator start afresh, with fresh pins and a fresh proof
-/// budget, by announcing a new federation.
-fn check_federation(config: &Config, id: &[u8; 32]) -> anyhow::Result<()> {
+/// What a run must be for this node to take part, checked before anything is written:
+/// the coordinator's schema and statistics as sound as the coordinator checks its own,
+/// and batches no smaller than this node's minimum.
+fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
+    params.schema.validate().context("the run's schema")?;
+    params
+        .standardization
+        .check(&params.schema)
+        .context("the run's standardization")?;
+    if params.params.batch_size < config.min_batch_size {
+        bail!(
+            "the run's batch size {} is below this node's minimum {}: an update over so few \
+             rows reveals too much about them",
+            params.params.batch_size,
+            config.min_batch_size
+        );
+    }
+    Ok(())
+}
+
+/// Takes part in the configured federation only, or else in the one this state directory
+/// first took part in: per-federation directories must not let a coordinator start afresh,
+/// with fresh pins, salts and proof budget, by announcing a new federation. Writes
+/// nothing; `Some(path)` when `federation.bin` at `path` does not pin it yet and should.
+fn check_federation(config: &Config, id: &[u8; 32]) -> anyhow::Result<Option<PathBuf>> {
     let theirs = zkfed_net::hex::hex32(id);
     if let Some(named) = config.federation_id {
         if named != *id {
@@ -287,25 +316,56 @@ fn check_federation(config: &Config, id: &[u8; 32]) -> anyhow::Result<()> {
                 zkfed_net::hex::hex32(&named)
             );
         }
-        return Ok(());
+        return Ok(None);
     }
     let path = config.state_dir.join("federation.bin");
-    match read_if_present(&path)? {
-        Some(pinned) if pinned == id => Ok(()),
-        Some(pinned) => bail!(
-            "this state directory takes part in federation {} (pinned in {}), and the \
-             coordinator runs {theirs}: set `federation_id` (or --federation) to take part in \
-             another",
-            pinned.try_into().map_or_else(
-                |_| "(unreadable)".to_string(),
-                |p| zkfed_net::hex::hex32(&p)
-            ),
-            path.display()
+    match pinned_federation(config, &path)? {
+        Some(pinned) if pinned != *id => bail!(
+            "this state directory takes part in federation {}, and the coordinator runs \
+             {theirs}: set `federation_id` (or --federation) to take part in another",
+            zkfed_net::hex::hex32(&pinned)
         ),
-        None => {
-            info!(federation = %theirs, "taking part in this federation from now on");
-            write_durably(&path, id)
+        // The pin is written once every check has passed, also when it was derived.
+        _ if path.exists() => Ok(None),
+        _ => Ok(Some(path)),
+    }
+}
+
+/// The federation this state directory took part in: `federation.bin`, or else (a state
+/// directory from before it, or one whose pin was lost) an earlier release's `run.bin`
+/// at the top, or the one run directory there is.
+fn pinned_federation(config: &Config, path: &Path) -> anyhow::Result<Option<[u8; 32]>> {
+    if let Some(bytes) = read_if_present(path)? {
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{} is corrupt", path.display()));
+    }
+    let legacy = config.state_dir.join("run.bin");
+    if let Some(bytes) = read_if_present(&legacy)? {
+        let run: RunParameters = postcard::from_bytes(&bytes)
+            .with_context(|| format!("{} is corrupt", legacy.display()))?;
+        return Ok(Some(run.federation_id));
+    }
+    let mut runs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&config.state_dir) {
+        for entry in entries {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| zkfed_net::hex::parse_hex32(n).ok())
+            {
+                runs.push(id);
+            }
         }
+    }
+    match runs.as_slice() {
+        [] => Ok(None),
+        [only] => Ok(Some(*only)),
+        _ => bail!(
+            "{} holds several runs and no `federation.bin`: set `federation_id` (or \
+             --federation) to the one to take part in",
+            config.state_dir.display()
+        ),
     }
 }
 
@@ -329,23 +389,10 @@ fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyho
     Ok(())
 }
 
-/// Holds the run to what this node enrolled under: its minimum batch size, and the run
-/// parameters written to the state directory at the first enrolment (schema,
-/// standardization, clip norm, batch size, learning rate, rounds), which may never change.
+/// Holds the run to what this node enrolled under: the run parameters written to the
+/// run's directory at the first enrolment (schema, standardization, clip norm, batch size,
+/// learning rate, rounds), which may never change.
 fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
-    params.schema.validate().context("the run's schema")?;
-    params
-        .standardization
-        .check(&params.schema)
-        .context("the run's standardization")?;
-    if params.params.batch_size < config.min_batch_size {
-        bail!(
-            "the run's batch size {} is below this node's minimum {}: an update over so few \
-             rows reveals too much about them",
-            params.params.batch_size,
-            config.min_batch_size
-        );
-    }
     let path = config.run_dir(&params.federation_id).join("run.bin");
     match read_if_present(&path)? {
         Some(bytes) => {
@@ -551,12 +598,15 @@ struct StoredDataset {
 /// Fresh salts and the commitment are written durably, together, before the commitment is
 /// used: without the salts it could never be opened again. On later starts the stored
 /// commitment must match the file, so an edited CSV is caught here, not at enrolment.
-fn commit_dataset(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedDataset> {
-    let Rows {
+fn commit_dataset(
+    config: &Config,
+    params: &RunParameters,
+    Rows {
         features: rows,
         labels,
         left_out,
-    } = load_rows(config, params)?;
+    }: Rows,
+) -> anyhow::Result<CommittedDataset> {
     let dir = config.run_dir(&params.federation_id);
     let path = dir.join(DATASET_FILE);
     let changed = || {
@@ -788,12 +838,12 @@ mod tests {
         let csv = dir.join("rows.csv");
         std::fs::write(&csv, crate::bundled_shard_csv(0, 5)).unwrap();
         let params = run_parameters();
-        let first = commit_dataset(&config(&dir), &params).unwrap().commitment();
-        let again = commit_dataset(&config(&dir), &params).unwrap().commitment();
+        let first = prepare(&config(&dir), &params).unwrap().commitment();
+        let again = prepare(&config(&dir), &params).unwrap().commitment();
         assert_eq!(first, again, "salts are reused, so the root is stable");
         let edited = crate::bundled_shard_csv(0, 5).replacen(",1\n", ",0\n", 1);
         std::fs::write(&csv, edited).unwrap();
-        let err = commit_dataset(&config(&dir), &params).unwrap_err();
+        let err = prepare(&config(&dir), &params).unwrap_err();
         assert!(
             format!("{err:#}").contains("changed since this node committed"),
             "{err:#}"
@@ -889,6 +939,31 @@ mod tests {
         assert_eq!(shown(&"refused: busy"), "refused: busy");
     }
 
+    /// A state directory from before `federation.bin` (an earlier release's `run.bin` at the
+    /// top, or a run directory whose pin was lost) is pinned to the run it already took
+    /// part in: a coordinator announcing another federation gets no fresh start.
+    #[test]
+    fn an_upgraded_or_unpinned_state_directory_keeps_its_federation() {
+        let dir = tempdir("upgrade-pin");
+        std::fs::write(dir.join("rows.csv"), crate::bundled_shard_csv(0, 5)).unwrap();
+        let first = run_parameters();
+        let mut other = run_parameters();
+        other.federation_id = [3; 32];
+        let top = config(&dir).state_dir;
+        std::fs::create_dir_all(&top).unwrap();
+        std::fs::write(top.join("run.bin"), postcard::to_allocvec(&first).unwrap()).unwrap();
+        let err = prepare(&config(&dir), &other).unwrap_err().to_string();
+        assert!(err.contains("set `federation_id`"), "{err}");
+        assert!(!config(&dir).run_dir(&other.federation_id).exists());
+        prepare(&config(&dir), &first).expect("the run it took part in");
+        // The pin file lost: the one run directory still pins the federation.
+        std::fs::remove_file(top.join("federation.bin")).unwrap();
+        let err = prepare(&config(&dir), &other).unwrap_err().to_string();
+        assert!(err.contains("set `federation_id`"), "{err}");
+        prepare(&config(&dir), &first).expect("the run it took part in");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_run_this_node_could_not_prove_or_should_not_trust_is_refused_before_committing() {
         let dir = tempdir("hostile-run");
@@ -907,6 +982,13 @@ mod tests {
         };
         let err = prepare(&small, &run_parameters()).unwrap_err().to_string();
         assert!(err.contains("`max_trace_cells`"), "{err}");
+        // Nothing is written for a refused run: no pin, no salts, no commitment.
+        let state = &config(&dir).state_dir;
+        assert!(
+            !state.join("federation.bin").exists(),
+            "no federation pinned"
+        );
+        assert!(!config(&dir).run_dir(&[1; 32]).exists(), "no run directory");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1024,12 +1106,13 @@ mod tests {
         let fresh = tempdir("pin-small");
         let mut small = params;
         small.params.batch_size = 4;
-        let err = pin_run(&config(&fresh), &small).unwrap_err();
+        let err = prepare(&config(&fresh), &small).unwrap_err();
         assert!(
             format!("{err:#}").contains("below this node's minimum"),
             "{err:#}"
         );
         assert!(!config(&fresh).run_dir(&[1; 32]).join("run.bin").exists());
+        assert!(!config(&fresh).state_dir.join("federation.bin").exists());
         std::fs::remove_dir_all(dir).unwrap();
         std::fs::remove_dir_all(fresh).unwrap();
     }
