@@ -114,6 +114,14 @@ fn batch_witness<'a>(
     })
 }
 
+/// [`permutation_cells`] as a matrix.
+pub(crate) fn permutation_rows(
+    perm_inputs: Vec<[Goldilocks; WIDTH]>,
+    width: usize,
+) -> RowMajorMatrix<Goldilocks> {
+    RowMajorMatrix::new(permutation_cells(perm_inputs, width), width)
+}
+
 /// A trace of `width` columns whose permutation columns are filled from `perm_inputs`.
 fn permutation_cells(perm_inputs: Vec<[Goldilocks; WIDTH]>, width: usize) -> Vec<Goldilocks> {
     let height = perm_inputs.len();

@@ -8,6 +8,7 @@ pub mod columns;
 pub mod commitment;
 pub mod config;
 pub mod data;
+pub mod engine;
 pub mod error;
 pub mod fixed;
 pub mod forgery;
@@ -16,6 +17,7 @@ pub mod hash;
 pub mod model;
 pub mod proof;
 pub mod reference;
+pub mod sigmoid;
 pub mod statement;
 
 pub use air::ClippedGradientAir;

@@ -237,7 +237,7 @@ fn check_proof_shape(statement: &Statement, proof: &Proof<ZkConfig>) -> Result<(
     Ok(())
 }
 
-fn expect_dimension(field: &'static str, expected: usize, got: usize) -> Result<(), VerifyError> {
+pub(crate) fn expect_dimension(field: &'static str, expected: usize, got: usize) -> Result<(), VerifyError> {
     if expected == got {
         return Ok(());
     }
@@ -248,7 +248,7 @@ fn expect_dimension(field: &'static str, expected: usize, got: usize) -> Result<
     })
 }
 
-fn check_update_shape(
+pub(crate) fn check_update_shape(
     statement: &Statement,
     update: &ClippedGradientSum,
 ) -> Result<(), VerifyError> {

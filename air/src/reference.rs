@@ -91,6 +91,57 @@ pub fn steps_from_sums(logit: i64, norm_sq: i64, y: u8, clip_norm: i64) -> Examp
     }
 }
 
+/// Every intermediate of one example's training step under the table sigmoid
+/// ([`crate::sigmoid`]): the computation the multi-table proof checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainingStep {
+    /// Logit at scale 2^32.
+    pub logit: i64,
+    /// The sigmoid and its intermediates.
+    pub sigmoid: crate::sigmoid::SigmoidSteps,
+    /// `sigmoid - y·ONE`.
+    pub residual: i64,
+    /// `Σ x_j² + ONE²` at scale 2^32.
+    pub norm_sq: i64,
+    /// `ceil(sqrt(norm_sq))` at scale 2^16.
+    pub norm: i64,
+    /// Whether clipping changed the gradient.
+    pub clipped: bool,
+    /// The clipped coefficient `c` at scale 2^16.
+    pub coeff: i64,
+}
+
+/// The training step of one example: logit, table sigmoid, residual, norm and clipping.
+pub fn example_training_step(model: &Model, x: &[i64], y: u8, clip_norm: i64) -> TrainingStep {
+    let logit: i64 =
+        model.weights.iter().zip(x).map(|(w, x)| w * x).sum::<i64>() + model.bias * ONE;
+    let norm_sq = x.iter().map(|x| x * x).sum::<i64>() + ONE * ONE;
+    training_step(logit, norm_sq, y, clip_norm)
+}
+
+/// The training step from an example's logit and squared norm, as the step table checks it.
+pub fn training_step(logit: i64, norm_sq: i64, y: u8, clip_norm: i64) -> TrainingStep {
+    let sigmoid = crate::sigmoid::sigmoid(logit);
+    let residual = sigmoid.value - i64::from(y) * ONE;
+    let norm = ceil_sqrt(norm_sq);
+    let bound = clip_norm * ONE;
+    let clipped = residual.abs() * norm > bound;
+    let magnitude = if clipped {
+        bound / norm
+    } else {
+        residual.abs()
+    };
+    TrainingStep {
+        logit,
+        sigmoid,
+        residual,
+        norm_sq,
+        norm,
+        clipped,
+        coeff: if residual < 0 { -magnitude } else { magnitude },
+    }
+}
+
 /// The sum of per-example clipped gradients over a batch, at scale 2^32.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClippedGradientSum {

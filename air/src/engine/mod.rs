@@ -1,0 +1,160 @@
+//! Engine v2: a `p3-batch-stark` proof of three tables tied by LogUp buses
+//! (ARCHITECTURE.md, "Engine v2: tables, buses and cost model").
+//!
+//! - [`hash_table`]: leaf sponges, Merkle paths, feature ranges, logits and norms.
+//! - [`step_table`]: the training step of each example (sigmoid, residual, clipping).
+//! - [`lookup_table`]: the range and sigmoid tables, and the receiving end of the update.
+//!
+//! Every table is built from the statement (and the claimed update), so the verifier
+//! computes all structure itself; [`proof`] checks each instance's height against
+//! [`TableHeights`] before Plonky3 reads the proof.
+
+pub mod hash_table;
+pub mod limbs;
+pub mod lookup_table;
+pub mod proof;
+pub mod step_table;
+pub mod witness;
+
+use std::borrow::Cow;
+
+use p3_air::{Air, BaseAir};
+use p3_goldilocks::Goldilocks;
+use p3_lookup::InteractionBuilder;
+
+pub use crate::generation::WitnessError;
+use crate::reference::ClippedGradientSum;
+use crate::statement::{MIN_LOG_HEIGHT, Statement};
+use hash_table::HashTableAir;
+use lookup_table::{LOOKUP_HEIGHT, LookupTableAir};
+use step_table::StepTableAir;
+
+/// Range bus: limbs looked up in `[0, 2^11)`.
+pub const RANGE_BUS: &str = "range";
+/// Sigmoid bus: `(k, a_k, b_k)` looked up in the segment table.
+pub const SIGMOID_BUS: &str = "sigmoid";
+/// Example bus: `(z, N, y, c)` from the hash table to the step table.
+pub const EXAMPLE_BUS: &str = "example";
+/// Update bus: `(j)` with field-valued counts that must sum to `U_j`.
+pub const UPDATE_BUS: &str = "update";
+
+/// Bits of a range-checked feature (`x + 2^21` in two 11-bit limbs).
+pub const FEATURE_BITS: usize = 22;
+/// Offset that makes the signed feature range non-negative.
+pub const FEATURE_OFFSET: i64 = 1 << (FEATURE_BITS - 1);
+
+/// The tables of one proof, in instance order.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum TableAir {
+    /// Instance 0.
+    Hash(HashTableAir),
+    /// Instance 1.
+    Step(StepTableAir),
+    /// Instance 2.
+    Lookup(LookupTableAir),
+}
+
+/// Each table's height, fixed by the statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableHeights {
+    /// `B·(K + D)` rounded up to a power of two.
+    pub hash: usize,
+    /// `B` rounded up to a power of two.
+    pub step: usize,
+    /// `2^11`.
+    pub lookup: usize,
+}
+
+impl TableHeights {
+    /// The heights a statement fixes.
+    pub fn of(statement: &Statement) -> Self {
+        let shape = statement.shape();
+        let min = 1 << MIN_LOG_HEIGHT;
+        Self {
+            hash: (shape.batch * shape.block_len()).next_power_of_two().max(min),
+            step: shape.batch.next_power_of_two().max(min),
+            lookup: LOOKUP_HEIGHT,
+        }
+    }
+
+    /// In instance order.
+    pub fn as_array(&self) -> [usize; 3] {
+        [self.hash, self.step, self.lookup]
+    }
+}
+
+/// The three tables of a statement and its claimed update, in instance order.
+pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; 3] {
+    let heights = TableHeights::of(statement);
+    let public = statement.layout().len;
+    [
+        TableAir::Hash(HashTableAir::new(statement, heights.hash, public)),
+        TableAir::Step(StepTableAir::new(
+            statement.model.num_features(),
+            statement.params.batch_size,
+            statement.params.clip_norm,
+            heights.step,
+        )),
+        TableAir::Lookup(LookupTableAir::new(update)),
+    ]
+}
+
+macro_rules! each {
+    ($self:ident, $air:ident => $e:expr) => {
+        match $self {
+            TableAir::Hash($air) => $e,
+            TableAir::Step($air) => $e,
+            TableAir::Lookup($air) => $e,
+        }
+    };
+}
+
+impl BaseAir<Goldilocks> for TableAir {
+    fn width(&self) -> usize {
+        each!(self, a => BaseAir::<Goldilocks>::width(a))
+    }
+
+    fn num_periodic_columns(&self) -> usize {
+        each!(self, a => BaseAir::<Goldilocks>::num_periodic_columns(a))
+    }
+
+    fn periodic_columns(&self) -> Cow<'_, [Vec<Goldilocks>]> {
+        each!(self, a => BaseAir::<Goldilocks>::periodic_columns(a))
+    }
+
+    fn main_next_row_columns(&self) -> Vec<usize> {
+        each!(self, a => BaseAir::<Goldilocks>::main_next_row_columns(a))
+    }
+
+    fn max_constraint_degree(&self) -> Option<usize> {
+        each!(self, a => BaseAir::<Goldilocks>::max_constraint_degree(a))
+    }
+
+    fn num_public_values(&self) -> usize {
+        each!(self, a => BaseAir::<Goldilocks>::num_public_values(a))
+    }
+}
+
+impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for TableAir {
+    fn eval(&self, builder: &mut AB) {
+        each!(self, a => a.eval(builder))
+    }
+}
+
+/// Views `cells` as the `#[repr(C)]` column struct `V` of the same number of `T`s.
+pub(crate) fn view<T, V>(cells: &[T]) -> &V {
+    // SAFETY: `V` is a `#[repr(C)]` struct of `T`s and arrays of `T`s whose size in `T`s
+    // equals `cells.len()` (callers check the width), so it has `T`'s alignment.
+    let (prefix, views, suffix) = unsafe { cells.align_to::<V>() };
+    assert!(prefix.is_empty() && suffix.is_empty() && views.len() == 1);
+    &views[0]
+}
+
+/// Mutable [`view`].
+pub(crate) fn view_mut<T, V>(cells: &mut [T]) -> &mut V {
+    // SAFETY: as in `view`.
+    let (prefix, views, suffix) = unsafe { cells.align_to_mut::<V>() };
+    assert!(prefix.is_empty() && suffix.is_empty() && views.len() == 1);
+    &mut views[0]
+}
