@@ -1,29 +1,39 @@
-//! Proving benchmark: `cargo bench -p zkfed-air --bench prove [-- --quick]`.
+//! Proving benchmark for the multi-table engine:
+//! `cargo bench -p zkfed-air --bench prove [-- --quick]`.
 //!
-//! For each (d, B) of the grid it prints trace height × width, prove time (all cores),
-//! verify time (one thread), proof bytes, the cell's peak memory, and the ratio of this
-//! AIR's proven cells per second to a plain Plonky3 AIR of the same shape with trivial
-//! (degree-1) constraints, proven in the same process right after. Each cell runs in its
-//! own child process so peak memory is that cell's alone.
+//! For each (d, B) of the grid (1024-row synthetic datasets; `--quick` runs d = 30,
+//! B = 64 only) it prints each table's main trace height × width (permutation, hash,
+//! step, lookup), prove time (trace generation + proving, all cores), verify time (one
+//! rayon thread), proof size, the cell's peak memory (VmHWM, read before the plain
+//! proof below), and committed main cells
+//! (the sum over tables of height × width) per second of proving. Times are the best
+//! of three; each cell runs in its own child process so peak memory is that cell's alone.
+//!
+//! The last column compares that rate with a plain Plonky3 trace of the same total
+//! shape, proven in the same process right after: a uni-stark AIR with trivial
+//! (degree-1) constraints of height `H` = the hash table's height and width
+//! `⌈Σ_tables main width × table height / H⌉`. A ratio above 1 means the engine commits
+//! its cells faster than Plonky3 proves a plain trace of that many cells.
+
+mod common;
 
 use std::process::Command;
 use std::time::Instant;
 
+use common::{ROWS, statement, synthetic_dataset};
 use p3_air::{Air, AirBuilder, BaseAir, WindowAccess};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
+use p3_matrix::Matrix;
 use p3_matrix::dense::RowMajorMatrix;
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use zkfed_air::fixed::ONE;
-use zkfed_air::generation::generate_trace;
-use zkfed_air::proof::prove_trace;
-use zkfed_air::{CommittedDataset, Model, ProofContext, RoundParams, Statement, verify};
+use zkfed_air::engine::TableHeights;
+use zkfed_air::engine::proof::{prove_traces, verify};
+use zkfed_air::engine::witness::generate_traces;
 
 const GRID_D: [usize; 2] = [30, 256];
 const GRID_B: [usize; 3] = [16, 64, 256];
-const ROWS: usize = 1024;
 const REPEATS: usize = 3;
+const TABLE_NAMES: [&str; 4] = ["perm", "hash", "step", "look"];
 
 /// A plain AIR of a given width: every column counts up by one per row.
 struct TrivialAir {
@@ -65,18 +75,19 @@ fn main() {
             .collect()
     };
     println!(
-        "zkfed proving benchmark: ZK on, {ROWS}-row datasets (Merkle depth 10), best of {REPEATS}"
+        "zkfed proving benchmark (engine: 4 tables, batch STARK): ZK on, {ROWS}-row datasets \
+         (Merkle depth 10), best of {REPEATS}"
     );
     println!(
-        "{:>4} {:>4} {:>16} {:>9} {:>10} {:>11} {:>9} {:>13} {:>13}",
+        "{:>4} {:>4}  {:<52} {:>8} {:>10} {:>10} {:>9} {:>12} {:>13}",
         "d",
         "B",
-        "height x width",
+        "tables (height x main width)",
         "prove s",
         "verify ms",
         "proof KiB",
         "peak MiB",
-        "cells/s (M)",
+        "M cells/s",
         "vs plain AIR"
     );
     let exe = std::env::current_exe().expect("own path");
@@ -97,48 +108,34 @@ fn main() {
 }
 
 fn one_cell(d: usize, batch: usize) {
-    let mut rng = StdRng::seed_from_u64(d as u64 * 1000 + batch as u64);
-    let features: Vec<Vec<i64>> = (0..ROWS)
-        .map(|_| {
-            (0..d)
-                .map(|_| rng.random_range(-3 * ONE..=3 * ONE))
-                .collect()
-        })
-        .collect();
-    let labels = (0..ROWS).map(|_| rng.random_range(0..=1u8)).collect();
-    let model = Model {
-        weights: (0..d)
-            .map(|_| rng.random_range(-ONE / 4..=ONE / 4))
-            .collect(),
-        bias: 0,
-    };
-    let dataset = CommittedDataset::commit(features, labels, &mut rng).expect("dataset");
-    let context = ProofContext {
-        federation_id: [1; 32],
-        round: 1,
-        participant: [2; 32],
-    };
-    let params = RoundParams {
-        clip_norm: ONE,
-        batch_size: batch,
-    };
-    let statement =
-        Statement::new(context, model, params, dataset.commitment(), [3; 32]).expect("statement");
+    let (dataset, model) = synthetic_dataset(d, batch);
+    let statement = statement(&dataset, &model, batch, 1);
 
     let mut prove_s = f64::INFINITY;
     let mut proof = Vec::new();
     let mut update = None;
-    let (mut height, mut width) = (0, 0);
+    let mut dims = [(0, 0); 4];
     for _ in 0..REPEATS {
         let start = Instant::now();
-        let (trace, u) = generate_trace(&statement, &dataset).expect("trace");
-        height = trace.values.len() / trace.width;
-        width = trace.width;
-        proof = prove_trace(&statement, trace, &u).expect("prove");
+        let traces = generate_traces(&statement, &dataset).expect("traces");
+        proof = prove_traces(&statement, &traces, &traces.update).expect("prove");
         prove_s = prove_s.min(start.elapsed().as_secs_f64());
-        update = Some(u);
+        dims = [
+            &traces.permutation,
+            &traces.hash,
+            &traces.step,
+            &traces.lookup,
+        ]
+        .map(|m| (m.height(), m.width()));
+        update = Some(traces.update);
     }
     let update = update.expect("proved");
+    let heights = TableHeights::of(&statement);
+    assert_eq!(
+        dims.map(|(h, _)| h),
+        heights.as_array(),
+        "trace heights differ from TableHeights"
+    );
 
     let single = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -153,19 +150,35 @@ fn one_cell(d: usize, batch: usize) {
         verify_ms = verify_ms.min(start.elapsed().as_secs_f64() * 1e3);
     }
 
-    let plain_s = plain_prove_seconds(height, width);
-    let cells = (height * width) as f64;
-    let ratio = (cells / prove_s) / (cells / plain_s);
+    // Before the plain proof below, so the peak is the engine's alone.
+    let peak_mib = peak_rss_mib();
+    let cells: usize = dims.iter().map(|&(h, w)| h * w).sum();
+    let plain_height = heights.hash;
+    let plain_width = cells.div_ceil(plain_height);
+    let plain_s = plain_prove_seconds(plain_height, plain_width);
+    let plain_cells = (plain_height * plain_width) as f64;
+    let cells = cells as f64;
+    let ratio = (cells / prove_s) / (plain_cells / plain_s);
+    let tables = TABLE_NAMES
+        .iter()
+        .zip(dims)
+        .map(|(name, (h, w))| format!("{name} {h}x{w}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     println!(
-        "{d:>4} {batch:>4} {:>16} {prove_s:>9.3} {verify_ms:>10.1} {:>11.1} {:>9.0} {:>13.2} {:>12.2}x",
-        format!("{height} x {width}"),
+        "{d:>4} {batch:>4}  {tables:<52} {prove_s:>8.3} {verify_ms:>10.1} {:>10.1} {:>9.0} {:>12.2} {:>12.2}x",
         proof.len() as f64 / 1024.0,
-        peak_rss_mib(),
+        peak_mib,
         cells / prove_s / 1e6,
         ratio,
     );
+    println!(
+        "{:>11}plain AIR: {plain_height}x{plain_width}, prove {plain_s:.3} s",
+        ""
+    );
 }
 
+/// Best-of-`REPEATS` seconds to prove a [`TrivialAir`] trace of the given shape.
 fn plain_prove_seconds(height: usize, width: usize) -> f64 {
     let air = TrivialAir { width };
     let values: Vec<Goldilocks> = (0..height * width)

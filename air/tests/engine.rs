@@ -9,7 +9,7 @@ use zkfed_air::reference::example_training_step;
 #[test]
 fn honest_proof_verifies_and_attests_to_the_reference_update() {
     let f = fixture(Spec::default());
-    let (bytes, update) = prove(&f.statement, &f.dataset).expect("honest proof");
+    let (update, bytes) = prove(&f.statement, &f.dataset).expect("honest proof");
     verify(&f.statement, &update, &bytes).expect("honest proof verifies");
     let mut expected = zkfed_air::ClippedGradientSum::zero(5);
     for &i in &f.statement.batch_indices {

@@ -14,12 +14,10 @@ use p3_air::{Air, AirBuilder, BaseAir, WindowAccess};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
-use p3_uni_stark::SubAirBuilder;
 
 use super::limbs::{LIMB_BITS, eval_range};
-use super::{EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, UPDATE_BUS, view, view_mut};
-use crate::air::{LABEL_LANE, PermAir, perm_air};
-use crate::columns::{HALF_FULL_ROUNDS, NUM_PERM_COLS, PermCols};
+use super::{EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, PERMUTATION_BUS, UPDATE_BUS, view, view_mut};
+use crate::air::LABEL_LANE;
 use crate::fixed::{ONE, to_field};
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, leaf_iv, node_capacity};
 use crate::statement::Statement;
@@ -27,8 +25,10 @@ use crate::statement::Statement;
 /// The named columns of a hash-table row.
 #[repr(C)]
 pub struct HashCols<T> {
-    /// The permutation of this row.
-    pub perm: PermCols<T>,
+    /// The input of this row's permutation (proven in the permutation table).
+    pub input: [T; WIDTH],
+    /// Its output digest (lanes 0..4) and capacity (lanes 8..12).
+    pub output: [T; 2 * DIGEST_ELEMS],
     /// Low 11 bits of `x + 2^21` per feature lane (absorb rows; zero elsewhere).
     pub lo: [T; RATE],
     /// High 11 bits of `x + 2^21` per feature lane.
@@ -114,7 +114,6 @@ pub mod periodic {
 /// The hash table of one statement.
 #[derive(Clone)]
 pub struct HashTableAir {
-    perm: PermAir,
     num_features: usize,
     bias: i64,
     root: [Goldilocks; DIGEST_ELEMS],
@@ -126,7 +125,6 @@ impl HashTableAir {
     /// Builds the table's AIR (and its periodic columns) for a statement.
     pub fn new(statement: &Statement, height: usize, num_public_values: usize) -> Self {
         Self {
-            perm: perm_air(),
             num_features: statement.model.num_features(),
             bias: statement.model.bias,
             root: statement.dataset.root_digest(),
@@ -222,9 +220,6 @@ impl BaseAir<Goldilocks> for HashTableAir {
 
 impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
     fn eval(&self, builder: &mut AB) {
-        let mut sub = SubAirBuilder::<AB, PermAir, AB::Var>::new(builder, 0..NUM_PERM_COLS);
-        self.perm.eval(&mut sub);
-
         let main = builder.main();
         let local = HashCols::from_row(main.current_slice());
         let next = HashCols::from_row(main.next_slice());
@@ -234,6 +229,8 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
             .map(|&v| v.into())
             .collect();
 
+        let permutation = local.input.iter().chain(&local.output).copied();
+        builder.push_interaction(PERMUTATION_BUS, permutation, -1);
         builder.assert_bool(local.label);
         builder.assert_bool(local.dir);
         let row_logit = eval_lanes(builder, local, &p);
@@ -248,10 +245,6 @@ fn constant<AB: AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
     AB::Expr::from(to_field(v))
 }
 
-/// The output state of a row's permutation.
-fn output<T: Copy>(perm: &PermCols<T>) -> [T; WIDTH] {
-    perm.ending_full_rounds[HALF_FULL_ROUNDS - 1].post
-}
 
 /// Feature lanes are the limbs' value minus the offset; padding lanes are zero; every limb
 /// is in the range table. Returns this row's share of the logit.
@@ -263,7 +256,7 @@ fn eval_lanes<AB: InteractionBuilder<F = Goldilocks>>(
     let mut row_logit = AB::Expr::ZERO;
     let mut row_norm_sq = AB::Expr::ZERO;
     for lane in 0..RATE {
-        let x: AB::Expr = c.perm.inputs[lane].into();
+        let x: AB::Expr = c.input[lane].into();
         let feature = p[periodic::FEATURE + lane].clone();
         let limbs = [c.lo[lane], c.hi[lane]];
         let spelled = super::limbs::limbs_value::<AB>(&limbs);
@@ -289,11 +282,10 @@ fn eval_sponge<AB: AirBuilder<F = Goldilocks>>(
 ) {
     let start = p[periodic::FIRST_ABSORB].clone();
     let chain = p[periodic::CHAIN].clone();
-    let out = output(&c.perm);
     for (i, iv) in leaf_iv(num_features).into_iter().enumerate() {
-        let cap = c.perm.inputs[RATE + i];
+        let cap = c.input[RATE + i];
         builder.assert_zero(start.clone() * (cap.into() - AB::Expr::from(iv)));
-        let chained = next.perm.inputs[RATE + i].into() - out[RATE + i].into();
+        let chained = next.input[RATE + i].into() - c.output[DIGEST_ELEMS + i].into();
         builder.when_transition().assert_zero(chain.clone() * chained);
     }
 }
@@ -309,19 +301,18 @@ fn eval_merkle<AB: AirBuilder<F = Goldilocks>>(
 ) {
     let link = p[periodic::MERKLE_NEXT].clone();
     let root_row = p[periodic::ROOT_ROW].clone();
-    let out = output(&c.perm);
     let dir_next: AB::Expr = next.dir.into();
     for i in 0..DIGEST_ELEMS {
-        let node: AB::Expr = out[i].into();
-        let as_left = next.perm.inputs[i].into() - node.clone();
-        let as_right = next.perm.inputs[DIGEST_ELEMS + i].into() - node.clone();
+        let node: AB::Expr = c.output[i].into();
+        let as_left = next.input[i].into() - node.clone();
+        let as_right = next.input[DIGEST_ELEMS + i].into() - node.clone();
         let linked = (AB::Expr::ONE - dir_next.clone()) * as_left + dir_next.clone() * as_right;
         builder.when_transition().assert_zero(link.clone() * linked);
         builder.assert_zero(root_row.clone() * (node - AB::Expr::from(root[i])));
     }
     let merkle = p[periodic::MERKLE].clone();
     for (i, cap) in node_capacity().into_iter().enumerate() {
-        let lane: AB::Expr = c.perm.inputs[RATE + i].into();
+        let lane: AB::Expr = c.input[RATE + i].into();
         builder.assert_zero(merkle.clone() * (lane - AB::Expr::from(cap)));
     }
     let index: AB::Expr = c.index.into();
@@ -347,7 +338,7 @@ fn eval_block<AB: AirBuilder<F = Goldilocks>>(
     let bias_term = constant::<AB>(bias * ONE);
     let one_sq = constant::<AB>(ONE * ONE);
     let last_absorb = p[periodic::LAST_ABSORB].clone();
-    builder.assert_zero(last_absorb * (c.label.into() - c.perm.inputs[LABEL_LANE].into()));
+    builder.assert_zero(last_absorb * (c.label.into() - c.input[LABEL_LANE].into()));
 
     builder
         .when_first_row()
@@ -385,7 +376,7 @@ fn eval_sends<AB: InteractionBuilder<F = Goldilocks>>(
     for lane in 0..RATE {
         let share = p[periodic::FEATURE + lane].clone()
             * c.coeff.into()
-            * c.perm.inputs[lane].into();
+            * c.input[lane].into();
         builder.assert_eq(c.share[lane], share);
         let param = c.chunk_base.into() + AB::Expr::from_usize(lane);
         // Field-valued: the bus sums shares per feature (ARCHITECTURE.md, "Buses").

@@ -9,9 +9,11 @@
 //! computes all structure itself; [`proof`] checks each instance's height against
 //! [`TableHeights`] before Plonky3 reads the proof.
 
+pub mod forgery;
 pub mod hash_table;
 pub mod limbs;
 pub mod lookup_table;
+pub mod permutation_table;
 pub mod proof;
 pub mod step_table;
 pub mod witness;
@@ -27,8 +29,12 @@ use crate::reference::ClippedGradientSum;
 use crate::statement::{MIN_LOG_HEIGHT, Statement};
 use hash_table::HashTableAir;
 use lookup_table::{LOOKUP_HEIGHT, LookupTableAir};
+use permutation_table::PermutationTableAir;
 use step_table::StepTableAir;
 
+/// Permutation bus: `(input, output digest, output capacity)` of every hash-table row,
+/// provided by the permutation table.
+pub const PERMUTATION_BUS: &str = "permutation";
 /// Range bus: limbs looked up in `[0, 2^11)`.
 pub const RANGE_BUS: &str = "range";
 /// Sigmoid bus: `(k, a_k, b_k)` looked up in the segment table.
@@ -48,10 +54,12 @@ pub const FEATURE_OFFSET: i64 = 1 << (FEATURE_BITS - 1);
 #[allow(clippy::large_enum_variant)]
 pub enum TableAir {
     /// Instance 0.
-    Hash(HashTableAir),
+    Permutation(PermutationTableAir),
     /// Instance 1.
-    Step(StepTableAir),
+    Hash(HashTableAir),
     /// Instance 2.
+    Step(StepTableAir),
+    /// Instance 3.
     Lookup(LookupTableAir),
 }
 
@@ -78,17 +86,21 @@ impl TableHeights {
         }
     }
 
-    /// In instance order.
-    pub fn as_array(&self) -> [usize; 3] {
-        [self.hash, self.step, self.lookup]
+    /// In instance order (the permutation table is as tall as the hash table).
+    pub fn as_array(&self) -> [usize; NUM_TABLES] {
+        [self.hash, self.hash, self.step, self.lookup]
     }
 }
 
-/// The three tables of a statement and its claimed update, in instance order.
-pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; 3] {
+/// Number of tables (instances) in a proof.
+pub const NUM_TABLES: usize = 4;
+
+/// The tables of a statement and its claimed update, in instance order.
+pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; NUM_TABLES] {
     let heights = TableHeights::of(statement);
     let public = statement.layout().len;
     [
+        TableAir::Permutation(PermutationTableAir::default()),
         TableAir::Hash(HashTableAir::new(statement, heights.hash, public)),
         TableAir::Step(StepTableAir::new(
             statement.model.num_features(),
@@ -103,6 +115,7 @@ pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; 
 macro_rules! each {
     ($self:ident, $air:ident => $e:expr) => {
         match $self {
+            TableAir::Permutation($air) => $e,
             TableAir::Hash($air) => $e,
             TableAir::Step($air) => $e,
             TableAir::Lookup($air) => $e,

@@ -12,7 +12,7 @@ use p3_batch_stark::{BatchProof, CommonData, ProverData, StarkInstance, prove_ba
 use p3_uni_stark::StarkGenericConfig;
 
 use super::witness::{Traces, generate_traces};
-use super::{TableAir, TableHeights, tables};
+use super::{NUM_TABLES, TableAir, TableHeights, tables};
 use crate::commitment::CommittedDataset;
 use crate::config::{MERKLE_CAP_HEIGHT, ZkConfig, zk_config};
 use crate::proof::{MAX_PROOF_BYTES, ProveError, VerifyError, check_update_shape, expect_dimension};
@@ -25,14 +25,15 @@ pub const BATCH_PROOF_MAGIC: [u8; 4] = *b"ZKFB";
 /// A decoded multi-table proof.
 pub type ZkBatchProof = BatchProof<ZkConfig>;
 
-/// Proves the statement over the dataset: the proof bytes and the update they attest to.
+/// Proves the statement over the committed dataset; returns the update and the proof bytes.
 pub fn prove(
     statement: &Statement,
     dataset: &CommittedDataset,
-) -> Result<(Vec<u8>, ClippedGradientSum), ProveError> {
+) -> Result<(ClippedGradientSum, Vec<u8>), ProveError> {
+    statement.validate().map_err(super::WitnessError::from)?;
     let traces = generate_traces(statement, dataset)?;
     let bytes = prove_traces(statement, &traces, &traces.update)?;
-    Ok((bytes, traces.update))
+    Ok((traces.update, bytes))
 }
 
 /// Proves given traces against a claimed update (forgers' tests call this directly).
@@ -50,7 +51,7 @@ pub fn prove_traces(
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let degrees = extended_degree_bits(&config, statement);
         let prover_data = ProverData::from_airs_and_degrees(&config, &airs, &degrees)?;
-        let matrices = [&traces.hash, &traces.step, &traces.lookup];
+        let matrices = [&traces.permutation, &traces.hash, &traces.step, &traces.lookup];
         let instances = StarkInstance::new_multiple(&airs, &matrices, &public);
         prove_batch(&config, &instances, &prover_data)
     }));
@@ -67,13 +68,13 @@ pub fn prove_traces(
 fn public_values(
     statement: &Statement,
     update: &ClippedGradientSum,
-) -> [Vec<crate::config::Val>; 3] {
-    [statement.public_values(update), Vec::new(), Vec::new()]
+) -> [Vec<crate::config::Val>; NUM_TABLES] {
+    [Vec::new(), statement.public_values(update), Vec::new(), Vec::new()]
 }
 
 /// `log2` of each instance's committed height: the statement's height, doubled by the
 /// hiding PCS.
-fn extended_degree_bits(config: &ZkConfig, statement: &Statement) -> [usize; 3] {
+fn extended_degree_bits(config: &ZkConfig, statement: &Statement) -> [usize; NUM_TABLES] {
     TableHeights::of(statement)
         .as_array()
         .map(|h| h.trailing_zeros() as usize + config.is_zk())
@@ -144,7 +145,7 @@ pub fn verify(
 /// What prover and verifier derive from the tables alone: each table's lookups.
 fn common_data(
     config: &ZkConfig,
-    airs: &[TableAir; 3],
+    airs: &[TableAir; NUM_TABLES],
     statement: &Statement,
 ) -> Result<CommonData<ZkConfig>, String> {
     let degrees = extended_degree_bits(config, statement);
@@ -162,7 +163,13 @@ fn check_proof_shape(
 ) -> Result<(), VerifyError> {
     let expected = extended_degree_bits(config, statement);
     expect_dimension("instances", expected.len(), proof.degree_bits.len())?;
-    for (field, (&want, &got)) in ["hash table degree_bits", "step table degree_bits", "lookup table degree_bits"]
+    let fields = [
+        "permutation table degree_bits",
+        "hash table degree_bits",
+        "step table degree_bits",
+        "lookup table degree_bits",
+    ];
+    for (field, (&want, &got)) in fields
         .into_iter()
         .zip(expected.iter().zip(&proof.degree_bits))
     {

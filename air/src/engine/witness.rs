@@ -10,6 +10,9 @@ use p3_symmetric::Permutation;
 use super::hash_table::{HashCols, NUM_HASH_COLS, chunks};
 use super::limbs::{limbs_for, looked_up, write_limbs};
 use super::lookup_table::{LOOKUP_HEIGHT, LookupTableAir, cols};
+use super::permutation_table::OUTPUT_LANES;
+use crate::columns::{HALF_FULL_ROUNDS, NUM_PERM_COLS, PermCols};
+use core::borrow::Borrow;
 use super::step_table::{
     CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, NUM_STEP_COLS, REMAINDER_BITS,
     StepCols, UNIT_BITS,
@@ -26,6 +29,8 @@ use crate::statement::Statement;
 
 /// The three traces of a proof, in instance order, and the update they attest to.
 pub struct Traces {
+    /// The permutation table.
+    pub permutation: RowMajorMatrix<Goldilocks>,
     /// The hash table.
     pub hash: RowMajorMatrix<Goldilocks>,
     /// The step table.
@@ -85,7 +90,12 @@ pub fn generate_traces(
         update.add_example(step.coeff, x);
         examples.push(Example { x, y, step });
     }
-    let mut hash = permutation_rows(perm_inputs, NUM_HASH_COLS);
+    let permutation = permutation_rows(perm_inputs, NUM_PERM_COLS);
+    let mut hash = RowMajorMatrix::new(
+        Goldilocks::zero_vec(heights.hash * NUM_HASH_COLS),
+        NUM_HASH_COLS,
+    );
+    copy_permutation_io(&permutation, &mut hash);
     write_hash_rows(statement, &examples, &mut hash)?;
     let mut step = RowMajorMatrix::new(
         Goldilocks::zero_vec(heights.step * NUM_STEP_COLS),
@@ -101,13 +111,36 @@ pub fn generate_traces(
             statement.params.clip_norm,
         )?;
     }
-    let lookup = multiplicities(&hash, &step, examples.len(), &update);
+    let lookup = multiplicities(&hash, &step, &update);
     Ok(Traces {
+        permutation,
         hash,
         step,
         lookup,
         update,
     })
+}
+
+/// The permutation-table row of one input (forgers rebuild rows they change).
+pub fn permutation_row(input: [Goldilocks; WIDTH]) -> Vec<Goldilocks> {
+    permutation_rows(vec![input], NUM_PERM_COLS).values
+}
+
+/// Each hash row's permutation input and the output lanes it reads.
+fn copy_permutation_io(
+    permutation: &RowMajorMatrix<Goldilocks>,
+    hash: &mut RowMajorMatrix<Goldilocks>,
+) {
+    let perm_rows = permutation.values.chunks_exact(NUM_PERM_COLS);
+    for (row, perm) in hash.values.chunks_exact_mut(NUM_HASH_COLS).zip(perm_rows) {
+        let perm: &PermCols<Goldilocks> = perm.borrow();
+        let out = perm.ending_full_rounds[HALF_FULL_ROUNDS - 1].post;
+        let c = HashCols::from_row_mut(row);
+        c.input = perm.inputs;
+        for (o, &lane) in c.output.iter_mut().zip(&OUTPUT_LANES) {
+            *o = out[lane];
+        }
+    }
 }
 
 /// Every feature fits the range the hash table proves.
@@ -168,14 +201,14 @@ fn write_hash_rows(
             }
             norm_sq += row_norm_sq;
             c.row_norm_sq = to_field(row_norm_sq);
-            debug_assert!(offset + 1 < k_rows || c.perm.inputs[LABEL_LANE] == c.label);
+            debug_assert!(offset + 1 < k_rows || c.input[LABEL_LANE] == c.label);
         }
     }
     Ok(())
 }
 
 /// One step-table row from the reference's training step.
-pub(crate) fn write_step_row(
+pub fn write_step_row(
     c: &mut StepCols<Goldilocks>,
     label: u8,
     step: &TrainingStep,
@@ -238,12 +271,11 @@ pub(crate) fn write_step_row(
     Ok(())
 }
 
-/// The lookup table: its entries for `update`, and multiplicities counted from the other two traces: every limb
-/// lookup, and the segment of every active middle-case step row (the first `batch` rows).
+/// The lookup table: its entries for `update`, and multiplicities counted from the other
+/// two traces: every limb lookup, and the segment of every active middle-case step row.
 pub fn multiplicities(
     hash: &RowMajorMatrix<Goldilocks>,
     step: &RowMajorMatrix<Goldilocks>,
-    batch: usize,
     update: &ClippedGradientSum,
 ) -> RowMajorMatrix<Goldilocks> {
     use p3_field::PrimeField64;
@@ -264,7 +296,7 @@ pub fn multiplicities(
             }
         }
     }
-    for (i, row) in step.values.chunks_exact(NUM_STEP_COLS).enumerate() {
+    for row in step.values.chunks_exact(NUM_STEP_COLS) {
         let c = StepCols::from_row(row);
         for (limbs, bits) in c.range_checks() {
             for v in looked_up(limbs, bits) {
@@ -272,7 +304,7 @@ pub fn multiplicities(
             }
         }
         let mid = c.below == Goldilocks::ZERO && c.above == Goldilocks::ZERO;
-        if i < batch && mid {
+        if c.active == Goldilocks::ONE && mid {
             let k = c.quotient - to_field(FIRST_SEGMENT);
             count(&mut sigmoid, k.as_canonical_u64());
         }

@@ -1,0 +1,63 @@
+//! `PermutationTable`: one Poseidon2 permutation per row, and nothing else. Each row sends
+//! `(input, output digest, output capacity)` on the `permutation` bus, where the hash
+//! table receives it.
+//!
+//! The permutation lives apart from the hash table's periodic structure for a measured
+//! reason: Plonky3 0.8 bounds the degree of an AIR with periodic columns by walking every
+//! constraint expression without memoisation, and Poseidon2's partial rounds make that
+//! walk cost about 20 ms per proof, paid by prover and verifier alike; an AIR without
+//! periodic columns uses cached degrees.
+
+use p3_air::{Air, BaseAir, WindowAccess};
+use p3_goldilocks::Goldilocks;
+use p3_lookup::InteractionBuilder;
+
+use super::PERMUTATION_BUS;
+use crate::air::{PermAir, perm_air};
+use crate::columns::{HALF_FULL_ROUNDS, NUM_PERM_COLS, PermCols};
+use crate::hash::{DIGEST_ELEMS, RATE, WIDTH};
+use core::borrow::Borrow;
+
+/// The permutation's output lanes the hash table reads: the digest and the capacity.
+pub const OUTPUT_LANES: [usize; 2 * DIGEST_ELEMS] = [0, 1, 2, 3, RATE, RATE + 1, RATE + 2, RATE + 3];
+
+/// The permutation table.
+#[derive(Clone)]
+pub struct PermutationTableAir {
+    perm: PermAir,
+}
+
+impl Default for PermutationTableAir {
+    fn default() -> Self {
+        Self { perm: perm_air() }
+    }
+}
+
+impl BaseAir<Goldilocks> for PermutationTableAir {
+    fn width(&self) -> usize {
+        NUM_PERM_COLS
+    }
+
+    fn main_next_row_columns(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    fn max_constraint_degree(&self) -> Option<usize> {
+        Some(3)
+    }
+}
+
+impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for PermutationTableAir {
+    fn eval(&self, builder: &mut AB) {
+        self.perm.eval(builder);
+        let main = builder.main();
+        let cols: &PermCols<AB::Var> = main.current_slice().borrow();
+        let output: [AB::Var; WIDTH] = cols.ending_full_rounds[HALF_FULL_ROUNDS - 1].post;
+        let message = cols
+            .inputs
+            .iter()
+            .copied()
+            .chain(OUTPUT_LANES.iter().map(|&lane| output[lane]));
+        builder.push_interaction(PERMUTATION_BUS, message, 1);
+    }
+}

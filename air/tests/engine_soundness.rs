@@ -1,0 +1,712 @@
+//! Soundness of the multi-table engine: every cheat that lives in the proof (ARCHITECTURE.md,
+//! "Invariants", the table of cheats) is mounted by a dishonest prover (a forged witness, a
+//! forged trace or a tampered proof) and must be rejected by the STARK verifier itself.
+//!
+//! Each forged witness is first diagnosed: the test names the rule that catches it (a
+//! table's constraints, checked row by row, or the buses, checked as multisets), so a cheat
+//! that slips past its intended rule cannot hide behind another. Then it is proved, and the
+//! proof must fail verification (`VerifyError::Rejected`). That half needs a release build
+//! (debug builds of Plonky3 refuse to prove a violating witness, which the helper also
+//! accepts as a rejection); README's test command is a release build.
+
+mod common;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use common::*;
+use p3_air::check_all_constraints;
+use p3_field::{PrimeCharacteristicRing, PrimeField64};
+use p3_goldilocks::Goldilocks;
+use p3_lookup::Lookups;
+use p3_lookup::debug_util::{LookupDebugInstance, check_lookups};
+use p3_matrix::dense::RowMajorMatrix;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use zkfed_air::config::Challenge;
+use zkfed_air::engine::forgery::{rebalance, stacked_traces};
+use zkfed_air::engine::hash_table::{HashCols, NUM_HASH_COLS};
+use zkfed_air::engine::limbs::write_limbs;
+use zkfed_air::engine::proof::{prove, prove_traces, verify};
+use zkfed_air::engine::step_table::{NUM_STEP_COLS, StepCols};
+use zkfed_air::engine::witness::{Traces, generate_traces};
+use zkfed_air::engine::{NUM_TABLES, tables};
+use zkfed_air::fixed::{ONE, from_field, to_field};
+use zkfed_air::proof::VerifyError;
+use zkfed_air::{ClippedGradientSum, Model, Statement};
+
+/// The rule a forged witness breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    Permutation,
+    Hash,
+    Step,
+    Lookup,
+    Bus,
+}
+
+const TABLE_RULES: [Rule; NUM_TABLES] = [Rule::Permutation, Rule::Hash, Rule::Step, Rule::Lookup];
+
+fn matrices(t: &Traces) -> [&RowMajorMatrix<Goldilocks>; NUM_TABLES] {
+    [&t.permutation, &t.hash, &t.step, &t.lookup]
+}
+
+/// Every rule the traces break, for the statement and the claimed update.
+fn broken_rules(statement: &Statement, traces: &Traces, update: &ClippedGradientSum) -> Vec<Rule> {
+    let airs = tables(statement, update);
+    let public = [Vec::new(), statement.public_values(update), Vec::new(), Vec::new()];
+    let mut broken = Vec::new();
+    for (i, (air, trace)) in airs.iter().zip(matrices(traces)).enumerate() {
+        if !check_all_constraints(air, trace, &public[i], Some(1)).is_ok() {
+            broken.push(TABLE_RULES[i]);
+        }
+    }
+    let lookups: Vec<Lookups<Goldilocks>> = airs
+        .iter()
+        .map(|air| Lookups::from_air::<Challenge, _>(air))
+        .collect();
+    let instances: Vec<LookupDebugInstance<'_, Goldilocks>> = matrices(traces)
+        .into_iter()
+        .zip(&lookups)
+        .zip(&public)
+        .map(|((main_trace, lookups), public_values)| LookupDebugInstance {
+            main_trace,
+            preprocessed_trace: &None,
+            public_values,
+            lookups,
+            permutation_challenges: &[],
+        })
+        .collect();
+    if catch_unwind(AssertUnwindSafe(|| check_lookups(&instances))).is_err() {
+        broken.push(Rule::Bus);
+    }
+    broken
+}
+
+/// The forged traces break `rule`, and a proof of them does not verify.
+fn assert_rejected(
+    statement: &Statement,
+    traces: &Traces,
+    update: &ClippedGradientSum,
+    rule: Rule,
+    what: &str,
+) {
+    let broken = broken_rules(statement, traces, update);
+    assert!(
+        broken.contains(&rule),
+        "{what}: expected {rule:?} to catch it, broken: {broken:?}"
+    );
+    match prove_traces(statement, traces, update) {
+        Err(e) => assert!(cfg!(debug_assertions), "{what}: release prover refused: {e}"),
+        Ok(bytes) => {
+            let verdict = verify(statement, update, &bytes);
+            assert!(
+                matches!(verdict, Err(VerifyError::Rejected(_))),
+                "{what}: expected the STARK verifier to reject, got {verdict:?}"
+            );
+        }
+    }
+}
+
+fn honest(f: &Fixture) -> Traces {
+    generate_traces(&f.statement, &f.dataset).expect("honest traces")
+}
+
+/// A fixture whose every example is clipped (large features, small clip bound).
+fn clipping_fixture() -> Fixture {
+    fixture(Spec {
+        clip: ONE / 8,
+        feature_scale: 4 * ONE,
+        ..Spec::default()
+    })
+}
+
+fn hash_row(t: &mut Traces, row: usize) -> &mut HashCols<Goldilocks> {
+    HashCols::from_row_mut(&mut t.hash.values[row * NUM_HASH_COLS..(row + 1) * NUM_HASH_COLS])
+}
+
+fn step_row(t: &mut Traces, i: usize) -> &mut StepCols<Goldilocks> {
+    StepCols::from_row_mut(&mut t.step.values[i * NUM_STEP_COLS..(i + 1) * NUM_STEP_COLS])
+}
+
+/// The first row of example `i`'s block, and the block's first Merkle row.
+fn block(f: &Fixture, i: usize) -> (usize, usize) {
+    let shape = f.statement.shape();
+    (i * shape.block_len(), i * shape.block_len() + shape.chunks())
+}
+
+fn int(v: Goldilocks) -> i64 {
+    from_field(v).expect("small value")
+}
+
+/// Makes example `i` use `coeff` everywhere it appears (step row, hash block, shares) and
+/// rebalances the buses; returns the update they now balance with.
+fn set_coeff(f: &Fixture, t: &mut Traces, i: usize, coeff: i64) -> ClippedGradientSum {
+    step_row(t, i).coeff = to_field(coeff);
+    let (start, _) = block(f, i);
+    let shape = f.statement.shape();
+    for offset in 0..shape.block_len() {
+        let c = hash_row(t, start + offset);
+        c.coeff = to_field(coeff);
+        for lane in 0..8 {
+            if c.share[lane] != Goldilocks::ZERO {
+                c.share[lane] = c.coeff * c.input[lane];
+            }
+        }
+    }
+    rebalance(&f.statement, t).expect("small update")
+}
+
+#[test]
+fn honest_traces_satisfy_every_rule_and_verify() {
+    let f = clipping_fixture();
+    let t = honest(&f);
+    assert_eq!(broken_rules(&f.statement, &t, &t.update), []);
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    assert_eq!(update, t.update);
+    verify(&f.statement, &update, &proof).expect("honest proof verifies");
+}
+
+// ---------------------------------------------------------------------------------------
+// The training step (step table).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn skipped_clipping_is_rejected() {
+    let f = clipping_fixture();
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    assert_eq!(c.clipped, Goldilocks::ONE, "fixture must clip");
+    let abs_r = int(c.abs_residual[0]) + (int(c.abs_residual[1]) << 11);
+    let nu = (0..3).map(|i| int(c.norm[i]) << (11 * i)).sum::<i64>();
+    c.clipped = Goldilocks::ZERO;
+    write_limbs(&mut c.coeff_abs, abs_r, 22, "m").unwrap();
+    c.coeff_norm = to_field(abs_r * nu);
+    write_limbs(&mut c.floor_rem, 0, 33, "r").unwrap();
+    write_limbs(&mut c.floor_gap, 0, 33, "g").unwrap();
+    // The room C·ONE - |r|·ν is negative: no limbs spell it.
+    write_limbs(&mut c.clip_slack, 0, 44, "s").unwrap();
+    let neg = c.residual_neg == Goldilocks::ONE;
+    let update = set_coeff(&f, &mut t, 0, if neg { -abs_r } else { abs_r });
+    assert_rejected(&f.statement, &t, &update, Rule::Step, "unclipped gradient");
+}
+
+#[test]
+fn weakened_clipping_is_rejected() {
+    let f = clipping_fixture();
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11) + 1;
+    write_limbs(&mut c.coeff_abs, m, 22, "m").unwrap();
+    c.coeff_norm += (0..3)
+        .map(|i| c.norm[i] * Goldilocks::from_u64(1 << (11 * i)))
+        .sum::<Goldilocks>();
+    let neg = c.residual_neg == Goldilocks::ONE;
+    let update = set_coeff(&f, &mut t, 0, if neg { -m } else { m });
+    assert_rejected(&f.statement, &t, &update, Rule::Step, "|c| one above floor(C/ν)");
+}
+
+#[test]
+fn overclipped_coefficient_is_rejected() {
+    let f = clipping_fixture();
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 1);
+    let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11);
+    assert!(m > 0);
+    write_limbs(&mut c.coeff_abs, m - 1, 22, "m").unwrap();
+    let nu: Goldilocks = (0..3)
+        .map(|i| c.norm[i] * Goldilocks::from_u64(1 << (11 * i)))
+        .sum();
+    c.coeff_norm -= nu;
+    let rem = (0..3).map(|i| int(c.floor_rem[i]) << (11 * i)).sum::<i64>() + int(nu);
+    write_limbs(&mut c.floor_rem, rem, 33, "r").unwrap();
+    // ν - 1 - rem is now negative: no limbs spell it.
+    write_limbs(&mut c.floor_gap, 0, 33, "g").unwrap();
+    let neg = c.residual_neg == Goldilocks::ONE;
+    let update = set_coeff(&f, &mut t, 1, if neg { 1 - m } else { m - 1 });
+    assert_rejected(&f.statement, &t, &update, Rule::Step, "|c| one below floor(C/ν)");
+}
+
+#[test]
+fn understated_and_overstated_norms_are_rejected() {
+    let f = clipping_fixture();
+    for delta in [-1i64, 1] {
+        let mut t = honest(&f);
+        let c = step_row(&mut t, 0);
+        let nu = (0..3).map(|i| int(c.norm[i]) << (11 * i)).sum::<i64>() + delta;
+        write_limbs(&mut c.norm, nu, 27, "ν").unwrap();
+        let n = int(c.norm_sq);
+        write_limbs(&mut c.norm_upper, (nu * nu - n).max(0), 33, "u").unwrap();
+        write_limbs(&mut c.norm_lower, (n - (nu - 1) * (nu - 1) - 1).max(0), 33, "l").unwrap();
+        let abs_r = int(c.abs_residual[0]) + (int(c.abs_residual[1]) << 11);
+        c.grad_norm = to_field(abs_r * nu);
+        let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11);
+        c.coeff_norm = to_field(m * nu);
+        let update = rebalance(&f.statement, &mut t).unwrap();
+        assert_rejected(&f.statement, &t, &update, Rule::Step, "ν off by one");
+    }
+}
+
+#[test]
+fn lying_about_the_sigmoid_case_is_rejected() {
+    // A middle-case example claims σ = 1 (z ≥ 16): its residual, and so its gradient, shrink.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    assert_eq!((c.below, c.above), (Goldilocks::ZERO, Goldilocks::ZERO));
+    c.above = Goldilocks::ONE;
+    c.sigmoid = to_field(ONE);
+    // q - 256 is negative: no limbs spell it.
+    write_limbs(&mut c.clamp_slack, 0, 33, "s").unwrap();
+    let y = int(c.label);
+    let r = ONE - y * ONE;
+    write_limbs(&mut c.abs_residual, r.abs(), 22, "r").unwrap();
+    c.residual_neg = Goldilocks::from_bool(r < 0);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(&f.statement, &t, &update, Rule::Step, "middle case claimed as above");
+}
+
+#[test]
+fn sigmoid_segment_not_in_the_table_is_rejected() {
+    // The step row interpolates consistently along a segment the table does not hold.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 2);
+    c.segment_start += Goldilocks::from_u64(64);
+    c.sigmoid += Goldilocks::from_u64(64);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(&f.statement, &t, &update, Rule::Bus, "a made-up segment");
+}
+
+#[test]
+fn flipped_residual_sign_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    c.residual_neg = Goldilocks::ONE - c.residual_neg;
+    c.coeff = -c.coeff;
+    let coeff = int(c.coeff);
+    let update = set_coeff(&f, &mut t, 0, coeff);
+    assert_rejected(&f.statement, &t, &update, Rule::Step, "gradient sign flipped");
+}
+
+#[test]
+fn padding_step_row_contributing_is_rejected() {
+    // A row past the batch claims to be active and adds its coefficient to the bias.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let padding = f.statement.params.batch_size;
+    let c = step_row(&mut t, padding);
+    c.active = Goldilocks::ONE;
+    c.coeff = to_field(ONE);
+    write_limbs(&mut c.coeff_abs, ONE, 22, "m").unwrap();
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(&f.statement, &t, &update, Rule::Step, "an extra example");
+}
+
+// ---------------------------------------------------------------------------------------
+// The example between tables (buses).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn step_row_proving_another_logit_is_rejected() {
+    // The step table proves a consistent step for a logit the hash table never sent.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    let logit = int(c.logit) + (3 << 28);
+    let (n, y) = (int(c.norm_sq), int(c.label) as u8);
+    let step = zkfed_air::reference::training_step(logit, n, y, f.statement.params.clip_norm);
+    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm)
+        .unwrap();
+    let update = set_coeff(&f, &mut t, 0, step.coeff);
+    assert_rejected(&f.statement, &t, &update, Rule::Bus, "example changed between tables");
+}
+
+#[test]
+fn unbalanced_multiplicity_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    t.lookup.values[7 * t.lookup.width] += Goldilocks::ONE;
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Bus, "range multiplicity changed");
+}
+
+#[test]
+fn limb_outside_the_range_table_is_rejected() {
+    // |r| spelled with a low limb of 2^11 + 5 and a high limb one smaller: the same value,
+    // but one limb is not in [0, 2^11).
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    assert!(c.abs_residual[1] != Goldilocks::ZERO || c.abs_residual[0] != Goldilocks::ZERO);
+    c.abs_residual[1] = Goldilocks::ONE;
+    c.abs_residual[0] -= Goldilocks::from_u64(1 << 11);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(&f.statement, &t, &update, Rule::Bus, "a limb of 2^11 or more");
+}
+
+#[test]
+fn update_share_on_a_salt_lane_is_rejected() {
+    // The last absorb row's salt lane smuggles c·salt into feature 7's update entry.
+    let f = fixture(Spec {
+        features: 5,
+        ..Spec::default()
+    });
+    let mut t = honest(&f);
+    let c = hash_row(&mut t, 0);
+    c.share[7] = c.coeff * c.input[7];
+    let update = rebalance(&f.statement, &mut t);
+    let update = update.unwrap_or_else(|_| t.update.clone());
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "share on a salt lane");
+}
+
+#[test]
+fn tampered_share_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    hash_row(&mut t, 0).share[0] += Goldilocks::ONE;
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_ne!(update, honest(&f).update);
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "a share bumped by one");
+}
+
+// ---------------------------------------------------------------------------------------
+// Leaves, paths and the data (hash and permutation tables).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn tampered_logit_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let (_, merkle) = block(&f, 1);
+    hash_row(&mut t, merkle).logit += to_field(ONE);
+    let c = step_row(&mut t, 1);
+    let logit = int(c.logit) + ONE;
+    let (n, y) = (int(c.norm_sq), int(c.label) as u8);
+    let step = zkfed_air::reference::training_step(logit, n, y, f.statement.params.clip_norm);
+    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm)
+        .unwrap();
+    let update = set_coeff(&f, &mut t, 1, step.coeff);
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "logit not the weighted sum");
+}
+
+#[test]
+fn understated_squared_norm_is_rejected() {
+    let f = clipping_fixture();
+    let mut t = honest(&f);
+    let (_, merkle) = block(&f, 0);
+    hash_row(&mut t, merkle).norm_sq = to_field(ONE * ONE);
+    let c = step_row(&mut t, 0);
+    let (logit, y) = (int(c.logit), int(c.label) as u8);
+    let step =
+        zkfed_air::reference::training_step(logit, ONE * ONE, y, f.statement.params.clip_norm);
+    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm)
+        .unwrap();
+    let update = set_coeff(&f, &mut t, 0, step.coeff);
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "norm of a zero row claimed");
+}
+
+#[test]
+fn coefficient_changing_inside_a_block_is_rejected() {
+    let f = clipping_fixture();
+    let mut t = honest(&f);
+    let c = hash_row(&mut t, 0);
+    c.coeff = Goldilocks::ZERO;
+    c.share = [Goldilocks::ZERO; 8];
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "first chunk's shares dropped");
+}
+
+#[test]
+fn label_not_from_the_committed_row_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let (start, _) = block(&f, 0);
+    let y = 1 - int(step_row(&mut t, 0).label) as u8;
+    for offset in 0..f.statement.shape().block_len() {
+        hash_row(&mut t, start + offset).label = Goldilocks::from_u8(y);
+    }
+    let c = step_row(&mut t, 0);
+    let step = zkfed_air::reference::training_step(
+        int(c.logit),
+        int(c.norm_sq),
+        y,
+        f.statement.params.clip_norm,
+    );
+    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm)
+        .unwrap();
+    let update = set_coeff(&f, &mut t, 0, step.coeff);
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "flipped label");
+}
+
+/// Rewrites hash row `row`'s permutation (input as it stands) in the permutation table.
+fn repermute(t: &mut Traces, row: usize) {
+    use zkfed_air::columns::{HALF_FULL_ROUNDS, NUM_PERM_COLS, PermCols};
+    let input = hash_row(t, row).input;
+    let cells = zkfed_air::engine::witness::permutation_row(input);
+    let perm: &PermCols<Goldilocks> = core::borrow::Borrow::borrow(&cells[..]);
+    let out = perm.ending_full_rounds[HALF_FULL_ROUNDS - 1].post;
+    let c = hash_row(t, row);
+    for (o, &lane) in c.output.iter_mut().zip(&[0, 1, 2, 3, 8, 9, 10, 11]) {
+        *o = out[lane];
+    }
+    t.permutation.values[row * NUM_PERM_COLS..(row + 1) * NUM_PERM_COLS].copy_from_slice(&cells);
+}
+
+#[test]
+fn out_of_range_feature_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = hash_row(&mut t, 0);
+    // x = 2^21: x + 2^21 = 2^22 needs a high limb of 2^11, which the table does not hold.
+    c.input[0] = Goldilocks::from_u64(1 << 21);
+    c.lo[0] = Goldilocks::ZERO;
+    c.hi[0] = Goldilocks::from_u64(1 << 11);
+    repermute(&mut t, 0);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(&f.statement, &t, &update, Rule::Bus, "feature 2^21");
+}
+
+#[test]
+fn nonzero_padding_lane_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    // d = 5: lane 5 of the only absorb row is zero padding.
+    hash_row(&mut t, 0).input[5] = Goldilocks::ONE;
+    repermute(&mut t, 0);
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "padding lane set");
+}
+
+#[test]
+fn wrong_leaf_iv_and_broken_sponge_chain_are_rejected() {
+    let f = fixture(Spec {
+        features: 12,
+        ..Spec::default()
+    });
+    for row in [0, 1] {
+        let mut t = honest(&f);
+        hash_row(&mut t, row).input[9] += Goldilocks::ONE;
+        repermute(&mut t, row);
+        let update = t.update.clone();
+        assert_rejected(&f.statement, &t, &update, Rule::Hash, "capacity changed");
+    }
+}
+
+#[test]
+fn flipped_merkle_direction_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let (_, merkle) = block(&f, 0);
+    let c = hash_row(&mut t, merkle + 1);
+    c.dir = Goldilocks::ONE - c.dir;
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "a path turning the other way");
+}
+
+#[test]
+fn forged_permutation_cell_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    t.permutation.values[3 * t.permutation.width + 40] += Goldilocks::ONE;
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Permutation, "a round cell changed");
+}
+
+#[test]
+fn rows_not_under_the_enrolled_root_are_rejected() {
+    let enrolled = fixture(Spec::default());
+    let other = fixture(Spec {
+        seed: 99,
+        ..Spec::default()
+    });
+    let mut statement = other.statement.clone();
+    statement.dataset = enrolled.statement.dataset;
+    let t = generate_traces(&other.statement, &other.dataset).unwrap();
+    let update = t.update.clone();
+    assert_rejected(&statement, &t, &update, Rule::Hash, "rows of another dataset");
+}
+
+#[test]
+fn batch_not_derived_from_the_seed_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut cherry_picked = f.statement.clone();
+    cherry_picked.batch_indices = vec![0, 1, 2, 3];
+    assert_ne!(cherry_picked.batch_indices, f.statement.batch_indices);
+    let t = generate_traces(&cherry_picked, &f.dataset).unwrap();
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "chosen rows");
+    let proof = prove_traces(&cherry_picked, &t, &update).unwrap();
+    assert!(matches!(
+        verify(&cherry_picked, &update, &proof),
+        Err(VerifyError::Statement(zkfed_air::ShapeError::BatchNotFromSeed))
+    ));
+}
+
+#[test]
+fn stale_model_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut stale = f.statement.clone();
+    stale.model = Model {
+        weights: vec![0; 5],
+        bias: 0,
+    };
+    let t = generate_traces(&stale, &f.dataset).unwrap();
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "gradient of another model");
+}
+
+// ---------------------------------------------------------------------------------------
+// Proofs and statements.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn update_changed_after_proving_is_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    let mut scaled = update.clone();
+    scaled.weights.iter_mut().for_each(|w| *w *= 2);
+    scaled.bias *= 2;
+    assert!(verify(&f.statement, &scaled, &proof).is_err(), "scaled");
+    let mut nudged = update.clone();
+    nudged.bias += 1;
+    assert!(verify(&f.statement, &nudged, &proof).is_err(), "bias nudged");
+    let mut inflated = update.clone();
+    inflated.examples += 1;
+    assert!(matches!(
+        verify(&f.statement, &inflated, &proof),
+        Err(VerifyError::UpdateShape { what: "examples", .. })
+    ));
+    let mut wrapped = update.clone();
+    wrapped.weights[0] = wrapped.weights[0].wrapping_add(0xFFFF_FFFF_0000_0001u64 as i64);
+    assert!(verify(&f.statement, &wrapped, &proof).is_err(), "shifted by p");
+}
+
+#[test]
+fn proof_replayed_under_another_statement_is_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    type Change = Box<dyn Fn(&mut Statement)>;
+    let variants: Vec<(&str, Change)> = vec![
+        ("round", Box::new(|s| s.context.round += 1)),
+        ("participant", Box::new(|s| s.context.participant[0] ^= 1)),
+        ("run", Box::new(|s| s.context.federation_id[31] ^= 1)),
+        ("seed", Box::new(|s| s.seed[0] ^= 1)),
+        ("model", Box::new(|s| s.model.weights[0] += 1)),
+        ("bias", Box::new(|s| s.model.bias += 1)),
+        ("clip norm", Box::new(|s| s.params.clip_norm += 1)),
+        ("row count", Box::new(|s| s.dataset.rows += 1)),
+        ("root", Box::new(|s| s.dataset.root[2] ^= 1)),
+    ];
+    for (what, change) in variants {
+        let mut s = f.statement.clone();
+        change(&mut s);
+        let other = Statement::new(s.context, s.model, s.params, s.dataset, s.seed).unwrap();
+        assert!(verify(&other, &update, &proof).is_err(), "replay with another {what}");
+    }
+}
+
+#[test]
+fn random_bit_flips_are_all_rejected() {
+    let f = fixture(Spec::default());
+    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+    let mut rng = StdRng::seed_from_u64(2024);
+    for _ in 0..128 {
+        let mut bytes = proof.clone();
+        let bit = rng.random_range(0..bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        assert!(verify(&f.statement, &update, &bytes).is_err(), "bit {bit} flipped");
+    }
+}
+
+/// Whether `p3-batch-stark`'s verifier, given the tables and the heights the proof claims,
+/// accepts it: what a verifier without zkfed's shape check would do.
+fn batch_stark_alone_accepts(
+    statement: &Statement,
+    update: &ClippedGradientSum,
+    bytes: &[u8],
+) -> bool {
+    let proof = zkfed_air::engine::proof::decode_proof(bytes).unwrap();
+    let config = zkfed_air::config::zk_config();
+    let airs = tables(statement, update);
+    let public = [Vec::new(), statement.public_values(update), Vec::new(), Vec::new()];
+    let common = p3_batch_stark::ProverData::from_airs_and_degrees(&config, &airs, &proof.degree_bits)
+        .unwrap()
+        .common;
+    p3_batch_stark::verify_batch(&config, &airs, &proof, &public, &common).is_ok()
+}
+
+/// Proves stacked traces and checks that only the statement's heights stop them: every
+/// rule holds, `p3-batch-stark`'s own verifier accepts the proof, the update is inflated,
+/// and `verify` rejects it naming the hash table's height.
+fn assert_stacked_traces_rejected(spec: Spec, copies: usize) {
+    let f = fixture(spec);
+    let honest_update = honest(&f).update;
+    let (t, update) = stacked_traces(&f.statement, &f.dataset, copies).unwrap();
+    assert_eq!(broken_rules(&f.statement, &t, &update), [], "a valid witness");
+    assert_eq!(update.examples, honest_update.examples, "count still says B");
+    assert_ne!(update, honest_update, "the update is inflated");
+    let bytes = prove_traces(&f.statement, &t, &update).expect("the prover takes any height");
+    assert!(
+        batch_stark_alone_accepts(&f.statement, &update, &bytes),
+        "p3-batch-stark alone accepts the stacked proof (else this test shows nothing)"
+    );
+    let log_height = f.statement.shape().block_len() * f.statement.params.batch_size;
+    let expected = log_height.next_power_of_two().max(256).trailing_zeros() as u64 + 1;
+    assert_eq!(
+        verify(&f.statement, &update, &bytes),
+        Err(VerifyError::ProofShape {
+            field: "permutation table degree_bits",
+            expected,
+            got: expected + copies.trailing_zeros() as u64,
+        })
+    );
+}
+
+#[test]
+fn doubled_traces_are_rejected_for_their_height() {
+    assert_stacked_traces_rejected(Spec::default(), 2);
+}
+
+#[test]
+fn doubled_traces_without_padding_rows_are_rejected_for_their_height() {
+    // 32 blocks of 3 absorb + 5 Merkle rows fill 256 rows exactly.
+    let spec = Spec {
+        features: 16,
+        rows: 32,
+        batch: 32,
+        ..Spec::default()
+    };
+    let shape = fixture(spec).statement.shape();
+    assert_eq!(shape.batch * shape.block_len(), 256, "no padding");
+    assert_stacked_traces_rejected(spec, 2);
+}
+
+#[test]
+fn lookup_table_of_the_wrong_height_is_rejected() {
+    // A doubled lookup table receives the update twice: claiming half of the real update.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    t.lookup = RowMajorMatrix::new(t.lookup.values.repeat(2), t.lookup.width);
+    let update = t.update.clone();
+    let bytes = prove_traces(&f.statement, &t, &update).unwrap();
+    assert_eq!(
+        verify(&f.statement, &update, &bytes),
+        Err(VerifyError::ProofShape {
+            field: "lookup table degree_bits",
+            expected: 12,
+            got: 13,
+        })
+    );
+}
+
+#[test]
+fn every_value_read_back_decodes_as_the_reference() {
+    // Guards the helpers above: limbs and columns read as the reference wrote them.
+    let f = clipping_fixture();
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11);
+    assert_eq!(m, int(c.coeff).abs());
+    assert!(c.active.as_canonical_u64() == 1);
+}
