@@ -14,6 +14,9 @@
 //! (degree-1) constraints of height `H` = the hash table's height and width
 //! `⌈Σ_tables main width × table height / H⌉`. A ratio above 1 means the engine commits
 //! its cells faster than Plonky3 proves a plain trace of that many cells.
+//!
+//! The last column is the conjectured security in bits from
+//! [`zkfed_air::config::security_estimate`] (Plonky3's estimator with the LogUp term).
 
 mod common;
 
@@ -27,8 +30,8 @@ use p3_goldilocks::Goldilocks;
 use p3_matrix::Matrix;
 use p3_matrix::dense::RowMajorMatrix;
 use zkfed_air::engine::TableHeights;
-use zkfed_air::engine::proof::{prove_traces, verify};
 use zkfed_air::engine::witness::generate_traces;
+use zkfed_air::proof::{prove_traces, verify};
 
 const GRID_D: [usize; 2] = [30, 256];
 const GRID_B: [usize; 3] = [16, 64, 256];
@@ -79,7 +82,7 @@ fn main() {
          (Merkle depth 10), best of {REPEATS}"
     );
     println!(
-        "{:>4} {:>4}  {:<52} {:>8} {:>10} {:>10} {:>9} {:>12} {:>13}",
+        "{:>4} {:>4}  {:<52} {:>8} {:>10} {:>10} {:>9} {:>12} {:>13} {:>9}",
         "d",
         "B",
         "tables (height x main width)",
@@ -88,7 +91,8 @@ fn main() {
         "proof KiB",
         "peak MiB",
         "M cells/s",
-        "vs plain AIR"
+        "vs plain AIR",
+        "conj bits"
     );
     let exe = std::env::current_exe().expect("own path");
     for (d, b) in cells {
@@ -159,6 +163,7 @@ fn one_cell(d: usize, batch: usize) {
     let plain_cells = (plain_height * plain_width) as f64;
     let cells = cells as f64;
     let ratio = (cells / prove_s) / (plain_cells / plain_s);
+    let security = zkfed_air::config::security_estimate(&statement);
     let tables = TABLE_NAMES
         .iter()
         .zip(dims)
@@ -166,15 +171,17 @@ fn one_cell(d: usize, batch: usize) {
         .collect::<Vec<_>>()
         .join(" ");
     println!(
-        "{d:>4} {batch:>4}  {tables:<52} {prove_s:>8.3} {verify_ms:>10.1} {:>10.1} {:>9.0} {:>12.2} {:>12.2}x",
+        "{d:>4} {batch:>4}  {tables:<52} {prove_s:>8.3} {verify_ms:>10.1} {:>10.1} {:>9.0} {:>12.2} {:>12.2}x {:>9}",
         proof.len() as f64 / 1024.0,
         peak_mib,
         cells / prove_s / 1e6,
         ratio,
+        security.conjectured_bits,
     );
     println!(
-        "{:>11}plain AIR: {plain_height}x{plain_width}, prove {plain_s:.3} s",
-        ""
+        "{:>11}plain AIR: {plain_height}x{plain_width}, prove {plain_s:.3} s; \
+         conjectured security limited by {} ({:.1} bits)",
+        "", security.conjectured_limit, security.conjectured_limit_bits
     );
 }
 

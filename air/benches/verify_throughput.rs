@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use common::{ROWS, statement, synthetic_dataset};
 use rayon::prelude::*;
-use zkfed_air::engine::proof::{prove, verify};
+use zkfed_air::proof::{prove, verify};
 
 const D: usize = 30;
 const BATCH: usize = 64;

@@ -4,17 +4,21 @@
 //! Goldilocks with its quadratic extension (challenges from a 2^128 field), Poseidon2
 //! width 12 for trace commitments and the transcript, hiding Merkle commitments with fresh
 //! OS randomness and a hiding FRI PCS (zero knowledge). FRI: blowup 8, 32 queries, folding
-//! arity up to 8, 16 bits of grinding before the queries, the batching challenge and the
-//! out-of-domain point, 8 bits before each folding challenge. [`security_estimate`] runs
-//! Plonky3's own estimator on the actual AIR: 110 bits conjectured (Plonky3's model, not a
-//! proof) and 63 bits proven on every accepted shape, up to d = 1024, B = 1024 over 2^32
-//! rows; ARCHITECTURE.md records the figures and why these parameters.
+//! arity up to 8. Grinding: 16 bits before the FRI queries, the batching challenge, the
+//! out-of-domain point and the LogUp challenges, 8 bits before each folding challenge.
+//! [`security_estimate`] runs Plonky3's own estimator on the whole batch of four tables,
+//! with the LogUp fingerprint bound as an extra term: 110 bits conjectured (Plonky3's
+//! model, not a proof; the FRI query phase binds) and 63 bits proven on every accepted
+//! shape, up to d = 1024, B = 1024 over 2^32 rows (hash and permutation tables of 2^18
+//! rows). The LogUp term is 114 bits there (98 without its grinding); ARCHITECTURE.md
+//! records the figures and why these parameters.
 
+use p3_batch_stark::ProverData;
 use p3_challenger::DuplexChallenger;
 use p3_commit::ExtensionMmcs;
 use p3_dft::Radix2DitParallel;
-use p3_field::Field;
 use p3_field::extension::BinomialExtensionField;
+use p3_field::{BasedVectorSpace, Field};
 use p3_fri::{FriParameters, HidingFriPcs};
 use p3_goldilocks::{Goldilocks, Poseidon2Goldilocks};
 use p3_merkle_tree::MerkleTreeHidingMmcs;
@@ -23,6 +27,7 @@ use p3_uni_stark::StarkConfig;
 use rand::rngs::StdRng;
 
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, permutation};
+use crate::statement::Statement;
 
 /// The base field.
 pub type Val = Goldilocks;
@@ -65,6 +70,9 @@ pub const BATCH_POW_BITS: usize = 16;
 pub const COMMIT_POW_BITS: usize = 8;
 /// Grinding bits before the out-of-domain point.
 pub const OOD_POW_BITS: usize = 16;
+/// Grinding bits before the LogUp challenges `(α, β)`: lifts the lookup term, which
+/// otherwise limits the largest shapes (see [`security_estimate_with`]).
+pub const LOOKUP_POW_BITS: usize = 16;
 /// The hiding PCS commits the trace at twice its height: a proof's `degree_bits` is the
 /// statement's `log2` height plus this.
 pub const ZK_HEIGHT_BITS: usize = 1;
@@ -102,104 +110,218 @@ pub fn zk_config() -> ZkConfig {
         RANDOM_CODEWORDS,
         rand::make_rng::<StdRng>(),
     );
-    ZkConfig::new(pcs, Challenger::new(perm)).with_ood_proof_of_work_bits(OOD_POW_BITS)
+    ZkConfig::new(pcs, Challenger::new(perm))
+        .with_ood_proof_of_work_bits(OOD_POW_BITS)
+        .with_lookup_proof_of_work_bits(LOOKUP_POW_BITS)
 }
 
-/// Security of one proof shape as Plonky3's own estimator computes it (p3-uni-stark's
-/// `StarkSecurityParams`, `ConjecturedSecurity` and `ProvenSecurity`), in bits.
+/// Security of one proof shape, in bits: Plonky3's own estimator (p3-security's
+/// conjectured and proven STARK reports) fed the whole batch of four tables, with the
+/// LogUp fingerprint bound as an extra term of both.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SecurityEstimate {
-    /// Conjectured security (the "random words" regime of Plonky3's estimator).
+    /// Conjectured security (the "random words" regime of Plonky3's estimator), the
+    /// minimum over its terms including the LogUp term.
     pub conjectured_bits: usize,
-    /// The term of the conjectured report with the fewest bits (what limits it).
+    /// The term of the conjectured report with the fewest bits (what limits it):
+    /// `"logup-fingerprint"` when the lookup argument binds, else one of Plonky3's labels.
     pub conjectured_limit: &'static str,
-    /// That term's bits, from the per-term report rebuilt here (equal to
-    /// `conjectured_bits` up to rounding: `tests/security.rs` checks they agree).
+    /// That term's bits (`conjectured_bits` is their floor).
     pub conjectured_limit_bits: f64,
-    /// Provable security (best of unique- and list-decoding regimes).
+    /// Provable security (best of unique- and list-decoding regimes, each also bounded by
+    /// the LogUp term).
     pub proven_bits: usize,
+    /// The LogUp term alone: `-log2` of the probability that an unbalanced set of bus
+    /// messages balances at the sampled challenges, plus the grinding before them.
+    pub lookup_bits: f64,
 }
 
-/// The security estimate for proofs of `air`.
-pub fn security_estimate(air: &crate::ClippedGradientAir) -> SecurityEstimate {
-    security_estimate_with(air, &fri_parameters(()), OOD_POW_BITS)
-}
-
-/// [`security_estimate`] for other FRI parameters (for choosing them).
-pub fn security_estimate_with(
-    air: &crate::ClippedGradientAir,
-    fri: &FriParameters<()>,
-    ood_pow_bits: usize,
-) -> SecurityEstimate {
-    use p3_uni_stark::{ConjecturedSecurity, ProvenSecurity};
-
-    let params = stark_security_params(air, fri, ood_pow_bits);
-    let degree_bits = air.shape().log_height() + ZK_HEIGHT_BITS;
-    let limit = conjectured_report(&params, degree_bits).binding();
-    SecurityEstimate {
-        conjectured_bits: ConjecturedSecurity::compute_from_params(&params, degree_bits)
-            .security_bits,
-        conjectured_limit: limit.label,
-        conjectured_limit_bits: limit.bits.bits(),
-        proven_bits: ProvenSecurity::compute_from_proof(degree_bits, &params).security_bits(),
-    }
-}
-
-/// The estimator's description of proofs of `air` under these parameters.
-fn stark_security_params(
-    air: &crate::ClippedGradientAir,
-    fri: &FriParameters<()>,
-    ood_pow_bits: usize,
-) -> p3_uni_stark::StarkSecurityParams {
-    use p3_field::PrimeCharacteristicRing;
-    use p3_field::coset::TwoAdicMultiplicativeCoset;
-    use p3_uni_stark::{AirLayout, OpeningShape, StarkSecurityParams};
-
-    let log_height = air.shape().log_height();
-    let domain = TwoAdicMultiplicativeCoset::new(Val::ONE, log_height).expect("two-adic height");
-    StarkSecurityParams::from_air::<Val, Challenge, _>(
-        fri.security_regime(),
-        air,
-        AirLayout::from_air::<Val>(air),
-        domain,
-        // Challenges live in the degree-2 extension: a 128-bit field.
-        128,
-        // Poseidon2 digests of 4 × 64 bits: 128-bit collision resistance.
-        128,
-        2,
-        OpeningShape::hiding(RANDOM_CODEWORDS),
-        p3_security::GrindingSites {
-            out_of_domain: ood_pow_bits,
-            ..fri.grinding_sites()
-        },
+/// The security estimate for proofs of `statement`, under [`zk_config`]'s parameters.
+pub fn security_estimate(statement: &Statement) -> SecurityEstimate {
+    security_estimate_with(
+        statement,
+        &fri_parameters(()),
+        OOD_POW_BITS,
+        LOOKUP_POW_BITS,
     )
 }
 
-/// The per-term conjectured report behind `ConjecturedSecurity::compute_from_params`,
-/// rebuilt from the same parameters (p3-uni-stark keeps its own conversion private).
-fn conjectured_report(
-    params: &p3_uni_stark::StarkSecurityParams,
+/// [`security_estimate`] for other FRI and grinding parameters (for choosing them).
+///
+/// The batch is described to the estimator as one STARK, with every count taken from what
+/// `p3-batch-stark` commits and opens for the four tables of [`crate::engine::tables`]:
+///
+/// - constraints: the sum over the tables of their base and extension constraints,
+///   evaluated with the tables' lookups as packed by [`ProverData::from_airs_and_degrees`]
+///   (one constraint-folding challenge covers the whole batch);
+/// - constraint degree and quotient chunks: the largest over the tables, the chunks being
+///   the `2^(log_chunks + is_zk)` the prover commits;
+/// - trace length: the tallest table's committed (zero-knowledge, doubled) height;
+/// - batched functions: the sum of [`p3_batch_stark::num_batched_openings`] over the
+///   tables (main, quotient, randomizer and LogUp columns at their opening points).
+///
+/// The LogUp term is p3-security's fingerprint bound ([`p3_security::logup`], after
+/// Haböck, ePrint 2022/1530). `p3-batch-stark` grinds `lookup_pow_bits`, then draws one
+/// pair `(α, β)` from the 2^128 challenge field for the whole batch and separates buses
+/// by an offset `(bus + 1)·β^W`. A cheating witness balances every bus only if `(α, β)`
+/// is a root of the cleared fingerprint polynomial (degree `≤ N` in `α`, `≤ N·W` in `β`)
+/// or zeroes a denominator, so
+///
+/// ```text
+/// ε_logup ≤ N·(W + 2) / 2^128,   bits = 128 − log2(N) − log2(W + 2) + lookup_pow_bits,
+/// ```
+///
+/// with `W` the widest message and `N` the number of denominators: here, conservatively,
+/// the denominators per row summed over the tables times the tallest committed height
+/// (each table's real sum runs over its own, undoubled height).
+pub fn security_estimate_with(
+    statement: &Statement,
+    fri: &FriParameters<()>,
+    ood_pow_bits: usize,
+    lookup_pow_bits: usize,
+) -> SecurityEstimate {
+    use p3_security::stark::{conjectured_security_report, proven_security_report};
+
+    let batch = BatchShape::of(statement);
+    let grinding = p3_security::GrindingSites {
+        out_of_domain: ood_pow_bits,
+        lookup_challenge: lookup_pow_bits,
+        ..fri.grinding_sites()
+    };
+    let regime = fri.security_regime();
+    let air = batch.air_params();
+    let shape = batch.instance_shape();
+    let logup = p3_security::logup::security_term(&batch.logup, &shape, &grinding)
+        .expect("the tables exchange messages over LogUp buses");
+    let conjectured = conjectured_security_report(&regime, &air, &shape, &[logup], &grinding);
+    let proven = proven_security_report(&regime, &air, &shape, &[logup], &grinding);
+    let limit = conjectured.binding();
+    SecurityEstimate {
+        conjectured_bits: conjectured.security_bits() as usize,
+        conjectured_limit: limit.label,
+        conjectured_limit_bits: limit.bits.bits(),
+        proven_bits: proven.security_bits() as usize,
+        lookup_bits: logup.bits.bits(),
+    }
+}
+
+/// What the estimator needs to know about the batch proof of one statement.
+#[derive(Clone, Copy, Debug)]
+struct BatchShape {
+    /// Constraints over all tables.
+    num_constraints: usize,
+    /// Largest constraint degree over the tables.
+    max_constraint_degree: usize,
+    /// Largest committed quotient chunk count over the tables.
+    num_quotient_chunks: usize,
+    /// Largest committed (extended) `log2` height over the tables.
     degree_bits: usize,
-) -> p3_security::RegimeReport {
-    let regime = p3_security::fri::FriRegime {
-        log_blowup: params.fri_log_blowup,
-        num_queries: params.fri_num_queries,
-        log_final_poly_len: params.fri_log_final_poly_len,
-        max_log_arity: params.fri_max_log_arity,
-        commit_pow_bits: params.fri_commit_proof_of_work_bits,
-        query_pow_bits: params.fri_query_proof_of_work_bits,
-    };
-    let air = p3_security::StarkAirParams {
-        num_constraints: params.num_constraints,
-        max_constraint_degree: params.air_max_constraint_degree,
-        num_quotient_chunks: params.num_quotient_chunks,
-        max_combo: params.max_combo,
-    };
-    let shape = p3_security::InstanceShape {
-        log_trace_length: degree_bits,
-        modulus_bits: params.num_modulus_bits,
-        collision_resistance: params.collision_resistance,
-        num_batched_functions: params.num_batched_functions,
-    };
-    p3_security::stark::conjectured_security_report(&regime, &air, &shape, &[], &params.grinding)
+    /// Codewords the opening argument batches, over all tables.
+    num_batched_functions: usize,
+    /// The LogUp argument over all tables (denominators per row summed over tables).
+    logup: p3_security::logup::LogUpAir,
+}
+
+impl BatchShape {
+    fn of(statement: &Statement) -> Self {
+        use p3_air::BaseAir;
+        use p3_air::symbolic::AirLayout;
+        use p3_batch_stark::symbolic::{
+            get_log_num_quotient_chunks, get_max_constraint_degree, get_symbolic_constraints,
+        };
+        use p3_lookup::LogUpGadget;
+        use p3_uni_stark::{OpeningShape, StarkGenericConfig};
+
+        let update = crate::ClippedGradientSum::zero(statement.model.num_features());
+        let airs = crate::engine::tables(statement, &update);
+        let config = zk_config();
+        let is_zk = config.is_zk();
+        let heights = crate::engine::TableHeights::of(statement).as_array();
+        let degrees = heights.map(|h| h.trailing_zeros() as usize + is_zk);
+        let prover_data = ProverData::from_airs_and_degrees(&config, &airs, &degrees)
+            .expect("tables without preprocessed columns commit nothing at setup");
+        let gadget = LogUpGadget::new();
+        let challenge_dimension = <Challenge as BasedVectorSpace<Val>>::DIMENSION;
+
+        let mut shape = Self {
+            num_constraints: 0,
+            max_constraint_degree: 0,
+            num_quotient_chunks: 0,
+            degree_bits: 0,
+            num_batched_functions: 0,
+            logup: p3_security::logup::LogUpAir {
+                num_interactions: 0,
+                max_message_width: 0,
+            },
+        };
+        for (i, air) in airs.iter().enumerate() {
+            let lookups = &prover_data.common.lookups[i];
+            // The layout and two-adic trace domain `prove_batch` sizes each table with.
+            let layout = AirLayout {
+                main_width: air.width(),
+                num_public_values: air.num_public_values(),
+                num_periodic_columns: air.num_periodic_columns(),
+                ..Default::default()
+            };
+            let (base, ext) =
+                get_symbolic_constraints::<Val, Challenge, _, _>(air, layout, lookups, &gadget);
+            let degree = get_max_constraint_degree::<Val, Challenge, _, _>(
+                air, layout, heights[i], lookups, &gadget,
+            )
+            .max(air.max_constraint_degree().unwrap_or(0));
+            let log_chunks = get_log_num_quotient_chunks::<Val, Challenge, _, _>(
+                air, layout, heights[i], lookups, is_zk, &gadget,
+            );
+            let chunks = 1 << (log_chunks + is_zk);
+            shape.num_constraints += base.len() + ext.len();
+            shape.max_constraint_degree = shape.max_constraint_degree.max(degree);
+            shape.num_quotient_chunks = shape.num_quotient_chunks.max(chunks);
+            shape.degree_bits = shape.degree_bits.max(degrees[i]);
+            shape.num_batched_functions += p3_batch_stark::num_batched_openings(
+                air.width(),
+                !air.main_next_row_columns().is_empty(),
+                0,
+                false,
+                chunks,
+                lookups.len(),
+                challenge_dimension,
+                OpeningShape::hiding(RANDOM_CODEWORDS),
+            );
+            for lookup in lookups.iter() {
+                // An additive column has a denominator per tuple; an exclusive (flagged)
+                // one multiplexes its tuples into one denominator per row, linear in `α`
+                // whatever the flags' values.
+                shape.logup.num_interactions += if lookup.flags.is_some() {
+                    1
+                } else {
+                    lookup.elements.len()
+                };
+                let width = lookup.elements.iter().map(Vec::len).max().unwrap_or(0);
+                shape.logup.max_message_width = shape.logup.max_message_width.max(width);
+            }
+        }
+        shape
+    }
+
+    fn air_params(&self) -> p3_security::StarkAirParams {
+        p3_security::StarkAirParams {
+            num_constraints: self.num_constraints,
+            max_constraint_degree: self.max_constraint_degree,
+            num_quotient_chunks: self.num_quotient_chunks,
+            // Columns are opened at `ζ` and `ζ·g` (the LogUp accumulator always reads
+            // the next row).
+            max_combo: 2,
+        }
+    }
+
+    fn instance_shape(&self) -> p3_security::InstanceShape {
+        p3_security::InstanceShape {
+            log_trace_length: self.degree_bits,
+            // Challenges live in the degree-2 extension: a 128-bit field.
+            modulus_bits: 128,
+            // Poseidon2 digests of 4 × 64 bits: 128-bit collision resistance.
+            collision_resistance: 128,
+            num_batched_functions: self.num_batched_functions,
+        }
+    }
 }

@@ -345,7 +345,7 @@ impl Standardization {
     }
 
     /// Standardizes and quantizes rows, refusing them all if any value lands outside the
-    /// fixed-point range (±16 standard deviations): one error counting the rows out of
+    /// fixed-point range (±32 standard deviations): one error counting the rows out of
     /// range and naming the first few with their columns. [`Self::standardize`] keeps the
     /// rows that fit instead.
     pub fn apply(&self, data: &RawDataset) -> Result<Vec<Vec<i64>>, DataError> {
@@ -550,37 +550,37 @@ mod tests {
             }
         }
         // A standardized value out of range: the row and column, not the value or z-score.
-        let mut rows = vec![vec![0.0, 1.0]; 300];
+        let mut rows = vec![vec![0.0, 1.0]; 1500];
         rows.push(vec![987654.321, 2.0]);
         let data = RawDataset {
             schema: s,
             features: rows,
-            labels: vec![0; 301],
+            labels: vec![0; 1501],
         };
         let err = Standardization::fit(&data)
             .unwrap()
             .apply(&data)
             .unwrap_err();
         let shown = format!("{err} {err:?}");
-        assert!(shown.contains("data row 301 (`a`, `b`)"), "{shown}");
+        assert!(shown.contains("data row 1501 (`a`, `b`)"), "{shown}");
         assert!(!shown.contains("987654"), "{shown}");
-        assert!(!shown.contains("17.3"), "the z-score is not shown: {shown}");
+        assert!(!shown.contains("38.7"), "the z-score is not shown: {shown}");
     }
 
     /// Four rows out of range among many: `apply` refuses them all with one error that
     /// counts them and lists the first few with their columns; `standardize` keeps the rest.
     #[test]
     fn out_of_range_rows_are_counted_listed_or_left_out() {
-        let mut rows = vec![vec![0.0, 1.0]; 2000];
+        let mut rows = vec![vec![0.0, 1.0]; 8000];
         for (i, row) in [(10, vec![5000.0, 1.0]), (20, vec![1.0, 5000.0])] {
             rows[i] = row;
         }
         rows[30] = vec![-5000.0, -5000.0];
-        rows[1999] = vec![5000.0, 1.0];
+        rows[7999] = vec![5000.0, 1.0];
         let data = RawDataset {
             schema: schema(),
             features: rows,
-            labels: (0..2000).map(|i| u8::from(i % 3 == 0)).collect(),
+            labels: (0..8000).map(|i| u8::from(i % 3 == 0)).collect(),
         };
         let stats = Standardization::fit(&data).unwrap();
         let err = stats.apply(&data).unwrap_err();
@@ -595,21 +595,21 @@ mod tests {
                 (11, vec!["a".to_string()]),
                 (21, vec!["b".into()]),
                 (31, vec!["a".into(), "b".into()]),
-                (2000, vec!["a".into()]),
+                (8000, vec!["a".into()]),
             ]
         );
         assert!(
             err.to_string()
-                .starts_with("4 data row(s) have standardized values outside ±16"),
+                .starts_with("4 data row(s) have standardized values outside ±32"),
             "{err}"
         );
         assert!(err.to_string().contains("data row 31 (`a`, `b`)"), "{err}");
 
         let kept = stats.standardize(&data).unwrap();
-        assert_eq!(kept.rows.len(), 1996);
+        assert_eq!(kept.rows.len(), 7996);
         assert_eq!(kept.out_of_range.len(), 4);
         assert!(kept.check_in_range().is_err());
-        assert!(!kept.kept.contains(&10) && !kept.kept.contains(&1999));
+        assert!(!kept.kept.contains(&10) && !kept.kept.contains(&7999));
         for (k, &i) in kept.kept.iter().enumerate() {
             assert_eq!(kept.labels[k], data.labels[i]);
         }

@@ -45,3 +45,19 @@ pub enum ShapeError {
     #[error("batch index {index} is not below the row count {rows}")]
     IndexOutOfRange { index: u64, rows: u64 },
 }
+
+/// Why a trace could not be built for a statement.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // variant fields are named in their messages
+pub enum WitnessError {
+    /// The dataset does not match the statement.
+    #[error("the dataset does not match the statement: {0}")]
+    Dataset(String),
+    /// A row or parameter outside the supported ranges.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// An intermediate value outside the range its bit decomposition allows (the value,
+    /// computed from a patient's row, is not kept: this error reaches logs).
+    #[error("intermediate `{what}` does not fit in {bits} bits")]
+    Range { what: &'static str, bits: usize },
+}

@@ -1,10 +1,9 @@
 //! zkfed's proof core: fixed-point logistic regression, dataset commitments, and a
-//! zero-knowledge STARK that an update is the clipped gradient sum on committed rows.
+//! zero-knowledge STARK (four tables proved together with `p3-batch-stark`, tied by LogUp
+//! buses) that an update is the clipped gradient sum on committed rows.
 
-pub mod air;
 pub mod batch;
 pub mod bounded;
-pub mod columns;
 pub mod commitment;
 pub mod config;
 pub mod data;
@@ -12,7 +11,6 @@ pub mod engine;
 pub mod error;
 pub mod fixed;
 pub mod forgery;
-pub mod generation;
 pub mod hash;
 pub mod model;
 pub mod proof;
@@ -20,10 +18,9 @@ pub mod reference;
 pub mod sigmoid;
 pub mod statement;
 
-pub use air::ClippedGradientAir;
 pub use commitment::{CommittedDataset, DatasetCommitment};
-pub use error::ShapeError;
+pub use error::{ShapeError, WitnessError};
 pub use model::{Model, RoundParams};
 pub use proof::{ProveError, VerifyError, prove, verify};
-pub use reference::{ClippedGradientSum, clipped_gradient_sum};
+pub use reference::{ClippedGradientSum, TrainingStep, clipped_gradient_sum};
 pub use statement::{PROTOCOL_VERSION, ProofContext, Statement};

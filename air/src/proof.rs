@@ -1,28 +1,32 @@
 //! Proving and verifying a clipped-gradient update, and the versioned proof encoding.
 //!
-//! Proof bytes are `b"ZKFP" || version (u32 LE) || postcard(Proof)`. Decoding and
-//! verification run under `catch_unwind`: Plonky3's verifier may panic on malformed input,
-//! and a hostile proof must become an error, never a crashed coordinator.
+//! Proof bytes are `b"ZKFB" || version (u32 LE) || postcard(BatchProof)`: one
+//! `p3-batch-stark` proof of the four tables of [`crate::engine`]. Before Plonky3 reads a
+//! proof the verifier pins every dimension the statement fixes: each instance's height
+//! (`degree_bits`, which `p3-batch-stark` takes "straight from the proof") and each
+//! commitment's root count. Decoding and verification run under `catch_unwind`: Plonky3's
+//! verifier may panic on malformed input, and a hostile proof must become an error, never a
+//! crashed coordinator.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use p3_matrix::dense::RowMajorMatrix;
-use p3_uni_stark::Proof;
+use p3_batch_stark::{
+    BatchProof, CommonData, ProverData, StarkInstance, prove_batch, verify_batch,
+};
+use p3_uni_stark::StarkGenericConfig;
 use thiserror::Error;
 
-use crate::air::ClippedGradientAir;
 use crate::commitment::CommittedDataset;
-use crate::config::{MERKLE_CAP_HEIGHT, Val, ZK_HEIGHT_BITS, ZkConfig, zk_config};
-use crate::error::ShapeError;
+use crate::config::{MERKLE_CAP_HEIGHT, ZkConfig, zk_config};
+use crate::engine::witness::{Traces, generate_traces};
+use crate::engine::{NUM_TABLES, TableAir, TableHeights, tables};
+use crate::error::{ShapeError, WitnessError};
 use crate::fixed::MAX_BATCH;
-use crate::generation::{WitnessError, generate_trace};
 use crate::reference::ClippedGradientSum;
 use crate::statement::{PROTOCOL_VERSION, ProofShape, Statement};
 
-/// First bytes of every encoded proof.
-pub const PROOF_MAGIC: [u8; 4] = *b"ZKFP";
-/// Proofs larger than this are refused before decoding. The largest accepted shape
-/// (d = 1024, B = 1024) extrapolates from BENCH.md's grid to about 0.6 MiB.
+/// Proofs larger than this are refused before decoding (the largest accepted shape's
+/// allowance under [`max_proof_bytes`] is below it).
 pub const MAX_PROOF_BYTES: usize = 2 << 20;
 /// Update entries must be below this in magnitude (so their field encoding is unique).
 const UPDATE_BOUND: u64 = 1 << 62;
@@ -84,34 +88,44 @@ pub enum VerifyError {
     VerifierFault,
 }
 
+/// First bytes of every encoded proof.
+pub const PROOF_MAGIC: [u8; 4] = *b"ZKFB";
+
+/// A decoded multi-table proof.
+pub type ZkBatchProof = BatchProof<ZkConfig>;
+
 /// Proves the statement over the committed dataset; returns the update and the proof bytes.
 pub fn prove(
     statement: &Statement,
     dataset: &CommittedDataset,
 ) -> Result<(ClippedGradientSum, Vec<u8>), ProveError> {
     statement.validate().map_err(WitnessError::from)?;
-    let (trace, update) = generate_trace(statement, dataset)?;
-    let proof = prove_trace(statement, trace, &update)?;
-    Ok((update, proof))
+    let traces = generate_traces(statement, dataset)?;
+    let bytes = prove_traces(statement, &traces, &traces.update)?;
+    Ok((traces.update, bytes))
 }
 
-/// Proves an arbitrary trace against the statement's AIR, claiming `update`.
-///
-/// [`prove`] is this after honest trace generation; tests and benchmarks call it directly to
-/// prove forged traces. A trace that violates the AIR yields bytes the verifier rejects (debug
-/// builds refuse earlier, when Plonky3's prover checks the constraints and panics; that
-/// panic becomes [`ProveError::Stark`]).
-pub fn prove_trace(
+/// Proves given traces against a claimed update (forgers' tests call this directly).
+pub fn prove_traces(
     statement: &Statement,
-    trace: RowMajorMatrix<Val>,
+    traces: &Traces,
     update: &ClippedGradientSum,
 ) -> Result<Vec<u8>, ProveError> {
     statement.check_shape().map_err(WitnessError::from)?;
-    let air = ClippedGradientAir::new(statement);
-    let public = statement.public_values(update);
+    let airs = tables(statement, update);
+    let public = public_values(statement, update);
     let config = zk_config();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        p3_uni_stark::prove(&config, &air, trace, &public)
+        let degrees = extended_degree_bits(&config, statement);
+        let prover_data = ProverData::from_airs_and_degrees(&config, &airs, &degrees)?;
+        let matrices = [
+            &traces.permutation,
+            &traces.hash,
+            &traces.step,
+            &traces.lookup,
+        ];
+        let instances = StarkInstance::new_multiple(&airs, &matrices, &public);
+        prove_batch(&config, &instances, &prover_data)
     }));
     match outcome {
         Ok(Ok(proof)) => Ok(encode_proof(&proof)),
@@ -122,16 +136,37 @@ pub fn prove_trace(
     }
 }
 
+/// Each instance's public values: the statement on the hash table, none elsewhere.
+fn public_values(
+    statement: &Statement,
+    update: &ClippedGradientSum,
+) -> [Vec<crate::config::Val>; NUM_TABLES] {
+    [
+        Vec::new(),
+        statement.public_values(update),
+        Vec::new(),
+        Vec::new(),
+    ]
+}
+
+/// `log2` of each instance's committed height: the statement's height, doubled by the
+/// hiding PCS.
+fn extended_degree_bits(config: &ZkConfig, statement: &Statement) -> [usize; NUM_TABLES] {
+    TableHeights::of(statement)
+        .as_array()
+        .map(|h| h.trailing_zeros() as usize + config.is_zk())
+}
+
 /// Encodes a proof with its magic bytes and version.
-pub fn encode_proof(proof: &Proof<ZkConfig>) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(256 << 10);
+pub fn encode_proof(proof: &ZkBatchProof) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(192 << 10);
     bytes.extend_from_slice(&PROOF_MAGIC);
     bytes.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     postcard::to_extend(proof, bytes).expect("serializing into a Vec cannot fail")
 }
 
 /// Decodes proof bytes, checking size, magic and version first.
-pub fn decode_proof(bytes: &[u8]) -> Result<Proof<ZkConfig>, VerifyError> {
+pub fn decode_proof(bytes: &[u8]) -> Result<ZkBatchProof, VerifyError> {
     if bytes.len() > MAX_PROOF_BYTES {
         return Err(VerifyError::TooLarge {
             got: bytes.len(),
@@ -148,7 +183,7 @@ pub fn decode_proof(bytes: &[u8]) -> Result<Proof<ZkConfig>, VerifyError> {
             got: version,
         });
     }
-    let decoded = catch_unwind(|| postcard::take_from_bytes::<Proof<ZkConfig>>(&bytes[8..]));
+    let decoded = catch_unwind(|| postcard::take_from_bytes::<ZkBatchProof>(&bytes[8..]));
     match decoded {
         Ok(Ok((proof, []))) => Ok(proof),
         Ok(Ok((_, rest))) => Err(VerifyError::Decode(format!(
@@ -158,18 +193,6 @@ pub fn decode_proof(bytes: &[u8]) -> Result<Proof<ZkConfig>, VerifyError> {
         Ok(Err(e)) => Err(VerifyError::Decode(e.to_string())),
         Err(_) => Err(VerifyError::VerifierFault),
     }
-}
-
-/// The largest proof a statement of this shape accepts, checked before decoding: a
-/// decoder can be made to allocate tens of bytes per input byte (empty inner vectors), so
-/// the bytes it reads are held to about three times an honest proof's size. Honest proofs
-/// grow by about 0.35 KiB per trace column and 6 KiB per doubling of the height over a
-/// base of about 25 KiB (BENCH.md's grid); this allows 128 KiB plus 1 KiB per column plus
-/// 16 KiB per height bit, and never more than [`MAX_PROOF_BYTES`].
-pub fn max_proof_bytes(shape: &ProofShape) -> usize {
-    let width = crate::columns::trace_width(shape.num_features);
-    let allowance = (128 << 10) + (width << 10) + (shape.log_height() << 14);
-    allowance.min(MAX_PROOF_BYTES)
 }
 
 /// Checks that `update` is the clipped-gradient sum the statement describes.
@@ -188,48 +211,69 @@ pub fn verify(
         });
     }
     let proof = decode_proof(proof_bytes)?;
-    check_proof_shape(statement, &proof)?;
-    let air = ClippedGradientAir::new(statement);
-    let public = statement.public_values(update);
     let config = zk_config();
+    check_proof_shape(&config, statement, &proof)?;
+    let airs = tables(statement, update);
+    let public = public_values(statement, update);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        p3_uni_stark::verify(&config, &air, &proof, &public)
+        let common = common_data(&config, &airs, statement)?;
+        verify_batch(&config, &airs, &proof, &public, &common).map_err(|e| format!("{e:?}"))
     }));
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(VerifyError::Rejected(format!("{e:?}"))),
+        Ok(Err(e)) => Err(VerifyError::Rejected(e)),
         Err(_) => Err(VerifyError::VerifierFault),
     }
 }
 
+/// What prover and verifier derive from the tables alone: each table's lookups.
+fn common_data(
+    config: &ZkConfig,
+    airs: &[TableAir; NUM_TABLES],
+    statement: &Statement,
+) -> Result<CommonData<ZkConfig>, String> {
+    let degrees = extended_degree_bits(config, statement);
+    ProverData::from_airs_and_degrees(config, airs, &degrees)
+        .map(|data| data.common)
+        .map_err(|e| format!("{e:?}"))
+}
+
 /// Rejects a proof whose dimensions differ from the ones the statement and the
 /// configuration fix, before Plonky3 reads any of them.
-///
-/// Plonky3 takes the trace height from the proof (`degree_bits`, checked only against the
-/// PCS's limits) and accepts any periodic column whose length divides it, so a trace of a
-/// multiple of the statement's height, repeating the batch, would verify with a multiplied
-/// update. Every other length Plonky3 derives from the configuration, the AIR and this
-/// height, and checks itself; ARCHITECTURE.md ("What the verifier takes from a proof")
-/// lists each field with the check that binds it.
-fn check_proof_shape(statement: &Statement, proof: &Proof<ZkConfig>) -> Result<(), VerifyError> {
-    let height_bits = statement.shape().log_height() + ZK_HEIGHT_BITS;
-    expect_dimension("degree_bits", height_bits, proof.degree_bits)?;
-    // Plonky3 reads only a cap's first root and absorbs the rest unread: pin the count.
+fn check_proof_shape(
+    config: &ZkConfig,
+    statement: &Statement,
+    proof: &ZkBatchProof,
+) -> Result<(), VerifyError> {
+    let expected = extended_degree_bits(config, statement);
+    expect_dimension("instances", expected.len(), proof.degree_bits.len())?;
+    let fields = [
+        "permutation table degree_bits",
+        "hash table degree_bits",
+        "step table degree_bits",
+        "lookup table degree_bits",
+    ];
+    for (field, (&want, &got)) in fields
+        .into_iter()
+        .zip(expected.iter().zip(&proof.degree_bits))
+    {
+        expect_dimension(field, want, got)?;
+    }
     let roots = 1 << MERKLE_CAP_HEIGHT;
-    let commitments = &proof.commitments;
+    let c = &proof.commitments;
+    expect_dimension("main commitment roots", roots, c.main.roots().len())?;
     expect_dimension(
-        "trace commitment roots",
+        "quotient commitment roots",
         roots,
-        commitments.trace.roots().len(),
+        c.quotient_chunks.roots().len(),
     )?;
-    let quotient = commitments.quotient_chunks.roots().len();
-    expect_dimension("quotient commitment roots", roots, quotient)?;
-    if let Some(random) = &commitments.random {
-        expect_dimension(
-            "randomization commitment roots",
-            roots,
-            random.roots().len(),
-        )?;
+    for (field, commit) in [
+        ("permutation commitment roots", &c.permutation),
+        ("randomization commitment roots", &c.random),
+    ] {
+        if let Some(commit) = commit {
+            expect_dimension(field, roots, commit.roots().len())?;
+        }
     }
     for commit in &proof.opening_proof.1.commit_phase_commits {
         expect_dimension("FRI commit-phase roots", roots, commit.roots().len())?;
@@ -237,7 +281,27 @@ fn check_proof_shape(statement: &Statement, proof: &Proof<ZkConfig>) -> Result<(
     Ok(())
 }
 
-pub(crate) fn expect_dimension(field: &'static str, expected: usize, got: usize) -> Result<(), VerifyError> {
+/// The largest proof a statement of this shape accepts, checked before decoding: a
+/// decoder can be made to allocate tens of bytes per input byte (empty inner vectors), so
+/// the bytes it reads are held to about three times an honest proof's size. Every table's
+/// width is fixed, so an honest proof grows only with the tallest table: about 265 KiB at
+/// `2^10` hash rows plus about 6 KiB per doubling (BENCH.md's grid); this allows 640 KiB
+/// plus 32 KiB per height bit, and never more than [`MAX_PROOF_BYTES`].
+pub fn max_proof_bytes(shape: &ProofShape) -> usize {
+    let tallest = TableHeights::for_shape(shape)
+        .as_array()
+        .into_iter()
+        .max()
+        .unwrap_or(1);
+    let allowance = (640 << 10) + ((tallest.trailing_zeros() as usize) << 15);
+    allowance.min(MAX_PROOF_BYTES)
+}
+
+pub(crate) fn expect_dimension(
+    field: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), VerifyError> {
     if expected == got {
         return Ok(());
     }

@@ -3,9 +3,8 @@
 //! For one example `(x, y)` under model `(w, b)`, all in fixed point (scale 2^16):
 //!
 //! 1. logit `z = Σ w_j x_j + b·ONE` (scale 2^32, exact);
-//! 2. hard sigmoid `s = clamp(ONE/2 + floor(z / 2^18), 0, ONE)`, i.e. `σ(z) ≈ clamp(1/2 + z/4, 0, 1)`,
-//!    the piecewise-linear approximation that matches the logistic function's value and
-//!    slope at 0 (max error 0.12 at |z| = 2);
+//! 2. sigmoid `s = σ(z)` by the table of [`crate::sigmoid`]: 512 linear segments over
+//!    `[-16, 16)`, clamped outside, within `2^-13` of the real logistic function;
 //! 3. residual `r = s - y·ONE`, so the per-example gradient is `g = r · (x, 1)`;
 //! 4. squared norm `N = Σ x_j² + ONE²` (scale 2^32, exact) and `ν = ceil(sqrt(N))`, so
 //!    `||g|| = |r|·sqrt(N) ≤ |r|·ν`;
@@ -19,80 +18,13 @@
 //! fixed point can only clip slightly harder than real arithmetic, never more loosely.
 
 use crate::error::ShapeError;
-use crate::fixed::{ONE, ceil_sqrt, feature_in_range, floor_div_pow2};
+use crate::fixed::{ONE, ceil_sqrt, feature_in_range};
 use crate::model::Model;
 
-/// Every intermediate of one example's clipped-gradient computation.
+/// Every intermediate of one example's training step.
 ///
-/// Trace generation writes these into the AIR's columns, so the proof and the reference
-/// cannot drift apart: both are this struct.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExampleSteps {
-    /// Logit at scale 2^32.
-    pub logit: i64,
-    /// `floor(logit / 2^18)`: z/4 at scale 2^16.
-    pub quarter_logit: i64,
-    /// Whether the hard sigmoid clamped at 0.
-    pub below: bool,
-    /// Whether the hard sigmoid clamped at 1.
-    pub above: bool,
-    /// Hard-sigmoid output at scale 2^16.
-    pub sigmoid: i64,
-    /// `sigmoid - y·ONE`.
-    pub residual: i64,
-    /// `Σ x_j² + ONE²` at scale 2^32.
-    pub norm_sq: i64,
-    /// `ceil(sqrt(norm_sq))` at scale 2^16.
-    pub norm: i64,
-    /// Whether clipping changed the gradient.
-    pub clipped: bool,
-    /// The clipped coefficient `c` at scale 2^16.
-    pub coeff: i64,
-}
-
-/// The clipped-gradient computation for one example.
-pub fn example_steps(model: &Model, x: &[i64], y: u8, clip_norm: i64) -> ExampleSteps {
-    let logit: i64 =
-        model.weights.iter().zip(x).map(|(w, x)| w * x).sum::<i64>() + model.bias * ONE;
-    let norm_sq = x.iter().map(|x| x * x).sum::<i64>() + ONE * ONE;
-    steps_from_sums(logit, norm_sq, y, clip_norm)
-}
-
-/// Steps 2–5 of the computation, from an example's logit and squared norm (steps 1 and 4's
-/// sums). The AIR checks exactly this on a block's arithmetic rows, from the running sums
-/// the block's absorb rows accumulate.
-pub fn steps_from_sums(logit: i64, norm_sq: i64, y: u8, clip_norm: i64) -> ExampleSteps {
-    let (quarter_logit, _) = floor_div_pow2(logit, crate::fixed::FRAC_BITS + 2);
-    let t = ONE / 2 + quarter_logit;
-    let below = t < 0;
-    let above = t > ONE;
-    let sigmoid = t.clamp(0, ONE);
-    let residual = sigmoid - i64::from(y) * ONE;
-    let norm = ceil_sqrt(norm_sq);
-    let bound = clip_norm * ONE;
-    let clipped = residual.abs() * norm > bound;
-    let magnitude = if clipped {
-        bound / norm
-    } else {
-        residual.abs()
-    };
-    let coeff = if residual < 0 { -magnitude } else { magnitude };
-    ExampleSteps {
-        logit,
-        quarter_logit,
-        below,
-        above,
-        sigmoid,
-        residual,
-        norm_sq,
-        norm,
-        clipped,
-        coeff,
-    }
-}
-
-/// Every intermediate of one example's training step under the table sigmoid
-/// ([`crate::sigmoid`]): the computation the multi-table proof checks.
+/// Trace generation writes these into the step table's columns, so the proof and the
+/// reference cannot drift apart: both are this struct.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrainingStep {
     /// Logit at scale 2^32.
@@ -198,7 +130,7 @@ pub fn clipped_gradient_sum<'a>(
     let mut sum = ClippedGradientSum::zero(model.num_features());
     for (x, y) in rows {
         validate_row(model, x)?;
-        sum.add_example(example_steps(model, x, y, clip_norm).coeff, x);
+        sum.add_example(example_training_step(model, x, y, clip_norm).coeff, x);
     }
     Ok(sum)
 }
@@ -215,18 +147,21 @@ mod tests {
     }
 
     #[test]
-    fn sigmoid_clamps_and_is_linear_in_between() {
+    fn sigmoid_follows_the_logistic_function_and_clamps() {
         let m = model();
-        // z = 1·1 - 2·0 + 0.5 = 1.5 → 0.5 + 1.5/4 = 0.875
-        let s = example_steps(&m, &[ONE, 0], 1, 100 * ONE);
-        assert_eq!(s.sigmoid, ONE * 7 / 8);
-        assert!(!s.below && !s.above);
-        let s = example_steps(&m, &[8 * ONE, 0], 1, 100 * ONE);
-        assert!(s.above);
-        assert_eq!(s.sigmoid, ONE);
-        let s = example_steps(&m, &[0, 8 * ONE], 0, 100 * ONE);
-        assert!(s.below);
-        assert_eq!(s.sigmoid, 0);
+        // z = 1·1 - 2·0 + 0.5 = 1.5 → σ(1.5) = 0.8176
+        let s = example_training_step(&m, &[ONE, 0], 1, 100 * ONE);
+        let real = 1.0 / (1.0 + (-1.5f64).exp());
+        assert!(
+            (s.sigmoid.value as f64 / ONE as f64 - real).abs() < 1e-4,
+            "{s:?}"
+        );
+        let s = example_training_step(&m, &[20 * ONE, 0], 1, 100 * ONE);
+        assert!(s.sigmoid.above);
+        assert_eq!(s.sigmoid.value, ONE);
+        let s = example_training_step(&m, &[0, 20 * ONE], 0, 100 * ONE);
+        assert!(s.sigmoid.below);
+        assert_eq!(s.sigmoid.value, 0);
     }
 
     #[test]
@@ -234,7 +169,7 @@ mod tests {
         let m = model();
         let x = [3 * ONE, 4 * ONE];
         let clip = ONE / 2;
-        let s = example_steps(&m, &x, 1, clip);
+        let s = example_training_step(&m, &x, 1, clip);
         assert!(s.clipped);
         assert!(s.coeff <= 0, "residual is negative for y = 1");
         // ||c·(x,1)|| ≤ C exactly, in integers at scale 2^64.
@@ -248,7 +183,7 @@ mod tests {
     #[test]
     fn unclipped_gradient_is_the_residual() {
         let m = model();
-        let s = example_steps(&m, &[ONE / 4, 0], 0, 100 * ONE);
+        let s = example_training_step(&m, &[ONE / 4, 0], 0, 100 * ONE);
         assert!(!s.clipped);
         assert_eq!(s.coeff, s.residual);
     }
@@ -256,10 +191,10 @@ mod tests {
     #[test]
     fn rows_out_of_range_are_rejected() {
         let m = model();
-        let err = clipped_gradient_sum(&m, [(&[2_345_678, 0][..], 1)], ONE).unwrap_err();
+        let err = clipped_gradient_sum(&m, [(&[4_345_678, 0][..], 1)], ONE).unwrap_err();
         assert_eq!(err, ShapeError::FeatureOutOfRange { feature: 0 });
         // The row's value is a patient's: the error names the feature, never the value.
-        assert!(!format!("{err} {err:?}").contains("2345678"), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains("4345678"), "{err:?}");
         let err = clipped_gradient_sum(&m, [(&[0][..], 1)], ONE).unwrap_err();
         assert!(matches!(err, ShapeError::RowWidth { .. }));
     }

@@ -166,12 +166,22 @@ mod tests {
             assert!(v >= previous, "not monotone at {i}");
             previous = v;
         }
-        assert_eq!(segment(SEGMENTS - 1).start + segment(SEGMENTS - 1).rise, ONE);
+        assert_eq!(
+            segment(SEGMENTS - 1).start + segment(SEGMENTS - 1).rise,
+            ONE
+        );
     }
 
     #[test]
     fn intermediates_satisfy_the_equations_the_proof_checks() {
-        for logit in [-(1i64 << 54), -(17i64 << 32), -12345678901, 0, 987654321, 1 << 50] {
+        for logit in [
+            -(1i64 << 54),
+            -(17i64 << 32),
+            -12345678901,
+            0,
+            987654321,
+            1 << 50,
+        ] {
             let s = sigmoid(logit);
             assert_eq!(s.quotient * (1 << SEGMENT_BITS) + s.remainder, logit);
             assert!((0..1 << SEGMENT_BITS).contains(&s.remainder));

@@ -20,7 +20,7 @@ use crate::model::{Model, RoundParams};
 use crate::reference::ClippedGradientSum;
 
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Smallest trace height: hiding FRI needs `2 · (queries + 2 · openings)` rows.
 pub const MIN_LOG_HEIGHT: usize = 8;
@@ -36,7 +36,7 @@ pub struct ProofContext {
     pub participant: [u8; 32],
 }
 
-/// Dimensions of one proof's trace.
+/// Dimensions of one proof's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProofShape {
     /// Features per row (`d`).
@@ -53,21 +53,14 @@ impl ProofShape {
         leaf_chunks(self.num_features)
     }
 
-    /// Rows per example: absorb rows then Merkle rows.
+    /// Hash-table rows per example: absorb rows then Merkle rows.
     pub fn block_len(&self) -> usize {
         self.chunks() + self.depth
     }
 
-    /// Trace height: the blocks padded to a power of two.
-    pub fn height(&self) -> usize {
-        (self.batch * self.block_len())
-            .next_power_of_two()
-            .max(1 << MIN_LOG_HEIGHT)
-    }
-
-    /// `log2` of [`Self::height`].
-    pub fn log_height(&self) -> usize {
-        self.height().trailing_zeros() as usize
+    /// Committed main-trace cells of a proof of this shape, over all tables.
+    pub fn committed_cells(&self) -> u64 {
+        crate::engine::TableHeights::for_shape(self).committed_cells()
     }
 }
 

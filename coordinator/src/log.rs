@@ -26,9 +26,10 @@ const FORMAT_KEY: &str = "log_format";
 /// Encoding of the records and their hash. Bumped on any change to [`AuditEvent`]'s
 /// encoding: 2 carries typed rejections (`zkfed_protocol::Rejection`); 3 round attempts
 /// (proofs stored under `(round, attempt, peer)`, discarded verifications); 4 revocations
-/// (`AuditEvent::Revoked`, `Rejection::Revoked`); stores from before formats were recorded
-/// have no format and are refused.
-pub const LOG_FORMAT: u64 = 4;
+/// (`AuditEvent::Revoked`, `Rejection::Revoked`); 5 multi-table proofs (`PROTOCOL_VERSION`
+/// 3: a store of older proofs cannot be re-verified); stores from before formats were
+/// recorded have no format and are refused.
+pub const LOG_FORMAT: u64 = 5;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ pub struct RawConfig {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Leave data rows whose standardized values fall outside the range the proof covers
-    /// (±16 standard deviations under the run's statistics) out of the commitment, with
+    /// (±32 standard deviations under the run's statistics) out of the commitment, with
     /// their count logged. When not set, such rows stop the node with an error naming them.
     #[serde(default)]
     pub skip_out_of_range: bool,

@@ -38,7 +38,7 @@ enum Command {
         /// Smallest batch this node proves over (with the three flags).
         #[arg(long, default_value_t = zkfed_participant::config::default_min_batch_size())]
         min_batch_size: usize,
-        /// Leave data rows whose standardized values are out of the proof's range (±16
+        /// Leave data rows whose standardized values are out of the proof's range (±32
         /// standard deviations) out of the commitment, logging how many, instead of
         /// refusing to start (also with --config: same as `skip_out_of_range = true`).
         #[arg(long)]

@@ -377,7 +377,7 @@ fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyho
         batch: params.params.batch_size,
         depth: zkfed_air::commitment::tree_depth(rows),
     };
-    let cells = shape.height() as u64 * zkfed_air::columns::trace_width(d) as u64;
+    let cells = shape.committed_cells();
     if cells > config.max_trace_cells {
         bail!(
             "the run's proofs need a trace of {cells} cells ({d} features, batch {}), above \
@@ -869,7 +869,7 @@ mod tests {
         let column = &params.schema.features[2];
         let err = format!("{:#}", prepare(&config(&dir), &params).unwrap_err());
         for part in [
-            "1 data row(s) have standardized values outside ±16",
+            "1 data row(s) have standardized values outside ±32",
             &format!("data row 7 (`{column}`)"),
             "Fix or remove these rows",
             "--skip-out-of-range",

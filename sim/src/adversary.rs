@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::{RngExt, SeedableRng};
 use zkfed_air::fixed::{ONE, PARAM_BOUND};
-use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_trace};
+use zkfed_air::proof::{MAX_PROOF_BYTES, ProveError, prove_traces};
 use zkfed_air::{CommittedDataset, Model, ProofContext, Statement, clipped_gradient_sum};
 use zkfed_participant::participation::Prover;
 use zkfed_protocol::{Rejection, RoundAnnouncement, Submission};
@@ -96,7 +96,7 @@ impl Attack {
             Attack::TruncatedProof => matches!(rejection, Rejection::Decode(_)),
             Attack::OversizedProof => matches!(rejection, Rejection::TooLarge { .. }),
             Attack::TallerTrace => {
-                matches!(rejection, Rejection::ProofShape { field, .. } if field == "degree_bits")
+                matches!(rejection, Rejection::ProofShape { field, .. } if field.ends_with("degree_bits"))
             }
             Attack::GarbageProof | Attack::FlippedBits => matches!(
                 rejection,
@@ -410,13 +410,13 @@ fn prove_another_statement(attack: Attack, input: &TamperInput<'_>) -> Submissio
     }
 }
 
-/// Proves the honest statement over its trace stacked twice (`zkfed_air::forgery`).
+/// Proves the honest statement over its tables stacked twice (`zkfed_air::forgery`).
 fn prove_stacked(input: &TamperInput<'_>) -> Submission {
-    let stacked = zkfed_air::forgery::stacked_trace(input.statement, input.dataset, 2);
+    let stacked = zkfed_air::forgery::stacked_traces(input.statement, input.dataset, 2);
     let proved = stacked
         .map_err(ProveError::from)
-        .and_then(|(trace, update)| {
-            prove_trace(input.statement, trace, &update).map(|proof| (update, proof))
+        .and_then(|(traces, update)| {
+            prove_traces(input.statement, &traces, &update).map(|proof| (update, proof))
         });
     match proved {
         Ok((update, proof)) => Submission {

@@ -16,11 +16,15 @@ use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{LIMB_BITS, eval_range};
-use super::{EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, PERMUTATION_BUS, UPDATE_BUS, view, view_mut};
-use crate::air::LABEL_LANE;
+use super::{
+    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, PERMUTATION_BUS, UPDATE_BUS, view, view_mut,
+};
 use crate::fixed::{ONE, to_field};
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, leaf_iv, node_capacity};
 use crate::statement::Statement;
+
+/// Lane of the label in an example's last absorb row (then the two salt lanes).
+pub const LABEL_LANE: usize = RATE - 3;
 
 /// The named columns of a hash-table row.
 #[repr(C)]
@@ -157,9 +161,7 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
         if i > 0 {
             cols[START_NEXT][base - 1] = one;
         }
-        for row in base..base + block - 1 {
-            cols[KEEP][row] = one;
-        }
+        cols[KEEP][base..base + block - 1].fill(one);
         cols[FIRST_ABSORB][base] = one;
         cols[LAST_ABSORB][base + k_rows - 1] = one;
         for k in 0..k_rows {
@@ -245,7 +247,6 @@ fn constant<AB: AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
     AB::Expr::from(to_field(v))
 }
 
-
 /// Feature lanes are the limbs' value minus the offset; padding lanes are zero; every limb
 /// is in the range table. Returns this row's share of the logit.
 fn eval_lanes<AB: InteractionBuilder<F = Goldilocks>>(
@@ -286,7 +287,9 @@ fn eval_sponge<AB: AirBuilder<F = Goldilocks>>(
         let cap = c.input[RATE + i];
         builder.assert_zero(start.clone() * (cap.into() - AB::Expr::from(iv)));
         let chained = next.input[RATE + i].into() - c.output[DIGEST_ELEMS + i].into();
-        builder.when_transition().assert_zero(chain.clone() * chained);
+        builder
+            .when_transition()
+            .assert_zero(chain.clone() * chained);
     }
 }
 
@@ -302,13 +305,13 @@ fn eval_merkle<AB: AirBuilder<F = Goldilocks>>(
     let link = p[periodic::MERKLE_NEXT].clone();
     let root_row = p[periodic::ROOT_ROW].clone();
     let dir_next: AB::Expr = next.dir.into();
-    for i in 0..DIGEST_ELEMS {
+    for (i, &root_elem) in root.iter().enumerate() {
         let node: AB::Expr = c.output[i].into();
         let as_left = next.input[i].into() - node.clone();
         let as_right = next.input[DIGEST_ELEMS + i].into() - node.clone();
         let linked = (AB::Expr::ONE - dir_next.clone()) * as_left + dir_next.clone() * as_right;
         builder.when_transition().assert_zero(link.clone() * linked);
-        builder.assert_zero(root_row.clone() * (node - AB::Expr::from(root[i])));
+        builder.assert_zero(root_row.clone() * (node - AB::Expr::from(root_elem)));
     }
     let merkle = p[periodic::MERKLE].clone();
     for (i, cap) in node_capacity().into_iter().enumerate() {
@@ -374,9 +377,7 @@ fn eval_sends<AB: InteractionBuilder<F = Goldilocks>>(
     let sent = Count::bounded(c.sends_example.into(), 1);
     builder.push_interaction(EXAMPLE_BUS, example, sent);
     for lane in 0..RATE {
-        let share = p[periodic::FEATURE + lane].clone()
-            * c.coeff.into()
-            * c.input[lane].into();
+        let share = p[periodic::FEATURE + lane].clone() * c.coeff.into() * c.input[lane].into();
         builder.assert_eq(c.share[lane], share);
         let param = c.chunk_base.into() + AB::Expr::from_usize(lane);
         // Field-valued: the bus sums shares per feature (ARCHITECTURE.md, "Buses").

@@ -31,12 +31,9 @@ pub const fn lookups_for(bits: usize) -> usize {
 
 /// The value limbs spell: `Σ limb_i · 2^(11 i)`.
 pub fn limbs_value<AB: AirBuilder>(limbs: &[AB::Var]) -> AB::Expr {
-    limbs
-        .iter()
-        .rev()
-        .fold(AB::Expr::ZERO, |acc, &l| {
-            acc * AB::Expr::from_u64(RANGE_SIZE as u64) + l.into()
-        })
+    limbs.iter().rev().fold(AB::Expr::ZERO, |acc, &l| {
+        acc * AB::Expr::from_u64(RANGE_SIZE as u64) + l.into()
+    })
 }
 
 /// Looks up every limb of a `bits`-bit value (and the shifted top limb).
@@ -79,6 +76,7 @@ pub fn looked_up(limbs: &[Goldilocks], bits: usize) -> impl Iterator<Item = Gold
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p3_field::PrimeField64;
 
     #[test]
     fn limb_counts() {
@@ -95,6 +93,10 @@ mod tests {
         write_limbs(&mut limbs, (1 << 28) - 1, 28, "x").unwrap();
         let entries: Vec<_> = looked_up(&limbs, 28).collect();
         assert_eq!(entries.len(), 4);
-        assert!(entries.iter().all(|e| e.as_canonical_u64() < RANGE_SIZE as u64));
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.as_canonical_u64() < RANGE_SIZE as u64)
+        );
     }
 }

@@ -5,16 +5,16 @@
 //! - [`step_table`]: the training step of each example (sigmoid, residual, clipping).
 //! - [`lookup_table`]: the range and sigmoid tables, and the receiving end of the update.
 //!
+//! - [`permutation_table`]: one Poseidon2 permutation per row, for the hash table.
+//!
 //! Every table is built from the statement (and the claimed update), so the verifier
-//! computes all structure itself; [`proof`] checks each instance's height against
+//! computes all structure itself; [`crate::proof`] checks each instance's height against
 //! [`TableHeights`] before Plonky3 reads the proof.
 
-pub mod forgery;
 pub mod hash_table;
 pub mod limbs;
 pub mod lookup_table;
 pub mod permutation_table;
-pub mod proof;
 pub mod step_table;
 pub mod witness;
 
@@ -24,9 +24,9 @@ use p3_air::{Air, BaseAir};
 use p3_goldilocks::Goldilocks;
 use p3_lookup::InteractionBuilder;
 
-pub use crate::generation::WitnessError;
+pub use crate::error::WitnessError;
 use crate::reference::ClippedGradientSum;
-use crate::statement::{MIN_LOG_HEIGHT, Statement};
+use crate::statement::{MIN_LOG_HEIGHT, ProofShape, Statement};
 use hash_table::HashTableAir;
 use lookup_table::{LOOKUP_HEIGHT, LookupTableAir};
 use permutation_table::PermutationTableAir;
@@ -45,9 +45,9 @@ pub const EXAMPLE_BUS: &str = "example";
 pub const UPDATE_BUS: &str = "update";
 
 /// Bits of a range-checked feature (`x + 2^21` in two 11-bit limbs).
-pub const FEATURE_BITS: usize = 22;
+pub const FEATURE_BITS: usize = crate::fixed::X_BITS;
 /// Offset that makes the signed feature range non-negative.
-pub const FEATURE_OFFSET: i64 = 1 << (FEATURE_BITS - 1);
+pub const FEATURE_OFFSET: i64 = crate::fixed::X_OFFSET;
 
 /// The tables of one proof, in instance order.
 #[derive(Clone)]
@@ -77,13 +77,34 @@ pub struct TableHeights {
 impl TableHeights {
     /// The heights a statement fixes.
     pub fn of(statement: &Statement) -> Self {
-        let shape = statement.shape();
+        Self::for_shape(&statement.shape())
+    }
+
+    /// The heights of a proof of this shape.
+    pub fn for_shape(shape: &ProofShape) -> Self {
         let min = 1 << MIN_LOG_HEIGHT;
         Self {
-            hash: (shape.batch * shape.block_len()).next_power_of_two().max(min),
+            hash: (shape.batch * shape.block_len())
+                .next_power_of_two()
+                .max(min),
             step: shape.batch.next_power_of_two().max(min),
             lookup: LOOKUP_HEIGHT,
         }
+    }
+
+    /// Committed main-trace cells over all tables (what proving time and memory follow).
+    pub fn committed_cells(&self) -> u64 {
+        let widths = [
+            permutation_table::NUM_PERM_COLS,
+            hash_table::NUM_HASH_COLS,
+            step_table::NUM_STEP_COLS,
+            lookup_table::cols::COUNT,
+        ];
+        self.as_array()
+            .iter()
+            .zip(widths)
+            .map(|(&h, w)| (h * w) as u64)
+            .sum()
     }
 
     /// In instance order (the permutation table is as tall as the hash table).

@@ -12,14 +12,57 @@ use p3_air::{Air, BaseAir, WindowAccess};
 use p3_goldilocks::Goldilocks;
 use p3_lookup::InteractionBuilder;
 
-use super::PERMUTATION_BUS;
-use crate::air::{PermAir, perm_air};
-use crate::columns::{HALF_FULL_ROUNDS, NUM_PERM_COLS, PermCols};
-use crate::hash::{DIGEST_ELEMS, RATE, WIDTH};
 use core::borrow::Borrow;
 
+use p3_goldilocks::{
+    GOLDILOCKS_POSEIDON2_HALF_FULL_ROUNDS, GOLDILOCKS_POSEIDON2_PARTIAL_ROUNDS_12,
+    GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_FINAL, GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_INITIAL,
+    GOLDILOCKS_POSEIDON2_RC_12_INTERNAL, GenericPoseidon2LinearLayersGoldilocks,
+};
+use p3_poseidon2_air::{Poseidon2Air, Poseidon2Cols, RoundConstants, num_cols};
+
+use super::PERMUTATION_BUS;
+use crate::hash::{DIGEST_ELEMS, RATE, WIDTH};
+
+/// Goldilocks' S-box is x^7.
+pub const SBOX_DEGREE: u64 = 7;
+/// One committed x^3 per S-box keeps constraints at degree 3.
+pub const SBOX_REGISTERS: usize = 1;
+/// Full rounds at each end.
+pub const HALF_FULL_ROUNDS: usize = GOLDILOCKS_POSEIDON2_HALF_FULL_ROUNDS;
+/// Partial rounds in the middle.
+pub const PARTIAL_ROUNDS: usize = GOLDILOCKS_POSEIDON2_PARTIAL_ROUNDS_12;
+
+/// Columns of one permutation.
+pub type PermCols<T> =
+    Poseidon2Cols<T, WIDTH, SBOX_DEGREE, SBOX_REGISTERS, HALF_FULL_ROUNDS, PARTIAL_ROUNDS>;
+/// Width of the permutation columns.
+pub const NUM_PERM_COLS: usize =
+    num_cols::<WIDTH, SBOX_DEGREE, SBOX_REGISTERS, HALF_FULL_ROUNDS, PARTIAL_ROUNDS>();
+
+/// The Poseidon2 AIR of one row.
+pub type PermAir = Poseidon2Air<
+    Goldilocks,
+    GenericPoseidon2LinearLayersGoldilocks,
+    WIDTH,
+    SBOX_DEGREE,
+    SBOX_REGISTERS,
+    HALF_FULL_ROUNDS,
+    PARTIAL_ROUNDS,
+>;
+
+/// The standard Goldilocks width-12 round constants.
+pub fn round_constants() -> RoundConstants<Goldilocks, WIDTH, HALF_FULL_ROUNDS, PARTIAL_ROUNDS> {
+    RoundConstants::new(
+        GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_INITIAL,
+        GOLDILOCKS_POSEIDON2_RC_12_INTERNAL,
+        GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_FINAL,
+    )
+}
+
 /// The permutation's output lanes the hash table reads: the digest and the capacity.
-pub const OUTPUT_LANES: [usize; 2 * DIGEST_ELEMS] = [0, 1, 2, 3, RATE, RATE + 1, RATE + 2, RATE + 3];
+pub const OUTPUT_LANES: [usize; 2 * DIGEST_ELEMS] =
+    [0, 1, 2, 3, RATE, RATE + 1, RATE + 2, RATE + 3];
 
 /// The permutation table.
 #[derive(Clone)]
@@ -29,7 +72,9 @@ pub struct PermutationTableAir {
 
 impl Default for PermutationTableAir {
     fn default() -> Self {
-        Self { perm: perm_air() }
+        Self {
+            perm: Poseidon2Air::new(round_constants()),
+        }
     }
 }
 

@@ -219,7 +219,11 @@ fn eval_sigmoid<AB: InteractionBuilder<F = Goldilocks>>(
     builder.assert_eq(slack, limbs_value::<AB>(&c.clamp_slack));
 
     let segment = [q - first, c.segment_start.into(), c.segment_rise.into()];
-    builder.push_interaction(SIGMOID_BUS, segment, Count::bounded(active * mid.clone(), 1));
+    builder.push_interaction(
+        SIGMOID_BUS,
+        segment,
+        Count::bounded(active * mid.clone(), 1),
+    );
     let interpolated = c.sigmoid.into() * scale.clone()
         + limbs_value::<AB>(&c.interpolation_remainder)
         - c.segment_start.into() * scale

@@ -7,25 +7,30 @@ use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
 use p3_symmetric::Permutation;
 
+use super::hash_table::LABEL_LANE;
 use super::hash_table::{HashCols, NUM_HASH_COLS, chunks};
 use super::limbs::{limbs_for, looked_up, write_limbs};
 use super::lookup_table::{LOOKUP_HEIGHT, LookupTableAir, cols};
-use super::permutation_table::OUTPUT_LANES;
-use crate::columns::{HALF_FULL_ROUNDS, NUM_PERM_COLS, PermCols};
-use core::borrow::Borrow;
+use super::permutation_table::{
+    HALF_FULL_ROUNDS, NUM_PERM_COLS, OUTPUT_LANES, PARTIAL_ROUNDS, PermCols, SBOX_DEGREE,
+    SBOX_REGISTERS, round_constants,
+};
 use super::step_table::{
     CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, NUM_STEP_COLS, REMAINDER_BITS,
     StepCols, UNIT_BITS,
 };
 use super::{FEATURE_BITS, FEATURE_OFFSET, TableHeights, WitnessError};
-use crate::air::LABEL_LANE;
 use crate::commitment::CommittedDataset;
 use crate::fixed::{ONE, to_field};
-use crate::generation::permutation_rows;
-use crate::hash::{RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate};
+use crate::hash::{
+    RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate,
+};
 use crate::reference::{ClippedGradientSum, TrainingStep, example_training_step};
 use crate::sigmoid::FIRST_SEGMENT;
 use crate::statement::Statement;
+use core::borrow::Borrow;
+use p3_goldilocks::GenericPoseidon2LinearLayersGoldilocks;
+use p3_poseidon2_air::generate_trace_rows;
 
 /// The three traces of a proof, in instance order, and the update they attest to.
 pub struct Traces {
@@ -104,12 +109,7 @@ pub fn generate_traces(
     for (row, example) in step.values.chunks_exact_mut(NUM_STEP_COLS).zip(&examples) {
         let c = StepCols::from_row_mut(row);
         c.active = Goldilocks::ONE;
-        write_step_row(
-            c,
-            example.y,
-            &example.step,
-            statement.params.clip_norm,
-        )?;
+        write_step_row(c, example.y, &example.step, statement.params.clip_norm)?;
     }
     let lookup = multiplicities(&hash, &step, &update);
     Ok(Traces {
@@ -119,6 +119,23 @@ pub fn generate_traces(
         lookup,
         update,
     })
+}
+
+/// The permutation table for these inputs, one row each.
+fn permutation_rows(
+    perm_inputs: Vec<[Goldilocks; WIDTH]>,
+    width: usize,
+) -> RowMajorMatrix<Goldilocks> {
+    debug_assert_eq!(width, NUM_PERM_COLS);
+    generate_trace_rows::<
+        Goldilocks,
+        GenericPoseidon2LinearLayersGoldilocks,
+        WIDTH,
+        SBOX_DEGREE,
+        SBOX_REGISTERS,
+        HALF_FULL_ROUNDS,
+        PARTIAL_ROUNDS,
+    >(perm_inputs, &round_constants(), 0)
 }
 
 /// The permutation-table row of one input (forgers rebuild rows they change).
@@ -145,7 +162,9 @@ fn copy_permutation_io(
 
 /// Every feature fits the range the hash table proves.
 fn check_features(x: &[i64]) -> Result<(), WitnessError> {
-    if x.iter().any(|&v| !(-FEATURE_OFFSET..FEATURE_OFFSET).contains(&v)) {
+    if x.iter()
+        .any(|&v| !(-FEATURE_OFFSET..FEATURE_OFFSET).contains(&v))
+    {
         return Err(WitnessError::Range {
             what: "feature",
             bits: FEATURE_BITS,
@@ -220,7 +239,12 @@ pub fn write_step_row(
     c.label = Goldilocks::from_u8(label);
     c.coeff = to_field(step.coeff);
     c.quotient = to_field(s.quotient);
-    write_limbs(&mut c.remainder, s.remainder, REMAINDER_BITS, "logit remainder")?;
+    write_limbs(
+        &mut c.remainder,
+        s.remainder,
+        REMAINDER_BITS,
+        "logit remainder",
+    )?;
     c.below = Goldilocks::from_bool(s.below);
     c.above = Goldilocks::from_bool(s.above);
     let end = FIRST_SEGMENT + crate::sigmoid::SEGMENTS as i64;
@@ -246,7 +270,12 @@ pub fn write_step_row(
     c.residual_neg = Goldilocks::from_bool(step.residual < 0);
     let nu = step.norm;
     write_limbs(&mut c.norm, nu, NORM_BITS, "norm")?;
-    write_limbs(&mut c.norm_upper, nu * nu - step.norm_sq, GAP_BITS, "norm upper gap")?;
+    write_limbs(
+        &mut c.norm_upper,
+        nu * nu - step.norm_sq,
+        GAP_BITS,
+        "norm upper gap",
+    )?;
     let lower = step.norm_sq - (nu - 1) * (nu - 1) - 1;
     write_limbs(&mut c.norm_lower, lower, GAP_BITS, "norm lower gap")?;
     let bound = clip_norm * ONE;
