@@ -27,6 +27,22 @@ pub struct DatasetCommitment {
 }
 
 impl DatasetCommitment {
+    /// A row count the tree supports and a root whose limbs are canonical field elements
+    /// (a limb at or above the modulus would be a second encoding of a smaller one).
+    pub fn validate(&self) -> Result<(), ShapeError> {
+        const MODULUS: u64 = 0xFFFF_FFFF_0000_0001;
+        if let Some(limb) = self.root.iter().position(|&l| l >= MODULUS) {
+            return Err(ShapeError::RootNotCanonical { limb });
+        }
+        if self.rows == 0 || self.rows > MAX_ROWS {
+            return Err(ShapeError::Rows {
+                got: self.rows,
+                max: MAX_ROWS,
+            });
+        }
+        Ok(())
+    }
+
     /// The root as field elements.
     pub fn root_digest(&self) -> Digest {
         self.root.map(Goldilocks::from_u64)

@@ -44,6 +44,9 @@ pub enum ShapeError {
     /// A batch index that is not in the dataset.
     #[error("batch index {index} is not below the row count {rows}")]
     IndexOutOfRange { index: u64, rows: u64 },
+    /// A root limb that is not a canonical field element (two encodings of one root).
+    #[error("dataset root limb {limb} is not below the field modulus")]
+    RootNotCanonical { limb: usize },
 }
 
 /// Why a trace could not be built for a statement.

@@ -12,7 +12,7 @@ use p3_goldilocks::Goldilocks;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::batch_indices;
-use crate::commitment::{DatasetCommitment, MAX_ROWS, tree_depth};
+use crate::commitment::{DatasetCommitment, tree_depth};
 use crate::error::ShapeError;
 use crate::fixed::{FRAC_BITS, to_field};
 use crate::hash::{DIGEST_ELEMS, leaf_chunks};
@@ -190,13 +190,7 @@ fn check_ranges(
 ) -> Result<(), ShapeError> {
     model.validate()?;
     params.validate()?;
-    if dataset.rows == 0 || dataset.rows > MAX_ROWS {
-        return Err(ShapeError::Rows {
-            got: dataset.rows,
-            max: MAX_ROWS,
-        });
-    }
-    Ok(())
+    dataset.validate()
 }
 
 /// Offsets into the public values.
@@ -276,6 +270,12 @@ mod tests {
         reordered.batch_indices.reverse();
         assert_eq!(reordered.check_shape(), Ok(()));
         assert_eq!(reordered.validate(), Err(ShapeError::BatchNotFromSeed));
+        let mut aliased = good.clone();
+        aliased.dataset.root[3] += 0xFFFF_FFFF_0000_0001;
+        assert_eq!(
+            aliased.validate(),
+            Err(ShapeError::RootNotCanonical { limb: 3 })
+        );
         let mut wide = good;
         wide.model.weights[1] = crate::fixed::PARAM_BOUND;
         assert!(matches!(

@@ -427,6 +427,43 @@ fn update_share_on_a_salt_lane_is_rejected() {
 }
 
 #[test]
+fn share_on_a_padding_row_is_rejected() {
+    // A hash row past the last block adds a share of its own to feature 0's update entry.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let shape = f.statement.shape();
+    let padding = shape.batch * shape.block_len();
+    hash_row(&mut t, padding).share[0] = to_field(ONE);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_ne!(update, honest(&f).update);
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "share from padding");
+}
+
+#[test]
+fn clipping_a_zero_residual_is_rejected() {
+    // r = 0 (σ = y) cannot be clipped: the slack |r|·ν - C·ONE - 1 is negative.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    let y = int(c.label);
+    c.sigmoid = to_field(y * ONE);
+    c.abs_residual = [Goldilocks::ZERO; 2];
+    c.grad_norm = Goldilocks::ZERO;
+    c.clipped = Goldilocks::ONE;
+    write_limbs(&mut c.clip_slack, 0, 44, "s").unwrap();
+    c.coeff_abs = [Goldilocks::ZERO; 2];
+    c.coeff_norm = Goldilocks::ZERO;
+    let update = set_coeff(&f, &mut t, 0, 0);
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Step,
+        "a zero residual clipped",
+    );
+}
+
+#[test]
 fn tampered_share_is_rejected() {
     let f = fixture(Spec::default());
     let mut t = honest(&f);

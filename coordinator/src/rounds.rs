@@ -72,6 +72,9 @@ pub fn judge_enrolment(
     if e.schema_hash != state.config.public.schema.hash() {
         return Err(Rejection::OtherSchema);
     }
+    e.commitment
+        .validate()
+        .map_err(|err| Rejection::Statement(err.to_string()))?;
     let batch = state.config.public.params.batch_size as u64;
     if e.commitment.rows < batch {
         return Err(Rejection::TooFewRows {

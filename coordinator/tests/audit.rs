@@ -366,6 +366,14 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         core.enrol(&member_peer, &signed).unwrap(),
         Err(Rejection::TooFewRows { rows: 2, .. })
     ));
+    // A root limb at or above the field modulus would be a second encoding of the root.
+    let mut aliased = enrolment(50, [7; 32]);
+    aliased.commitment.root[0] = u64::MAX;
+    let signed = SignedEnrolment::sign(aliased, &member);
+    assert!(matches!(
+        core.enrol(&member_peer, &signed).unwrap(),
+        Err(Rejection::Statement(reason)) if reason.contains("root limb 0")
+    ));
     // Signed by someone else on the member's behalf.
     let signed = SignedEnrolment::sign(enrolment(50, [7; 32]), &stranger);
     assert!(matches!(
@@ -406,8 +414,9 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
             _ => None,
         })
         .collect();
-    assert_eq!(refused.len(), 5, "{refused:?}");
+    assert_eq!(refused.len(), 6, "{refused:?}");
     assert!(matches!(refused[0], Rejection::NotAllowed));
-    assert!(matches!(refused[4], Rejection::CommitmentChanged));
+    assert!(matches!(refused[3], Rejection::Statement(_)));
+    assert!(matches!(refused[5], Rejection::CommitmentChanged));
     std::fs::remove_dir_all(dir).unwrap();
 }
