@@ -872,8 +872,8 @@ fn lookup_table_of_the_wrong_height_is_rejected() {
         verify(&f.statement, &update, &bytes),
         Err(VerifyError::ProofShape {
             field: "lookup table degree_bits",
-            expected: 12,
-            got: 13,
+            expected: 10,
+            got: 11,
         })
     );
 }

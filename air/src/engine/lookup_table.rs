@@ -1,5 +1,10 @@
-//! `LookupTable`: `2^11` rows of verifier-computed (periodic) columns that provide the
-//! range `[0, 2^11)` and the sigmoid's segments, and receive the public update.
+//! `LookupTable`: 512 rows of verifier-computed (periodic) columns that provide the range
+//! `[0, 2^11)` (four values per row), the sigmoid's 512 segments, and receive the public
+//! update (four entries per row).
+//!
+//! The range is laid out four values to a row so that this table is never the tallest: a
+//! `2^11`-row table set FRI's domain and the largest Merkle tree of every proof with a
+//! hash table of 1024 rows or fewer (BENCH.md, issue 13).
 
 use std::borrow::Cow;
 
@@ -10,40 +15,45 @@ use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::RANGE_SIZE;
 use super::{RANGE_BUS, SIGMOID_BUS, UPDATE_BUS};
-use crate::fixed::to_field;
+use crate::fixed::{MAX_FEATURES, to_field};
 use crate::reference::ClippedGradientSum;
 use crate::sigmoid::{SEGMENTS, segment};
 
 /// Rows of the lookup table.
-pub const LOOKUP_HEIGHT: usize = RANGE_SIZE;
+pub const LOOKUP_HEIGHT: usize = SEGMENTS;
+/// Range values (and update entries) per row: value `i + LOOKUP_HEIGHT·lane` on row `i`.
+pub const LANES: usize = RANGE_SIZE / LOOKUP_HEIGHT;
 
-/// Main columns: how often each entry is looked up.
+const _: () = assert!(LANES * LOOKUP_HEIGHT == RANGE_SIZE);
+const _: () = assert!(MAX_FEATURES < RANGE_SIZE, "every update entry has a slot");
+
+/// Main columns.
 pub mod cols {
-    /// Lookups of this row's range value.
+    use super::LANES;
+    /// Per lane: lookups of this row's range value.
     pub const RANGE_MULT: usize = 0;
     /// Lookups of this row's sigmoid segment.
-    pub const SIGMOID_MULT: usize = 1;
+    pub const SIGMOID_MULT: usize = RANGE_MULT + LANES;
     /// Bus-visible copies of the periodic columns (LogUp's trace builder reads main
     /// columns only), in [`super::periodic`] order.
-    pub const ENTRY: usize = 2;
+    pub const ENTRY: usize = SIGMOID_MULT + 1;
     /// Width.
     pub const COUNT: usize = ENTRY + super::periodic::COUNT;
 }
 
-/// Periodic columns.
+/// Periodic columns (period [`LOOKUP_HEIGHT`]).
 pub mod periodic {
-    /// The range value `i` (period `2^11`).
+    use super::LANES;
+    /// Per lane: the range value `i + 512·lane`, also the update index `j`.
     pub const VALUE: usize = 0;
-    /// The segment index `k` (period 512).
-    pub const SEGMENT: usize = 1;
-    /// Its start `a_k`.
-    pub const SEGMENT_START: usize = 2;
+    /// The segment's start `a_k` on row `k` (the segment index is lane 0's value).
+    pub const SEGMENT_START: usize = VALUE + LANES;
     /// Its rise `b_k`.
-    pub const SEGMENT_RISE: usize = 3;
-    /// The update entry `U_j` on row `j ≤ d` (the bias at `d`), zero after.
-    pub const UPDATE: usize = 4;
+    pub const SEGMENT_RISE: usize = SEGMENT_START + 1;
+    /// Per lane: the update entry `U_j` for `j = i + 512·lane ≤ d` (the bias at `d`), else 0.
+    pub const UPDATE: usize = SEGMENT_RISE + 1;
     /// Number of periodic columns.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = UPDATE + LANES;
 }
 
 /// The lookup table of one statement and update.
@@ -55,31 +65,29 @@ pub struct LookupTableAir {
 impl LookupTableAir {
     /// The table receiving `update`.
     pub fn new(update: &ClippedGradientSum) -> Self {
-        let values = (0..LOOKUP_HEIGHT).map(Goldilocks::from_usize).collect();
-        let segments = (0..SEGMENTS).map(segment);
-        let mut starts = Vec::with_capacity(SEGMENTS);
-        let mut rises = Vec::with_capacity(SEGMENTS);
-        for s in segments {
-            starts.push(to_field(s.start));
-            rises.push(to_field(s.rise));
-        }
-        let mut entries = vec![Goldilocks::ZERO; LOOKUP_HEIGHT];
+        let mut entries = vec![Goldilocks::ZERO; RANGE_SIZE];
         let update_entries = update.weights.iter().chain([&update.bias]);
         for (entry, &u) in entries.iter_mut().zip(update_entries) {
             *entry = to_field(u);
         }
-        let ks = (0..SEGMENTS).map(Goldilocks::from_usize).collect();
-        Self {
-            periodic: vec![values, ks, starts, rises, entries],
+        let lane = |lane: usize| LOOKUP_HEIGHT * lane..LOOKUP_HEIGHT * (lane + 1);
+        let mut periodic = Vec::with_capacity(periodic::COUNT);
+        for l in 0..LANES {
+            periodic.push(lane(l).map(Goldilocks::from_usize).collect());
         }
+        let segments: Vec<_> = (0..SEGMENTS).map(segment).collect();
+        periodic.push(segments.iter().map(|s| to_field(s.start)).collect());
+        periodic.push(segments.iter().map(|s| to_field(s.rise)).collect());
+        for l in 0..LANES {
+            periodic.push(entries[lane(l)].to_vec());
+        }
+        Self { periodic }
     }
-}
 
-impl LookupTableAir {
     /// Row `i`'s periodic values, in [`periodic`] order (the trace copies them).
     pub fn periodic_values_by_row(&self) -> Vec<Vec<Goldilocks>> {
         (0..LOOKUP_HEIGHT)
-            .map(|i| self.periodic.iter().map(|c| c[i % c.len()]).collect())
+            .map(|i| self.periodic.iter().map(|c| c[i]).collect())
             .collect()
     }
 }
@@ -106,7 +114,6 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for LookupTableAir {
     fn eval(&self, builder: &mut AB) {
         let main = builder.main();
         let row = main.current_slice();
-        let (range_mult, sigmoid_mult) = (row[cols::RANGE_MULT], row[cols::SIGMOID_MULT]);
         let entry = &row[cols::ENTRY..cols::COUNT];
         let p: Vec<AB::Expr> = builder
             .periodic_values()
@@ -116,21 +123,19 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for LookupTableAir {
         for (&copy, p) in entry.iter().zip(p) {
             builder.assert_eq(copy, p);
         }
-        builder.push_interaction(
-            RANGE_BUS,
-            [entry[periodic::VALUE]],
-            Count::provided(-range_mult.into()),
-        );
+        for lane in 0..LANES {
+            let value = entry[periodic::VALUE + lane];
+            let mult = row[cols::RANGE_MULT + lane];
+            builder.push_interaction(RANGE_BUS, [value], Count::provided(-mult.into()));
+            let received = -entry[periodic::UPDATE + lane].into();
+            builder.push_interaction(UPDATE_BUS, [value], Count::provided(received));
+        }
         let segment = [
-            entry[periodic::SEGMENT],
+            entry[periodic::VALUE],
             entry[periodic::SEGMENT_START],
             entry[periodic::SEGMENT_RISE],
         ];
-        builder.push_interaction(SIGMOID_BUS, segment, Count::provided(-sigmoid_mult.into()));
-        builder.push_interaction(
-            UPDATE_BUS,
-            [entry[periodic::VALUE]],
-            Count::provided(-entry[periodic::UPDATE].into()),
-        );
+        let mult = row[cols::SIGMOID_MULT];
+        builder.push_interaction(SIGMOID_BUS, segment, Count::provided(-mult.into()));
     }
 }

@@ -9,8 +9,8 @@ use p3_symmetric::Permutation;
 
 use super::hash_table::LABEL_LANE;
 use super::hash_table::{HashCols, NUM_HASH_COLS, chunks};
-use super::limbs::{limbs_for, looked_up, write_limbs};
-use super::lookup_table::{LOOKUP_HEIGHT, LookupTableAir, cols};
+use super::limbs::{RANGE_SIZE, limbs_for, looked_up, write_limbs};
+use super::lookup_table::{LANES, LOOKUP_HEIGHT, LookupTableAir, cols};
 use super::permutation_table::{
     HALF_FULL_ROUNDS, NUM_PERM_COLS, OUTPUT_LANES, PARTIAL_ROUNDS, PermCols, SBOX_DEGREE,
     SBOX_REGISTERS, round_constants,
@@ -308,7 +308,7 @@ pub fn multiplicities(
     update: &ClippedGradientSum,
 ) -> RowMajorMatrix<Goldilocks> {
     use p3_field::PrimeField64;
-    let mut range = vec![0u64; LOOKUP_HEIGHT];
+    let mut range = vec![0u64; RANGE_SIZE];
     let mut sigmoid = vec![0u64; LOOKUP_HEIGHT];
     // A forged trace may hold limbs outside the table: they are left uncounted, so the
     // bus does not balance.
@@ -341,7 +341,10 @@ pub fn multiplicities(
     let mut values = Goldilocks::zero_vec(LOOKUP_HEIGHT * cols::COUNT);
     let entries = LookupTableAir::new(update).periodic_values_by_row();
     for (i, row) in values.chunks_exact_mut(cols::COUNT).enumerate() {
-        row[cols::RANGE_MULT] = Goldilocks::from_u64(range[i]);
+        for lane in 0..LANES {
+            let value = i + LOOKUP_HEIGHT * lane;
+            row[cols::RANGE_MULT + lane] = Goldilocks::from_u64(range[value]);
+        }
         row[cols::SIGMOID_MULT] = Goldilocks::from_u64(sigmoid[i]);
         row[cols::ENTRY..].copy_from_slice(&entries[i]);
     }
