@@ -169,6 +169,23 @@ fn set_coeff(f: &Fixture, t: &mut Traces, i: usize, coeff: i64) -> ClippedGradie
     rebalance(&f.statement, t).expect("small update")
 }
 
+/// Re-witnesses example `i`'s step row for another logit, squared norm or label (as the
+/// reference computes the step from them), makes the example use the new coefficient
+/// everywhere and rebalances the buses; returns the update they now balance with.
+fn rewitness_step(
+    f: &Fixture,
+    t: &mut Traces,
+    i: usize,
+    change: impl Fn(i64, i64, u8) -> (i64, i64, u8),
+) -> ClippedGradientSum {
+    let clip = f.statement.params.clip_norm;
+    let c = step_row(t, i);
+    let (logit, norm_sq, y) = change(int(c.logit), int(c.norm_sq), int(c.label) as u8);
+    let step = zkfed_air::reference::training_step(logit, norm_sq, y, clip);
+    zkfed_air::engine::witness::write_step_row(c, y, &step, clip).unwrap();
+    set_coeff(f, t, i, step.coeff)
+}
+
 #[test]
 fn honest_traces_satisfy_every_rule_and_verify() {
     let f = clipping_fixture();
@@ -355,12 +372,7 @@ fn step_row_proving_another_logit_is_rejected() {
     // The step table proves a consistent step for a logit the hash table never sent.
     let f = fixture(Spec::default());
     let mut t = honest(&f);
-    let c = step_row(&mut t, 0);
-    let logit = int(c.logit) + (3 << 28);
-    let (n, y) = (int(c.norm_sq), int(c.label) as u8);
-    let step = zkfed_air::reference::training_step(logit, n, y, f.statement.params.clip_norm);
-    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm).unwrap();
-    let update = set_coeff(&f, &mut t, 0, step.coeff);
+    let update = rewitness_step(&f, &mut t, 0, |z, n, y| (z + (3 << 28), n, y));
     assert_rejected(
         &f.statement,
         &t,
@@ -489,12 +501,7 @@ fn tampered_logit_is_rejected() {
     let mut t = honest(&f);
     let (_, merkle) = block(&f, 1);
     hash_row(&mut t, merkle).logit += to_field(ONE);
-    let c = step_row(&mut t, 1);
-    let logit = int(c.logit) + ONE;
-    let (n, y) = (int(c.norm_sq), int(c.label) as u8);
-    let step = zkfed_air::reference::training_step(logit, n, y, f.statement.params.clip_norm);
-    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm).unwrap();
-    let update = set_coeff(&f, &mut t, 1, step.coeff);
+    let update = rewitness_step(&f, &mut t, 1, |z, n, y| (z + ONE, n, y));
     assert_rejected(
         &f.statement,
         &t,
@@ -510,12 +517,7 @@ fn understated_squared_norm_is_rejected() {
     let mut t = honest(&f);
     let (_, merkle) = block(&f, 0);
     hash_row(&mut t, merkle).norm_sq = to_field(ONE * ONE);
-    let c = step_row(&mut t, 0);
-    let (logit, y) = (int(c.logit), int(c.label) as u8);
-    let step =
-        zkfed_air::reference::training_step(logit, ONE * ONE, y, f.statement.params.clip_norm);
-    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm).unwrap();
-    let update = set_coeff(&f, &mut t, 0, step.coeff);
+    let update = rewitness_step(&f, &mut t, 0, |z, _, y| (z, ONE * ONE, y));
     assert_rejected(
         &f.statement,
         &t,
@@ -551,15 +553,7 @@ fn label_not_from_the_committed_row_is_rejected() {
     for offset in 0..f.statement.shape().block_len() {
         hash_row(&mut t, start + offset).label = Goldilocks::from_u8(y);
     }
-    let c = step_row(&mut t, 0);
-    let step = zkfed_air::reference::training_step(
-        int(c.logit),
-        int(c.norm_sq),
-        y,
-        f.statement.params.clip_norm,
-    );
-    zkfed_air::engine::witness::write_step_row(c, y, &step, f.statement.params.clip_norm).unwrap();
-    let update = set_coeff(&f, &mut t, 0, step.coeff);
+    let update = rewitness_step(&f, &mut t, 0, |z, n, _| (z, n, y));
     assert_rejected(&f.statement, &t, &update, Rule::Hash, "flipped label");
 }
 
