@@ -14,7 +14,7 @@
 //! knots errs by at most `h²/8 · max|σ''| = (1/16)²/8 · 0.0962 = 4.7·10⁻⁵`; rounding the
 //! knots adds at most `2^-17`, the floor less than `2^-16`, and the clamped tails at most
 //! `σ(-16) = 1.1·10⁻⁷`. Total below `7.0·10⁻⁵ < 2^-13.8` (the aim was `2^-12`);
-//! `tests::error_against_f64_is_below_2_to_the_minus_13` measures it on a dense grid.
+//! `tests::error_against_f64_is_below_the_documented_bound` measures it on a dense grid.
 //!
 //! The knots come from `f64` arithmetic, so they would differ between machines only if an
 //! `exp` result fell within an ulp of a rounding boundary: `knots_are_far_from_rounding_ties`
@@ -128,7 +128,7 @@ mod tests {
     }
 
     #[test]
-    fn error_against_f64_is_below_2_to_the_minus_13() {
+    fn error_against_f64_is_below_the_documented_bound() {
         let mut worst = 0f64;
         // Every 2^-12 of a unit from -40 to 40, plus the segment boundaries' neighbours.
         let step = 1i64 << 20;
@@ -140,7 +140,8 @@ mod tests {
             }
             z += step;
         }
-        assert!(worst < 2f64.powi(-13), "worst error {worst:e}");
+        eprintln!("worst |σ_table - σ| on the grid: {worst:.3e} (2^{:.2})", worst.log2());
+        assert!(worst < 7.0e-5, "worst error {worst:e}, above the documented bound");
         assert!(worst > 1e-6, "the measurement is not vacuous: {worst:e}");
     }
 
