@@ -140,8 +140,14 @@ mod tests {
             }
             z += step;
         }
-        eprintln!("worst |σ_table - σ| on the grid: {worst:.3e} (2^{:.2})", worst.log2());
-        assert!(worst < 7.0e-5, "worst error {worst:e}, above the documented bound");
+        eprintln!(
+            "worst |σ_table - σ| on the grid: {worst:.3e} (2^{:.2})",
+            worst.log2()
+        );
+        assert!(
+            worst < 7.0e-5,
+            "worst error {worst:e}, above the documented bound"
+        );
         assert!(worst > 1e-6, "the measurement is not vacuous: {worst:e}");
     }
 
