@@ -5,8 +5,8 @@
 //! `w_j · x_j` and `x_j²` to the block's running logit and squared norm, and send each
 //! feature's share `c · x_j` of the update on the `update` bus. The block's first Merkle row
 //! sends `(z, N, y, c)` to the step table. Merkle directions are witness bits whose running
-//! index must equal the public batch index on the block's last row (ARCHITECTURE.md, "Engine
-//! v2", for why they are not verifier columns).
+//! index must equal the public batch index on the block's last row (ARCHITECTURE.md,
+//! "Membership ready for private indices", says why they are not verifier columns).
 
 use std::borrow::Cow;
 
