@@ -105,7 +105,12 @@ pub fn prove(
     Ok((traces.update, bytes))
 }
 
-/// Proves given traces against a claimed update (forgers' tests call this directly).
+/// Proves given traces against the statement's tables, claiming `update`.
+///
+/// [`prove`] is this after honest trace generation; tests, benchmarks and the simulation's
+/// adversaries call it directly to prove forged traces. Traces that break a constraint or
+/// a bus yield bytes the verifier rejects (debug builds refuse earlier, when Plonky3's
+/// prover checks the witness and panics; that panic becomes [`ProveError::Stark`]).
 pub fn prove_traces(
     statement: &Statement,
     traces: &Traces,
@@ -159,7 +164,7 @@ fn extended_degree_bits(config: &ZkConfig, statement: &Statement) -> [usize; NUM
 
 /// Encodes a proof with its magic bytes and version.
 pub fn encode_proof(proof: &ZkBatchProof) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(192 << 10);
+    let mut bytes = Vec::with_capacity(288 << 10);
     bytes.extend_from_slice(&PROOF_MAGIC);
     bytes.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
     postcard::to_extend(proof, bytes).expect("serializing into a Vec cannot fail")

@@ -46,15 +46,15 @@ pub struct RawConfig {
     #[serde(default)]
     pub federation_id: Option<String>,
     /// Largest proof trace (rows × columns) this node builds: bounds the memory a run's
-    /// parameters can make it use (2^24 cells ≈ 2.5 GiB at peak; d = 256, B = 256 needs
-    /// 11.3 M).
+    /// parameters can make it use, in committed main cells over all tables (2^23 cells ≈
+    /// 2 GiB at peak; d = 256, B = 256 needs 5.0 M, BENCH.md).
     #[serde(default = "default_max_trace_cells")]
     pub max_trace_cells: u64,
 }
 
 /// The default [`RawConfig::max_trace_cells`].
 pub fn default_max_trace_cells() -> u64 {
-    1 << 24
+    1 << 23
 }
 
 /// The default [`RawConfig::min_batch_size`].

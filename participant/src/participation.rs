@@ -380,7 +380,7 @@ fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyho
     let cells = shape.committed_cells();
     if cells > config.max_trace_cells {
         bail!(
-            "the run's proofs need a trace of {cells} cells ({d} features, batch {}), above \
+            "the run's proofs need {cells} committed trace cells ({d} features, batch {}), above \
              this node's limit of {} (`max_trace_cells`)",
             params.params.batch_size,
             config.max_trace_cells
