@@ -151,6 +151,11 @@ fn int(v: Goldilocks) -> i64 {
     from_field(v).expect("small value")
 }
 
+/// The value 11-bit limbs spell.
+fn spelled(limbs: &[Goldilocks]) -> i64 {
+    limbs.iter().rev().fold(0, |acc, &l| (acc << 11) + int(l))
+}
+
 /// Makes example `i` use `coeff` everywhere it appears (step row, hash block, shares) and
 /// rebalances the buses; returns the update they now balance with.
 fn set_coeff(f: &Fixture, t: &mut Traces, i: usize, coeff: i64) -> ClippedGradientSum {
@@ -206,8 +211,8 @@ fn skipped_clipping_is_rejected() {
     let mut t = honest(&f);
     let c = step_row(&mut t, 0);
     assert_eq!(c.clipped, Goldilocks::ONE, "fixture must clip");
-    let abs_r = int(c.abs_residual[0]) + (int(c.abs_residual[1]) << 11);
-    let nu = (0..3).map(|i| int(c.norm[i]) << (11 * i)).sum::<i64>();
+    let abs_r = spelled(&c.abs_residual);
+    let nu = spelled(&c.norm);
     c.clipped = Goldilocks::ZERO;
     write_limbs(&mut c.coeff_abs, abs_r, 22, "m").unwrap();
     c.coeff_norm = to_field(abs_r * nu);
@@ -225,11 +230,9 @@ fn weakened_clipping_is_rejected() {
     let f = clipping_fixture();
     let mut t = honest(&f);
     let c = step_row(&mut t, 0);
-    let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11) + 1;
+    let m = spelled(&c.coeff_abs) + 1;
     write_limbs(&mut c.coeff_abs, m, 22, "m").unwrap();
-    c.coeff_norm += (0..3)
-        .map(|i| c.norm[i] * Goldilocks::from_u64(1 << (11 * i)))
-        .sum::<Goldilocks>();
+    c.coeff_norm += to_field(spelled(&c.norm));
     let neg = c.residual_neg == Goldilocks::ONE;
     let update = set_coeff(&f, &mut t, 0, if neg { -m } else { m });
     assert_rejected(
@@ -246,14 +249,12 @@ fn overclipped_coefficient_is_rejected() {
     let f = clipping_fixture();
     let mut t = honest(&f);
     let c = step_row(&mut t, 1);
-    let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11);
+    let m = spelled(&c.coeff_abs);
     assert!(m > 0);
     write_limbs(&mut c.coeff_abs, m - 1, 22, "m").unwrap();
-    let nu: Goldilocks = (0..3)
-        .map(|i| c.norm[i] * Goldilocks::from_u64(1 << (11 * i)))
-        .sum();
+    let nu = to_field(spelled(&c.norm));
     c.coeff_norm -= nu;
-    let rem = (0..3).map(|i| int(c.floor_rem[i]) << (11 * i)).sum::<i64>() + int(nu);
+    let rem = spelled(&c.floor_rem) + int(nu);
     write_limbs(&mut c.floor_rem, rem, 33, "r").unwrap();
     // ν - 1 - rem is now negative: no limbs spell it.
     write_limbs(&mut c.floor_gap, 0, 33, "g").unwrap();
@@ -274,7 +275,7 @@ fn understated_and_overstated_norms_are_rejected() {
     for delta in [-1i64, 1] {
         let mut t = honest(&f);
         let c = step_row(&mut t, 0);
-        let nu = (0..3).map(|i| int(c.norm[i]) << (11 * i)).sum::<i64>() + delta;
+        let nu = spelled(&c.norm) + delta;
         write_limbs(&mut c.norm, nu, 27, "ν").unwrap();
         let n = int(c.norm_sq);
         write_limbs(&mut c.norm_upper, (nu * nu - n).max(0), 33, "u").unwrap();
@@ -285,9 +286,9 @@ fn understated_and_overstated_norms_are_rejected() {
             "l",
         )
         .unwrap();
-        let abs_r = int(c.abs_residual[0]) + (int(c.abs_residual[1]) << 11);
+        let abs_r = spelled(&c.abs_residual);
         c.grad_norm = to_field(abs_r * nu);
-        let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11);
+        let m = spelled(&c.coeff_abs);
         c.coeff_norm = to_field(m * nu);
         let update = rebalance(&f.statement, &mut t).unwrap();
         assert_rejected(&f.statement, &t, &update, Rule::Step, "ν off by one");
@@ -878,7 +879,7 @@ fn every_value_read_back_decodes_as_the_reference() {
     let f = clipping_fixture();
     let mut t = honest(&f);
     let c = step_row(&mut t, 0);
-    let m = int(c.coeff_abs[0]) + (int(c.coeff_abs[1]) << 11);
+    let m = spelled(&c.coeff_abs);
     assert_eq!(m, int(c.coeff).abs());
     assert!(c.active.as_canonical_u64() == 1);
 }
