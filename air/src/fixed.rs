@@ -73,12 +73,6 @@ pub fn feature_in_range(x: i64) -> bool {
     (-X_OFFSET..X_OFFSET).contains(&x)
 }
 
-/// `floor(a / 2^k)` for signed `a` (arithmetic shift), with the non-negative remainder.
-pub fn floor_div_pow2(a: i64, k: u32) -> (i64, i64) {
-    let q = a >> k;
-    (q, a - (q << k))
-}
-
 /// `ceil(sqrt(n))` for `n >= 0`, exactly, by integer Newton iteration.
 pub fn ceil_sqrt(n: i64) -> i64 {
     assert!(n >= 0, "ceil_sqrt of a negative number");
@@ -118,13 +112,6 @@ mod tests {
             assert_eq!(from_field(to_field(v)), Some(v));
         }
         assert_eq!(from_field(to_field(1 << 62)), None);
-    }
-
-    #[test]
-    fn floor_division_rounds_toward_minus_infinity() {
-        assert_eq!(floor_div_pow2(-1, 4), (-1, 15));
-        assert_eq!(floor_div_pow2(17, 4), (1, 1));
-        assert_eq!(floor_div_pow2(-16, 4), (-1, 0));
     }
 
     #[test]

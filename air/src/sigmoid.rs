@@ -59,13 +59,6 @@ pub struct SigmoidSteps {
     pub value: i64,
 }
 
-impl SigmoidSteps {
-    /// The segment the middle case looks up (`None` in the clamped cases).
-    pub fn segment_index(&self) -> Option<usize> {
-        (!self.below && !self.above).then(|| (self.quotient - FIRST_SEGMENT) as usize)
-    }
-}
-
 /// The 513 knots `a_0 ..= a_512`.
 fn knots() -> &'static [i64; SEGMENTS + 1] {
     static KNOTS: OnceLock<[i64; SEGMENTS + 1]> = OnceLock::new();

@@ -143,17 +143,11 @@ impl HashTableAir {
     }
 }
 
-/// Absorb rows per example: the leaf preimage in chunks of the sponge rate.
-pub fn chunks(num_features: usize) -> usize {
-    crate::hash::leaf_chunks(num_features)
-}
-
 fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>> {
     use periodic::*;
     let d = statement.model.num_features();
-    let k_rows = chunks(d);
-    let depth = statement.shape().depth;
-    let block = k_rows + depth;
+    let shape = statement.shape();
+    let (k_rows, depth, block) = (shape.chunks(), shape.depth, shape.block_len());
     let mut cols = vec![vec![Goldilocks::ZERO; height]; COUNT];
     let one = Goldilocks::ONE;
     for (i, &index) in statement.batch_indices.iter().enumerate() {

@@ -19,7 +19,10 @@ use p3_goldilocks::{
     GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_FINAL, GOLDILOCKS_POSEIDON2_RC_12_EXTERNAL_INITIAL,
     GOLDILOCKS_POSEIDON2_RC_12_INTERNAL, GenericPoseidon2LinearLayersGoldilocks,
 };
-use p3_poseidon2_air::{Poseidon2Air, Poseidon2Cols, RoundConstants, num_cols};
+use p3_matrix::dense::RowMajorMatrix;
+use p3_poseidon2_air::{
+    Poseidon2Air, Poseidon2Cols, RoundConstants, generate_trace_rows, num_cols,
+};
 
 use super::PERMUTATION_BUS;
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH};
@@ -63,6 +66,19 @@ pub fn round_constants() -> RoundConstants<Goldilocks, WIDTH, HALF_FULL_ROUNDS, 
 /// The permutation's output lanes the hash table reads: the digest and the capacity.
 pub const OUTPUT_LANES: [usize; 2 * DIGEST_ELEMS] =
     [0, 1, 2, 3, RATE, RATE + 1, RATE + 2, RATE + 3];
+
+/// The permutation table's trace for these inputs, one permutation per row.
+pub fn generate_rows(inputs: Vec<[Goldilocks; WIDTH]>) -> RowMajorMatrix<Goldilocks> {
+    generate_trace_rows::<
+        Goldilocks,
+        GenericPoseidon2LinearLayersGoldilocks,
+        WIDTH,
+        SBOX_DEGREE,
+        SBOX_REGISTERS,
+        HALF_FULL_ROUNDS,
+        PARTIAL_ROUNDS,
+    >(inputs, &round_constants(), 0)
+}
 
 /// The permutation table.
 #[derive(Clone)]

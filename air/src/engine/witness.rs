@@ -2,18 +2,18 @@
 //! [`example_training_step`], the reference, so the update a proof attests to is the
 //! reference update by construction.
 
+use core::borrow::Borrow;
+
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
 use p3_symmetric::Permutation;
 
-use super::hash_table::LABEL_LANE;
-use super::hash_table::{HashCols, NUM_HASH_COLS, chunks};
+use super::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS};
 use super::limbs::{RANGE_SIZE, limbs_for, looked_up, write_limbs};
 use super::lookup_table::{LANES, LOOKUP_HEIGHT, LookupTableAir, cols};
 use super::permutation_table::{
-    HALF_FULL_ROUNDS, NUM_PERM_COLS, OUTPUT_LANES, PARTIAL_ROUNDS, PermCols, SBOX_DEGREE,
-    SBOX_REGISTERS, round_constants,
+    HALF_FULL_ROUNDS, NUM_PERM_COLS, OUTPUT_LANES, PermCols, generate_rows,
 };
 use super::step_table::{
     CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, NUM_STEP_COLS, REMAINDER_BITS,
@@ -25,12 +25,9 @@ use crate::fixed::{ONE, to_field};
 use crate::hash::{
     RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate,
 };
-use crate::reference::{ClippedGradientSum, TrainingStep, example_training_step};
+use crate::reference::{ClippedGradientSum, TrainingStep, example_training_step, validate_row};
 use crate::sigmoid::FIRST_SEGMENT;
 use crate::statement::Statement;
-use core::borrow::Borrow;
-use p3_goldilocks::GenericPoseidon2LinearLayersGoldilocks;
-use p3_poseidon2_air::generate_trace_rows;
 
 /// The three traces of a proof, in instance order, and the update they attest to.
 pub struct Traces {
@@ -73,11 +70,11 @@ pub fn generate_traces(
     let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; heights.hash];
     let mut examples = Vec::with_capacity(statement.batch_indices.len());
     let mut update = ClippedGradientSum::zero(d);
-    let block = statement.shape().block_len();
-    let k_rows = chunks(d);
+    let shape = statement.shape();
+    let (block, k_rows) = (shape.block_len(), shape.chunks());
     for (i, &index) in statement.batch_indices.iter().enumerate() {
         let (x, y, salt) = dataset.row(index as usize);
-        check_features(x)?;
+        validate_row(&statement.model, x)?;
         let base = i * block;
         let sponge = leaf_sponge_inputs(d, &leaf_preimage(x, y, salt));
         perm_inputs[base..base + k_rows].copy_from_slice(&sponge);
@@ -95,7 +92,7 @@ pub fn generate_traces(
         update.add_example(step.coeff, x);
         examples.push(Example { x, y, step });
     }
-    let permutation = permutation_rows(perm_inputs, NUM_PERM_COLS);
+    let permutation = generate_rows(perm_inputs);
     let mut hash = RowMajorMatrix::new(
         Goldilocks::zero_vec(heights.hash * NUM_HASH_COLS),
         NUM_HASH_COLS,
@@ -121,26 +118,9 @@ pub fn generate_traces(
     })
 }
 
-/// The permutation table for these inputs, one row each.
-fn permutation_rows(
-    perm_inputs: Vec<[Goldilocks; WIDTH]>,
-    width: usize,
-) -> RowMajorMatrix<Goldilocks> {
-    debug_assert_eq!(width, NUM_PERM_COLS);
-    generate_trace_rows::<
-        Goldilocks,
-        GenericPoseidon2LinearLayersGoldilocks,
-        WIDTH,
-        SBOX_DEGREE,
-        SBOX_REGISTERS,
-        HALF_FULL_ROUNDS,
-        PARTIAL_ROUNDS,
-    >(perm_inputs, &round_constants(), 0)
-}
-
 /// The permutation-table row of one input (forgers rebuild rows they change).
 pub fn permutation_row(input: [Goldilocks; WIDTH]) -> Vec<Goldilocks> {
-    permutation_rows(vec![input], NUM_PERM_COLS).values
+    generate_rows(vec![input]).values
 }
 
 /// Each hash row's permutation input and the output lanes it reads.
@@ -158,19 +138,6 @@ fn copy_permutation_io(
             *o = out[lane];
         }
     }
-}
-
-/// Every feature fits the range the hash table proves.
-fn check_features(x: &[i64]) -> Result<(), WitnessError> {
-    if x.iter()
-        .any(|&v| !(-FEATURE_OFFSET..FEATURE_OFFSET).contains(&v))
-    {
-        return Err(WitnessError::Range {
-            what: "feature",
-            bits: FEATURE_BITS,
-        });
-    }
-    Ok(())
 }
 
 /// The hash table's non-permutation cells: limbs, running sums, block constants and the
