@@ -54,6 +54,18 @@ pub fn example_training_step(model: &Model, x: &[i64], y: u8, clip_norm: i64) ->
 /// The training step from an example's logit and squared norm, as the step table checks it.
 pub fn training_step(logit: i64, norm_sq: i64, y: u8, clip_norm: i64) -> TrainingStep {
     let sigmoid = crate::sigmoid::sigmoid(logit);
+    step_from_sigmoid(logit, sigmoid, norm_sq, y, clip_norm)
+}
+
+/// The rest of the step once the sigmoid is known: residual, norm and clipping. Forgers
+/// call it with a sigmoid of their own making.
+pub fn step_from_sigmoid(
+    logit: i64,
+    sigmoid: crate::sigmoid::SigmoidSteps,
+    norm_sq: i64,
+    y: u8,
+    clip_norm: i64,
+) -> TrainingStep {
     let residual = sigmoid.value - i64::from(y) * ONE;
     let norm = ceil_sqrt(norm_sq);
     let bound = clip_norm * ONE;

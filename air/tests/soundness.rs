@@ -333,6 +333,89 @@ fn sigmoid_segment_not_in_the_table_is_rejected() {
 }
 
 #[test]
+fn quotient_off_by_one_is_rejected() {
+    // q one above floor(z / 2^28): the remainder would be negative, no limbs spell it.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    c.quotient += Goldilocks::ONE;
+    write_limbs(&mut c.remainder, 0, 28, "rem").unwrap();
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Step,
+        "the segment below or above",
+    );
+}
+
+#[test]
+fn sigmoid_off_the_interpolation_is_rejected() {
+    // σ one unit above a_k + floor(b_k·rem / 2^28), in the middle case.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let c = step_row(&mut t, 0);
+    assert_eq!((c.below, c.above), (Goldilocks::ZERO, Goldilocks::ZERO));
+    c.sigmoid += Goldilocks::ONE;
+    write_limbs(&mut c.interpolation_remainder, 0, 28, "rho").unwrap();
+    let r = int(c.sigmoid) - int(c.label) * ONE;
+    write_limbs(&mut c.abs_residual, r.abs(), 22, "r").unwrap();
+    c.residual_neg = Goldilocks::from_bool(r < 0);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Step,
+        "σ rounded the other way",
+    );
+}
+
+#[test]
+fn lookup_table_entry_changed_is_rejected() {
+    // The table offers a steeper segment, and every step row on it uses it consistently.
+    use zkfed_air::engine::lookup_table::{cols, periodic};
+    use zkfed_air::engine::witness::write_step_row;
+    use zkfed_air::reference::step_from_sigmoid;
+    let f = fixture(Spec::default());
+    let clip = f.statement.params.clip_norm;
+    let mut t = honest(&f);
+    let k = int(step_row(&mut t, 2).quotient) + 256;
+    for i in 0..f.statement.params.batch_size {
+        let c = step_row(&mut t, i);
+        if int(c.quotient) + 256 != k || c.below == Goldilocks::ONE || c.above == Goldilocks::ONE {
+            continue;
+        }
+        let (logit, y) = (int(c.logit), int(c.label) as u8);
+        let mut sigmoid = zkfed_air::sigmoid::sigmoid(logit);
+        sigmoid.segment.rise += 64;
+        let scaled = sigmoid.segment.rise * sigmoid.remainder;
+        sigmoid.value = sigmoid.segment.start + (scaled >> 28);
+        sigmoid.interpolation_remainder = scaled & ((1 << 28) - 1);
+        let step = step_from_sigmoid(logit, sigmoid, int(c.norm_sq), y, clip);
+        write_step_row(c, y, &step, clip).unwrap();
+        set_coeff(&f, &mut t, i, step.coeff);
+    }
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    let width = t.lookup.width;
+    let cell = k as usize * width + cols::ENTRY + periodic::SEGMENT_RISE;
+    t.lookup.values[cell] += Goldilocks::from_u64(64);
+    let broken = broken_rules(&f.statement, &t, &update);
+    assert!(
+        !broken.contains(&Rule::Bus),
+        "the buses balance: {broken:?}"
+    );
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Lookup,
+        "a steeper segment offered",
+    );
+}
+
+#[test]
 fn flipped_residual_sign_is_rejected() {
     let f = fixture(Spec::default());
     let mut t = honest(&f);
@@ -570,6 +653,106 @@ fn repermute(t: &mut Traces, row: usize) {
         *o = out[lane];
     }
     t.permutation.values[row * NUM_PERM_COLS..(row + 1) * NUM_PERM_COLS].copy_from_slice(&cells);
+}
+
+#[test]
+fn permutation_output_not_in_the_table_is_rejected() {
+    // A hash row claims a leaf digest no permutation row computed.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    hash_row(&mut t, 0).output[0] += Goldilocks::ONE;
+    let update = t.update.clone();
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Bus,
+        "a made-up permutation output",
+    );
+}
+
+#[test]
+fn limbs_not_spelling_the_feature_are_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    hash_row(&mut t, 0).lo[2] += Goldilocks::ONE;
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Hash,
+        "limbs of another value",
+    );
+}
+
+#[test]
+fn shares_redirected_to_other_features_are_rejected() {
+    // The absorb row claims to hold features 8..16: its shares land on those entries.
+    let f = fixture(Spec {
+        features: 12,
+        ..Spec::default()
+    });
+    let mut t = honest(&f);
+    hash_row(&mut t, 0).chunk_base = Goldilocks::from_u64(8);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    assert_ne!(update, honest(&f).update);
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Hash,
+        "shares moved to other features",
+    );
+}
+
+#[test]
+fn example_sent_from_another_row_is_rejected() {
+    // The block sends its tuple from its second Merkle row instead of its first.
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let (_, merkle) = block(&f, 0);
+    let sent = hash_row(&mut t, merkle);
+    sent.sends_example = Goldilocks::ZERO;
+    let (logit, norm_sq, label, coeff) = (sent.logit, sent.norm_sq, sent.label, sent.coeff);
+    let other = hash_row(&mut t, merkle + 1);
+    other.sends_example = Goldilocks::ONE;
+    (other.logit, other.norm_sq, other.label, other.coeff) = (logit, norm_sq, label, coeff);
+    let update = t.update.clone();
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Hash,
+        "a tuple sent off its row",
+    );
+}
+
+#[test]
+fn non_boolean_direction_bit_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let (_, merkle) = block(&f, 0);
+    hash_row(&mut t, merkle + 2).dir = Goldilocks::TWO;
+    let update = t.update.clone();
+    assert_rejected(&f.statement, &t, &update, Rule::Hash, "a direction of 2");
+}
+
+#[test]
+fn merkle_row_with_another_capacity_is_rejected() {
+    let f = fixture(Spec::default());
+    let mut t = honest(&f);
+    let (_, merkle) = block(&f, 1);
+    hash_row(&mut t, merkle).input[9] += Goldilocks::ONE;
+    repermute(&mut t, merkle);
+    let update = t.update.clone();
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Hash,
+        "a node without the node tag",
+    );
 }
 
 #[test]
