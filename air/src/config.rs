@@ -77,13 +77,13 @@ pub const LOOKUP_POW_BITS: usize = 16;
 /// statement's `log2` height plus this.
 pub const ZK_HEIGHT_BITS: usize = 1;
 /// Random codewords the hiding PCS mixes in.
-pub const RANDOM_CODEWORDS: usize = 4;
+pub const RANDOM_CODEWORDS: usize = 2;
 
 /// FRI parameters of every proof.
 pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
     FriParameters {
         log_blowup: LOG_BLOWUP,
-        log_final_poly_len: 2,
+        log_final_poly_len: 3,
         max_log_arity: 3,
         num_queries: NUM_QUERIES,
         batch_proof_of_work_bits: BATCH_POW_BITS,

@@ -30,7 +30,7 @@ use crate::hash::{DIGEST_ELEMS, RATE, WIDTH};
 /// Goldilocks' S-box is x^7.
 pub const SBOX_DEGREE: u64 = 7;
 /// One committed x^3 per S-box keeps constraints at degree 3.
-pub const SBOX_REGISTERS: usize = 1;
+pub const SBOX_REGISTERS: usize = 0;
 /// Full rounds at each end.
 pub const HALF_FULL_ROUNDS: usize = GOLDILOCKS_POSEIDON2_HALF_FULL_ROUNDS;
 /// Partial rounds in the middle.
@@ -104,7 +104,7 @@ impl BaseAir<Goldilocks> for PermutationTableAir {
     }
 
     fn max_constraint_degree(&self) -> Option<usize> {
-        Some(3)
+        Some(7)
     }
 }
 
