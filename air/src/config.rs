@@ -14,46 +14,47 @@
 //! records the figures and why these parameters.
 
 use p3_batch_stark::ProverData;
-use p3_challenger::DuplexChallenger;
+use p3_challenger::{HashChallenger, SerializingChallenger64};
 use p3_commit::ExtensionMmcs;
 use p3_dft::Radix2DitParallel;
 use p3_field::extension::BinomialExtensionField;
-use p3_field::{BasedVectorSpace, Field};
+use p3_field::BasedVectorSpace;
 use p3_fri::{FriParameters, HidingFriPcs};
-use p3_goldilocks::{Goldilocks, Poseidon2Goldilocks};
+use p3_goldilocks::Goldilocks;
+use p3_keccak::Keccak256Hash;
 use p3_merkle_tree::MerkleTreeHidingMmcs;
-use p3_symmetric::{PaddingFreeSponge, TruncatedPermutation};
+use p3_symmetric::{CompressionFunctionFromHasher, SerializingHasher};
 use p3_uni_stark::StarkConfig;
 use rand::rngs::StdRng;
 
-use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, permutation};
 use crate::statement::Statement;
 
 /// The base field.
 pub type Val = Goldilocks;
 /// The challenge field (degree-2 extension, 128 bits).
 pub type Challenge = BinomialExtensionField<Val, 2>;
-type Perm = Poseidon2Goldilocks<WIDTH>;
-type Hash = PaddingFreeSponge<Perm, WIDTH, RATE, DIGEST_ELEMS>;
-type Compress = TruncatedPermutation<Perm, 2, DIGEST_ELEMS, WIDTH>;
+/// Bytes of a Merkle digest (Keccak-256).
+const DIGEST_BYTES: usize = 32;
+type LeafHash = SerializingHasher<Keccak256Hash>;
+type Compress = CompressionFunctionFromHasher<Keccak256Hash, 2, DIGEST_BYTES>;
 /// Merkle commitments are single roots (a cap of height 0).
 pub const MERKLE_CAP_HEIGHT: usize = 0;
 /// Salt elements per committed row (2 × 64 bits).
 const MMCS_SALT_ELEMS: usize = 2;
 type ValMmcs = MerkleTreeHidingMmcs<
-    <Val as Field>::Packing,
-    <Val as Field>::Packing,
-    Hash,
+    Val,
+    u8,
+    LeafHash,
     Compress,
     StdRng,
     2,
-    DIGEST_ELEMS,
+    DIGEST_BYTES,
     MMCS_SALT_ELEMS,
 >;
 type ChallengeMmcs = ExtensionMmcs<Val, Challenge, ValMmcs>;
 type Dft = Radix2DitParallel<Val>;
 type Pcs = HidingFriPcs<Val, Dft, ValMmcs, ChallengeMmcs, StdRng>;
-type Challenger = DuplexChallenger<Val, Perm, WIDTH, RATE>;
+type Challenger = SerializingChallenger64<Val, HashChallenger<u8, Keccak256Hash, DIGEST_BYTES>>;
 /// The zero-knowledge STARK configuration.
 pub type ZkConfig = StarkConfig<Pcs, Challenge, Challenger>;
 
@@ -95,10 +96,9 @@ pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
 
 /// The configuration, with hiding randomness drawn from the operating system.
 pub fn zk_config() -> ZkConfig {
-    let perm = permutation().clone();
     let mmcs = ValMmcs::new(
-        Hash::new(perm.clone()),
-        Compress::new(perm.clone()),
+        LeafHash::new(Keccak256Hash),
+        Compress::new(Keccak256Hash),
         MERKLE_CAP_HEIGHT,
         rand::make_rng::<StdRng>(),
     );
@@ -110,7 +110,7 @@ pub fn zk_config() -> ZkConfig {
         RANDOM_CODEWORDS,
         rand::make_rng::<StdRng>(),
     );
-    ZkConfig::new(pcs, Challenger::new(perm))
+    ZkConfig::new(pcs, Challenger::from_hasher(Vec::new(), Keccak256Hash))
         .with_ood_proof_of_work_bits(OOD_POW_BITS)
         .with_lookup_proof_of_work_bits(LOOKUP_POW_BITS)
 }
