@@ -42,7 +42,9 @@ fn main() {
         let perm = zkfed_air::hash::permutation();
         let mut st = [p3_goldilocks::Goldilocks::new(5); 12];
         let t = std::time::Instant::now();
-        for _ in 0..10000 { perm.permute_mut(&mut st); }
+        for _ in 0..10000 {
+            perm.permute_mut(&mut st);
+        }
         eprintln!("PERM {:?} per call {:?}", t.elapsed() / 10000, st[0]);
     }
     for _ in 0..3 {

@@ -17,16 +17,16 @@ use p3_batch_stark::ProverData;
 use p3_challenger::{HashChallenger, SerializingChallenger64};
 use p3_commit::ExtensionMmcs;
 use p3_dft::Radix2DitParallel;
-use p3_field::extension::BinomialExtensionField;
 use p3_field::BasedVectorSpace;
+use p3_field::extension::BinomialExtensionField;
 use p3_fri::{FriParameters, HidingFriPcs};
 use p3_goldilocks::Goldilocks;
 use p3_keccak::Keccak256Hash;
-use p3_merkle_tree::MerkleTreeHidingMmcs;
 use p3_symmetric::{CompressionFunctionFromHasher, SerializingHasher};
 use p3_uni_stark::StarkConfig;
 use rand::rngs::StdRng;
 
+use crate::leaf_salts::LeafSaltedMmcs;
 use crate::statement::Statement;
 
 /// The base field.
@@ -34,23 +34,14 @@ pub type Val = Goldilocks;
 /// The challenge field (degree-2 extension, 128 bits).
 pub type Challenge = BinomialExtensionField<Val, 2>;
 /// Bytes of a Merkle digest (Keccak-256).
-const DIGEST_BYTES: usize = 32;
-type LeafHash = SerializingHasher<Keccak256Hash>;
-type Compress = CompressionFunctionFromHasher<Keccak256Hash, 2, DIGEST_BYTES>;
+pub(crate) const DIGEST_BYTES: usize = 32;
+/// Hashes a committed row: its field elements' canonical little-endian bytes, Keccak-256.
+pub(crate) type LeafHash = SerializingHasher<Keccak256Hash>;
+/// Merkle nodes: Keccak-256 of the two children's digests.
+pub(crate) type Compress = CompressionFunctionFromHasher<Keccak256Hash, 2, DIGEST_BYTES>;
 /// Merkle commitments are single roots (a cap of height 0).
 pub const MERKLE_CAP_HEIGHT: usize = 0;
-/// Salt elements per committed row (2 × 64 bits).
-const MMCS_SALT_ELEMS: usize = 2;
-type ValMmcs = MerkleTreeHidingMmcs<
-    Val,
-    u8,
-    LeafHash,
-    Compress,
-    StdRng,
-    2,
-    DIGEST_BYTES,
-    MMCS_SALT_ELEMS,
->;
+type ValMmcs = LeafSaltedMmcs;
 type ChallengeMmcs = ExtensionMmcs<Val, Challenge, ValMmcs>;
 type Dft = Radix2DitParallel<Val>;
 type Pcs = HidingFriPcs<Val, Dft, ValMmcs, ChallengeMmcs, StdRng>;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fixed;
 pub mod forgery;
 pub mod hash;
+pub mod leaf_salts;
 pub mod model;
 pub mod proof;
 pub mod reference;
