@@ -35,23 +35,7 @@ fn main() {
             .with_env_filter("debug")
             .init();
     }
-    let st = statement(&dataset, &model, batch, 1);
-    let (update, bytes) = prove(&st, &dataset).expect("prove");
-    {
-        use p3_symmetric::Permutation;
-        let perm = zkfed_air::hash::permutation();
-        let mut st = [p3_goldilocks::Goldilocks::new(5); 12];
-        let t = std::time::Instant::now();
-        for _ in 0..10000 {
-            perm.permute_mut(&mut st);
-        }
-        eprintln!("PERM {:?} per call {:?}", t.elapsed() / 10000, st[0]);
-    }
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        zkfed_air::proof::verify(&st, &update, &bytes).expect("verify");
-        eprintln!("VERIFY {:?}", t.elapsed());
-    }
+    let (_, bytes) = prove(&statement(&dataset, &model, batch, 1), &dataset).expect("prove");
     let proof = decode_proof(&bytes).expect("decode");
     let kib = |n: usize| n as f64 / 1024.0;
     println!("zkfed proof size breakdown: d={d}, B={batch}, ZK on");

@@ -50,16 +50,16 @@ type Challenger = SerializingChallenger64<Val, HashChallenger<u8, Keccak256Hash,
 pub type ZkConfig = StarkConfig<Pcs, Challenge, Challenger>;
 
 /// log2 of the FRI blowup.
-pub const LOG_BLOWUP: usize = 3;
+pub const LOG_BLOWUP: usize = 4;
 /// FRI queries.
-pub const NUM_QUERIES: usize = 32;
+pub const NUM_QUERIES: usize = 24;
 /// Grinding bits before the query phase.
 pub const QUERY_POW_BITS: usize = 16;
 /// Grinding bits before the batching challenge of the opening proof.
 pub const BATCH_POW_BITS: usize = 16;
 /// Grinding bits before each FRI folding challenge: lifts the commit-phase term, which
 /// otherwise limits the largest shapes (103 bits at d = 1024, B = 1024 without it).
-pub const COMMIT_POW_BITS: usize = 8;
+pub const COMMIT_POW_BITS: usize = 10;
 /// Grinding bits before the out-of-domain point.
 pub const OOD_POW_BITS: usize = 16;
 /// Grinding bits before the LogUp challenges `(α, β)`: lifts the lookup term, which
@@ -76,7 +76,7 @@ pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
     FriParameters {
         log_blowup: LOG_BLOWUP,
         log_final_poly_len: 3,
-        max_log_arity: 3,
+        max_log_arity: 4,
         num_queries: NUM_QUERIES,
         batch_proof_of_work_bits: BATCH_POW_BITS,
         commit_proof_of_work_bits: COMMIT_POW_BITS,

@@ -20,7 +20,7 @@ use crate::model::{Model, RoundParams};
 use crate::reference::ClippedGradientSum;
 
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Smallest trace height: hiding FRI needs `2 · (queries + 2 · openings)` rows.
 pub const MIN_LOG_HEIGHT: usize = 8;

@@ -1132,7 +1132,7 @@ enum Refusal {
 }
 
 /// A Merkle commitment of the proof.
-type Cap = p3_symmetric::MerkleCap<Goldilocks, [Goldilocks; 4]>;
+type Cap = p3_symmetric::MerkleCap<Goldilocks, [u8; 32]>;
 
 /// One change to one field of a decoded proof.
 type Mutation = fn(&mut zkfed_air::proof::ZkBatchProof);
@@ -1302,6 +1302,24 @@ fn every_proof_dimension_changed_is_rejected_without_a_panic() {
         ("input Merkle siblings fewer", Stark, |p| {
             let proof = &mut p.opening_proof.1.input_openings[1].opening_proof.1;
             proof.sibling_hashes.pop();
+        }),
+        ("input salts of a query fewer", Stark, |p| {
+            p.opening_proof.1.input_openings[2].opening_proof.0.pop();
+        }),
+        ("input salt of a carrier removed", Stark, |p| {
+            p.opening_proof.1.input_openings[2].opening_proof.0[0].pop();
+        }),
+        ("input salt for a matrix that carries none", Stark, |p| {
+            let salts = &mut p.opening_proof.1.input_openings[2].opening_proof.0[0];
+            salts.push(salts[0].clone());
+        }),
+        ("input salt element moved into its row", Stark, |p| {
+            let opening = &mut p.opening_proof.1.input_openings[1];
+            let moved = opening.opening_proof.0[0][0].remove(0);
+            opening.opened_values[0][0].push(moved);
+        }),
+        ("input salt changed", Stark, |p| {
+            p.opening_proof.1.input_openings[1].opening_proof.0[3][0][1] += Goldilocks::ONE
         }),
         ("FRI round openings fewer", Stark, |p| {
             p.opening_proof.1.commit_phase_openings.pop();

@@ -27,9 +27,10 @@ const FORMAT_KEY: &str = "log_format";
 /// encoding: 2 carries typed rejections (`zkfed_protocol::Rejection`); 3 round attempts
 /// (proofs stored under `(round, attempt, peer)`, discarded verifications); 4 revocations
 /// (`AuditEvent::Revoked`, `Rejection::Revoked`); 5 multi-table proofs (`PROTOCOL_VERSION`
-/// 3: a store of older proofs cannot be re-verified); stores from before formats were
-/// recorded have no format and are refused.
-pub const LOG_FORMAT: u64 = 5;
+/// 3: a store of older proofs cannot be re-verified); 6 Keccak-committed proofs
+/// (`PROTOCOL_VERSION` 4); stores from before formats were recorded have no format and
+/// are refused.
+pub const LOG_FORMAT: u64 = 6;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
