@@ -3,7 +3,8 @@
 //! Proves one statement over the synthetic workload of `benches/prove.rs` (default
 //! d = 30, B = 64) and prints the postcard size of each part of the batch proof: the
 //! out-of-domain openings per table, the FRI input openings per commitment (opened rows
-//! and their shared Merkle multiproof, which carries each matrix's salt), the FRI
+//! and their shared Merkle multiproof, which carries one salt per group of equal-height
+//! matrices), the FRI
 //! commit-phase rounds and the final polynomial. `--spans` also prints Plonky3's
 //! tracing spans with their durations (where proving time goes).
 

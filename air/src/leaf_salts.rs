@@ -387,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn heights_that_are_not_powers_of_two_each_get_a_salt() {
+        let mmcs = mmcs();
+        let matrices: Vec<RowMajorMatrix<Val>> = [7, 4, 4, 2, 1]
+            .iter()
+            .map(|&height| RowMajorMatrix::new(vec![Val::from_usize(height); 2 * height], 2))
+            .collect();
+        let dims: Vec<Dimensions> = matrices.iter().map(Matrix::dimensions).collect();
+        let (commit, data) = mmcs.commit(matrices);
+        let queries = [0, 3, 6];
+        let (rows, proof) = mmcs.open_multi_batch(&queries, &data);
+        assert!(proof.0.iter().all(|salts| salts.len() == 4));
+        mmcs.verify_multi_batch(&commit, &dims, &queries, &rows, &proof)
+            .expect("honest openings verify");
+    }
+
+    #[test]
     fn single_openings_verify() {
         let mmcs = mmcs();
         let (commit, data) = mmcs.commit(matrices());

@@ -22,7 +22,8 @@ use crate::reference::ClippedGradientSum;
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
 pub const PROTOCOL_VERSION: u32 = 4;
 
-/// Smallest trace height: hiding FRI needs `2 · (queries + 2 · openings)` rows.
+/// Smallest trace height: a floor above what hiding FRI needs, `2 · (queries + 2 ·
+/// openings)` = 56 rows.
 pub const MIN_LOG_HEIGHT: usize = 8;
 
 /// Who proves what, when: the replay-protection part of the statement.

@@ -57,6 +57,10 @@ fn checked(statement: &Statement, e: SecurityEstimate) -> SecurityEstimate {
     );
     assert!(e.conjectured_limit_bits <= e.lookup_bits, "{e:?}");
     assert!(e.proven_bits <= e.conjectured_bits, "{e:?}");
+    assert!(
+        e.quotient_chunks <= 1 << zkfed_air::config::LOG_BLOWUP,
+        "a quotient in more chunks than the blowup leaves FRI no margin: {e:?}"
+    );
     e
 }
 

@@ -41,3 +41,32 @@ fn regenerate() {
     let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
     std::fs::write(FIXTURE, postcard::to_allocvec(&(update, proof)).unwrap()).unwrap();
 }
+
+#[test]
+fn stored_proof_carries_one_salt_per_distinct_height_in_each_commitment() {
+    let bytes = std::fs::read(FIXTURE).expect("fixture present");
+    let (_, proof) = decode(&bytes);
+    let f = stored();
+    let proof = zkfed_air::proof::decode_proof(&proof).expect("proof decodes");
+    let mut heights = zkfed_air::engine::TableHeights::of(&f.statement)
+        .as_array()
+        .to_vec();
+    heights.sort_unstable();
+    heights.dedup();
+    // Each commitment (randomization, main, quotient, LogUp) holds matrices of every table,
+    // at heights proportional to the tables' heights.
+    let openings = &proof.opening_proof.1.input_openings;
+    assert_eq!(openings.len(), 4);
+    for (batch, opening) in openings.iter().enumerate() {
+        let salts = &opening.opening_proof.0;
+        assert_eq!(salts.len(), zkfed_air::config::NUM_QUERIES, "batch {batch}");
+        for at_query in salts {
+            assert_eq!(at_query.len(), heights.len(), "batch {batch}");
+            assert!(
+                at_query
+                    .iter()
+                    .all(|salt| salt.len() == zkfed_air::leaf_salts::SALT_ELEMS)
+            );
+        }
+    }
+}

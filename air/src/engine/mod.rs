@@ -87,7 +87,10 @@ impl TableHeights {
             hash: (shape.batch * shape.block_len())
                 .next_power_of_two()
                 .max(min),
-            step: shape.batch.next_power_of_two().max(min),
+            // At least as tall as the lookup table: one height fewer means one salt fewer
+            // per commitment and one FRI folding round fewer to bring a table in, for a
+            // few thousand cells.
+            step: shape.batch.next_power_of_two().max(LOOKUP_HEIGHT),
             lookup: LOOKUP_HEIGHT,
         }
     }

@@ -29,7 +29,8 @@ use crate::hash::{DIGEST_ELEMS, RATE, WIDTH};
 
 /// Goldilocks' S-box is x^7.
 pub const SBOX_DEGREE: u64 = 7;
-/// One committed x^3 per S-box keeps constraints at degree 3.
+/// No committed S-box registers: `x^7` is constrained directly (degree 7, 130 columns
+/// instead of 248; ARCHITECTURE.md, "Tables", says why).
 pub const SBOX_REGISTERS: usize = 0;
 /// Full rounds at each end.
 pub const HALF_FULL_ROUNDS: usize = GOLDILOCKS_POSEIDON2_HALF_FULL_ROUNDS;
