@@ -61,7 +61,7 @@ pub const NUM_QUERIES: usize = 24;
 /// log2 of the largest FRI folding arity.
 pub const MAX_LOG_ARITY: usize = 4;
 /// log2 of the coefficients of FRI's final polynomial.
-pub const LOG_FINAL_POLY_LEN: usize = 3;
+pub const LOG_FINAL_POLY_LEN: usize = 7;
 /// Grinding bits before the query phase.
 pub const QUERY_POW_BITS: usize = 16;
 /// Grinding bits before the batching challenge of the opening proof.

@@ -333,6 +333,55 @@ fn sigmoid_segment_not_in_the_table_is_rejected() {
 }
 
 #[test]
+fn sigmoid_segment_past_the_last_is_rejected() {
+    // A label-0 example with z in [16, 48) claims the middle case on "segment"
+    // k = 256 + 16z in [512, 1024): the lookup table has a row there (its range lanes need
+    // the height), with start and rise 0, so σ = 0 instead of 1 and the example's gradient
+    // vanishes; the forger counts the lookup on that row, so every bus balances.
+    use zkfed_air::sigmoid::{Segment, SigmoidSteps};
+    let f = fixture(Spec {
+        features: 20,
+        batch: 8,
+        weight_scale: 4 * ONE,
+        ..Spec::default()
+    });
+    let clip = f.statement.params.clip_norm;
+    let mut t = honest(&f);
+    let i = (0..f.statement.params.batch_size)
+        .find(|&i| {
+            let c = step_row(&mut t, i);
+            c.above == Goldilocks::ONE && int(c.quotient) + 256 < 1024 && int(c.label) == 0
+        })
+        .expect("the seeded fixture has a label-0 example with z in [16, 48)");
+    let c = step_row(&mut t, i);
+    let (logit, y) = (int(c.logit), int(c.label) as u8);
+    let honest_sigmoid = zkfed_air::sigmoid::sigmoid(logit);
+    let forged = SigmoidSteps {
+        above: false,
+        segment: Segment { start: 0, rise: 0 },
+        interpolation_remainder: 0,
+        value: 0,
+        ..honest_sigmoid
+    };
+    let step = zkfed_air::reference::step_from_sigmoid(logit, forged, int(c.norm_sq), y, clip);
+    zkfed_air::engine::witness::write_step_row(c, y, &step, clip).unwrap();
+    set_coeff(&f, &mut t, i, step.coeff);
+    let update = rebalance(&f.statement, &mut t).unwrap();
+    let broken = broken_rules(&f.statement, &t, &update);
+    assert!(
+        !broken.contains(&Rule::Bus),
+        "the buses balance: {broken:?}"
+    );
+    assert_rejected(
+        &f.statement,
+        &t,
+        &update,
+        Rule::Lookup,
+        "a segment past the table's last",
+    );
+}
+
+#[test]
 fn quotient_off_by_one_is_rejected() {
     // q one above floor(z / 2^28): the remainder would be negative, no limbs spell it.
     let f = fixture(Spec::default());
@@ -1044,14 +1093,16 @@ fn lookup_table_of_the_wrong_height_is_rejected() {
     let f = fixture(Spec::default());
     let mut t = honest(&f);
     t.lookup = RowMajorMatrix::new(t.lookup.values.repeat(2), t.lookup.width);
+    let lookup_bits = zkfed_air::engine::lookup_table::LOOKUP_HEIGHT.trailing_zeros() as usize
+        + zkfed_air::config::ZK_HEIGHT_BITS;
     let update = t.update.clone();
     let bytes = prove_traces(&f.statement, &t, &update).unwrap();
     assert_eq!(
         verify(&f.statement, &update, &bytes),
         Err(VerifyError::ProofShape {
             field: "lookup table degree_bits",
-            expected: 10,
-            got: 11,
+            expected: lookup_bits as u64,
+            got: lookup_bits as u64 + 1,
         })
     );
 }

@@ -1,10 +1,12 @@
-//! `LookupTable`: 512 rows of verifier-computed (periodic) columns that provide the range
-//! `[0, 2^11)` (four values per row), the sigmoid's 512 segments, and receive the public
-//! update (four entries per row).
+//! `LookupTable`: 1024 rows of verifier-computed (periodic) columns that provide the range
+//! `[0, 2^11)` (two values per row), the sigmoid's 512 segments (on the first 512 rows),
+//! and receive the public update (two entries per row).
 //!
-//! The range is laid out four values to a row so that this table is never the tallest: a
-//! `2^11`-row table set FRI's domain and the largest Merkle tree of every proof with a
-//! hash table of 1024 rows or fewer (BENCH.md, issue 13).
+//! The range is laid out two values to a row so that this table is never taller than the
+//! hash table of a typical batch (a `2^11`-row table set FRI's domain and the largest
+//! Merkle tree of every proof with a hash table of 1024 rows or fewer, BENCH.md, issue
+//! 13), and no shorter than it either: each distinct table height costs a salt per
+//! commitment and a FRI folding round in every proof.
 
 use std::borrow::Cow;
 
@@ -20,11 +22,12 @@ use crate::reference::ClippedGradientSum;
 use crate::sigmoid::{SEGMENTS, segment};
 
 /// Rows of the lookup table.
-pub const LOOKUP_HEIGHT: usize = SEGMENTS;
+pub const LOOKUP_HEIGHT: usize = 1024;
 /// Range values (and update entries) per row: value `i + LOOKUP_HEIGHT·lane` on row `i`.
 pub const LANES: usize = RANGE_SIZE / LOOKUP_HEIGHT;
 
 const _: () = assert!(LANES * LOOKUP_HEIGHT == RANGE_SIZE);
+const _: () = assert!(SEGMENTS <= LOOKUP_HEIGHT, "every segment has a row");
 const _: () = assert!(MAX_FEATURES < RANGE_SIZE, "every update entry has a slot");
 
 /// Main columns.
@@ -34,26 +37,33 @@ pub mod cols {
     pub const RANGE_MULT: usize = 0;
     /// Lookups of this row's sigmoid segment.
     pub const SIGMOID_MULT: usize = RANGE_MULT + LANES;
-    /// Bus-visible copies of the periodic columns (LogUp's trace builder reads main
-    /// columns only), in [`super::periodic`] order.
+    /// Bus-visible copies of the periodic columns the buses read (LogUp's trace builder
+    /// reads main columns only), in [`super::periodic`] order.
     pub const ENTRY: usize = SIGMOID_MULT + 1;
     /// Width.
-    pub const COUNT: usize = ENTRY + super::periodic::COUNT;
+    pub const COUNT: usize = ENTRY + super::periodic::COPIED;
 }
 
 /// Periodic columns (period [`LOOKUP_HEIGHT`]).
 pub mod periodic {
     use super::LANES;
-    /// Per lane: the range value `i + 512·lane`, also the update index `j`.
+    /// Per lane: the range value `i + 1024·lane`, also the update index `j`.
     pub const VALUE: usize = 0;
-    /// The segment's start `a_k` on row `k` (the segment index is lane 0's value).
+    /// The segment's start `a_k` on row `k < 512` (the segment index is lane 0's value);
+    /// 0 below.
     pub const SEGMENT_START: usize = VALUE + LANES;
-    /// Its rise `b_k`.
+    /// Its rise `b_k`; 0 below row 512.
     pub const SEGMENT_RISE: usize = SEGMENT_START + 1;
-    /// Per lane: the update entry `U_j` for `j = i + 512·lane ≤ d` (the bias at `d`), else 0.
+    /// Per lane: the update entry `U_j` for `j = i + 1024·lane ≤ d` (the bias at `d`),
+    /// else 0.
     pub const UPDATE: usize = SEGMENT_RISE + 1;
+    /// Columns the buses read, copied into the main trace.
+    pub const COPIED: usize = UPDATE + LANES;
+    /// 1 on the rows that hold a sigmoid segment, 0 on the others (read by a constraint
+    /// only, so not copied).
+    pub const IS_SEGMENT: usize = COPIED;
     /// Number of periodic columns.
-    pub const COUNT: usize = UPDATE + LANES;
+    pub const COUNT: usize = IS_SEGMENT + 1;
 }
 
 /// The lookup table of one statement and update.
@@ -75,19 +85,35 @@ impl LookupTableAir {
         for l in 0..LANES {
             periodic.push(lane(l).map(Goldilocks::from_usize).collect());
         }
-        let segments: Vec<_> = (0..SEGMENTS).map(segment).collect();
-        periodic.push(segments.iter().map(|s| to_field(s.start)).collect());
-        periodic.push(segments.iter().map(|s| to_field(s.rise)).collect());
+        let segment_column = |value: fn(usize) -> Goldilocks| -> Vec<Goldilocks> {
+            (0..LOOKUP_HEIGHT)
+                .map(|k| {
+                    if k < SEGMENTS {
+                        value(k)
+                    } else {
+                        Goldilocks::ZERO
+                    }
+                })
+                .collect()
+        };
+        periodic.push(segment_column(|k| to_field(segment(k).start)));
+        periodic.push(segment_column(|k| to_field(segment(k).rise)));
         for l in 0..LANES {
             periodic.push(entries[lane(l)].to_vec());
         }
+        periodic.push(segment_column(|_| Goldilocks::ONE));
         Self { periodic }
     }
 
-    /// Row `i`'s periodic values, in [`periodic`] order (the trace copies them).
+    /// Row `i`'s copied periodic values, in [`periodic`] order (the trace copies them).
     pub fn periodic_values_by_row(&self) -> Vec<Vec<Goldilocks>> {
         (0..LOOKUP_HEIGHT)
-            .map(|i| self.periodic.iter().map(|c| c[i]).collect())
+            .map(|i| {
+                self.periodic[..periodic::COPIED]
+                    .iter()
+                    .map(|c| c[i])
+                    .collect()
+            })
             .collect()
     }
 }
@@ -120,8 +146,8 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for LookupTableAir {
             .iter()
             .map(|&v| v.into())
             .collect();
-        for (&copy, p) in entry.iter().zip(p) {
-            builder.assert_eq(copy, p);
+        for (&copy, p) in entry.iter().zip(&p[..periodic::COPIED]) {
+            builder.assert_eq(copy, p.clone());
         }
         for lane in 0..LANES {
             let value = entry[periodic::VALUE + lane];
@@ -136,6 +162,10 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for LookupTableAir {
             entry[periodic::SEGMENT_RISE],
         ];
         let mult = row[cols::SIGMOID_MULT];
+        // Rows past the last segment provide none: in the middle case only this table
+        // bounds the step table's segment index.
+        let not_segment = AB::Expr::ONE - p[periodic::IS_SEGMENT].clone();
+        builder.assert_zero(not_segment * mult);
         builder.push_interaction(SIGMOID_BUS, segment, Count::provided(-mult.into()));
     }
 }

@@ -90,7 +90,7 @@ impl TableHeights {
             // At least as tall as the lookup table: one height fewer means one salt fewer
             // per commitment and one FRI folding round fewer to bring a table in, for a
             // few thousand cells.
-            step: shape.batch.next_power_of_two().max(LOOKUP_HEIGHT),
+            step: shape.batch.next_power_of_two().max(min),
             lookup: LOOKUP_HEIGHT,
         }
     }
