@@ -39,9 +39,14 @@ fn main() {
     let prove_s = start.elapsed().as_secs_f64();
     let threads = rayon::current_num_threads();
     println!("zkfed verification throughput (engine): d={D}, B={BATCH}, {ROWS}-row dataset, ZK on");
+    let sizes: Vec<usize> = proofs.iter().map(|p| p.2.len()).collect();
+    let kib = |bytes: usize| bytes as f64 / 1024.0;
     println!(
-        "proved {n} distinct statements (rounds 1..={n}) in {prove_s:.2} s, mean proof {:.1} KiB",
-        proofs.iter().map(|p| p.2.len()).sum::<usize>() as f64 / n as f64 / 1024.0
+        "proved {n} distinct statements (rounds 1..={n}) in {prove_s:.2} s; proofs {:.1} KiB \
+         mean, {:.1} to {:.1} KiB",
+        kib(sizes.iter().sum::<usize>()) / n as f64,
+        kib(*sizes.iter().min().expect("n > 0")),
+        kib(*sizes.iter().max().expect("n > 0")),
     );
 
     let verify_all = || {

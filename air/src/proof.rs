@@ -289,16 +289,16 @@ fn check_proof_shape(
 /// The largest proof a statement of this shape accepts, checked before decoding: a
 /// decoder can be made to allocate tens of bytes per input byte (empty inner vectors), so
 /// the bytes it reads are held to about three times an honest proof's size. Every table's
-/// width is fixed, so an honest proof grows only with the tallest table: about 265 KiB at
-/// `2^10` hash rows plus about 6 KiB per doubling (BENCH.md's grid); this allows 640 KiB
-/// plus 32 KiB per height bit, and never more than [`MAX_PROOF_BYTES`].
+/// width is fixed, so an honest proof grows only with the tallest table: about 150 KiB at
+/// `2^10` rows plus about 7 KiB per doubling (BENCH.md's grid); this allows 384 KiB plus
+/// 16 KiB per height bit (544 KiB at `2^10`), and never more than [`MAX_PROOF_BYTES`].
 pub fn max_proof_bytes(shape: &ProofShape) -> usize {
     let tallest = TableHeights::for_shape(shape)
         .as_array()
         .into_iter()
         .max()
         .unwrap_or(1);
-    let allowance = (640 << 10) + ((tallest.trailing_zeros() as usize) << 15);
+    let allowance = (384 << 10) + ((tallest.trailing_zeros() as usize) << 14);
     allowance.min(MAX_PROOF_BYTES)
 }
 

@@ -46,15 +46,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub federation_id: Option<String>,
     /// Largest proof trace (rows × columns) this node builds: bounds the memory a run's
-    /// parameters can make it use, in committed main cells over all tables (2^23 cells ≈
-    /// 2 GiB at peak; d = 256, B = 256 needs 5.0 M, BENCH.md).
+    /// parameters can make it use, in committed main cells over all tables (2^22 cells ≈
+    /// 2.3 GiB at peak, about 560 bytes per cell at blowup 16; d = 256, B = 256 needs
+    /// 3.0 M, BENCH.md).
     #[serde(default = "default_max_trace_cells")]
     pub max_trace_cells: u64,
 }
 
 /// The default [`RawConfig::max_trace_cells`].
 pub fn default_max_trace_cells() -> u64 {
-    1 << 23
+    1 << 22
 }
 
 /// The default [`RawConfig::min_batch_size`].

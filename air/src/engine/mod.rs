@@ -87,9 +87,9 @@ impl TableHeights {
             hash: (shape.batch * shape.block_len())
                 .next_power_of_two()
                 .max(min),
-            // At least as tall as the lookup table: one height fewer means one salt fewer
-            // per commitment and one FRI folding round fewer to bring a table in, for a
-            // few thousand cells.
+            // Not raised to the lookup table's height: a 1024-row step table (all four
+            // tables of one height at d = 30, B = 64) saved 5 KiB per proof but cost 30%
+            // more proving time (BENCH.md, "Proof engine v2, tuned").
             step: shape.batch.next_power_of_two().max(min),
             lookup: LOOKUP_HEIGHT,
         }
