@@ -88,6 +88,22 @@ fn broken_rules(statement: &Statement, traces: &Traces, update: &ClippedGradient
     broken
 }
 
+/// [`assert_rejected`] by the lookup table's own constraints, for a forgery that balances
+/// every bus.
+fn assert_rejected_with_buses_balanced(
+    statement: &Statement,
+    traces: &Traces,
+    update: &ClippedGradientSum,
+    what: &str,
+) {
+    let broken = broken_rules(statement, traces, update);
+    assert!(
+        !broken.contains(&Rule::Bus),
+        "the buses balance: {broken:?}"
+    );
+    assert_rejected(statement, traces, update, Rule::Lookup, what);
+}
+
 /// The forged traces break `rule`, and a proof of them does not verify.
 fn assert_rejected(
     statement: &Statement,
@@ -367,16 +383,10 @@ fn sigmoid_segment_past_the_last_is_rejected() {
     zkfed_air::engine::witness::write_step_row(c, y, &step, clip).unwrap();
     set_coeff(&f, &mut t, i, step.coeff);
     let update = rebalance(&f.statement, &mut t).unwrap();
-    let broken = broken_rules(&f.statement, &t, &update);
-    assert!(
-        !broken.contains(&Rule::Bus),
-        "the buses balance: {broken:?}"
-    );
-    assert_rejected(
+    assert_rejected_with_buses_balanced(
         &f.statement,
         &t,
         &update,
-        Rule::Lookup,
         "a segment past the table's last",
     );
 }
@@ -450,18 +460,7 @@ fn lookup_table_entry_changed_is_rejected() {
     let width = t.lookup.width;
     let cell = k as usize * width + cols::ENTRY + periodic::SEGMENT_RISE;
     t.lookup.values[cell] += Goldilocks::from_u64(64);
-    let broken = broken_rules(&f.statement, &t, &update);
-    assert!(
-        !broken.contains(&Rule::Bus),
-        "the buses balance: {broken:?}"
-    );
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Lookup,
-        "a steeper segment offered",
-    );
+    assert_rejected_with_buses_balanced(&f.statement, &t, &update, "a steeper segment offered");
 }
 
 #[test]
