@@ -4,11 +4,11 @@
 //! Goldilocks with its quadratic extension (challenges from a 2^128 field), Keccak-256 for
 //! the Merkle commitments of the proof and for the Fiat-Shamir transcript (the proof is
 //! only ever verified natively, so its own commitments need no algebraic hash: Keccak
-//! made proving 2-3 times and verification 1.5 times faster than Poseidon2; the dataset
+//! made proving about 2.5 times and verification 1.7 times faster than Poseidon2; the dataset
 //! commitment, which the proof opens in-circuit, stays Poseidon2), hiding Merkle
 //! commitments with one salt per hashed leaf group ([`crate::leaf_salts`]) and a hiding
 //! FRI PCS with 2 random codewords (zero knowledge). FRI: blowup 16, 24 queries, folding
-//! arity up to 16, final polynomial of 8 coefficients. Grinding: 16 bits before the FRI
+//! arity up to 16, final polynomial of 128 coefficients. Grinding: 16 bits before the FRI
 //! queries, the batching challenge, the out-of-domain point and the LogUp challenges, 10
 //! bits before each folding challenge.
 //! [`security_estimate`] runs Plonky3's own estimator on the whole batch of four tables,

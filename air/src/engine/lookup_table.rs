@@ -2,11 +2,11 @@
 //! `[0, 2^11)` (two values per row), the sigmoid's 512 segments (on the first 512 rows),
 //! and receive the public update (two entries per row).
 //!
-//! The range is laid out two values to a row so that this table is never taller than the
-//! hash table of a typical batch (a `2^11`-row table set FRI's domain and the largest
-//! Merkle tree of every proof with a hash table of 1024 rows or fewer, BENCH.md, issue
-//! 13), and no shorter than it either: each distinct table height costs a salt per
-//! commitment and a FRI folding round in every proof.
+//! The range is laid out two values to a row: 1024 rows, as tall as the hash table at
+//! d = 30, B = 64 (each distinct table height costs a salt per commitment and a FRI
+//! folding round in every proof), and short enough not to set FRI's domain for typical
+//! batches (a `2^11`-row table did, for every hash table of 1024 rows or fewer; BENCH.md,
+//! issue 13).
 
 use std::borrow::Cow;
 

@@ -88,7 +88,7 @@ impl TableHeights {
                 .next_power_of_two()
                 .max(min),
             // Not raised to the lookup table's height: a 1024-row step table (all four
-            // tables of one height at d = 30, B = 64) saved 5 KiB per proof but cost 30%
+            // tables of one height at d = 30, B = 64) saved 5 KiB per proof but cost 15-35%
             // more proving time (BENCH.md, "Proof engine v2, tuned").
             step: shape.batch.next_power_of_two().max(min),
             lookup: LOOKUP_HEIGHT,
