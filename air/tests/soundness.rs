@@ -1374,6 +1374,15 @@ fn every_proof_dimension_changed_is_rejected_without_a_panic() {
         ("FRI round openings fewer", Stark, |p| {
             p.opening_proof.1.commit_phase_openings.pop();
         }),
+        ("FRI round salts of a query fewer", Stark, |p| {
+            p.opening_proof.1.commit_phase_openings[0]
+                .opening_proof
+                .0
+                .pop();
+        }),
+        ("FRI round salt changed", Stark, |p| {
+            p.opening_proof.1.commit_phase_openings[1].opening_proof.0[0][0][0] += Goldilocks::ONE
+        }),
         ("FRI sibling values more", Stark, |p| {
             let round = &mut p.opening_proof.1.commit_phase_openings[0];
             round.sibling_values[0].push(Default::default())
