@@ -3,10 +3,10 @@
 //! and receive the public update (two entries per row).
 //!
 //! The range is laid out two values to a row: 1024 rows, as tall as the hash table at
-//! d = 30, B = 64 (each distinct table height costs a salt per commitment and a FRI
-//! folding round in every proof), and short enough not to set FRI's domain for typical
-//! batches (a `2^11`-row table did, for every hash table of 1024 rows or fewer; BENCH.md,
-//! issue 13).
+//! d = 30, B = 64 over up to 2^11 dataset rows (each distinct table height costs a salt per
+//! commitment and a FRI folding round in every proof). Below B = 64 at d = 30 it is the
+//! tallest table and sets FRI's domain, as a `2^11`-row table did for every hash table of
+//! 1024 rows or fewer (BENCH.md, issue 13).
 
 use std::borrow::Cow;
 

@@ -66,11 +66,11 @@ pub enum TableAir {
 /// Each table's height, fixed by the statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableHeights {
-    /// `B·(K + D)` rounded up to a power of two.
+    /// `B·(K + D)` rounded up to a power of two, at least `2^MIN_LOG_HEIGHT`.
     pub hash: usize,
-    /// `B` rounded up to a power of two.
+    /// `B` rounded up to a power of two, at least `2^MIN_LOG_HEIGHT`.
     pub step: usize,
-    /// `2^11`.
+    /// [`LOOKUP_HEIGHT`] (`2^10`).
     pub lookup: usize,
 }
 
