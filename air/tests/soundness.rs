@@ -105,6 +105,19 @@ fn assert_rejected_with_buses_balanced(
     assert_rejected(statement, traces, update, Rule::Lookup, what);
 }
 
+/// Rebalances the buses around forged traces and requires `rule` to catch them; returns
+/// the update the forgery claims.
+fn assert_rejected_rebalanced(
+    f: &Fixture,
+    t: &mut Traces,
+    rule: Rule,
+    what: &str,
+) -> ClippedGradientSum {
+    let update = rebalance(&f.statement, t).unwrap();
+    assert_rejected(&f.statement, t, &update, rule, what);
+    update
+}
+
 /// The forged traces break `rule`, and a proof of them does not verify.
 fn assert_rejected(
     statement: &Statement,
@@ -327,14 +340,7 @@ fn lying_about_the_sigmoid_case_is_rejected() {
     let r = ONE - y * ONE;
     write_limbs(&mut c.abs_residual, r.abs(), 22, "r").unwrap();
     c.residual_neg = Goldilocks::from_bool(r < 0);
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Step,
-        "middle case claimed as above",
-    );
+    assert_rejected_rebalanced(&f, &mut t, Rule::Step, "middle case claimed as above");
 }
 
 #[test]
@@ -345,8 +351,7 @@ fn sigmoid_segment_not_in_the_table_is_rejected() {
     let c = step_row(&mut t, 2);
     c.segment_start += Goldilocks::from_u64(64);
     c.sigmoid += Goldilocks::from_u64(64);
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(&f.statement, &t, &update, Rule::Bus, "a made-up segment");
+    assert_rejected_rebalanced(&f, &mut t, Rule::Bus, "a made-up segment");
 }
 
 #[test]
@@ -400,14 +405,7 @@ fn quotient_off_by_one_is_rejected() {
     let c = step_row(&mut t, 0);
     c.quotient += Goldilocks::ONE;
     write_limbs(&mut c.remainder, 0, 28, "rem").unwrap();
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Step,
-        "the segment below or above",
-    );
+    assert_rejected_rebalanced(&f, &mut t, Rule::Step, "the segment below or above");
 }
 
 #[test]
@@ -422,14 +420,7 @@ fn sigmoid_off_the_interpolation_is_rejected() {
     let r = int(c.sigmoid) - int(c.label) * ONE;
     write_limbs(&mut c.abs_residual, r.abs(), 22, "r").unwrap();
     c.residual_neg = Goldilocks::from_bool(r < 0);
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Step,
-        "σ rounded the other way",
-    );
+    assert_rejected_rebalanced(&f, &mut t, Rule::Step, "σ rounded the other way");
 }
 
 #[test]
@@ -492,8 +483,7 @@ fn padding_step_row_contributing_is_rejected() {
     c.active = Goldilocks::ONE;
     c.coeff = to_field(ONE);
     write_limbs(&mut c.coeff_abs, ONE, 22, "m").unwrap();
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(&f.statement, &t, &update, Rule::Step, "an extra example");
+    assert_rejected_rebalanced(&f, &mut t, Rule::Step, "an extra example");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -540,14 +530,7 @@ fn limb_outside_the_range_table_is_rejected() {
     assert!(c.abs_residual[1] != Goldilocks::ZERO || c.abs_residual[0] != Goldilocks::ZERO);
     c.abs_residual[1] = Goldilocks::ONE;
     c.abs_residual[0] -= Goldilocks::from_u64(1 << 11);
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Bus,
-        "a limb of 2^11 or more",
-    );
+    assert_rejected_rebalanced(&f, &mut t, Rule::Bus, "a limb of 2^11 or more");
 }
 
 #[test]
@@ -579,9 +562,8 @@ fn share_on_a_padding_row_is_rejected() {
     let shape = f.statement.shape();
     let padding = shape.batch * shape.block_len();
     hash_row(&mut t, padding).share[0] = to_field(ONE);
-    let update = rebalance(&f.statement, &mut t).unwrap();
+    let update = assert_rejected_rebalanced(&f, &mut t, Rule::Hash, "share from padding");
     assert_ne!(update, honest(&f).update);
-    assert_rejected(&f.statement, &t, &update, Rule::Hash, "share from padding");
 }
 
 #[test]
@@ -613,15 +595,8 @@ fn tampered_share_is_rejected() {
     let f = fixture(Spec::default());
     let mut t = honest(&f);
     hash_row(&mut t, 0).share[0] += Goldilocks::ONE;
-    let update = rebalance(&f.statement, &mut t).unwrap();
+    let update = assert_rejected_rebalanced(&f, &mut t, Rule::Hash, "a share bumped by one");
     assert_ne!(update, honest(&f).update);
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Hash,
-        "a share bumped by one",
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -667,14 +642,7 @@ fn coefficient_changing_inside_a_block_is_rejected() {
     let c = hash_row(&mut t, 0);
     c.coeff = Goldilocks::ZERO;
     c.share = [Goldilocks::ZERO; 8];
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Hash,
-        "first chunk's shares dropped",
-    );
+    assert_rejected_rebalanced(&f, &mut t, Rule::Hash, "first chunk's shares dropped");
 }
 
 #[test]
@@ -725,14 +693,7 @@ fn limbs_not_spelling_the_feature_are_rejected() {
     let f = fixture(Spec::default());
     let mut t = honest(&f);
     hash_row(&mut t, 0).lo[2] += Goldilocks::ONE;
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Hash,
-        "limbs of another value",
-    );
+    assert_rejected_rebalanced(&f, &mut t, Rule::Hash, "limbs of another value");
 }
 
 #[test]
@@ -744,15 +705,9 @@ fn shares_redirected_to_other_features_are_rejected() {
     });
     let mut t = honest(&f);
     hash_row(&mut t, 0).chunk_base = Goldilocks::from_u64(8);
-    let update = rebalance(&f.statement, &mut t).unwrap();
+    let update =
+        assert_rejected_rebalanced(&f, &mut t, Rule::Hash, "shares moved to other features");
     assert_ne!(update, honest(&f).update);
-    assert_rejected(
-        &f.statement,
-        &t,
-        &update,
-        Rule::Hash,
-        "shares moved to other features",
-    );
 }
 
 #[test]
@@ -814,8 +769,7 @@ fn out_of_range_feature_is_rejected() {
     c.lo[0] = Goldilocks::ZERO;
     c.hi[0] = Goldilocks::from_u64(1 << 11);
     repermute(&mut t, 0);
-    let update = rebalance(&f.statement, &mut t).unwrap();
-    assert_rejected(&f.statement, &t, &update, Rule::Bus, "feature 2^21");
+    assert_rejected_rebalanced(&f, &mut t, Rule::Bus, "feature 2^21");
 }
 
 #[test]
