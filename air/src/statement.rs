@@ -20,7 +20,7 @@ use crate::model::{Model, RoundParams};
 use crate::reference::ClippedGradientSum;
 
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Smallest trace height: a floor above what hiding FRI needs, `2 · (queries + 2 ·
 /// openings)` = 56 rows.

@@ -1,5 +1,5 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/7`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/8`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
@@ -28,10 +28,10 @@ use zkfed_air::{
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
 /// any change to the messages' encoding (3: typed rejections; 4: round attempts; 5:
-/// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4).
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/7");
+/// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/8");
 /// The protocol version both nodes announce over identify.
-pub const AGENT_VERSION: &str = "/zkfed/7.0.0";
+pub const AGENT_VERSION: &str = "/zkfed/8.0.0";
 /// How long a request may wait for its response (verification included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Concurrent streams per connection.
