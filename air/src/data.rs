@@ -1,5 +1,5 @@
 //! Tabular data: CSV rows under a schema, public standardization, and the bundled
-//! Wisconsin breast-cancer data.
+//! Wisconsin breast-cancer (binary) and handwritten-digits (ten classes) data.
 //!
 //! Parsing reads from any `Read` handed in; opening files is the caller's business.
 
@@ -14,7 +14,11 @@ use crate::fixed::{MAX_FEATURES, X_OFFSET, dequantize, feature_in_range, quantiz
 /// Most rows a CSV may hold (bounds memory on hostile input).
 pub const MAX_CSV_ROWS: usize = 10_000_000;
 
-/// Which CSV columns are features (in order) and which is the 0/1 label.
+/// Most classes a label column may have.
+pub const MAX_CLASSES: u8 = 64;
+
+/// Which CSV columns are features (in order), which is the label, and how many classes
+/// the label has: each row's label is an integer in `0..classes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
     /// Feature column names, in model order.
@@ -22,18 +26,41 @@ pub struct Schema {
     pub features: Vec<String>,
     /// Label column name.
     pub label: String,
+    /// Number of label classes, 2 to [`MAX_CLASSES`] (2 when a configuration omits it).
+    #[serde(default = "binary")]
+    pub classes: u8,
+}
+
+fn binary() -> u8 {
+    2
 }
 
 impl Schema {
+    /// A schema with a binary (0/1) label.
+    pub fn binary(features: Vec<String>, label: impl Into<String>) -> Self {
+        Self {
+            features,
+            label: label.into(),
+            classes: 2,
+        }
+    }
+
     /// 1 to [`MAX_FEATURES`] feature columns, each name non-blank without surrounding
-    /// spaces, no name twice (the label is not a feature). A participant checks the
-    /// coordinator's schema with it: a feature named twice reads one CSV column twice.
+    /// spaces, no name twice (the label is not a feature), 2 to [`MAX_CLASSES`] classes. A
+    /// participant checks the coordinator's schema with it: a feature named twice reads one
+    /// CSV column twice.
     pub fn validate(&self) -> Result<(), DataError> {
         let got = self.features.len();
         if !(1..=MAX_FEATURES).contains(&got) {
             return Err(DataError::SchemaSize {
                 got,
                 max: MAX_FEATURES,
+            });
+        }
+        if !(2..=MAX_CLASSES).contains(&self.classes) {
+            return Err(DataError::Classes {
+                got: self.classes,
+                max: MAX_CLASSES,
             });
         }
         let mut seen = std::collections::HashSet::new();
@@ -66,7 +93,7 @@ pub struct RawDataset {
     pub schema: Schema,
     /// One feature vector per row, in schema order.
     pub features: Vec<Vec<f64>>,
-    /// One 0/1 label per row.
+    /// One label per row, in `0..schema.classes`.
     pub labels: Vec<u8>,
 }
 
@@ -99,9 +126,16 @@ pub enum DataError {
     /// A value that is not a finite number.
     #[error("CSV line {line}, column `{column}`: not a finite number")]
     NotNumeric { line: u64, column: String },
-    /// A label other than 0 or 1.
-    #[error("CSV line {line}, label column `{column}`: not 0 or 1")]
-    BadLabel { line: u64, column: String },
+    /// A label that is not an integer in `0..classes`.
+    #[error("CSV line {line}, label column `{column}`: not an integer from 0 to {}", .classes - 1)]
+    BadLabel {
+        line: u64,
+        column: String,
+        classes: u8,
+    },
+    /// A schema whose label has fewer than 2 or more than [`MAX_CLASSES`] classes.
+    #[error("the schema's label has {got} classes; a model takes 2 to {max}")]
+    Classes { got: u8, max: u8 },
     /// No data rows.
     #[error("CSV has no data rows")]
     Empty,
@@ -223,22 +257,7 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
             .zip(&schema.features)
             .map(|(&c, name)| parse_number(&record[c], line, name))
             .collect::<Result<Vec<_>, _>>()?;
-        let label = match record[label_col].trim() {
-            "0" => 0,
-            "1" => 1,
-            "" => {
-                return Err(DataError::Missing {
-                    line,
-                    column: schema.label.clone(),
-                });
-            }
-            _ => {
-                return Err(DataError::BadLabel {
-                    line,
-                    column: schema.label.clone(),
-                });
-            }
-        };
+        let label = parse_label(&record[label_col], line, schema)?;
         features.push(row);
         labels.push(label);
     }
@@ -249,6 +268,27 @@ pub fn read_csv<R: Read>(reader: R, schema: &Schema) -> Result<RawDataset, DataE
         schema: schema.clone(),
         features,
         labels,
+    })
+}
+
+/// A label: a decimal integer in `0..schema.classes` (no sign, no fraction: "1.0" is
+/// refused rather than guessed at).
+fn parse_label(cell: &str, line: u64, schema: &Schema) -> Result<u8, DataError> {
+    let cell = cell.trim();
+    if cell.is_empty() {
+        return Err(DataError::Missing {
+            line,
+            column: schema.label.clone(),
+        });
+    }
+    let label = (cell.len() <= 3 && cell.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| cell.parse::<u8>().ok())
+        .flatten()
+        .filter(|&l| l < schema.classes);
+    label.ok_or_else(|| DataError::BadLabel {
+        line,
+        column: schema.label.clone(),
+        classes: schema.classes,
     })
 }
 
@@ -313,6 +353,28 @@ impl Standardization {
         }
         let std: Vec<f64> = var.into_iter().map(f64::sqrt).collect();
         let stats = Self { mean, std };
+        stats.check(&data.schema)?;
+        Ok(stats)
+    }
+
+    /// One mean and one standard deviation over every value of every feature, used for
+    /// each feature: for features measured on one scale, such as the digits' pixel
+    /// intensities, where per-feature statistics would divide by the near-zero spread of
+    /// pixels that are almost always blank (three digits pixels never vary at all).
+    pub fn fit_pooled(data: &RawDataset) -> Result<Self, DataError> {
+        let d = data.schema.features.len();
+        let count = (data.features.len() * d) as f64;
+        let mean = data.features.iter().flatten().sum::<f64>() / count;
+        let var = data
+            .features
+            .iter()
+            .flatten()
+            .map(|v| (v - mean) * (v - mean) / count)
+            .sum::<f64>();
+        let stats = Self {
+            mean: vec![mean; d],
+            std: vec![var.sqrt(); d],
+        };
         stats.check(&data.schema)?;
         Ok(stats)
     }
@@ -435,12 +497,36 @@ pub fn breast_cancer() -> RawDataset {
         .map(|row| row.iter().map(|&v| f64::from(v)).collect())
         .collect();
     let labels = ds.target.iter().map(|&t| u8::from(t != 0)).collect();
-    let schema = Schema {
-        features: ds.feature_names.clone(),
-        label: "diagnosis".into(),
-    };
+    let schema = Schema::binary(ds.feature_names.clone(), "diagnosis");
     RawDataset {
         schema,
+        features,
+        labels,
+    }
+}
+
+/// The optical handwritten-digits data (1,797 images of 8 × 8 pixels with intensities
+/// 0 to 16, labels 0 to 9), as shipped inside the `smartcore` crate (UCI Machine Learning
+/// Repository, "Optical Recognition of Handwritten Digits", CC BY 4.0). Pixels are named
+/// `r{row}c{column}`, row-major; the label column is `digit`. (smartcore's own feature
+/// and target names for this set are copied from another dataset and are not used.)
+pub fn digits() -> RawDataset {
+    let ds = smartcore::dataset::digits::load_dataset();
+    let features = ds
+        .data
+        .chunks_exact(ds.num_features)
+        .map(|row| row.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let labels = ds.target.iter().map(|&t| t as u8).collect();
+    let names = (0..ds.num_features)
+        .map(|p| format!("r{}c{}", p / 8, p % 8))
+        .collect();
+    RawDataset {
+        schema: Schema {
+            features: names,
+            label: "digit".into(),
+            classes: 10,
+        },
         features,
         labels,
     }
@@ -451,10 +537,7 @@ mod tests {
     use super::*;
 
     fn schema() -> Schema {
-        Schema {
-            features: vec!["a".into(), "b".into()],
-            label: "y".into(),
-        }
+        Schema::binary(vec!["a".into(), "b".into()], "y")
     }
 
     #[test]
@@ -508,10 +591,80 @@ mod tests {
             e("a,b,y\n1,2,2\n"),
             DataError::BadLabel {
                 line: 2,
-                column: "y".into()
+                column: "y".into(),
+                classes: 2
             }
         );
         assert_eq!(e("a,b,y\n"), DataError::Empty);
+    }
+
+    #[test]
+    fn multi_class_labels_are_integers_below_the_class_count() {
+        let s = Schema {
+            classes: 10,
+            ..schema()
+        };
+        let d = read_csv("a,b,y\n1,2,0\n1,2,9\n3,4, 7 \n".as_bytes(), &s).unwrap();
+        assert_eq!(d.labels, vec![0, 9, 7]);
+        for bad in ["10", "-1", "1.0", "+3", "0x1", "256", "99999999999", "a"] {
+            let err = read_csv(format!("a,b,y\n1,2,{bad}\n").as_bytes(), &s).unwrap_err();
+            assert_eq!(
+                err,
+                DataError::BadLabel {
+                    line: 2,
+                    column: "y".into(),
+                    classes: 10
+                },
+                "{bad}"
+            );
+            assert!(err.to_string().contains("from 0 to 9"), "{err}");
+        }
+        for classes in [0, 1, MAX_CLASSES + 1] {
+            let s = Schema {
+                classes,
+                ..schema()
+            };
+            assert_eq!(
+                s.validate(),
+                Err(DataError::Classes {
+                    got: classes,
+                    max: MAX_CLASSES
+                })
+            );
+        }
+        // A configuration written before multi-class labels reads as binary.
+        let old: Schema = serde_json::from_str(r#"{"features":["a","b"],"label":"y"}"#).unwrap();
+        assert_eq!(old, schema());
+    }
+
+    #[test]
+    fn digits_are_ten_classes_of_sixty_four_pixels() {
+        let d = digits();
+        d.schema.validate().unwrap();
+        assert_eq!((d.features.len(), d.schema.features.len()), (1797, 64));
+        assert_eq!(d.schema.features[9], "r1c1");
+        let mut counts = [0usize; 10];
+        for &l in &d.labels {
+            counts[usize::from(l)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (170..=190).contains(&c)),
+            "{counts:?}"
+        );
+        assert!(
+            d.features
+                .iter()
+                .flatten()
+                .all(|v| (0.0..=16.0).contains(v))
+        );
+        // Per-pixel statistics cannot standardize it: three pixels never vary.
+        assert!(matches!(
+            Standardization::fit(&d),
+            Err(DataError::DegenerateColumn { .. })
+        ));
+        let pooled = Standardization::fit_pooled(&d).unwrap();
+        assert!((pooled.mean[0] - 4.88).abs() < 0.01 && (pooled.std[63] - 6.02).abs() < 0.01);
+        assert_eq!(pooled.apply(&d).unwrap().len(), 1797);
     }
 
     /// Every error a CSV can cause, built from a file holding a distinctive value in the
@@ -525,8 +678,11 @@ mod tests {
                 format!("a,b,y\n1,{secret}x,0\n").into_bytes(),
                 "not a finite",
             ),
-            (format!("a,b,y\n1,2,{secret}\n").into_bytes(), "not 0 or 1"),
-            ("a,b,y\n1,2,7\n".into(), "not 0 or 1"),
+            (
+                format!("a,b,y\n1,2,{secret}\n").into_bytes(),
+                "not an integer from 0 to 1",
+            ),
+            ("a,b,y\n1,2,7\n".into(), "not an integer from 0 to 1"),
             (format!("a,b,y\n1,2,0\n{secret},3\n").into_bytes(), "fields"),
             // Invalid UTF-8 right after the value: the csv crate's own message is not used.
             (
@@ -542,7 +698,7 @@ mod tests {
             let shown = format!("{err} {err:?}");
             assert!(!shown.contains(secret), "{shown}");
             assert!(shown.contains(rule), "{shown}");
-            if rule == "not 0 or 1" {
+            if rule == "not an integer from 0 to 1" {
                 assert!(
                     !shown.contains('7'),
                     "the label itself is not shown: {shown}"

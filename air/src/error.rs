@@ -44,6 +44,24 @@ pub enum ShapeError {
     /// A batch index that is not in the dataset.
     #[error("batch index {index} is not below the row count {rows}")]
     IndexOutOfRange { index: u64, rows: u64 },
+    /// A model whose outputs do not predict the label's classes, or an output count the
+    /// model kind does not take.
+    #[error("the model predicts {model} classes, the label has {label}")]
+    Classes { model: u8, label: u8 },
+    /// An MLP hidden width outside `1..=max`.
+    #[error("the MLP has {got} hidden units; between 1 and {max} are supported")]
+    Hidden { got: u16, max: u16 },
+    /// A parameter vector of the wrong length for its spec.
+    #[error("the model has {got} parameters, its spec {expected}")]
+    ParameterCount { expected: usize, got: usize },
+    /// A row's label outside the model's classes (the label is a patient's value and is not
+    /// kept: this error reaches logs).
+    #[error("a row's label is not below the model's {classes} classes")]
+    LabelOutOfRange { classes: u8 },
+    /// An intermediate of one example beyond the range the proof covers (its value,
+    /// computed from a patient's row, is not kept).
+    #[error("an example's {what} is beyond the range the proof covers")]
+    Intermediate { what: &'static str },
     /// A root limb that is not a canonical field element (two encodings of one root).
     #[error("dataset root limb {limb} is not below the field modulus")]
     RootNotCanonical { limb: usize },

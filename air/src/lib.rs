@@ -9,14 +9,18 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod exp;
 pub mod fixed;
 pub mod forgery;
 pub mod hash;
 pub mod leaf_salts;
 pub mod model;
+pub mod network;
 pub mod proof;
 pub mod reference;
+pub mod segments;
 pub mod sigmoid;
+pub mod spec;
 pub mod statement;
 
 pub use commitment::{CommittedDataset, DatasetCommitment};

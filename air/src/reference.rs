@@ -120,9 +120,14 @@ impl ClippedGradientSum {
 
 /// Checks a row against the model shape and the feature range.
 pub fn validate_row(model: &Model, x: &[i64]) -> Result<(), ShapeError> {
-    if x.len() != model.num_features() {
+    validate_features(model.num_features(), x)
+}
+
+/// Checks a row's width and the range of its features.
+pub fn validate_features(num_features: usize, x: &[i64]) -> Result<(), ShapeError> {
+    if x.len() != num_features {
         return Err(ShapeError::RowWidth {
-            expected: model.num_features(),
+            expected: num_features,
             got: x.len(),
         });
     }

@@ -23,22 +23,12 @@
 use std::sync::OnceLock;
 
 use crate::fixed::{FRAC_BITS, ONE};
-
-/// Segments in the table.
-pub const SEGMENTS: usize = 512;
+pub use crate::segments::{SEGMENTS, Segment};
+use crate::segments::{interpolate, round_knots, segment_of};
 /// `log2` of a segment's width in logit units (scale `2^32`): `1/16`.
 pub const SEGMENT_BITS: u32 = 2 * FRAC_BITS - 4;
 /// `q` of the first segment: the table starts at `z = -16`.
 pub const FIRST_SEGMENT: i64 = -(SEGMENTS as i64) / 2;
-
-/// One segment of the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// The sigmoid at the segment's start, at scale `2^16`.
-    pub start: i64,
-    /// Its rise across the segment, at scale `2^16`.
-    pub rise: i64,
-}
 
 /// Which of the three cases a logit falls in, with every intermediate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,13 +52,7 @@ pub struct SigmoidSteps {
 /// The 513 knots `a_0 ..= a_512`.
 fn knots() -> &'static [i64; SEGMENTS + 1] {
     static KNOTS: OnceLock<[i64; SEGMENTS + 1]> = OnceLock::new();
-    KNOTS.get_or_init(|| {
-        let mut a = [0i64; SEGMENTS + 1];
-        for (k, knot) in a.iter_mut().enumerate() {
-            *knot = (knot_exact(k) * ONE as f64).round() as i64;
-        }
-        a
-    })
+    KNOTS.get_or_init(|| round_knots(knot_exact))
 }
 
 fn knot_exact(k: usize) -> f64 {
@@ -78,11 +62,7 @@ fn knot_exact(k: usize) -> f64 {
 
 /// Segment `k` of the table (`k < SEGMENTS`).
 pub fn segment(k: usize) -> Segment {
-    let a = knots();
-    Segment {
-        start: a[k],
-        rise: a[k + 1] - a[k],
-    }
+    segment_of(knots(), k)
 }
 
 /// The sigmoid of a logit at scale `2^32`, with the intermediates the proof checks.
@@ -102,11 +82,8 @@ pub fn sigmoid(logit: i64) -> SigmoidSteps {
     };
     if !below && !above {
         let seg = segment((quotient - FIRST_SEGMENT) as usize);
-        let scaled = seg.rise * remainder;
-        let step = scaled >> SEGMENT_BITS;
+        (steps.value, steps.interpolation_remainder) = interpolate(seg, remainder, SEGMENT_BITS);
         steps.segment = seg;
-        steps.interpolation_remainder = scaled - (step << SEGMENT_BITS);
-        steps.value = seg.start + step;
     }
     steps
 }
@@ -122,17 +99,8 @@ mod tests {
 
     #[test]
     fn error_against_f64_is_below_the_documented_bound() {
-        let mut worst = 0f64;
-        // Every 2^-12 of a unit from -40 to 40, plus the segment boundaries' neighbours.
-        let step = 1i64 << 20;
-        let mut z = -40i64 << 32;
-        while z <= 40i64 << 32 {
-            for probe in [z - 1, z, z + 1] {
-                let err = (sigmoid(probe).value as f64 / ONE as f64 - real(probe)).abs();
-                worst = worst.max(err);
-            }
-            z += step;
-        }
+        let worst =
+            crate::segments::worst_error_on_grid(-40 << 32, 40 << 32, |z| sigmoid(z).value, real);
         eprintln!(
             "worst |σ_table - σ| on the grid: {worst:.3e} (2^{:.2})",
             worst.log2()
@@ -146,11 +114,7 @@ mod tests {
 
     #[test]
     fn knots_are_far_from_rounding_ties() {
-        for k in 0..=SEGMENTS {
-            let scaled = knot_exact(k) * ONE as f64;
-            let distance = (scaled - scaled.floor() - 0.5).abs();
-            assert!(distance > 1e-6, "knot {k} is {distance:e} from a tie");
-        }
+        crate::segments::assert_knots_far_from_ties(knot_exact);
     }
 
     #[test]
@@ -183,14 +147,14 @@ mod tests {
             1 << 50,
         ] {
             let s = sigmoid(logit);
-            assert_eq!(s.quotient * (1 << SEGMENT_BITS) + s.remainder, logit);
-            assert!((0..1 << SEGMENT_BITS).contains(&s.remainder));
-            if !s.below && !s.above {
-                let lhs = s.value * (1 << SEGMENT_BITS) + s.interpolation_remainder;
-                let rhs = s.segment.start * (1 << SEGMENT_BITS) + s.segment.rise * s.remainder;
-                assert_eq!(lhs, rhs);
-                assert!((0..1 << SEGMENT_BITS).contains(&s.interpolation_remainder));
-            }
+            let middle = !s.below && !s.above;
+            crate::segments::assert_interpolation_equations(
+                logit,
+                s.quotient,
+                s.remainder,
+                SEGMENT_BITS,
+                middle.then_some((s.segment, s.value, s.interpolation_remainder)),
+            );
         }
     }
 }

@@ -151,10 +151,7 @@ pub(crate) fn load_data(options: &Options) -> anyhow::Result<RawDataset> {
         header.split(',').any(|c| c.trim() == label),
         "the CSV has no column `{label}`"
     );
-    let schema = zkfed_air::data::Schema {
-        features,
-        label: label.clone(),
-    };
+    let schema = zkfed_air::data::Schema::binary(features, label.clone());
     zkfed_air::data::read_csv(text.as_bytes(), &schema)
         .with_context(|| format!("reading {}", path.display()))
 }
@@ -229,10 +226,7 @@ mod tests {
 
     #[test]
     fn rows_out_of_range_are_left_out_of_training_and_testing_and_counted() {
-        let schema = zkfed_air::data::Schema {
-            features: vec!["a".into(), "b".into()],
-            label: "y".into(),
-        };
+        let schema = zkfed_air::data::Schema::binary(vec!["a".into(), "b".into()], "y");
         let mut features: Vec<Vec<f64>> = (0..400)
             .map(|i| vec![f64::from(i % 7), f64::from(i % 5)])
             .collect();

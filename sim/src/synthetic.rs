@@ -39,10 +39,7 @@ pub fn generate(rows: usize, features: usize, seed: u64) -> RawDataset {
         labels.push(u8::from(coin.random::<f64>() < 1.0 / (1.0 + (-z).exp())));
         data.push(x);
     }
-    let schema = Schema {
-        features: (0..features).map(|j| format!("f{j}")).collect(),
-        label: "y".into(),
-    };
+    let schema = Schema::binary((0..features).map(|j| format!("f{j}")).collect(), "y");
     RawDataset {
         schema,
         features: data,
