@@ -127,7 +127,7 @@ pub enum DataError {
     #[error("CSV line {line}, column `{column}`: not a finite number")]
     NotNumeric { line: u64, column: String },
     /// A label that is not an integer in `0..classes`.
-    #[error("CSV line {line}, label column `{column}`: not an integer from 0 to {}", .classes - 1)]
+    #[error("CSV line {line}, label column `{column}`: not an integer from 0 to {}", .classes.saturating_sub(1))]
     BadLabel {
         line: u64,
         column: String,

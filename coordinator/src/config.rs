@@ -196,7 +196,10 @@ impl RawConfig {
     /// Between 1 and `MAX_FEATURES` distinct feature columns and a label column apart from
     /// them; a name is matched against the CSV header with surrounding spaces trimmed.
     fn check_schema(&self) -> anyhow::Result<()> {
-        self.schema.validate().context("`schema`")
+        self.schema.validate().context("`schema`")?;
+        zkfed_air::spec::ModelSpec::Logistic
+            .validate(self.schema.features.len(), self.schema.classes)
+            .context("`schema`: only binary logistic regression is proven so far")
     }
 
     /// One finite mean and one finite, positive standard deviation per feature: a
@@ -338,6 +341,11 @@ mod tests {
                 "surrounding spaces",
                 Box::new(|c| c.schema.label = " y".into()),
             ),
+            (
+                "only binary logistic regression",
+                Box::new(|c| c.schema.classes = 10),
+            ),
+            ("`schema`", Box::new(|c| c.schema.classes = 1)),
             (
                 "surrounding spaces",
                 Box::new(|c| c.schema.features[0].clear()),

@@ -287,6 +287,9 @@ fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedD
 /// and batches no smaller than this node's minimum.
 fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     params.schema.validate().context("the run's schema")?;
+    zkfed_air::spec::ModelSpec::Logistic
+        .validate(params.schema.features.len(), params.schema.classes)
+        .context("the run's schema: only binary logistic regression is proven so far")?;
     params
         .standardization
         .check(&params.schema)
@@ -976,6 +979,10 @@ mod tests {
         nan.standardization.mean[2] = f64::NAN;
         let err = format!("{:#}", prepare(&config(&dir), &nan).unwrap_err());
         assert!(err.contains("not a finite number"), "{err}");
+        let mut classes = run_parameters();
+        classes.schema.classes = 10;
+        let err = format!("{:#}", prepare(&config(&dir), &classes).unwrap_err());
+        assert!(err.contains("only binary logistic regression"), "{err}");
         let small = Config {
             max_trace_cells: 1 << 10,
             ..config(&dir)
