@@ -14,15 +14,16 @@ pub enum AggregationError {
     /// Nothing to aggregate.
     #[error("no accepted updates to aggregate")]
     Empty,
-    /// An update whose width differs from the model's.
-    #[error("update has {got} features, the model {expected}")]
+    /// An update whose length differs from the model's parameter count.
+    #[error("update has {got} entries, the model {expected} parameters")]
     Shape { expected: usize, got: usize },
     /// The new model would leave the fixed-point range the proofs support.
     #[error("aggregated model parameter {index} leaves the supported range")]
     OutOfRange { index: usize },
 }
 
-/// One FedAvg step: `w ← w - lr · (Σ_k U_k) / (Σ_k n_k)`, rounded to nearest.
+/// One FedAvg step over the whole parameter vector:
+/// `w ← w - lr · (Σ_k U_k) / (Σ_k n_k)`, rounded to nearest.
 ///
 /// `U_k` are clipped-gradient sums at scale 2^32 and `n_k` their proven example counts, so
 /// weighting by example count is exactly dividing the pooled sum by the pooled count.
@@ -33,44 +34,37 @@ pub fn fedavg_step(
     updates: &[ClippedGradientSum],
     learning_rate: i64,
 ) -> Result<Model, AggregationError> {
-    let d = model.num_features();
+    let n = model.params.len();
     let examples: u64 = updates.iter().map(|u| u.examples).sum();
     if updates.is_empty() || examples == 0 {
         return Err(AggregationError::Empty);
     }
-    let mut sums = vec![0i128; d + 1];
+    let mut sums = vec![0i128; n];
     for u in updates {
-        if u.weights.len() != d {
+        if u.values.len() != n {
             return Err(AggregationError::Shape {
-                expected: d,
-                got: u.weights.len(),
+                expected: n,
+                got: u.values.len(),
             });
         }
-        for (s, &g) in sums.iter_mut().zip(u.weights.iter().chain([&u.bias])) {
+        for (s, &g) in sums.iter_mut().zip(&u.values) {
             *s += i128::from(g);
         }
     }
     // step = lr · sum / (examples · 2^32) at scale 2^16 = lr · sum / (examples · 2^32)
     let denominator = i128::from(examples) << (2 * FRAC_BITS);
-    let mut next = Vec::with_capacity(d + 1);
-    for (index, (&w, s)) in model
-        .weights
-        .iter()
-        .chain([&model.bias])
-        .zip(sums)
-        .enumerate()
-    {
+    let mut params = Vec::with_capacity(n);
+    for (index, (&w, s)) in model.params.iter().zip(sums).enumerate() {
         let step = div_round(i128::from(learning_rate) * s, denominator);
         let value = i128::from(w) - step;
         if value.unsigned_abs() >= PARAM_BOUND as u128 {
             return Err(AggregationError::OutOfRange { index });
         }
-        next.push(value as i64);
+        params.push(value as i64);
     }
-    let bias = next.pop().expect("d + 1 entries");
     Ok(Model {
-        weights: next,
-        bias,
+        params,
+        ..model.clone()
     })
 }
 
@@ -87,33 +81,51 @@ fn div_round(a: i128, b: i128) -> i128 {
 mod tests {
     use super::*;
     use zkfed_air::fixed::ONE;
+    use zkfed_air::spec::ModelSpec;
 
     #[test]
     fn weights_by_example_count() {
-        let model = Model::zeros(1);
+        let model = Model::zeros(ModelSpec::Logistic, 1);
         // Participant A: 1 example with gradient 1.0; B: 3 examples summing to 3.0 → mean 1.0.
         let a = ClippedGradientSum {
-            weights: vec![ONE * ONE],
-            bias: 0,
+            values: vec![ONE * ONE, 0],
             examples: 1,
         };
         let b = ClippedGradientSum {
-            weights: vec![3 * ONE * ONE],
-            bias: -4 * ONE * ONE,
+            values: vec![3 * ONE * ONE, -4 * ONE * ONE],
             examples: 3,
         };
         let next = fedavg_step(&model, &[a, b], ONE / 2).unwrap();
-        assert_eq!(next.weights, vec![-ONE / 2]);
-        assert_eq!(next.bias, ONE / 2);
+        assert_eq!(next.params, vec![-ONE / 2, ONE / 2]);
+        assert_eq!(next.spec, model.spec);
+    }
+
+    #[test]
+    fn averages_any_parameter_vector() {
+        let spec = ModelSpec::Mlp {
+            hidden: 3,
+            outputs: 4,
+        };
+        let model = Model::zeros(spec, 2);
+        let n = model.params.len();
+        assert_eq!(n, 3 * 3 + 4 * 4);
+        let u = ClippedGradientSum {
+            values: (0..n as i64).map(|i| i * ONE * ONE).collect(),
+            examples: 2,
+        };
+        let next = fedavg_step(&model, &[u], ONE).unwrap();
+        // Each step is lr · i·2^32 / (2 · 2^32) = i/2 at scale 2^16, exactly.
+        let expected: Vec<i64> = (0..n as i64).map(|i| -(i * ONE / 2)).collect();
+        assert_eq!(next.params, expected);
+        assert_eq!((next.spec, next.num_features), (spec, 2));
     }
 
     #[test]
     fn rejects_empty_and_misshapen_input() {
-        let model = Model::zeros(2);
+        let model = Model::zeros(ModelSpec::Logistic, 2);
         assert_eq!(fedavg_step(&model, &[], ONE), Err(AggregationError::Empty));
         let u = ClippedGradientSum {
-            weights: vec![0],
-            bias: 0,
+            values: vec![0, 0],
             examples: 1,
         };
         assert!(matches!(
@@ -124,13 +136,9 @@ mod tests {
 
     #[test]
     fn refuses_to_leave_the_supported_range() {
-        let model = Model {
-            weights: vec![PARAM_BOUND - 1],
-            bias: 0,
-        };
+        let model = Model::logistic(vec![PARAM_BOUND - 1], 0);
         let u = ClippedGradientSum {
-            weights: vec![-ONE * ONE],
-            bias: 0,
+            values: vec![-ONE * ONE, 0],
             examples: 1,
         };
         assert_eq!(

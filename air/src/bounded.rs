@@ -3,14 +3,15 @@
 //! serde's `Vec` decoder allocates as many elements as the input lists; in CBOR a one-byte
 //! integer becomes an eight-byte `i64`, so a 2 MiB message could become 16 MiB before any
 //! shape check. Every vector a peer or a file can size is at most [`MAX_FEATURES`] long
-//! (one entry per feature), and refused while decoding beyond that.
+//! (one entry per feature) or, for a model's parameters and an update, [`MAX_PARAMS`]
+//! long, and refused while decoding beyond that.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
 
-use crate::fixed::MAX_FEATURES;
+use crate::fixed::{MAX_FEATURES, MAX_PARAMS};
 
 /// Decodes a vector of at most [`MAX_FEATURES`] elements (`#[serde(deserialize_with)]`).
 pub fn per_feature<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
@@ -19,6 +20,15 @@ where
     T: Deserialize<'de>,
 {
     deserializer.deserialize_seq(AtMost::<T>(MAX_FEATURES, PhantomData))
+}
+
+/// Decodes a vector of at most [`MAX_PARAMS`] elements (`#[serde(deserialize_with)]`).
+pub fn params<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    deserializer.deserialize_seq(AtMost::<T>(MAX_PARAMS, PhantomData))
 }
 
 struct AtMost<T>(usize, PhantomData<T>);
@@ -47,23 +57,24 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for AtMost<T> {
 
 #[cfg(test)]
 mod tests {
+    use crate::data::Schema;
+    use crate::fixed::{MAX_FEATURES, MAX_PARAMS};
     use crate::{ClippedGradientSum, Model};
 
     #[test]
-    fn vectors_longer_than_the_feature_limit_are_refused_while_decoding() {
-        let fits = Model {
-            weights: vec![1; crate::fixed::MAX_FEATURES],
-            bias: 0,
-        };
+    fn vectors_longer_than_their_limit_are_refused_while_decoding() {
+        let fits = Model::logistic(vec![1; MAX_PARAMS - 1], 0);
         let bytes = postcard::to_allocvec(&fits).unwrap();
         assert_eq!(postcard::from_bytes::<Model>(&bytes).unwrap(), fits);
         let too_long = ClippedGradientSum {
-            weights: vec![1; crate::fixed::MAX_FEATURES + 1],
-            bias: 0,
+            values: vec![1; MAX_PARAMS + 1],
             examples: 1,
         };
         let bytes = postcard::to_allocvec(&too_long).unwrap();
         assert!(postcard::from_bytes::<ClippedGradientSum>(&bytes).is_err());
+        let names = Schema::binary(vec!["f".into(); MAX_FEATURES + 1], "y");
+        let bytes = postcard::to_allocvec(&names).unwrap();
+        assert!(postcard::from_bytes::<Schema>(&bytes).is_err());
     }
 
     #[test]

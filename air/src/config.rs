@@ -243,7 +243,7 @@ impl BatchShape {
         use p3_lookup::LogUpGadget;
         use p3_uni_stark::{OpeningShape, StarkGenericConfig};
 
-        let update = crate::ClippedGradientSum::zero(statement.model.num_features());
+        let update = crate::ClippedGradientSum::zero(statement.model.params.len());
         let airs = crate::engine::tables(statement, &update);
         let config = zk_config();
         let is_zk = config.is_zk();

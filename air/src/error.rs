@@ -51,6 +51,18 @@ pub enum ShapeError {
     /// An MLP hidden width outside `1..=max`.
     #[error("the MLP has {got} hidden units; between 1 and {max} are supported")]
     Hidden { got: u16, max: u16 },
+    /// A spec with more parameters than a model may have.
+    #[error("the model has {got} parameters; at most {max} are supported")]
+    TooManyParameters { got: usize, max: usize },
+    /// A round announcing a model of another spec than the run's.
+    #[error("the round's model is {round}, the run's {run}")]
+    SpecMismatch {
+        run: crate::spec::ModelSpec,
+        round: crate::spec::ModelSpec,
+    },
+    /// A model the proof does not cover yet.
+    #[error("{spec} models are not proven yet; only logistic regression is")]
+    Unproven { spec: crate::spec::ModelSpec },
     /// A parameter vector of the wrong length for its spec.
     #[error("the model has {got} parameters, its spec {expected}")]
     ParameterCount { expected: usize, got: usize },

@@ -33,6 +33,8 @@ pub const PARAM_BOUND: i64 = 1 << 24;
 pub const MAX_FEATURES: usize = 1024;
 /// Most examples one proof may cover.
 pub const MAX_BATCH: usize = 1024;
+/// Most parameters a model may have (an MLP 1024 → 256 → 64 has 278,784).
+pub const MAX_PARAMS: usize = 1 << 19;
 
 /// The field element representing a signed integer.
 pub fn to_field(v: i64) -> Goldilocks {

@@ -47,8 +47,7 @@ pub fn update_from_shares(
             bits: 62,
         })?;
     Ok(ClippedGradientSum {
-        weights: ints[..d].to_vec(),
-        bias: ints[d],
+        values: ints,
         examples: statement.params.batch_size as u64,
     })
 }
@@ -92,7 +91,7 @@ pub fn stacked_traces(
         update: honest.update.clone(),
     };
     let shape = statement.shape();
-    let (bias, clip) = (statement.model.bias, statement.params.clip_norm);
+    let (bias, clip) = (statement.model.bias(), statement.params.clip_norm);
     let hash_height = honest.hash.values.len() / NUM_HASH_COLS;
     let step_height = honest.step.values.len() / NUM_STEP_COLS;
     let first = StepCols::from_row(&honest.step.values[..NUM_STEP_COLS]);

@@ -1,66 +1,94 @@
-//! The public per-round objects: the logistic-regression model and the round parameters.
+//! The public per-round objects: the model (its spec and parameter vector) and the round
+//! parameters.
 
+use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ShapeError;
-use crate::fixed::{MAX_BATCH, MAX_FEATURES, PARAM_BOUND, to_field};
+use crate::fixed::{MAX_BATCH, PARAM_BOUND, to_field};
 use crate::hash::{Digest, MODEL_DOMAIN, hash_elements};
+use crate::network::Layer;
+use crate::spec::ModelSpec;
 
-/// Binary logistic-regression parameters in fixed point (scale 2^16).
+/// A model: its spec, its input width and its parameters in fixed point (scale 2^16), in
+/// the spec's layout ([`crate::spec`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Model {
-    /// One weight per feature.
-    #[serde(deserialize_with = "crate::bounded::per_feature")]
-    pub weights: Vec<i64>,
-    /// The intercept.
-    pub bias: i64,
+    /// Which model.
+    pub spec: ModelSpec,
+    /// Features per row (`d`).
+    pub num_features: usize,
+    /// Every parameter, layer by layer: weights row by row, then biases.
+    #[serde(deserialize_with = "crate::bounded::params")]
+    pub params: Vec<i64>,
 }
 
 impl Model {
-    /// The all-zero model with `num_features` weights.
-    pub fn zeros(num_features: usize) -> Self {
+    /// The all-zero model of a spec over `num_features` features.
+    pub fn zeros(spec: ModelSpec, num_features: usize) -> Self {
         Self {
-            weights: vec![0; num_features],
-            bias: 0,
+            spec,
+            num_features,
+            params: vec![0; spec.num_params(num_features)],
+        }
+    }
+
+    /// A logistic-regression model: one weight per feature, then the intercept.
+    pub fn logistic(weights: Vec<i64>, bias: i64) -> Self {
+        let num_features = weights.len();
+        let mut params = weights;
+        params.push(bias);
+        Self {
+            spec: ModelSpec::Logistic,
+            num_features,
+            params,
         }
     }
 
     /// Number of features the model expects.
     pub fn num_features(&self) -> usize {
-        self.weights.len()
+        self.num_features
     }
 
-    /// Checks the shape and the parameter bound the headroom argument relies on.
+    /// The first layer's weights of its first output: a logistic model's weight vector.
+    pub fn weights(&self) -> &[i64] {
+        self.params.get(..self.num_features).unwrap_or(&[])
+    }
+
+    /// The first layer's first bias: a logistic model's intercept.
+    pub fn bias(&self) -> i64 {
+        let outputs = self.spec.layers(self.num_features)[0].outputs;
+        self.params
+            .get(outputs * self.num_features)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The dense layers, after [`Self::validate`]'s checks.
+    pub fn layers(&self) -> Result<Vec<Layer<'_>>, ShapeError> {
+        crate::network::layers(&self.spec, self.num_features, &self.params)
+    }
+
+    /// Checks the spec, the parameter count and the parameter bound the headroom argument
+    /// relies on.
     pub fn validate(&self) -> Result<(), ShapeError> {
-        let d = self.weights.len();
-        if d == 0 || d > MAX_FEATURES {
-            return Err(ShapeError::Features {
-                got: d,
-                max: MAX_FEATURES,
-            });
-        }
-        let bad = self
-            .weights
-            .iter()
-            .chain(std::iter::once(&self.bias))
-            .position(|w| w.unsigned_abs() >= PARAM_BOUND as u64);
-        match bad {
-            Some(index) => Err(ShapeError::ParameterOutOfRange {
-                index,
-                bound: PARAM_BOUND,
-            }),
-            None => Ok(()),
-        }
+        self.spec.validate(self.num_features, self.spec.classes())?;
+        self.layers().map(drop)
     }
 
-    /// The model digest bound into every proof of the round.
+    /// The model digest bound into every proof of the round: the spec, the width and
+    /// every parameter.
     pub fn digest(&self) -> Digest {
-        let elements: Vec<Goldilocks> = self
-            .weights
-            .iter()
-            .chain(std::iter::once(&self.bias))
-            .map(|&w| to_field(w))
+        let (kind, hidden, outputs) = match self.spec {
+            ModelSpec::Logistic => (0, 0, 1),
+            ModelSpec::Softmax { classes } => (1, 0, u64::from(classes)),
+            ModelSpec::Mlp { hidden, outputs } => (2, u64::from(hidden), u64::from(outputs)),
+        };
+        let header = [kind, hidden, outputs, self.num_features as u64].map(Goldilocks::from_u64);
+        let elements: Vec<Goldilocks> = header
+            .into_iter()
+            .chain(self.params.iter().map(|&w| to_field(w)))
             .collect();
         hash_elements(MODEL_DOMAIN, &elements)
     }

@@ -41,7 +41,7 @@
 use crate::error::ShapeError;
 use crate::exp::{ExpSteps, exp};
 use crate::fixed::{ONE, PARAM_BOUND, X_OFFSET, ceil_sqrt};
-use crate::reference::validate_features;
+use crate::reference::{ClippedGradientSum, validate_features};
 use crate::sigmoid::{SigmoidSteps, sigmoid};
 use crate::spec::{Head, LayerShape, ModelSpec};
 
@@ -406,19 +406,9 @@ pub fn network_step(
     })
 }
 
-/// The sum of per-example clipped gradients over a batch, at scale `2^32`, in the
-/// parameter vector's layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GradientSum {
-    /// One entry per parameter.
-    pub values: Vec<i64>,
-    /// How many examples were summed.
-    pub examples: u64,
-}
-
-impl GradientSum {
+impl ClippedGradientSum {
     /// Adds one example's clipped gradient: `c_k·v_j` per weight, `c_k·ONE` per bias.
-    fn add(&mut self, layers: &[Layer<'_>], x: &[i64], step: &NetworkStep) {
+    fn add_step(&mut self, layers: &[Layer<'_>], x: &[i64], step: &NetworkStep) {
         let hidden: Vec<i64> = step.hidden.iter().map(|h| h.value).collect();
         let mut offset = 0;
         for (i, (layer, coeffs)) in layers.iter().zip(&step.coefficients).enumerate() {
@@ -440,23 +430,20 @@ impl GradientSum {
 }
 
 /// The reference clipped-gradient sum of a batch of `(features, label)` rows under a
-/// softmax or MLP model.
+/// softmax or MLP model, in the parameter vector's layout.
 pub fn network_gradient_sum<'a>(
     spec: &ModelSpec,
     params: &[i64],
     num_features: usize,
     rows: impl IntoIterator<Item = (&'a [i64], u8)>,
     clip_norm: i64,
-) -> Result<GradientSum, ShapeError> {
+) -> Result<ClippedGradientSum, ShapeError> {
     let layers = layers(spec, num_features, params)?;
-    let mut sum = GradientSum {
-        values: vec![0; params.len()],
-        examples: 0,
-    };
+    let mut sum = ClippedGradientSum::zero(params.len());
     for (x, y) in rows {
         validate_features(num_features, x)?;
         let step = network_step(&layers, spec.head(), x, y, clip_norm)?;
-        sum.add(&layers, x, &step);
+        sum.add_step(&layers, x, &step);
     }
     Ok(sum)
 }

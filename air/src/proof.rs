@@ -321,12 +321,12 @@ pub(crate) fn check_update_shape(
     statement: &Statement,
     update: &ClippedGradientSum,
 ) -> Result<(), VerifyError> {
-    let d = statement.model.num_features() as u64;
-    if update.weights.len() as u64 != d {
+    let params = statement.model.params.len() as u64;
+    if update.values.len() as u64 != params {
         return Err(VerifyError::UpdateShape {
-            what: "weights",
-            expected: d,
-            got: update.weights.len() as u64,
+            what: "parameters",
+            expected: params,
+            got: update.values.len() as u64,
         });
     }
     let batch = statement.params.batch_size as u64;
@@ -337,9 +337,9 @@ pub(crate) fn check_update_shape(
             got: update.examples,
         });
     }
-    let entries = update.weights.iter().chain(std::iter::once(&update.bias));
-    if let Some(index) = entries
-        .clone()
+    if let Some(index) = update
+        .values
+        .iter()
         .position(|v| v.unsigned_abs() >= UPDATE_BOUND)
     {
         return Err(VerifyError::UpdateRange { index });

@@ -20,6 +20,7 @@
 use crate::error::ShapeError;
 use crate::fixed::{ONE, ceil_sqrt, feature_in_range};
 use crate::model::Model;
+use crate::spec::ModelSpec;
 
 /// Every intermediate of one example's training step.
 ///
@@ -45,8 +46,13 @@ pub struct TrainingStep {
 
 /// The training step of one example: logit, table sigmoid, residual, norm and clipping.
 pub fn example_training_step(model: &Model, x: &[i64], y: u8, clip_norm: i64) -> TrainingStep {
-    let logit: i64 =
-        model.weights.iter().zip(x).map(|(w, x)| w * x).sum::<i64>() + model.bias * ONE;
+    let logit: i64 = model
+        .weights()
+        .iter()
+        .zip(x)
+        .map(|(w, x)| w * x)
+        .sum::<i64>()
+        + model.bias() * ONE;
     let norm_sq = x.iter().map(|x| x * x).sum::<i64>() + ONE * ONE;
     training_step(logit, norm_sq, y, clip_norm)
 }
@@ -86,34 +92,33 @@ pub fn step_from_sigmoid(
     }
 }
 
-/// The sum of per-example clipped gradients over a batch, at scale 2^32.
+/// The sum of per-example clipped gradients over a batch, at scale 2^32, in the model's
+/// parameter layout ([`crate::spec`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClippedGradientSum {
-    /// One entry per feature.
-    #[serde(deserialize_with = "crate::bounded::per_feature")]
-    pub weights: Vec<i64>,
-    /// The bias entry.
-    pub bias: i64,
+    /// One entry per model parameter.
+    #[serde(deserialize_with = "crate::bounded::params")]
+    pub values: Vec<i64>,
     /// How many examples were summed.
     pub examples: u64,
 }
 
 impl ClippedGradientSum {
-    /// The sum of no examples.
-    pub fn zero(num_features: usize) -> Self {
+    /// The sum of no examples for a model of `num_params` parameters.
+    pub fn zero(num_params: usize) -> Self {
         Self {
-            weights: vec![0; num_features],
-            bias: 0,
+            values: vec![0; num_params],
             examples: 0,
         }
     }
 
-    /// Adds one example's clipped gradient `coeff · (x, 1)`.
+    /// Adds one logistic example's clipped gradient `coeff · (x, 1)`.
     pub fn add_example(&mut self, coeff: i64, x: &[i64]) {
-        for (acc, &x) in self.weights.iter_mut().zip(x) {
+        let (weights, bias) = self.values.split_at_mut(x.len());
+        for (acc, &x) in weights.iter_mut().zip(x) {
             *acc += coeff * x;
         }
-        self.bias += coeff * ONE;
+        bias[0] += coeff * ONE;
         self.examples += 1;
     }
 }
@@ -137,16 +142,29 @@ pub fn validate_features(num_features: usize, x: &[i64]) -> Result<(), ShapeErro
     }
 }
 
-/// The reference clipped-gradient sum of a batch of `(features, label)` rows.
+/// The reference clipped-gradient sum of a batch of `(features, label)` rows: this
+/// module's step for logistic regression, [`crate::network`]'s for the other models.
 pub fn clipped_gradient_sum<'a>(
     model: &Model,
     rows: impl IntoIterator<Item = (&'a [i64], u8)>,
     clip_norm: i64,
 ) -> Result<ClippedGradientSum, ShapeError> {
     model.validate()?;
-    let mut sum = ClippedGradientSum::zero(model.num_features());
+    if model.spec != ModelSpec::Logistic {
+        return crate::network::network_gradient_sum(
+            &model.spec,
+            &model.params,
+            model.num_features(),
+            rows,
+            clip_norm,
+        );
+    }
+    let mut sum = ClippedGradientSum::zero(model.params.len());
     for (x, y) in rows {
         validate_row(model, x)?;
+        if y > 1 {
+            return Err(ShapeError::LabelOutOfRange { classes: 2 });
+        }
         sum.add_example(example_training_step(model, x, y, clip_norm).coeff, x);
     }
     Ok(sum)
@@ -157,10 +175,7 @@ mod tests {
     use super::*;
 
     fn model() -> Model {
-        Model {
-            weights: vec![ONE, -2 * ONE],
-            bias: ONE / 2,
-        }
+        Model::logistic(vec![ONE, -2 * ONE], ONE / 2)
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::MAX_CLASSES;
 use crate::error::ShapeError;
-use crate::fixed::MAX_FEATURES;
+use crate::fixed::{MAX_FEATURES, MAX_PARAMS};
 
 /// Most hidden units an MLP may have.
 pub const MAX_HIDDEN: u16 = 256;
@@ -163,6 +163,13 @@ impl ModelSpec {
             return Err(ShapeError::Classes {
                 model: self.classes(),
                 label: label_classes,
+            });
+        }
+        let params = self.num_params(num_features);
+        if params > MAX_PARAMS {
+            return Err(ShapeError::TooManyParameters {
+                got: params,
+                max: MAX_PARAMS,
             });
         }
         Ok(())

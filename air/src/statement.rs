@@ -18,6 +18,7 @@ use crate::fixed::{FRAC_BITS, to_field};
 use crate::hash::{DIGEST_ELEMS, leaf_chunks};
 use crate::model::{Model, RoundParams};
 use crate::reference::ClippedGradientSum;
+use crate::spec::ModelSpec;
 
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
 pub const PROTOCOL_VERSION: u32 = 5;
@@ -153,7 +154,7 @@ impl Statement {
 
     /// Where the AIR finds the values it constrains.
     pub fn layout(&self) -> PublicLayout {
-        PublicLayout::new(self.params.batch_size, self.model.num_features())
+        PublicLayout::new(self.params.batch_size, self.model.params.len())
     }
 
     /// The public values of a proof that `update` answers this statement.
@@ -175,8 +176,7 @@ impl Statement {
         v.push(Goldilocks::from_u32(FRAC_BITS));
         v.extend(self.batch_indices.iter().map(|&i| Goldilocks::from_u64(i)));
         debug_assert_eq!(v.len(), layout.update);
-        v.extend(update.weights.iter().map(|&w| to_field(w)));
-        v.push(to_field(update.bias));
+        v.extend(update.values.iter().map(|&w| to_field(w)));
         v.push(Goldilocks::from_u64(update.examples));
         debug_assert_eq!(v.len(), layout.len);
         v
@@ -190,6 +190,9 @@ fn check_ranges(
     dataset: &DatasetCommitment,
 ) -> Result<(), ShapeError> {
     model.validate()?;
+    if model.spec != ModelSpec::Logistic {
+        return Err(ShapeError::Unproven { spec: model.spec });
+    }
     params.validate()?;
     dataset.validate()
 }
@@ -199,14 +202,14 @@ fn check_ranges(
 pub struct PublicLayout {
     /// First of the four root elements.
     pub root: usize,
-    /// First update entry (`d` weights, then the bias, then the example count).
+    /// First update entry (one per model parameter, then the example count).
     pub update: usize,
     /// Total length.
     pub len: usize,
 }
 
 impl PublicLayout {
-    fn new(batch: usize, num_features: usize) -> Self {
+    fn new(batch: usize, num_params: usize) -> Self {
         // version, federation (8), round (2), participant (8), model digest (4)
         let root = 1 + 8 + 2 + 8 + DIGEST_ELEMS;
         // root (4), rows (2), seed (8), clip, d, B, frac bits, indices
@@ -214,7 +217,7 @@ impl PublicLayout {
         Self {
             root,
             update,
-            len: update + num_features + 2,
+            len: update + num_params + 1,
         }
     }
 }
@@ -251,7 +254,8 @@ mod tests {
             root: [0; 4],
             rows: 10,
         };
-        Statement::new(context, Model::zeros(4), params, dataset, [5; 32]).unwrap()
+        let model = Model::zeros(ModelSpec::Logistic, 4);
+        Statement::new(context, model, params, dataset, [5; 32]).unwrap()
     }
 
     #[test]
@@ -277,20 +281,27 @@ mod tests {
             aliased.validate(),
             Err(ShapeError::RootNotCanonical { limb: 3 })
         );
-        let mut wide = good;
-        wide.model.weights[1] = crate::fixed::PARAM_BOUND;
+        let mut wide = good.clone();
+        wide.model.params[1] = crate::fixed::PARAM_BOUND;
         assert!(matches!(
             wide.validate(),
             Err(ShapeError::ParameterOutOfRange { index: 1, .. })
         ));
+        let mut softmax = good;
+        softmax.model = Model::zeros(ModelSpec::Softmax { classes: 3 }, 4);
+        assert_eq!(
+            softmax.validate(),
+            Err(ShapeError::Unproven {
+                spec: ModelSpec::Softmax { classes: 3 }
+            })
+        );
     }
 
     #[test]
     fn public_values_follow_the_layout() {
         let s = statement();
         let update = ClippedGradientSum {
-            weights: vec![1, 2, 3, 4],
-            bias: 5,
+            values: vec![1, 2, 3, 4, 5],
             examples: 3,
         };
         let v = s.public_values(&update);

@@ -43,7 +43,7 @@ fn fixed_point_matches_f64_dp_sgd_on_breast_cancer() {
     let clip = ONE; // C = 1.0
 
     // A model part-way through training: 15 full-batch fixed-point steps with lr = 0.5.
-    let mut model = Model::zeros(d);
+    let mut model = Model::zeros(zkfed_air::spec::ModelSpec::Logistic, d);
     for _ in 0..15 {
         let rows = q
             .iter()
@@ -52,10 +52,9 @@ fn fixed_point_matches_f64_dp_sgd_on_breast_cancer() {
         let u = clipped_gradient_sum(&model, rows, clip).unwrap();
         // g is a sum at scale 2^32; the step is lr · mean at scale 2^16.
         let step = |g: i64| (g as f64 * 0.5 / (ONE as f64 * n as f64)).round() as i64;
-        for (w, g) in model.weights.iter_mut().zip(&u.weights) {
+        for (w, g) in model.params.iter_mut().zip(&u.values) {
             *w -= step(*g);
         }
-        model.bias -= step(u.bias);
     }
 
     let rows = q
@@ -65,14 +64,13 @@ fn fixed_point_matches_f64_dp_sgd_on_breast_cancer() {
     let fixed = clipped_gradient_sum(&model, rows, clip).unwrap();
     let fixed = Array1::from_iter(
         fixed
-            .weights
+            .values
             .iter()
-            .chain([&fixed.bias])
             .map(|&v| v as f64 / (ONE as f64).powi(2)),
     );
 
-    let w = Array1::from_iter(model.weights.iter().map(|&v| dequantize(v)));
-    let b = dequantize(model.bias);
+    let w = Array1::from_iter(model.weights().iter().map(|&v| dequantize(v)));
+    let b = dequantize(model.bias());
     let logistic = f64_clipped_sum(&x, &y, &w, b, 1.0, |z| 1.0 / (1.0 + (-z).exp()));
     let rel =
         (&fixed - &logistic).mapv(|v| v * v).sum().sqrt() / logistic.mapv(|v| v * v).sum().sqrt();

@@ -58,10 +58,15 @@ fn gradient_exactly_at_the_clip_bound_is_not_clipped() {
         clip: ONE / 2,
         ..Spec::default()
     };
-    let f = fixture_with(vec![vec![0], vec![0]], vec![1, 1], Model::zeros(1), spec);
+    let f = fixture_with(
+        vec![vec![0], vec![0]],
+        vec![1, 1],
+        Model::zeros(zkfed_air::spec::ModelSpec::Logistic, 1),
+        spec,
+    );
     let update = prove_verify_matches_reference(&f);
     assert_eq!(
-        update.bias,
+        update.values[1],
         2 * (-ONE / 2) * ONE,
         "both examples keep c = r = -1/2"
     );
@@ -76,10 +81,7 @@ fn zero_gradients_prove() {
         batch: 3,
         ..Spec::default()
     };
-    let model = Model {
-        weights: vec![100 * ONE, 0],
-        bias: 0,
-    };
+    let model = Model::logistic(vec![100 * ONE, 0], 0);
     let f = fixture_with(
         vec![vec![ONE, 5], vec![2 * ONE, -7], vec![3 * ONE, 0]],
         vec![1, 1, 1],
@@ -87,8 +89,7 @@ fn zero_gradients_prove() {
         spec,
     );
     let update = prove_verify_matches_reference(&f);
-    assert_eq!(update.weights, vec![0, 0]);
-    assert_eq!(update.bias, 0);
+    assert_eq!(update.values, vec![0, 0, 0]);
 }
 
 #[test]
@@ -104,27 +105,9 @@ fn extreme_features_and_weights_prove() {
     ];
     let labels = vec![0, 1, 1, 0];
     for (model, clip) in [
-        (
-            Model {
-                weights: vec![w; 9],
-                bias: w,
-            },
-            PARAM_BOUND - 1,
-        ),
-        (
-            Model {
-                weights: vec![-w; 9],
-                bias: -w,
-            },
-            1,
-        ),
-        (
-            Model {
-                weights: vec![w, -w, w, -w, w, -w, w, -w, w],
-                bias: 0,
-            },
-            ONE,
-        ),
+        (Model::logistic(vec![w; 9], w), PARAM_BOUND - 1),
+        (Model::logistic(vec![-w; 9], -w), 1),
+        (Model::logistic(vec![w, -w, w, -w, w, -w, w, -w, w], 0), ONE),
     ] {
         let spec = Spec {
             features: 9,

@@ -33,7 +33,8 @@ fn statement(features: usize, rows: u64, batch: usize) -> Statement {
         clip_norm: ONE,
         batch_size: batch,
     };
-    Statement::new(context(1), Model::zeros(features), params, dataset, [0; 32]).unwrap()
+    let model = Model::zeros(zkfed_air::spec::ModelSpec::Logistic, features);
+    Statement::new(context(1), model, params, dataset, [0; 32]).unwrap()
 }
 
 /// The largest accepted shape.

@@ -33,6 +33,7 @@ use zkfed_air::forgery::{rebalance, stacked_traces};
 use zkfed_air::proof::VerifyError;
 use zkfed_air::proof::{prove_traces, verify};
 use zkfed_air::prove;
+use zkfed_air::spec::ModelSpec;
 use zkfed_air::{ClippedGradientSum, Model, Statement};
 
 /// The rule a forged witness breaks.
@@ -872,10 +873,7 @@ fn batch_not_derived_from_the_seed_is_rejected() {
 fn stale_model_is_rejected() {
     let f = fixture(Spec::default());
     let mut stale = f.statement.clone();
-    stale.model = Model {
-        weights: vec![0; 5],
-        bias: 0,
-    };
+    stale.model = Model::zeros(ModelSpec::Logistic, 5);
     let t = generate_traces(&stale, &f.dataset).unwrap();
     let update = t.update.clone();
     assert_rejected(
@@ -896,11 +894,10 @@ fn update_changed_after_proving_is_rejected() {
     let f = fixture(Spec::default());
     let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
     let mut scaled = update.clone();
-    scaled.weights.iter_mut().for_each(|w| *w *= 2);
-    scaled.bias *= 2;
+    scaled.values.iter_mut().for_each(|w| *w *= 2);
     assert!(verify(&f.statement, &scaled, &proof).is_err(), "scaled");
     let mut nudged = update.clone();
-    nudged.bias += 1;
+    *nudged.values.last_mut().unwrap() += 1;
     assert!(
         verify(&f.statement, &nudged, &proof).is_err(),
         "bias nudged"
@@ -915,7 +912,7 @@ fn update_changed_after_proving_is_rejected() {
         })
     ));
     let mut wrapped = update.clone();
-    wrapped.weights[0] = wrapped.weights[0].wrapping_add(0xFFFF_FFFF_0000_0001u64 as i64);
+    wrapped.values[0] = wrapped.values[0].wrapping_add(0xFFFF_FFFF_0000_0001u64 as i64);
     assert!(
         verify(&f.statement, &wrapped, &proof).is_err(),
         "shifted by p"
@@ -932,8 +929,11 @@ fn proof_replayed_under_another_statement_is_rejected() {
         ("participant", Box::new(|s| s.context.participant[0] ^= 1)),
         ("run", Box::new(|s| s.context.federation_id[31] ^= 1)),
         ("seed", Box::new(|s| s.seed[0] ^= 1)),
-        ("model", Box::new(|s| s.model.weights[0] += 1)),
-        ("bias", Box::new(|s| s.model.bias += 1)),
+        ("model", Box::new(|s| s.model.params[0] += 1)),
+        (
+            "bias",
+            Box::new(|s| *s.model.params.last_mut().unwrap() += 1),
+        ),
         ("clip norm", Box::new(|s| s.params.clip_norm += 1)),
         ("row count", Box::new(|s| s.dataset.rows += 1)),
         ("root", Box::new(|s| s.dataset.root[2] ^= 1)),

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use zkfed_air::RoundParams;
 use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::fixed::{MAX_BATCH, PARAM_BOUND, dequantize, quantize};
+use zkfed_air::spec::ModelSpec;
 use zkfed_protocol::RunParameters;
+use zkfed_protocol::check_model;
 
 use crate::events::RunConfig;
 
@@ -47,6 +49,10 @@ pub struct RawConfig {
     pub linger_secs: u64,
     /// Feature and label columns.
     pub schema: Schema,
+    /// The model: `logistic` (the default), `softmax`, or `mlp:H`; its outputs follow the
+    /// schema's label classes.
+    #[serde(default = "default_model")]
+    pub model: String,
     /// Public standardization statistics (one mean and std per feature).
     pub standardization: Standardization,
 }
@@ -57,6 +63,10 @@ fn default_max_attempts() -> u32 {
 
 fn default_linger() -> u64 {
     20
+}
+
+fn default_model() -> String {
+    "logistic".into()
 }
 
 /// A validated, resolved configuration.
@@ -119,7 +129,7 @@ impl RawConfig {
             "`round_deadline_secs` must be at least 1"
         );
         let (params, learning_rate) = self.round_parameters()?;
-        self.check_schema()?;
+        let model = self.model_spec()?;
         self.check_standardization()?;
         let federation_id = parse_hex32(&self.federation_id).context("`federation_id`")?;
         std::fs::create_dir_all(&self.state_dir)
@@ -130,6 +140,7 @@ impl RawConfig {
             public: RunParameters {
                 federation_id,
                 schema: self.schema,
+                model,
                 standardization: self.standardization,
                 rounds: self.rounds,
                 params,
@@ -194,12 +205,15 @@ impl RawConfig {
     }
 
     /// Between 1 and `MAX_FEATURES` distinct feature columns and a label column apart from
-    /// them; a name is matched against the CSV header with surrounding spaces trimmed.
-    fn check_schema(&self) -> anyhow::Result<()> {
+    /// them (a name is matched against the CSV header with surrounding spaces trimmed), and
+    /// a model that predicts the label's classes and that the proof covers.
+    fn model_spec(&self) -> anyhow::Result<ModelSpec> {
         self.schema.validate().context("`schema`")?;
-        zkfed_air::spec::ModelSpec::Logistic
-            .validate(self.schema.features.len(), self.schema.classes)
-            .context("`schema`: only binary logistic regression is proven so far")
+        let spec = ModelSpec::parse(&self.model, self.schema.classes)
+            .map_err(anyhow::Error::msg)
+            .context("`model`")?;
+        check_model(&spec, &self.schema).context("`model`")?;
+        Ok(spec)
     }
 
     /// One finite mean and one finite, positive standard deviation per feature: a
@@ -342,8 +356,19 @@ mod tests {
                 Box::new(|c| c.schema.label = " y".into()),
             ),
             (
-                "only binary logistic regression",
+                "predicts 2 classes, the label has 10",
                 Box::new(|c| c.schema.classes = 10),
+            ),
+            (
+                "not proven yet",
+                Box::new(|c| {
+                    c.schema.classes = 10;
+                    c.model = "softmax".into();
+                }),
+            ),
+            (
+                "expected logistic, softmax or mlp:H",
+                Box::new(|c| c.model = "mlp:".into()),
             ),
             ("`schema`", Box::new(|c| c.schema.classes = 1)),
             (

@@ -239,12 +239,12 @@ pub fn unix_ms() -> u64 {
 impl RunState {
     /// The state right after `RunStarted`.
     pub fn new(config: RunConfig) -> Self {
-        let d = config.public.schema.features.len();
+        let model = Model::zeros(config.public.model, config.public.schema.features.len());
         Self {
             config,
             enrolments: BTreeMap::new(),
             revoked: BTreeMap::new(),
-            model: Model::zeros(d),
+            model,
             completed_rounds: 0,
             open: None,
             next_attempt: 1,

@@ -28,7 +28,8 @@ const FORMAT_KEY: &str = "log_format";
 /// (proofs stored under `(round, attempt, peer)`, discarded verifications); 4 revocations
 /// (`AuditEvent::Revoked`, `Rejection::Revoked`); 5 multi-table proofs (`PROTOCOL_VERSION`
 /// 3: a store of older proofs cannot be re-verified); 6 Keccak-committed proofs
-/// (`PROTOCOL_VERSION` 4); 7 proofs with 23 queries (`PROTOCOL_VERSION` 5); stores from
+/// (`PROTOCOL_VERSION` 4); 7 proofs with 23 queries (`PROTOCOL_VERSION` 5),
+/// model specs and flat parameter vectors (`Model`, `ClippedGradientSum`, `RunParameters`); stores from
 /// before formats were recorded have no format and are refused.
 pub const LOG_FORMAT: u64 = 7;
 

@@ -143,7 +143,7 @@ pub fn admit_submission(
 /// An update of the model's width and the run's example count, or the refusal: checked
 /// before verification, so a malformed update is never verified, logged or kept.
 fn check_update_shape(state: &RunState, submission: &Submission) -> Result<(), Rejection> {
-    let d = state.config.public.schema.features.len() as u64;
+    let params = state.model.params.len() as u64;
     let batch = state.config.public.params.batch_size as u64;
     let update = &submission.update;
     let shape = |what: &str, expected: u64, got: u64| Rejection::UpdateShape {
@@ -151,8 +151,8 @@ fn check_update_shape(state: &RunState, submission: &Submission) -> Result<(), R
         expected,
         got,
     };
-    if update.weights.len() as u64 != d {
-        return Err(shape("weights", d, update.weights.len() as u64));
+    if update.values.len() as u64 != params {
+        return Err(shape("parameters", params, update.values.len() as u64));
     }
     if update.examples != batch {
         return Err(shape("examples", batch, update.examples));

@@ -34,6 +34,7 @@ pub fn bundled_config(
         state_dir,
         linger_secs: 20,
         schema: raw.schema,
+        model: "logistic".into(),
         standardization,
     }
 }

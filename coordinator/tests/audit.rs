@@ -71,7 +71,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
             let attempt = announcement.attempt;
             let (mut update, mut proof) = prove(&statement, &h.dataset).unwrap();
             if round == 1 && k == 2 {
-                update.weights.iter_mut().for_each(|w| *w *= 3);
+                update.values.iter_mut().for_each(|w| *w *= 3);
             }
             if round == 2 && k == 2 {
                 let (traces, stacked) = stacked_traces(&statement, &h.dataset, 2).unwrap();
@@ -175,7 +175,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     let mut altered = records.clone();
     let last = altered.len() - 1;
     if let AuditEvent::Aggregated { model, .. } = &mut altered[last].event {
-        model.bias += 1;
+        *model.params.last_mut().unwrap() += 1;
     }
     let d = audit(&altered, lookup(&proofs), None).unwrap_err();
     assert_eq!(d.seq, last as u64, "{d}");
@@ -223,14 +223,14 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     // An inflated accepted update.
     let inflate = |e: &mut AuditEvent| {
         if let AuditEvent::Judged { update, .. } = e {
-            update.bias += 1;
+            *update.values.last_mut().unwrap() += 1;
         }
     };
     forge(accepted, &inflate, "does not verify");
     // An aggregate that is not FedAvg of the accepted updates.
     let shift = |e: &mut AuditEvent| {
         if let AuditEvent::Aggregated { model, .. } = e {
-            model.weights[0] += 1;
+            model.params[0] += 1;
         }
     };
     forge(aggregated, &shift, "aggregate differs");
@@ -326,6 +326,7 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         public: RunParameters {
             federation_id: [7; 32],
             schema: raw.schema.clone(),
+            model: zkfed_air::spec::ModelSpec::Logistic,
             standardization: Standardization::fit(&raw).unwrap(),
             rounds: 1,
             params: RoundParams {

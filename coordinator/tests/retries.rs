@@ -146,10 +146,10 @@ fn an_abandoned_attempt_is_retried_and_a_peer_accepted_in_both_keeps_both_proofs
     ));
     // A malformed update is refused before verification, and never kept.
     let mut wide = second.clone();
-    wide.update.weights.extend(vec![0; 1 << 16]);
+    wide.update.values.extend(vec![0; 1 << 16]);
     assert!(matches!(
         f.ledger.admit(&peer, &wide),
-        Err(Rejection::UpdateShape { what, .. }) if what == "weights"
+        Err(Rejection::UpdateShape { what, .. }) if what == "parameters"
     ));
     let mut inflated = second.clone();
     inflated.update.examples *= 2;
@@ -298,7 +298,7 @@ fn the_same_submission_sent_again_gets_its_recorded_verdict_also_after_a_restart
     );
     // Another submission from the same peer in the same attempt is still a duplicate.
     let mut other = sent.clone();
-    other.update.bias += 1;
+    other.update.values[0] += 1;
     assert_eq!(f.ledger.recorded_verdict(&peer, &other), None);
     assert!(matches!(
         f.ledger.admit(&peer, &other),

@@ -353,8 +353,7 @@ fn revocations_below_the_quorum_end_the_run_and_a_revoked_peer_never_counts() {
         round: 1,
         attempt: 1,
         update: ClippedGradientSum {
-            weights: vec![0; config.public.schema.features.len()],
-            bias: 0,
+            values: vec![0; config.public.schema.features.len() + 1],
             examples: 4,
         },
         proof: vec![1, 2, 3],

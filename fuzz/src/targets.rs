@@ -94,7 +94,7 @@ impl Fixture {
         RoundAnnouncement {
             round: 2,
             attempt: 1,
-            model: zkfed_air::Model::zeros(self.schema().features.len()),
+            model: zkfed_air::Model::zeros(self.run.public.model, self.schema().features.len()),
             params: self.run.public.params,
             seed: [9; 32],
             opened_at_ms: 1_700_000_000_000,
@@ -128,7 +128,7 @@ fn wire(f: &Fixture) -> Target {
     let rejections = [
         Rejection::Busy,
         Rejection::UpdateShape {
-            what: "weights".into(),
+            what: "parameters".into(),
             expected: 30,
             got: 31,
         },

@@ -154,7 +154,7 @@ async fn participate(
                 // The swarm is serviced while proving: pings answered, the connection kept.
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
                 let (submission, seconds) = link.poll_while(proved).await?;
-                let bytes = submission.proof.len() + 8 * (submission.update.weights.len() + 3);
+                let bytes = submission.proof.len() + 8 * (submission.update.values.len() + 1);
                 let attempt = (round.round, round.attempt);
                 let round = round.round;
                 emit(
@@ -287,9 +287,7 @@ fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedD
 /// and batches no smaller than this node's minimum.
 fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     params.schema.validate().context("the run's schema")?;
-    zkfed_air::spec::ModelSpec::Logistic
-        .validate(params.schema.features.len(), params.schema.classes)
-        .context("the run's schema: only binary logistic regression is proven so far")?;
+    zkfed_protocol::check_model(&params.model, &params.schema).context("the run's model")?;
     params
         .standardization
         .check(&params.schema)
@@ -800,6 +798,7 @@ mod tests {
         RunParameters {
             federation_id: [1; 32],
             schema: raw.schema.clone(),
+            model: zkfed_air::spec::ModelSpec::Logistic,
             standardization: Standardization::fit(&raw).unwrap(),
             rounds: 1,
             params: zkfed_air::RoundParams {
@@ -982,7 +981,15 @@ mod tests {
         let mut classes = run_parameters();
         classes.schema.classes = 10;
         let err = format!("{:#}", prepare(&config(&dir), &classes).unwrap_err());
-        assert!(err.contains("only binary logistic regression"), "{err}");
+        assert!(
+            err.contains("predicts 2 classes, the label has 10"),
+            "{err}"
+        );
+        let mut softmax = run_parameters();
+        softmax.schema.classes = 10;
+        softmax.model = zkfed_air::spec::ModelSpec::Softmax { classes: 10 };
+        let err = format!("{:#}", prepare(&config(&dir), &softmax).unwrap_err());
+        assert!(err.contains("not proven yet"), "{err}");
         let small = Config {
             max_trace_cells: 1 << 10,
             ..config(&dir)
@@ -1082,7 +1089,11 @@ mod tests {
             proofs: 1,
         };
         progress.save(&run_dir.join("progress.bin")).unwrap();
-        write_final_model(&run_dir, &Model::zeros(30)).unwrap();
+        write_final_model(
+            &run_dir,
+            &Model::zeros(zkfed_air::spec::ModelSpec::Logistic, 30),
+        )
+        .unwrap();
         for name in ["run.bin", DATASET_FILE, "progress.bin", FINAL_MODEL] {
             let mode = std::fs::metadata(run_dir.join(name))
                 .unwrap()
@@ -1130,7 +1141,7 @@ mod tests {
         let round = RoundAnnouncement {
             round: 1,
             attempt: 1,
-            model: zkfed_air::Model::zeros(params.schema.features.len()),
+            model: zkfed_air::Model::zeros(params.model, params.schema.features.len()),
             params: params.params,
             seed: [0; 32],
             opened_at_ms: 0,
@@ -1160,7 +1171,7 @@ mod tests {
         );
         assert!(refusal(&params, &round, (3, 3)).unwrap().contains("budget"));
         let mut wild = round;
-        wild.model.bias = zkfed_air::fixed::PARAM_BOUND;
+        *wild.model.params.last_mut().unwrap() = zkfed_air::fixed::PARAM_BOUND;
         assert!(
             refusal(&params, &wild, fresh)
                 .unwrap()

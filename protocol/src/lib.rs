@@ -22,13 +22,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use zkfed_air::data::{Schema, Standardization};
+use zkfed_air::spec::ModelSpec;
 use zkfed_air::{
     ClippedGradientSum, DatasetCommitment, Model, ProofContext, RoundParams, ShapeError, Statement,
 };
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
 /// any change to the messages' encoding (3: typed rejections; 4: round attempts; 5:
-/// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5).
+/// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5, model specs and flat parameter vectors).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/8");
 /// The protocol version both nodes announce over identify.
 pub const AGENT_VERSION: &str = "/zkfed/8.0.0";
@@ -101,6 +102,8 @@ pub struct RunParameters {
     pub federation_id: [u8; 32],
     /// Feature and label columns every participant's CSV must have.
     pub schema: Schema,
+    /// The model trained (its spec; the parameters are each round's).
+    pub model: ModelSpec,
     /// Public standardization statistics.
     pub standardization: Standardization,
     /// Rounds the run will complete.
@@ -267,6 +270,12 @@ pub fn round_statement(
     participant: &PeerId,
     commitment: DatasetCommitment,
 ) -> Result<Statement, ShapeError> {
+    if round.model.spec != run.model {
+        return Err(ShapeError::SpecMismatch {
+            run: run.model,
+            round: round.model.spec,
+        });
+    }
     let context = ProofContext {
         federation_id: run.federation_id,
         round: round.round,
@@ -279,6 +288,16 @@ pub fn round_statement(
         commitment,
         round.seed,
     )
+}
+
+/// A run's model checked against its schema: it predicts the label's classes over the
+/// schema's features, and the proof covers it. Coordinator and participant both call it.
+pub fn check_model(spec: &ModelSpec, schema: &Schema) -> Result<(), ShapeError> {
+    spec.validate(schema.features.len(), schema.classes)?;
+    if *spec != ModelSpec::Logistic {
+        return Err(ShapeError::Unproven { spec: *spec });
+    }
+    Ok(())
 }
 
 /// The participant identifier bound into proofs: SHA-256 of the peer id's bytes.

@@ -308,7 +308,7 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
                 }
             }
             // No earlier round to replay yet: send a changed update.
-            None => s.update.bias += 1,
+            None => s.update.values[0] += 1,
         },
         Attack::StaleModel
         | Attack::ChosenRows
@@ -324,10 +324,9 @@ fn mount(attack: Attack, input: &TamperInput<'_>) -> Submission {
 fn change_update(attack: Attack, s: &mut Submission, input: &TamperInput<'_>) {
     match attack {
         Attack::ScaledUpdate => {
-            s.update.weights.iter_mut().for_each(|w| *w *= 4);
-            s.update.bias *= 4;
+            s.update.values.iter_mut().for_each(|w| *w *= 4);
         }
-        Attack::ChangedUpdate => s.update.weights[0] += ONE * ONE / 2,
+        Attack::ChangedUpdate => s.update.values[0] += ONE * ONE / 2,
         Attack::SkippedClipping => {
             let st = input.statement;
             let rows = st.batch_indices.iter().map(|&i| {
@@ -338,7 +337,7 @@ fn change_update(attack: Attack, s: &mut Submission, input: &TamperInput<'_>) {
                 s.update = unclipped;
             }
             if s.update == input.honest.update {
-                s.update.bias += 1; // nothing was clipped this round: still a different update
+                s.update.values[0] += 1; // nothing was clipped this round: still a different update
             }
         }
         Attack::InflatedCount => s.update.examples *= 2,
@@ -350,7 +349,7 @@ fn change_update(attack: Attack, s: &mut Submission, input: &TamperInput<'_>) {
 fn corrupt_proof(attack: Attack, s: &mut Submission) {
     if s.proof.len() <= 8 {
         // No proof to corrupt (the no-proofs baseline): cheat on the update instead.
-        s.update.bias += ONE * ONE;
+        s.update.values[0] += ONE * ONE;
         return;
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(s.round);
@@ -376,7 +375,8 @@ fn corrupt_proof(attack: Attack, s: &mut Submission) {
 fn prove_another_statement(attack: Attack, input: &TamperInput<'_>) -> Submission {
     match attack {
         Attack::StaleModel => {
-            let zero = Model::zeros(input.statement.model.num_features());
+            let model = &input.statement.model;
+            let zero = Model::zeros(model.spec, model.num_features());
             reprove(
                 input,
                 |st| Statement::new(st.context, zero, st.params, st.dataset, st.seed),

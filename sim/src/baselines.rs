@@ -5,6 +5,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use zkfed_aggregation::fedavg_step;
 use zkfed_air::fixed::{ONE, quantize};
+use zkfed_air::spec::ModelSpec;
 use zkfed_air::{Model, clipped_gradient_sum};
 
 use crate::Options;
@@ -19,12 +20,12 @@ pub(crate) fn evaluate(
     let (mut right, mut loss) = (0usize, 0.0f64);
     for &i in test {
         let z_raw: i64 = model
-            .weights
+            .weights()
             .iter()
             .zip(&rows[i])
             .map(|(w, x)| w * x)
             .sum::<i64>()
-            + model.bias * ONE;
+            + model.bias() * ONE;
         let z = z_raw as f64 / (ONE as f64 * ONE as f64);
         let y = f64::from(labels[i]);
         right += usize::from(u8::from(z_raw > 0) == labels[i]);
@@ -45,7 +46,7 @@ pub(crate) fn centralized(
     batch: usize,
 ) -> anyhow::Result<Vec<Model>> {
     let mut rng = StdRng::seed_from_u64(options.seed ^ 0xce47);
-    let mut model = Model::zeros(rows[0].len());
+    let mut model = Model::zeros(ModelSpec::Logistic, rows[0].len());
     let mut models = Vec::new();
     for _ in 0..options.rounds {
         let picks: Vec<usize> = (0..batch.min(pool.len()))

@@ -1075,7 +1075,7 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
         };
     };
     let learning_rate = config.public.learning_rate;
-    let mut model = Model::zeros(config.public.schema.features.len());
+    let mut model = Model::zeros(config.public.model, config.public.schema.features.len());
     // The open attempt and its accepted updates by peer-id bytes, in the order accepted.
     let mut open: Option<(RoundAnnouncement, Vec<Accepted>)> = None;
     let mut judged = BTreeSet::new();
@@ -1369,6 +1369,7 @@ fn print_figures(
 mod tests {
     use super::*;
     use zkfed_air::data::{Standardization, breast_cancer};
+    use zkfed_air::spec::ModelSpec;
     use zkfed_coordinator::events::RunConfig;
     use zkfed_protocol::RunParameters;
 
@@ -1478,6 +1479,7 @@ mod tests {
         let public = RunParameters {
             federation_id: [7; 32],
             schema: raw.schema.clone(),
+            model: ModelSpec::Logistic,
             standardization: Standardization::fit(&raw).unwrap(),
             rounds,
             params: zkfed_air::RoundParams {
@@ -1495,7 +1497,7 @@ mod tests {
             max_attempts: 5,
         };
         let mut events = vec![AuditEvent::RunStarted(config)];
-        let mut model = Model::zeros(d);
+        let mut model = Model::zeros(ModelSpec::Logistic, d);
         for round in 1..=rounds {
             let announced = RoundAnnouncement {
                 round,
@@ -1509,8 +1511,15 @@ mod tests {
             let mut updates = Vec::new();
             for (k, peer) in peers.iter().enumerate() {
                 let update = ClippedGradientSum {
-                    weights: vec![(k as i64 + 1) << 20; d],
-                    bias: -((round as i64) << 20),
+                    values: (0..=d)
+                        .map(|j| {
+                            if j < d {
+                                (k as i64 + 1) << 20
+                            } else {
+                                -((round as i64) << 20)
+                            }
+                        })
+                        .collect(),
                     examples: 16,
                 };
                 updates.push(update.clone());
@@ -1586,7 +1595,7 @@ mod tests {
         // An aggregate that leaves out an accepted update.
         let mut events = honest_log(1);
         if let AuditEvent::Aggregated { model, .. } = events.last_mut().unwrap() {
-            *model = Model::zeros(model.num_features());
+            *model = Model::zeros(model.spec, model.num_features());
         }
         let check = check_log(&events, 1);
         assert!(

@@ -130,10 +130,9 @@ fn garbage(round: &RoundAnnouncement) -> Submission {
         attempt: round.attempt,
         update: ClippedGradientSum {
             // In range, so the trusting baseline can aggregate it like any update.
-            weights: (0..round.model.weights.len())
+            values: (0..round.model.params.len())
                 .map(|_| rng.random_range(-ONE..ONE))
                 .collect(),
-            bias: 0,
             examples: round.params.batch_size as u64,
         },
         proof,

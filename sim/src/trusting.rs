@@ -65,7 +65,7 @@ mod tests {
             clip_norm: ONE,
             batch_size: 4,
         };
-        let model = Model::zeros(2);
+        let model = Model::zeros(zkfed_air::spec::ModelSpec::Logistic, 2);
         let statement =
             Statement::new(context, model, params, dataset.commitment(), [3; 32]).unwrap();
         let round = RoundAnnouncement {

@@ -15,7 +15,7 @@ fn a_round_of_two_hospitals_aggregates_only_verified_updates() {
     let raw = breast_cancer();
     let rows = Standardization::fit(&raw).unwrap().apply(&raw).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
-    let model = Model::zeros(rows[0].len());
+    let model = Model::zeros(zkfed_air::spec::ModelSpec::Logistic, rows[0].len());
     let params = RoundParams {
         clip_norm: ONE,
         batch_size: 8,

@@ -20,12 +20,12 @@ pub fn synthetic_dataset(d: usize, batch: usize) -> (CommittedDataset, Model) {
         })
         .collect();
     let labels = (0..ROWS).map(|_| rng.random_range(0..=1u8)).collect();
-    let model = Model {
-        weights: (0..d)
+    let model = Model::logistic(
+        (0..d)
             .map(|_| rng.random_range(-ONE / 4..=ONE / 4))
             .collect(),
-        bias: 0,
-    };
+        0,
+    );
     let dataset = CommittedDataset::commit(features, labels, &mut rng).expect("dataset");
     (dataset, model)
 }

@@ -130,7 +130,7 @@ impl HashTableAir {
     pub fn new(statement: &Statement, height: usize, num_public_values: usize) -> Self {
         Self {
             num_features: statement.model.num_features(),
-            bias: statement.model.bias,
+            bias: statement.model.bias(),
             root: statement.dataset.root_digest(),
             periodic: periodic_columns(statement, height),
             num_public_values,
@@ -167,7 +167,7 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
             for lane in 0..RATE {
                 let pos = k * RATE + lane;
                 if pos < d {
-                    cols[WEIGHT + lane][row] = to_field(statement.model.weights[pos]);
+                    cols[WEIGHT + lane][row] = to_field(statement.model.weights()[pos]);
                     cols[FEATURE + lane][row] = one;
                 } else if pos < k_rows * RATE - 3 {
                     cols[ZERO + lane][row] = one;

@@ -76,8 +76,7 @@ impl LookupTableAir {
     /// The table receiving `update`.
     pub fn new(update: &ClippedGradientSum) -> Self {
         let mut entries = vec![Goldilocks::ZERO; RANGE_SIZE];
-        let update_entries = update.weights.iter().chain([&update.bias]);
-        for (entry, &u) in entries.iter_mut().zip(update_entries) {
+        for (entry, &u) in entries.iter_mut().zip(&update.values) {
             *entry = to_field(u);
         }
         let lane = |lane: usize| LOOKUP_HEIGHT * lane..LOOKUP_HEIGHT * (lane + 1);

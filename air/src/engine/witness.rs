@@ -69,7 +69,7 @@ pub fn generate_traces(
     let heights = TableHeights::of(statement);
     let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; heights.hash];
     let mut examples = Vec::with_capacity(statement.batch_indices.len());
-    let mut update = ClippedGradientSum::zero(d);
+    let mut update = ClippedGradientSum::zero(statement.model.params.len());
     let shape = statement.shape();
     let (block, k_rows) = (shape.block_len(), shape.chunks());
     for (i, &index) in statement.batch_indices.iter().enumerate() {
@@ -152,7 +152,7 @@ fn write_hash_rows(
     let model = &statement.model;
     let mut rows = trace.values.chunks_exact_mut(NUM_HASH_COLS);
     for (example, &index) in examples.iter().zip(&statement.batch_indices) {
-        let mut logit = model.bias * ONE;
+        let mut logit = model.bias() * ONE;
         let mut norm_sq = ONE * ONE;
         let mut spelled = 0u64;
         for offset in 0..block {
@@ -182,7 +182,7 @@ fn write_hash_rows(
                 write_limbs(&mut limbs, xj + FEATURE_OFFSET, FEATURE_BITS, "feature")?;
                 [c.lo[lane], c.hi[lane]] = limbs;
                 c.share[lane] = to_field(example.step.coeff * xj);
-                logit += model.weights[j] * xj;
+                logit += model.weights()[j] * xj;
                 row_norm_sq += xj * xj;
             }
             norm_sq += row_norm_sq;

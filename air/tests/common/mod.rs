@@ -59,12 +59,12 @@ pub fn fixture(spec: Spec) -> Fixture {
         })
         .collect();
     let labels: Vec<u8> = (0..spec.rows).map(|_| rng.random_range(0..=1u8)).collect();
-    let model = Model {
-        weights: (0..spec.features)
+    let model = Model::logistic(
+        (0..spec.features)
             .map(|_| rng.random_range(-spec.weight_scale..=spec.weight_scale))
             .collect(),
-        bias: rng.random_range(-spec.weight_scale..=spec.weight_scale),
-    };
+        rng.random_range(-spec.weight_scale..=spec.weight_scale),
+    );
     fixture_with(features, labels, model, spec)
 }
 

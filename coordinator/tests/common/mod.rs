@@ -104,6 +104,7 @@ pub fn run_config(
         public: RunParameters {
             federation_id: [federation; 32],
             schema: schema.clone(),
+            model: zkfed_air::spec::ModelSpec::Logistic,
             standardization: standardization.clone(),
             rounds,
             params: RoundParams {
