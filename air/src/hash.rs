@@ -34,6 +34,15 @@ pub const MODEL_DOMAIN: u64 = 0x7a6b_6665_645f_6d64; // "zkfed_md"
 /// A Poseidon2 digest.
 pub type Digest = [Goldilocks; DIGEST_ELEMS];
 
+/// A digest as 64 hex digits (each element's canonical value, 16 digits, in order).
+pub fn digest_hex(digest: &Digest) -> String {
+    use p3_field::PrimeField64;
+    digest
+        .iter()
+        .map(|e| format!("{:016x}", e.as_canonical_u64()))
+        .collect()
+}
+
 /// The permutation with the standard Goldilocks width-12 constants.
 pub fn permutation() -> &'static Poseidon2Goldilocks<WIDTH> {
     static PERM: OnceLock<Poseidon2Goldilocks<WIDTH>> = OnceLock::new();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod evaluation;
 pub mod exp;
 pub mod fixed;
 pub mod forgery;

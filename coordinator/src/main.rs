@@ -1,6 +1,6 @@
 //! `zkfed-coordinator`: runs a federation's coordinator, prints its peer id, writes a
-//! starter configuration, revokes a participant's key on a running coordinator, or audits a
-//! state directory offline.
+//! starter configuration, revokes a participant's key on a running coordinator, audits a
+//! state directory offline, or exports and evaluates the trained model.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,6 +81,37 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The trained model: export it from a state directory, or evaluate a model file.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Write the run's current model (its last aggregate) as a model file: the spec, the
+    /// parameters in fixed point and as floats, the schema, the standardization, the
+    /// rounds and the digest.
+    Export {
+        /// The coordinator's state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Where to write the model file (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Accuracy, per-class confusion and log loss of a model file on a CSV holding the
+    /// model's feature and label columns (standardized with the file's statistics).
+    Evaluate {
+        /// The model file (`model export` writes one; so does every participant when a run
+        /// ends).
+        #[arg(long)]
+        model: PathBuf,
+        /// The labelled rows.
+        #[arg(long)]
+        dataset: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +172,31 @@ fn main() -> anyhow::Result<ExitCode> {
             reason,
             wait,
         } => revoke(&config, &peer, &reason, wait),
+        Command::Model {
+            command: ModelCommand::Export { state, out },
+        } => {
+            use zkfed_coordinator::export::export_model;
+            let file = export_model(&state.join("state.redb"))?;
+            // Mode 0600 like the rest of the state: the model is the consortium's.
+            zkfed_net::write_durably(&out, &file.to_json(), true)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {}: {}, {} rounds, digest {}",
+                out.display(),
+                file.spec,
+                file.rounds,
+                file.digest
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model {
+            command: ModelCommand::Evaluate { model, dataset },
+        } => {
+            use zkfed_coordinator::export::{evaluate_model_file, evaluation_report};
+            let (file, evaluation, left_out) = evaluate_model_file(&model, &dataset)?;
+            print!("{}", evaluation_report(&file, &evaluation, left_out));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command:
                 AuditCommand::Verify {

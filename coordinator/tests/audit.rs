@@ -421,3 +421,60 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
     assert!(matches!(refused[5], Rejection::CommitmentChanged));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_exported_model_is_the_last_aggregate_and_evaluates_on_labelled_rows() {
+    use zkfed_coordinator::export::{evaluate_model_file, evaluation_report, export_model};
+    use zkfed_protocol::model_file::ModelFile;
+
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    let (config, _) = run(&dir, &coordinator);
+    let store = dir.join("state.redb");
+    let last = Ledger::open(&store, coordinator, config.clone())
+        .unwrap()
+        .state()
+        .model
+        .clone();
+    let file = export_model(&store).unwrap();
+    assert_eq!(file.rounds, 2);
+    let (read, model) = ModelFile::from_json(&file.to_json()).unwrap();
+    assert_eq!((read.schema, model), (config.public.schema.clone(), last));
+
+    // The bundled rows as a hospital's CSV: every row fits the run's standardization.
+    let raw = breast_cancer();
+    let mut csv = raw.schema.features.join(",") + "," + &raw.schema.label + "\n";
+    for (x, y) in raw.features.iter().zip(&raw.labels) {
+        let cells: Vec<String> = x.iter().map(f64::to_string).collect();
+        csv += &format!("{},{y}\n", cells.join(","));
+    }
+    std::fs::write(dir.join("rows.csv"), csv).unwrap();
+    let model_path = dir.join("model.json");
+    std::fs::write(&model_path, file.to_json()).unwrap();
+    let (_, evaluation, left_out) =
+        evaluate_model_file(&model_path, &dir.join("rows.csv")).unwrap();
+    assert_eq!(evaluation.rows + left_out, raw.features.len());
+    let counted: u64 = evaluation.confusion.iter().flatten().sum();
+    assert_eq!(counted as usize, evaluation.rows);
+    assert!(
+        evaluation.accuracy > 0.8,
+        "two rounds of training separate the classes: {evaluation:?}"
+    );
+    let report = evaluation_report(&file, &evaluation, left_out);
+    assert!(
+        report.contains("accuracy: 0.") && report.contains("recall"),
+        "{report}"
+    );
+
+    // A tampered file and a missing store are errors that say what is wrong.
+    let mut tampered = file.clone();
+    tampered.params_fixed[0] += 1;
+    std::fs::write(&model_path, tampered.to_json()).unwrap();
+    let err = format!(
+        "{:#}",
+        evaluate_model_file(&model_path, &dir.join("rows.csv")).unwrap_err()
+    );
+    assert!(err.contains("inconsistent"), "{err}");
+    let err = format!("{:#}", export_model(&dir.join("missing.redb")).unwrap_err());
+    assert!(err.contains("opening the state store"), "{err}");
+}

@@ -165,3 +165,65 @@ fn revoke_is_checked_filed_and_applied_by_the_coordinator() {
     assert!(report.contains("1 keys revoked"), "{report}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn model_evaluate_prints_accuracy_confusion_and_log_loss_and_export_needs_a_store() {
+    use zkfed_air::Model;
+    use zkfed_air::data::{Standardization, breast_cancer};
+    use zkfed_air::fixed::ONE;
+    use zkfed_protocol::model_file::ModelFile;
+
+    let dir = std::env::temp_dir().join(format!("zkfed-coord-model-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = breast_cancer();
+    let stats = Standardization::fit(&raw).unwrap();
+    // "mean radius" is large for malignant tumours (label 0): a negative weight on it.
+    let mut weights = vec![0; 30];
+    weights[0] = -2 * ONE;
+    let model = Model::logistic(weights, ONE);
+    let file = ModelFile::new(&model, &raw.schema, &stats, 3);
+    std::fs::write(dir.join("model.json"), file.to_json()).unwrap();
+    let mut csv = raw.schema.features.join(",") + ",diagnosis\n";
+    for (x, y) in raw.features.iter().zip(&raw.labels) {
+        let cells: Vec<String> = x.iter().map(f64::to_string).collect();
+        csv += &format!("{},{y}\n", cells.join(","));
+    }
+    std::fs::write(dir.join("rows.csv"), csv).unwrap();
+
+    let out = coordinator()
+        .args(["model", "evaluate", "--model"])
+        .arg(dir.join("model.json"))
+        .arg("--dataset")
+        .arg(dir.join("rows.csv"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "model: logistic, 31 parameters, 3 rounds",
+        "rows: 569 evaluated",
+        "accuracy: 0.",
+        "log loss: ",
+        "recall",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+
+    let out = coordinator()
+        .args(["model", "export", "--state"])
+        .arg(dir.join("no-such-state"))
+        .arg("--out")
+        .arg(dir.join("out.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opening the state store"), "{stderr}");
+    assert!(!dir.join("out.json").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

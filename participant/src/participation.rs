@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
 use zkfed_air::data::{LISTED_ROWS, list_rows, read_csv};
 use zkfed_air::{CommittedDataset, DatasetCommitment, Model, Statement};
+use zkfed_protocol::model_file::ModelFile;
 use zkfed_protocol::{
     Enrolment, Rejection, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment,
     Submission, round_statement,
@@ -178,7 +179,7 @@ async fn participate(
                 link.poll_while(tokio::time::sleep(POLL)).await
             }
             Response::Finished { rounds, model } => {
-                write_final_model(&run_dir, &model)?;
+                write_final_model(&run_dir, &params, &model, rounds)?;
                 if rounds < params.rounds {
                     bail!(
                         "the run failed after {rounds} of its {} rounds (a round used up its \
@@ -531,9 +532,16 @@ const LEGACY_FILES: [&str; 5] = [
     "run.bin",
 ];
 
-fn write_final_model(run_dir: &Path, model: &Model) -> anyhow::Result<()> {
-    let text = serde_json::to_vec_pretty(model).expect("a model serializes");
-    write_durably(&run_dir.join(FINAL_MODEL), &text)
+/// The model the run ended with, as a model file (the format `zkfed-coordinator model
+/// evaluate` reads).
+fn write_final_model(
+    run_dir: &Path,
+    params: &RunParameters,
+    model: &Model,
+    rounds: u64,
+) -> anyhow::Result<()> {
+    let file = ModelFile::new(model, &params.schema, &params.standardization, rounds);
+    write_durably(&run_dir.join(FINAL_MODEL), &file.to_json())
 }
 
 /// Moves an earlier release's files (one run's, at the top of the state directory) into
@@ -1089,11 +1097,9 @@ mod tests {
             proofs: 1,
         };
         progress.save(&run_dir.join("progress.bin")).unwrap();
-        write_final_model(
-            &run_dir,
-            &Model::zeros(zkfed_air::spec::ModelSpec::Logistic, 30),
-        )
-        .unwrap();
+        let params = run_parameters();
+        let model = Model::zeros(params.model, 30);
+        write_final_model(&run_dir, &params, &model, 1).unwrap();
         for name in ["run.bin", DATASET_FILE, "progress.bin", FINAL_MODEL] {
             let mode = std::fs::metadata(run_dir.join(name))
                 .unwrap()

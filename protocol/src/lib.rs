@@ -5,6 +5,7 @@
 //! the round it is about, so a late answer can never be mistaken for a current one.
 
 mod codec;
+pub mod model_file;
 mod rejection;
 
 pub use codec::{

@@ -127,8 +127,9 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
         // The final model is written to the run's directory in the hospital's state.
         let state = dir.join(name.to_lowercase());
         let written = std::fs::read(state.join(&federation_id).join("final_model.json")).unwrap();
-        let written: zkfed_air::Model = serde_json::from_slice(&written).unwrap();
+        let (file, written) = zkfed_protocol::model_file::ModelFile::from_json(&written).unwrap();
         assert_eq!(written, outcome.model, "{name}");
+        assert_eq!(file.rounds, 1, "{name}");
     }
     tokio::time::timeout(WAIT, coordinator)
         .await
