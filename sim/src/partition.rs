@@ -46,7 +46,9 @@ pub fn split(
             }
         }
         Partition::Dirichlet(alpha) => {
-            for label in [0u8, 1] {
+            // Every label present, binary or multi-class, gets its own Dirichlet shares.
+            let top = rows.iter().map(|&r| labels[r]).max().unwrap_or(0);
+            for label in 0..=top {
                 let mut of_label: Vec<usize> = rows
                     .iter()
                     .copied()
@@ -130,13 +132,15 @@ mod tests {
 
     #[test]
     fn every_row_lands_in_exactly_one_part() {
-        let (rows, labels) = data();
-        for partition in [
-            Partition::Iid,
-            Partition::Dirichlet(0.5),
-            Partition::Dirichlet(100.0),
+        let (rows, binary) = data();
+        let ten_classes: Vec<u8> = (0..1000).map(|i| (i * 7 % 10) as u8).collect();
+        for (labels, partition) in [
+            (&binary, Partition::Iid),
+            (&binary, Partition::Dirichlet(0.5)),
+            (&binary, Partition::Dirichlet(100.0)),
+            (&ten_classes, Partition::Dirichlet(0.5)),
         ] {
-            let parts = split(&rows, &labels, 4, partition, &mut StdRng::seed_from_u64(1));
+            let parts = split(&rows, labels, 4, partition, &mut StdRng::seed_from_u64(1));
             let mut all: Vec<usize> = parts.concat();
             all.sort();
             assert_eq!(all, rows, "{partition:?}");
