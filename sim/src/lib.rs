@@ -30,6 +30,8 @@ use std::time::Instant;
 use anyhow::{Context, ensure};
 use clap::Parser;
 use zkfed_air::Model;
+use zkfed_coordinator::events::AuditEvent;
+use zkfed_protocol::model_file::ModelFile;
 
 use crate::adversary::Adversary;
 use crate::baselines::{centralized, evaluate};
@@ -176,6 +178,34 @@ fn lay_out_federations(
     Ok(federations)
 }
 
+/// The run's model spec and parameter count, as its log records them.
+fn model_description(log: &[AuditEvent]) -> String {
+    match log.first() {
+        Some(AuditEvent::RunStarted(config)) => {
+            let spec = config.public.model;
+            let d = config.public.schema.features.len();
+            format!("{spec}, {} parameters", spec.num_params(d))
+        }
+        _ => "unknown (the log does not start with the run)".into(),
+    }
+}
+
+/// The model the federation's log ends with (its last aggregate), as a model file.
+fn final_model(log: &[AuditEvent]) -> Option<ModelFile> {
+    let Some(AuditEvent::RunStarted(config)) = log.first() else {
+        return None;
+    };
+    log.iter().rev().find_map(|event| match event {
+        AuditEvent::Aggregated { round, model, .. } => Some(ModelFile::new(
+            model,
+            &config.public.schema,
+            &config.public.standardization,
+            *round,
+        )),
+        _ => None,
+    })
+}
+
 /// The report of a run: per-round rows against the centralized baseline (and the
 /// no-proofs baseline, if it ran), the adversarial summary, timings and memory.
 fn build_report(
@@ -216,6 +246,8 @@ fn build_report(
         mean(&|r| r.baseline_wall_seconds).map(|without| mean_round_seconds / without);
     Ok(Report {
         proofs: !options.no_proofs,
+        model: model_description(&observed.log),
+        final_model: final_model(&observed.log),
         overhead_ratio,
         options: format!("{options:?}"),
         final_accuracy: rounds.last().map_or(0.0, |r| r.accuracy),

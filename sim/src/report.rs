@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
+use zkfed_protocol::model_file::ModelFile;
 
 use crate::flood::FloodTally;
 
@@ -57,6 +58,8 @@ pub struct Report {
     pub options: String,
     /// Whether the reported federation proved and verified (false with `--no-proofs`).
     pub proofs: bool,
+    /// The model trained (its spec and parameter count).
+    pub model: String,
     /// Mean round wall time with proofs divided by that without, if both ran.
     pub overhead_ratio: Option<f64>,
     /// Per-round figures.
@@ -73,6 +76,9 @@ pub struct Report {
     pub mean_round_seconds: f64,
     /// Peak resident memory, if the platform reports it.
     pub peak_memory: Option<PeakMemory>,
+    /// The model the federation ended with, written as `model.json`.
+    #[serde(skip)]
+    pub final_model: Option<ModelFile>,
 }
 
 /// The high-water mark of resident memory (`VmHWM`) of one process.
@@ -129,11 +135,15 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-/// Writes `report.json`, `rounds.csv` and `accuracy.svg` into `dir`.
+/// Writes `report.json`, `rounds.csv`, `accuracy.svg` and the final model's `model.json`
+/// (a model file, as `zkfed-coordinator model export` writes one) into `dir`.
 pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = serde_json::to_string_pretty(report).expect("plain data serializes");
     std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
+    if let Some(model) = &report.final_model {
+        std::fs::write(dir.join("model.json"), model.to_json()).context("writing model.json")?;
+    }
     std::fs::write(dir.join("rounds.csv"), csv(&report.rounds)).context("writing rounds.csv")?;
     plot(&report.rounds, &dir.join("accuracy.svg"))
 }
@@ -363,10 +373,21 @@ mod tests {
 
     #[test]
     fn report_files_are_written() {
+        use zkfed_air::Model;
+        use zkfed_air::data::{Schema, Standardization};
+        use zkfed_air::fixed::ONE;
+        let raw = Schema::binary(vec!["a".into(), "b".into()], "y");
+        let raw = zkfed_air::data::RawDataset {
+            schema: raw,
+            features: vec![vec![0.0, 1.0], vec![2.0, 3.0]],
+            labels: vec![0, 1],
+        };
+        let stats = Standardization::fit(&raw).unwrap();
         let dir = std::env::temp_dir().join(format!("zkfed-report-{}", std::process::id()));
         let report = Report {
             options: "test".into(),
             proofs: true,
+            model: "logistic, 3 parameters".into(),
             overhead_ratio: Some(3.0),
             rounds: vec![row(1), row(2), row(3)],
             final_accuracy: 0.9,
@@ -375,8 +396,17 @@ mod tests {
             wall_seconds: 3.0,
             mean_round_seconds: 1.5,
             peak_memory: None,
+            final_model: Some(ModelFile::new(
+                &Model::logistic(vec![ONE, -ONE], 7),
+                &raw.schema,
+                &stats,
+                3,
+            )),
         };
         write(&report, &dir).unwrap();
+        let written = std::fs::read(dir.join("model.json")).unwrap();
+        let (file, model) = ModelFile::from_json(&written).unwrap();
+        assert_eq!((file.rounds, model.params), (3, vec![ONE, -ONE, 7]));
         let svg = std::fs::read_to_string(dir.join("accuracy.svg")).unwrap();
         assert!(svg.contains("<svg") && svg.contains("test accuracy"));
         let json: serde_json::Value =

@@ -235,6 +235,7 @@ pub(crate) fn summarize(
 ) -> std::io::Result<()> {
     let difference = (report.final_accuracy - report.final_centralized_accuracy) * 100.0;
     writeln!(out)?;
+    writeln!(out, "model: {}", report.model)?;
     writeln!(
         out,
         "final test accuracy: zkfed {:.1}%, centralized {:.1}% (difference {:+.1} points, {} the 2-point bar)",
