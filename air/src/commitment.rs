@@ -99,8 +99,9 @@ impl CommittedDataset {
 
     /// Rebuilds a commitment from persisted salts.
     ///
-    /// Labels are committed as given; the proof itself rejects any label but 0 or 1 (the
-    /// CSV loader never produces one).
+    /// Labels are committed as given; the logistic proof rejects any label but 0 or 1 (the
+    /// CSV loader produces others only under a multi-class schema, which a logistic run
+    /// refuses).
     pub fn with_salts(
         features: Vec<Vec<i64>>,
         labels: Vec<u8>,

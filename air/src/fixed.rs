@@ -33,8 +33,12 @@ pub const PARAM_BOUND: i64 = 1 << 24;
 pub const MAX_FEATURES: usize = 1024;
 /// Most examples one proof may cover.
 pub const MAX_BATCH: usize = 1024;
-/// Most parameters a model may have (an MLP 1024 → 256 → 64 has 278,784).
+/// Most parameters a model may have (an MLP 1024 → 256 → 64 has 278,848).
 pub const MAX_PARAMS: usize = 1 << 19;
+/// Most parameters a model or an update may carry over the wire and in the audit log: a
+/// logistic model's `MAX_FEATURES + 1`, the largest model proven today. Raised with the
+/// proofs of larger models (issue 14), together with the message limits.
+pub const MAX_WIRE_PARAMS: usize = MAX_FEATURES + 1;
 
 /// The field element representing a signed integer.
 pub fn to_field(v: i64) -> Goldilocks {

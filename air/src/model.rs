@@ -59,21 +59,22 @@ impl Model {
     /// The first layer's first bias: a logistic model's intercept.
     pub fn bias(&self) -> i64 {
         let outputs = self.spec.layers(self.num_features)[0].outputs;
-        self.params
-            .get(outputs * self.num_features)
+        outputs
+            .checked_mul(self.num_features)
+            .and_then(|at| self.params.get(at))
             .copied()
             .unwrap_or(0)
     }
 
-    /// The dense layers, after [`Self::validate`]'s checks.
+    /// The dense layers, once the spec, the width, the parameter count and the parameter
+    /// bound check out.
     pub fn layers(&self) -> Result<Vec<Layer<'_>>, ShapeError> {
         crate::network::layers(&self.spec, self.num_features, &self.params)
     }
 
-    /// Checks the spec, the parameter count and the parameter bound the headroom argument
-    /// relies on.
+    /// Checks the spec, the width, the parameter count and the parameter bound the
+    /// headroom argument relies on.
     pub fn validate(&self) -> Result<(), ShapeError> {
-        self.spec.validate(self.num_features, self.spec.classes())?;
         self.layers().map(drop)
     }
 

@@ -82,12 +82,14 @@ fn dot(a: &[i64], b: &[i64]) -> i64 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
-/// Splits a parameter vector into its layers, after checking its length and range.
+/// Splits a parameter vector into its layers, after checking the spec and the width, the
+/// vector's length and its range.
 pub fn layers<'a>(
     spec: &ModelSpec,
     num_features: usize,
     params: &'a [i64],
 ) -> Result<Vec<Layer<'a>>, ShapeError> {
+    spec.validate(num_features, spec.classes())?;
     let expected = spec.num_params(num_features);
     if params.len() != expected {
         return Err(ShapeError::ParameterCount {

@@ -68,6 +68,10 @@ pub fn audit(
         ));
     }
 
+    // The run's model against its schema, as the coordinator's configuration checks it;
+    // also before `RunState::new` sizes a model from it.
+    zkfed_protocol::check_model(&config.public.model, &config.public.schema)
+        .map_err(|e| diverge(0, format!("the run's model: {e}")))?;
     let mut state = RunState::new(config.clone());
     let mut summary = AuditSummary {
         records: 0,

@@ -1,21 +1,32 @@
 //! The trained model, read offline from a coordinator's state directory and evaluated on
 //! labelled rows (`zkfed-coordinator model export` and `model evaluate`).
 
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
+use libp2p::PeerId;
 use zkfed_air::data::{Standardized, read_csv};
 use zkfed_air::evaluation::{Evaluation, evaluate};
 use zkfed_protocol::model_file::{MAX_MODEL_FILE_BYTES, ModelFile};
 
+use crate::audit::audit;
 use crate::events::RunState;
 use crate::log::StoredLog;
 
 /// The run's current model (its last aggregate, or the initial model before any) as a
-/// model file, from the store at `path`. The store is opened read-only.
+/// model file, from the store at `path`, opened read-only. The store is audited first
+/// (hash chain, signatures against the key the log names, every proof and aggregate), so
+/// an edited record is refused rather than exported; who signed it is `audit verify
+/// --coordinator`'s question.
 pub fn export_model(path: &Path) -> anyhow::Result<ModelFile> {
     let stored = StoredLog::open(path).context("opening the state store")?;
     let records = stored.records().context("reading the audit log")?;
+    let lookup =
+        |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
+    if let Err(divergence) = audit(&records, lookup, None) {
+        bail!("the store does not audit, so its model is not exported: {divergence}");
+    }
     let state =
         RunState::replay(records.iter().map(|r| &r.event)).context("replaying the audit log")?;
     let public = &state.config.public;
@@ -33,15 +44,15 @@ pub fn evaluate_model_file(
     model: &Path,
     dataset: &Path,
 ) -> anyhow::Result<(ModelFile, Evaluation, usize)> {
-    let len = std::fs::metadata(model)
-        .with_context(|| format!("reading {}", model.display()))?
-        .len();
+    let mut bytes = Vec::new();
+    std::fs::File::open(model)
+        .and_then(|f| f.take(MAX_MODEL_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", model.display()))?;
     ensure!(
-        len <= MAX_MODEL_FILE_BYTES,
-        "{} is {len} bytes; a model file is at most {MAX_MODEL_FILE_BYTES}",
+        bytes.len() as u64 <= MAX_MODEL_FILE_BYTES,
+        "{} is larger than a model file may be ({MAX_MODEL_FILE_BYTES} bytes)",
         model.display()
     );
-    let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
     let (file, parsed) =
         ModelFile::from_json(&bytes).with_context(|| format!("reading {}", model.display()))?;
     let csv =

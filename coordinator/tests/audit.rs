@@ -478,3 +478,83 @@ fn the_exported_model_is_the_last_aggregate_and_evaluates_on_labelled_rows() {
     let err = format!("{:#}", export_model(&dir.join("missing.redb")).unwrap_err());
     assert!(err.contains("opening the state store"), "{err}");
 }
+
+/// An aggregate edited in the store and signed again with the coordinator's own key still
+/// does not audit (the aggregate is recomputed), so it is not exported.
+#[test]
+fn a_store_with_a_forged_aggregate_is_not_exported() {
+    use zkfed_coordinator::export::export_model;
+    use zkfed_coordinator::log::AuditLog;
+
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    run(&dir, &coordinator);
+    let honest = StoredLog::open(&dir.join("state.redb")).unwrap();
+    let records = honest.records().unwrap();
+    let forged_path = dir.join("forged.redb");
+    let mut forged = AuditLog::open(&forged_path, coordinator).unwrap();
+    let last = records.len() - 1;
+    for (i, record) in records.into_iter().enumerate() {
+        let mut event = record.event;
+        if let (true, AuditEvent::Aggregated { model, .. }) = (i == last, &mut event) {
+            model.params[0] += 1;
+        }
+        let proof = match &event {
+            AuditEvent::Judged {
+                round,
+                attempt,
+                peer,
+                ..
+            } => {
+                let peer = PeerId::from_bytes(peer).unwrap();
+                let bytes = honest.proof(*round, *attempt, &peer).unwrap();
+                bytes.map(|b| (*round, *attempt, peer, b))
+            }
+            _ => None,
+        };
+        let proof = proof.as_ref().map(|(r, a, p, b)| (*r, *a, p, &b[..]));
+        forged.append(event, proof).unwrap();
+    }
+    drop(forged);
+    export_model(&dir.join("state.redb")).expect("the honest store exports");
+    let err = format!("{:#}", export_model(&forged_path).unwrap_err());
+    assert!(
+        err.contains("does not audit") && err.contains("aggregate differs from FedAvg"),
+        "{err}"
+    );
+}
+
+/// A run whose model does not fit its schema (or is not proven) does not audit, whatever
+/// follows: the coordinator's configuration would have refused it.
+#[test]
+fn a_run_started_with_a_model_the_schema_or_the_proof_rejects_does_not_audit() {
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    run(&dir, &coordinator);
+    let records = StoredLog::open(&dir.join("state.redb"))
+        .unwrap()
+        .records()
+        .unwrap();
+    let proofs = proofs(&dir);
+    let lookup =
+        |round: u64, attempt: u32, peer: &PeerId| proofs.get(&(round, attempt, *peer)).cloned();
+    for (spec, reason) in [
+        (
+            zkfed_air::spec::ModelSpec::Softmax { classes: 2 },
+            "not proven yet",
+        ),
+        (
+            zkfed_air::spec::ModelSpec::Softmax { classes: 10 },
+            "the label has 2",
+        ),
+    ] {
+        let mut altered = records.clone();
+        if let AuditEvent::RunStarted(config) = &mut altered[0].event {
+            config.public.model = spec;
+        }
+        resign(&mut altered, &coordinator);
+        let d = audit(&altered, lookup, None).unwrap_err();
+        assert_eq!(d.seq, 0, "{d}");
+        assert!(d.to_string().contains(reason), "{d}");
+    }
+}

@@ -49,6 +49,7 @@ pub fn all(scratch: &Path) -> anyhow::Result<Vec<Target>> {
         audit_log(&fixture),
         config(&fixture, scratch)?,
         csv(&fixture),
+        model_file(&fixture),
     ])
 }
 
@@ -309,6 +310,20 @@ fn config(f: &Fixture, scratch: &Path) -> anyhow::Result<Target> {
             coordinator == Some(true) || participant == Some(true)
         }),
     })
+}
+
+/// A model file, as `zkfed-coordinator model evaluate` reads one.
+fn model_file(f: &Fixture) -> Target {
+    let model = f.announcement().model;
+    let file =
+        zkfed_protocol::model_file::ModelFile::new(&model, f.schema(), f.standardization(), 2);
+    Target {
+        name: "model-file",
+        samples: vec![file.to_json()],
+        tokens: text_tokens(),
+        limit: sixteen_per_byte,
+        run: Box::new(|input| zkfed_protocol::model_file::ModelFile::from_json(input).is_ok()),
+    }
 }
 
 /// A hospital's CSV, read under the run's schema and standardized.

@@ -477,11 +477,23 @@ fn refusal(
             round.attempt
         ));
     }
-    round
-        .model
+    model_misfit(params, &round.model).map(|e| format!("the announced model {e}"))
+}
+
+/// Why a model the coordinator sent does not fit the run this node enrolled in: another
+/// spec, another width, or parameters the proof cannot take.
+fn model_misfit(params: &RunParameters, model: &Model) -> Option<String> {
+    let d = params.schema.features.len();
+    if model.spec != params.model || model.num_features != d {
+        return Some(format!(
+            "is {} over {} features; the run's is {} over {d}",
+            model.spec, model.num_features, params.model
+        ));
+    }
+    model
         .validate()
         .err()
-        .map(|e| format!("the announced model cannot be proven: {e}"))
+        .map(|e| format!("cannot be proven: {e}"))
 }
 
 /// Sends a submission and reports its verdict; `true` if it was accepted.
@@ -533,13 +545,16 @@ const LEGACY_FILES: [&str; 5] = [
 ];
 
 /// The model the run ended with, as a model file (the format `zkfed-coordinator model
-/// evaluate` reads).
+/// evaluate` reads); a model that does not fit the run is refused, not written.
 fn write_final_model(
     run_dir: &Path,
     params: &RunParameters,
     model: &Model,
     rounds: u64,
 ) -> anyhow::Result<()> {
+    if let Some(misfit) = model_misfit(params, model) {
+        bail!("the coordinator's final model {misfit}; it is not written");
+    }
     let file = ModelFile::new(model, &params.schema, &params.standardization, rounds);
     write_durably(&run_dir.join(FINAL_MODEL), &file.to_json())
 }
@@ -1176,12 +1191,48 @@ mod tests {
                 .contains("past the run")
         );
         assert!(refusal(&params, &round, (3, 3)).unwrap().contains("budget"));
-        let mut wild = round;
+        let mut wild = round.clone();
         *wild.model.params.last_mut().unwrap() = zkfed_air::fixed::PARAM_BOUND;
         assert!(
             refusal(&params, &wild, fresh)
                 .unwrap()
                 .contains("cannot be proven")
         );
+        // Another spec or another width: the round is skipped, not the run ended.
+        let mut other = round.clone();
+        other.model = Model::zeros(zkfed_air::spec::ModelSpec::Softmax { classes: 2 }, 30);
+        let why = refusal(&params, &other, fresh).unwrap();
+        assert!(
+            why.contains("softmax (2 classes) over 30 features"),
+            "{why}"
+        );
+        let mut narrow = round;
+        narrow.model = Model::zeros(params.model, 29);
+        let why = refusal(&params, &narrow, fresh).unwrap();
+        assert!(
+            why.contains("over 29 features; the run's is logistic over 30"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_final_model_that_does_not_fit_the_run_is_not_written() {
+        let dir = tempdir("final-misfit");
+        let params = run_parameters();
+        let huge = Model {
+            spec: params.model,
+            num_features: usize::MAX,
+            params: vec![0; 31],
+        };
+        let err = write_final_model(&dir, &params, &huge, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not written"), "{err}");
+        let other = Model::zeros(zkfed_air::spec::ModelSpec::Softmax { classes: 2 }, 30);
+        assert!(write_final_model(&dir, &params, &other, 1).is_err());
+        assert!(!dir.join(FINAL_MODEL).exists());
+        write_final_model(&dir, &params, &Model::zeros(params.model, 30), 1).unwrap();
+        assert!(dir.join(FINAL_MODEL).exists());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

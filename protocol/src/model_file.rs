@@ -53,12 +53,13 @@ pub struct ModelFile {
     /// Fraction bits of the fixed-point parameters.
     pub frac_bits: u32,
     /// The layers, input layer first.
+    #[serde(deserialize_with = "zkfed_air::bounded::per_feature")]
     pub layers: Vec<LayerLayout>,
     /// The parameters in fixed point: authoritative.
-    #[serde(deserialize_with = "zkfed_air::bounded::params")]
+    #[serde(deserialize_with = "zkfed_air::bounded::file_params")]
     pub params_fixed: Vec<i64>,
     /// The same parameters as real numbers.
-    #[serde(deserialize_with = "zkfed_air::bounded::params")]
+    #[serde(deserialize_with = "zkfed_air::bounded::file_params")]
     pub params: Vec<f64>,
 }
 
@@ -69,13 +70,12 @@ pub enum ModelFileError {
     /// parameter's value).
     #[error("not a model file: {0}")]
     Json(String),
-    /// Another format or fixed-point scale.
+    /// Another format or fixed-point scale (the file's own tag is not repeated: it is
+    /// whatever the file says).
     #[error(
-        "model file format `{got}` (scale 2^{frac_bits}); this release reads `{MODEL_FILE_FORMAT}` at 2^{FRAC_BITS}"
+        "not a `{MODEL_FILE_FORMAT}` model file at scale 2^{FRAC_BITS} (the file says scale 2^{frac_bits})"
     )]
     Format {
-        /// The file's format tag.
-        got: String,
         /// The file's fraction bits.
         frac_bits: u32,
     },
@@ -91,8 +91,8 @@ pub enum ModelFileError {
 }
 
 impl ModelFile {
-    /// The file of `model`, trained for `rounds` rounds on rows under `schema` and
-    /// `standardization`.
+    /// The file of a validated `model`, trained for `rounds` rounds on rows under `schema`
+    /// and `standardization`.
     pub fn new(
         model: &Model,
         schema: &Schema,
@@ -126,7 +126,6 @@ impl ModelFile {
             serde_json::from_slice(bytes).map_err(|e| ModelFileError::Json(json_reason(&e)))?;
         if file.format != MODEL_FILE_FORMAT || file.frac_bits != FRAC_BITS {
             return Err(ModelFileError::Format {
-                got: file.format,
                 frac_bits: file.frac_bits,
             });
         }
@@ -234,10 +233,10 @@ mod tests {
                 }),
             ),
             (
-                "format `zkfed-model/0`",
+                "not a `zkfed-model/1`",
                 Box::new(|f| f.format = "zkfed-model/0".into()),
             ),
-            ("(scale 2^8)", Box::new(|f| f.frac_bits = 8)),
+            ("the file says scale 2^8", Box::new(|f| f.frac_bits = 8)),
             (
                 "parameters, its spec",
                 Box::new(|f| {
