@@ -65,7 +65,7 @@ pub fn evaluate_model_file(
         out_of_range,
         ..
     } = file.standardization.standardize(&raw)?;
-    let evaluation = evaluate(&parsed, &rows, &labels)?;
+    let evaluation = evaluate(&parsed, rows.iter().map(Vec::as_slice).zip(labels))?;
     Ok((file, evaluation, out_of_range.len()))
 }
 

@@ -443,12 +443,11 @@ fn the_exported_model_is_the_last_aggregate_and_evaluates_on_labelled_rows() {
 
     // The bundled rows as a hospital's CSV: every row fits the run's standardization.
     let raw = breast_cancer();
-    let mut csv = raw.schema.features.join(",") + "," + &raw.schema.label + "\n";
-    for (x, y) in raw.features.iter().zip(&raw.labels) {
-        let cells: Vec<String> = x.iter().map(f64::to_string).collect();
-        csv += &format!("{},{y}\n", cells.join(","));
-    }
-    std::fs::write(dir.join("rows.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("rows.csv"),
+        zkfed_participant::bundled_shard_csv(0, 1),
+    )
+    .unwrap();
     let model_path = dir.join("model.json");
     std::fs::write(&model_path, file.to_json()).unwrap();
     let (_, evaluation, left_out) =

@@ -184,12 +184,11 @@ fn model_evaluate_prints_accuracy_confusion_and_log_loss_and_export_needs_a_stor
     let model = Model::logistic(weights, ONE);
     let file = ModelFile::new(&model, &raw.schema, &stats, 3);
     std::fs::write(dir.join("model.json"), file.to_json()).unwrap();
-    let mut csv = raw.schema.features.join(",") + ",diagnosis\n";
-    for (x, y) in raw.features.iter().zip(&raw.labels) {
-        let cells: Vec<String> = x.iter().map(f64::to_string).collect();
-        csv += &format!("{},{y}\n", cells.join(","));
-    }
-    std::fs::write(dir.join("rows.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("rows.csv"),
+        zkfed_participant::bundled_shard_csv(0, 1),
+    )
+    .unwrap();
 
     let out = coordinator()
         .args(["model", "evaluate", "--model"])

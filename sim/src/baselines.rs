@@ -17,11 +17,9 @@ pub(crate) fn evaluate(
     labels: &[u8],
     test: &[usize],
 ) -> (f64, f64) {
-    let test_rows: Vec<Vec<i64>> = test.iter().map(|&i| rows[i].clone()).collect();
-    let test_labels: Vec<u8> = test.iter().map(|&i| labels[i]).collect();
     // The sim's test rows are standardized for the model it trains: a misfit is a bug.
-    let e = zkfed_air::evaluation::evaluate(model, &test_rows, &test_labels)
-        .expect("the test rows fit the model");
+    let test = test.iter().map(|&i| (&rows[i][..], labels[i]));
+    let e = zkfed_air::evaluation::evaluate(model, test).expect("the test rows fit the model");
     (e.accuracy, e.log_loss)
 }
 
