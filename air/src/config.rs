@@ -34,7 +34,8 @@ use p3_uni_stark::StarkConfig;
 use rand::rngs::StdRng;
 
 use crate::leaf_salts::LeafSaltedMmcs;
-use crate::statement::Statement;
+use crate::spec::Head;
+use crate::statement::{ProofShape, Statement};
 
 /// The base field.
 pub type Val = Goldilocks;
@@ -75,9 +76,22 @@ pub const BATCH_POW_BITS: usize = 16;
 pub const COMMIT_POW_BITS: usize = 10;
 /// Grinding bits before the out-of-domain point.
 pub const OOD_POW_BITS: usize = 16;
-/// Grinding bits before the LogUp challenges `(α, β)`: lifts the lookup term, which
-/// otherwise limits the largest shapes (see [`security_estimate_with`]).
+/// Grinding bits before the LogUp challenges `(α, β)` of a logistic model's proof: lifts
+/// the lookup term, which otherwise limits the largest shapes (see
+/// [`security_estimate_with`]).
 pub const LOOKUP_POW_BITS: usize = 16;
+/// [`LOOKUP_POW_BITS`] of a softmax's proof: its tables make up to about 65 times more
+/// LogUp denominators per row and send 130-element example tuples at 64 classes, which
+/// would take the largest accepted shape's lookup term to 106.5 bits with 16.
+pub const SOFTMAX_LOOKUP_POW_BITS: usize = 20;
+
+/// The lookup grinding bits of a proof of this shape.
+pub fn lookup_pow_bits(shape: &ProofShape) -> usize {
+    match shape.head() {
+        Head::Sigmoid => LOOKUP_POW_BITS,
+        Head::Softmax { .. } => SOFTMAX_LOOKUP_POW_BITS,
+    }
+}
 /// The hiding PCS commits the trace at twice its height: a proof's `degree_bits` is the
 /// statement's `log2` height plus this.
 pub const ZK_HEIGHT_BITS: usize = 1;
@@ -99,7 +113,14 @@ pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
     }
 }
 
-/// The configuration, with hiding randomness drawn from the operating system.
+/// The configuration of a proof of this shape (its lookup grinding: [`lookup_pow_bits`]),
+/// with hiding randomness drawn from the operating system.
+pub fn zk_config_for(shape: &ProofShape) -> ZkConfig {
+    zk_config().with_lookup_proof_of_work_bits(lookup_pow_bits(shape))
+}
+
+/// The configuration of a logistic model's proof, with hiding randomness drawn from the
+/// operating system.
 pub fn zk_config() -> ZkConfig {
     let mmcs = ValMmcs::new(
         LeafHash::new(Keccak256Hash),
@@ -152,7 +173,7 @@ pub fn security_estimate(statement: &Statement) -> SecurityEstimate {
         statement,
         &fri_parameters(()),
         OOD_POW_BITS,
-        LOOKUP_POW_BITS,
+        lookup_pow_bits(&statement.shape()),
     )
 }
 

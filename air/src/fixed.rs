@@ -36,8 +36,10 @@ pub const MAX_BATCH: usize = 1024;
 /// Most parameters a model may have (an MLP 1024 → 256 → 64 has 278,848).
 pub const MAX_PARAMS: usize = 1 << 19;
 /// Most parameters a model or an update may carry over the wire and in the audit log: a
-/// logistic model's `MAX_FEATURES + 1`, the largest model proven today. Raised with the
-/// proofs of larger models (issue 14), together with the message limits.
+/// logistic model's `MAX_FEATURES + 1` (a softmax over 10 classes of up to 101 features
+/// fits, the 650 of the digits model among them). Proofs cover more (a softmax of up to
+/// [`crate::statement::MAX_SOFTMAX_PARAMS`]); a run's model is refused above this bound
+/// until the message limits are raised with it (ARCHITECTURE.md, "Bounded memory").
 pub const MAX_WIRE_PARAMS: usize = MAX_FEATURES + 1;
 
 /// The field element representing a signed integer.

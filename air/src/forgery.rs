@@ -4,39 +4,61 @@
 
 use p3_field::{PrimeCharacteristicRing, PrimeField64};
 use p3_goldilocks::Goldilocks;
+use p3_matrix::Matrix;
 use p3_matrix::dense::RowMajorMatrix;
 
 use crate::commitment::CommittedDataset;
-use crate::engine::hash_table::{HashCols, NUM_HASH_COLS};
+use crate::engine::hash_table::{
+    HashCols, NUM_HASH_COLS, output, output_mut, split_row, split_row_mut,
+};
+use crate::engine::softmax_table;
 use crate::engine::step_table::{NUM_STEP_COLS, StepCols};
-use crate::engine::witness::{Traces, generate_traces, multiplicities, write_step_row};
+use crate::engine::witness::{
+    OutOfRange, Traces, generate_traces, multiplicities, write_softmax_row, write_step_row,
+};
 use crate::error::WitnessError;
 use crate::fixed::{ONE, from_field, to_field};
 use crate::hash::RATE;
+use crate::network::softmax_layer_step;
 use crate::reference::{ClippedGradientSum, training_step};
+use crate::spec::Head;
 use crate::statement::Statement;
 
 /// The update the `update` bus balances with for these traces: each feature's shares on
-/// the hash table plus each active step row's bias share, claiming the statement's `B`
+/// the hash table plus each active step row's bias shares, claiming the statement's `B`
 /// examples. An entry that is not a small integer is an error (a forger's mistake).
 pub fn update_from_shares(
     statement: &Statement,
     traces: &Traces,
 ) -> Result<ClippedGradientSum, WitnessError> {
     let d = statement.model.num_features();
-    let mut sums = vec![Goldilocks::ZERO; d + 1];
-    for row in traces.hash.values.chunks_exact(NUM_HASH_COLS) {
-        let c = HashCols::from_row(row);
-        for lane in 0..RATE {
-            let j = (c.chunk_base.as_canonical_u64() as usize) + lane;
-            if let Some(sum) = sums.get_mut(j).filter(|_| j < d) {
-                *sum += c.share[lane];
+    let outputs = statement.shape().outputs;
+    let mut sums = vec![Goldilocks::ZERO; outputs * (d + 1)];
+    for row in traces.hash.values.chunks_exact(traces.hash.width) {
+        let (c, more) = split_row(row);
+        for k in 0..outputs {
+            let o = output(c, more, k);
+            for lane in 0..RATE {
+                let j = (c.chunk_base.as_canonical_u64() as usize) + lane;
+                if j < d {
+                    sums[k * d + j] += o.share[lane];
+                }
             }
         }
     }
-    for row in traces.step.values.chunks_exact(NUM_STEP_COLS) {
-        let c = StepCols::from_row(row);
-        sums[d] += c.active * c.coeff * to_field(ONE);
+    let one = to_field(ONE);
+    if outputs == 1 {
+        for row in traces.step.values.chunks_exact(NUM_STEP_COLS) {
+            let c = StepCols::from_row(row);
+            sums[d] += c.active * c.coeff * one;
+        }
+    } else {
+        for row in traces.step.values.chunks_exact(traces.step.width) {
+            let (c, classes) = softmax_table::split_row(row);
+            for (k, class) in classes.iter().enumerate() {
+                sums[outputs * d + k] += c.active * class.coeff * one;
+            }
+        }
     }
     let ints = sums
         .iter()
@@ -59,7 +81,7 @@ pub fn rebalance(
     traces: &mut Traces,
 ) -> Result<ClippedGradientSum, WitnessError> {
     let update = update_from_shares(statement, traces)?;
-    traces.lookup = multiplicities(&traces.hash, &traces.step, &update);
+    traces.lookup = multiplicities(&statement.shape(), &traces.hash, &traces.step, &update);
     traces.update = update.clone();
     Ok(update)
 }
@@ -90,33 +112,92 @@ pub fn stacked_traces(
         lookup: honest.lookup.clone(),
         update: honest.update.clone(),
     };
-    let shape = statement.shape();
+    let hash_height = honest.hash.height();
+    let step_height = honest.step.height();
+    for copy in 1..copies {
+        match statement.shape().head() {
+            Head::Sigmoid => rewitness_logistic_copy(
+                statement,
+                &mut traces,
+                copy * hash_height,
+                copy * step_height,
+            )?,
+            Head::Softmax { .. } => rewitness_softmax_copy(
+                statement,
+                &mut traces,
+                copy * hash_height,
+                copy * step_height,
+            )?,
+        }
+    }
+    let update = rebalance(statement, &mut traces)?;
+    Ok((traces, update))
+}
+
+/// Re-witnesses the first example of a stacked logistic copy (hash rows from `hash_row`,
+/// step row `step_row`) from running sums that start at zero.
+fn rewitness_logistic_copy(
+    statement: &Statement,
+    traces: &mut Traces,
+    hash_row: usize,
+    step_row: usize,
+) -> Result<(), WitnessError> {
     let (bias, clip) = (statement.model.bias(), statement.params.clip_norm);
-    let hash_height = honest.hash.values.len() / NUM_HASH_COLS;
-    let step_height = honest.step.values.len() / NUM_STEP_COLS;
-    let first = StepCols::from_row(&honest.step.values[..NUM_STEP_COLS]);
+    let first = StepCols::from_row(&traces.step.values[..NUM_STEP_COLS]);
     let logit = from_field(first.logit).expect("honest logit") - bias * ONE;
     let norm_sq = from_field(first.norm_sq).expect("honest norm") - ONE * ONE;
     let label = (first.label == Goldilocks::ONE) as u8;
     let step = training_step(logit, norm_sq, label, clip);
-    for copy in 1..copies {
-        let base = copy * hash_height * NUM_HASH_COLS;
-        let rows = traces.hash.values[base..].chunks_exact_mut(NUM_HASH_COLS);
-        for (offset, cells) in rows.take(shape.block_len()).enumerate() {
-            let c = HashCols::from_row_mut(cells);
-            c.logit -= to_field(bias * ONE);
-            c.norm_sq -= to_field(ONE * ONE);
-            c.coeff = to_field(step.coeff);
-            for lane in 0..RATE {
-                c.share[lane] = c.coeff * c.input[lane] * feature_lane(statement, offset, lane);
-            }
+    let base = hash_row * NUM_HASH_COLS;
+    let rows = traces.hash.values[base..].chunks_exact_mut(NUM_HASH_COLS);
+    for (offset, cells) in rows.take(statement.shape().block_len()).enumerate() {
+        let c = HashCols::from_row_mut(cells);
+        c.logit -= to_field(bias * ONE);
+        c.norm_sq -= to_field(ONE * ONE);
+        c.coeff = to_field(step.coeff);
+        for lane in 0..RATE {
+            c.share[lane] = c.coeff * c.input[lane] * feature_lane(statement, offset, lane);
         }
-        let row = copy * step_height * NUM_STEP_COLS;
-        let c = StepCols::from_row_mut(&mut traces.step.values[row..row + NUM_STEP_COLS]);
-        write_step_row(c, label, &step, clip)?;
     }
-    let update = rebalance(statement, &mut traces)?;
-    Ok((traces, update))
+    let row = step_row * NUM_STEP_COLS;
+    let c = StepCols::from_row_mut(&mut traces.step.values[row..row + NUM_STEP_COLS]);
+    write_step_row(c, label, &step, clip)
+}
+
+/// [`rewitness_logistic_copy`] for a softmax model: every output's running logit starts
+/// at zero instead of its bias.
+fn rewitness_softmax_copy(
+    statement: &Statement,
+    traces: &mut Traces,
+    hash_row: usize,
+    step_row: usize,
+) -> Result<(), WitnessError> {
+    let shape = statement.shape();
+    let (d, outputs) = (shape.num_features, shape.outputs);
+    let biases = &statement.model.params[outputs * d..];
+    let (first, classes) = softmax_table::split_row(&traces.step.values[..traces.step.width]);
+    let logits: Vec<i64> = classes
+        .iter()
+        .zip(biases)
+        .map(|(k, b)| from_field(k.logit).expect("honest logit") - b * ONE)
+        .collect();
+    let norm_sq = from_field(first.norm_sq).expect("honest norm") - ONE * ONE;
+    let label = from_field(first.label).expect("honest label") as u8;
+    let clip = statement.params.clip_norm;
+    let step = softmax_layer_step(logits, norm_sq, label, clip)?;
+    let width = traces.hash.width;
+    let rows = traces.hash.values[hash_row * width..].chunks_exact_mut(width);
+    for cells in rows.take(shape.block_len()) {
+        let (c, more) = split_row_mut(cells);
+        c.norm_sq -= to_field(ONE * ONE);
+        for (k, b) in biases.iter().enumerate() {
+            *output_mut(c, more, k).0 -= to_field(b * ONE);
+        }
+    }
+    set_block_coeffs(statement, traces, hash_row, &step.coefficients[0]);
+    let width = traces.step.width;
+    let row = &mut traces.step.values[step_row * width..(step_row + 1) * width];
+    write_softmax_row(row, label, &step, clip, OutOfRange::Refuse)
 }
 
 /// 1 if lane `lane` of absorb row `offset` holds a feature.
@@ -124,4 +205,29 @@ fn feature_lane(statement: &Statement, offset: usize, lane: usize) -> Goldilocks
     let shape = statement.shape();
     let j = offset * RATE + lane;
     Goldilocks::from_bool(offset < shape.chunks() && j < shape.num_features)
+}
+
+/// Sets the clipped coefficients of the example whose hash-table block starts at row
+/// `first_row` (the block constants and every feature lane's share), as a forger who
+/// changed them in the step table must, so that the `example` bus still balances;
+/// [`rebalance`] then gives the update the `update` bus balances with.
+pub fn set_block_coeffs(
+    statement: &Statement,
+    traces: &mut Traces,
+    first_row: usize,
+    coeffs: &[i64],
+) {
+    let (block, width) = (statement.shape().block_len(), traces.hash.width);
+    let rows = traces.hash.values[first_row * width..].chunks_exact_mut(width);
+    for (offset, row) in rows.take(block).enumerate() {
+        let (c, more) = split_row_mut(row);
+        let input = c.input;
+        for (k, &coeff) in coeffs.iter().enumerate() {
+            let (_, cell, share) = output_mut(c, more, k);
+            *cell = to_field(coeff);
+            for lane in 0..RATE {
+                share[lane] = *cell * input[lane] * feature_lane(statement, offset, lane);
+            }
+        }
+    }
 }

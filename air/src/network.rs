@@ -244,6 +244,11 @@ impl LayerNorm {
     fn of(inputs: &[i64], deltas: &[i64]) -> Result<Self, ShapeError> {
         let input_sq = inputs.iter().map(|v| v * v).sum::<i64>() + ONE * ONE;
         let delta_sq = deltas.iter().map(|d| d * d).sum::<i64>();
+        Self::from_squares(input_sq, delta_sq)
+    }
+
+    /// The bound from `Σ v² + ONE²` and `Σ δ²`.
+    fn from_squares(input_sq: i64, delta_sq: i64) -> Result<Self, ShapeError> {
         let input_norm = ceil_sqrt(input_sq);
         let delta_norm = ceil_sqrt(delta_sq);
         let bound = (delta_norm * input_norm + ONE - 1) / ONE;
@@ -309,31 +314,7 @@ pub fn network_step(
     };
     let logits = output_layer.forward(output_inputs);
 
-    let (head, residuals) = match head {
-        Head::Sigmoid => {
-            if label > 1 {
-                return Err(ShapeError::LabelOutOfRange { classes: 2 });
-            }
-            let s = sigmoid(logits[0]);
-            let r = s.value - i64::from(label) * ONE;
-            (HeadSteps::Sigmoid(s), vec![r])
-        }
-        Head::Softmax { classes } => {
-            if usize::from(label) >= classes {
-                return Err(ShapeError::LabelOutOfRange {
-                    classes: classes as u8,
-                });
-            }
-            let s = softmax(&logits);
-            let r = s
-                .probabilities
-                .iter()
-                .enumerate()
-                .map(|(k, p)| p - i64::from(k == usize::from(label)) * ONE)
-                .collect();
-            (HeadSteps::Softmax(s), r)
-        }
-    };
+    let (head, residuals) = head_step(head, &logits, label)?;
 
     let hidden_back: Vec<HiddenBack> = hidden
         .iter()
@@ -378,6 +359,51 @@ pub fn network_step(
         .zip(&deltas)
         .map(|(v, d)| LayerNorm::of(v, d))
         .collect::<Result<Vec<_>, _>>()?;
+    let (norm, clipped, coefficients) = clip(&norms, &deltas, clip_norm);
+    Ok(NetworkStep {
+        hidden,
+        logits,
+        head,
+        residuals,
+        hidden_back,
+        norms,
+        norm,
+        clipped,
+        coefficients,
+    })
+}
+
+/// The head's intermediates and the output deltas (residuals) of one example's logits.
+fn head_step(head: Head, logits: &[i64], label: u8) -> Result<(HeadSteps, Vec<i64>), ShapeError> {
+    match head {
+        Head::Sigmoid => {
+            if label > 1 {
+                return Err(ShapeError::LabelOutOfRange { classes: 2 });
+            }
+            let s = sigmoid(logits[0]);
+            let r = s.value - i64::from(label) * ONE;
+            Ok((HeadSteps::Sigmoid(s), vec![r]))
+        }
+        Head::Softmax { classes } => {
+            if usize::from(label) >= classes {
+                return Err(ShapeError::LabelOutOfRange {
+                    classes: classes as u8,
+                });
+            }
+            let s = softmax(logits);
+            let r = s
+                .probabilities
+                .iter()
+                .enumerate()
+                .map(|(k, p)| p - i64::from(k == usize::from(label)) * ONE)
+                .collect();
+            Ok((HeadSteps::Softmax(s), r))
+        }
+    }
+}
+
+/// `ν` from the layers' bounds, whether it exceeds `C`, and each layer's clipped deltas.
+fn clip(norms: &[LayerNorm], deltas: &[Vec<i64>], clip_norm: i64) -> (i64, bool, Vec<Vec<i64>>) {
     let norm = ceil_sqrt(norms.iter().map(|n| n.bound * n.bound).sum());
     let clipped = norm > clip_norm;
     let coefficients = deltas
@@ -395,12 +421,32 @@ pub fn network_step(
                 .collect()
         })
         .collect();
+    (norm, clipped, coefficients)
+}
+
+/// A softmax model's training step from what its step table receives: the logits and the
+/// input's `Σ x² + ONE²`. Equals [`network_step`] on a row with these sums; forgers use it
+/// to re-witness an example whose sums they changed.
+pub fn softmax_layer_step(
+    logits: Vec<i64>,
+    input_sq: i64,
+    label: u8,
+    clip_norm: i64,
+) -> Result<NetworkStep, ShapeError> {
+    let head = Head::Softmax {
+        classes: logits.len(),
+    };
+    let (head, residuals) = head_step(head, &logits, label)?;
+    let delta_sq = residuals.iter().map(|r| r * r).sum();
+    let norms = vec![LayerNorm::from_squares(input_sq, delta_sq)?];
+    let deltas = vec![residuals.clone()];
+    let (norm, clipped, coefficients) = clip(&norms, &deltas, clip_norm);
     Ok(NetworkStep {
-        hidden,
+        hidden: Vec::new(),
         logits,
         head,
         residuals,
-        hidden_back,
+        hidden_back: Vec::new(),
         norms,
         norm,
         clipped,
@@ -410,7 +456,7 @@ pub fn network_step(
 
 impl ClippedGradientSum {
     /// Adds one example's clipped gradient: `c_k·v_j` per weight, `c_k·ONE` per bias.
-    fn add_step(&mut self, layers: &[Layer<'_>], x: &[i64], step: &NetworkStep) {
+    pub(crate) fn add_step(&mut self, layers: &[Layer<'_>], x: &[i64], step: &NetworkStep) {
         let hidden: Vec<i64> = step.hidden.iter().map(|h| h.value).collect();
         let mut offset = 0;
         for (i, (layer, coeffs)) in layers.iter().zip(&step.coefficients).enumerate() {

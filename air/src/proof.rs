@@ -17,9 +17,9 @@ use p3_uni_stark::StarkGenericConfig;
 use thiserror::Error;
 
 use crate::commitment::CommittedDataset;
-use crate::config::{MERKLE_CAP_HEIGHT, ZkConfig, zk_config};
+use crate::config::{MERKLE_CAP_HEIGHT, NUM_QUERIES, ZkConfig, zk_config_for};
 use crate::engine::witness::{Traces, generate_traces};
-use crate::engine::{NUM_TABLES, TableAir, TableHeights, tables};
+use crate::engine::{NUM_TABLES, TableAir, TableHeights, table_widths, tables};
 use crate::error::{ShapeError, WitnessError};
 use crate::fixed::MAX_BATCH;
 use crate::reference::ClippedGradientSum;
@@ -119,7 +119,7 @@ pub fn prove_traces(
     statement.check_shape().map_err(WitnessError::from)?;
     let airs = tables(statement, update);
     let public = public_values(statement, update);
-    let config = zk_config();
+    let config = zk_config_for(&statement.shape());
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let degrees = extended_degree_bits(&config, statement);
         let prover_data = ProverData::from_airs_and_degrees(&config, &airs, &degrees)?;
@@ -216,7 +216,7 @@ pub fn verify(
         });
     }
     let proof = decode_proof(proof_bytes)?;
-    let config = zk_config();
+    let config = zk_config_for(&statement.shape());
     check_proof_shape(&config, statement, &proof)?;
     let airs = tables(statement, update);
     let public = public_values(statement, update);
@@ -286,19 +286,33 @@ fn check_proof_shape(
     Ok(())
 }
 
+/// Bytes of allowance per main column a softmax's tables add to a logistic model's: each
+/// query opens the column (8 bytes) and about as many auxiliary (LogUp) values, counted
+/// three times over.
+const EXTRA_COLUMN_ALLOWANCE: usize = 3 * 2 * 8 * NUM_QUERIES;
+
 /// The largest proof a statement of this shape accepts, checked before decoding: a
 /// decoder can be made to allocate tens of bytes per input byte (empty inner vectors), so
-/// the bytes it reads are held to about three times an honest proof's size. Every table's
-/// width is fixed, so an honest proof grows only with the tallest table: about 150 KiB at
-/// `2^10` rows plus about 7 KiB per doubling (BENCH.md's grid); this allows 384 KiB plus
-/// 16 KiB per height bit (544 KiB at `2^10`), and never more than [`MAX_PROOF_BYTES`].
+/// the bytes it reads are held to about three times an honest proof's size. A logistic
+/// model's tables have fixed widths, so its proof grows only with the tallest table: about
+/// 150 KiB at `2^10` rows plus about 7 KiB per doubling (BENCH.md's grid); this allows
+/// 384 KiB plus 16 KiB per height bit (544 KiB at `2^10`). A softmax's tables are wider
+/// with its classes, and each column beyond a logistic model's adds
+/// [`EXTRA_COLUMN_ALLOWANCE`]. Never more than [`MAX_PROOF_BYTES`].
 pub fn max_proof_bytes(shape: &ProofShape) -> usize {
     let tallest = TableHeights::for_shape(shape)
         .as_array()
         .into_iter()
         .max()
         .unwrap_or(1);
-    let allowance = (384 << 10) + ((tallest.trailing_zeros() as usize) << 14);
+    let logistic = ProofShape {
+        outputs: 1,
+        ..*shape
+    };
+    let columns = |s: &ProofShape| table_widths(s).iter().sum::<usize>();
+    let extra = columns(shape).saturating_sub(columns(&logistic));
+    let allowance =
+        (384 << 10) + ((tallest.trailing_zeros() as usize) << 14) + extra * EXTRA_COLUMN_ALLOWANCE;
     allowance.min(MAX_PROOF_BYTES)
 }
 

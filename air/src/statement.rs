@@ -23,6 +23,12 @@ use crate::spec::ModelSpec;
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
 pub const PROTOCOL_VERSION: u32 = 5;
 
+/// Most parameters a softmax proof covers: up to this many, every accepted shape keeps
+/// 110 conjectured bits (`tests/security.rs`); beyond it the batch-combination term of the
+/// widest tables at the largest batch and dataset falls below (109.8 bits at 16 classes
+/// over 1,024 features). A 784 → 10 softmax has 7,850.
+pub const MAX_SOFTMAX_PARAMS: usize = 1 << 13;
+
 /// Smallest trace height: a floor above what hiding FRI needs, `2 · (queries + 2 ·
 /// openings)` = 56 rows.
 pub const MIN_LOG_HEIGHT: usize = 8;
@@ -47,12 +53,34 @@ pub struct ProofShape {
     pub batch: usize,
     /// Merkle depth of the dataset tree.
     pub depth: usize,
+    /// Outputs of the model's layer: 1 for logistic regression (a sigmoid), `K` for a
+    /// softmax over `K` classes.
+    pub outputs: usize,
 }
 
 impl ProofShape {
+    /// The shape of a proof for `spec` over `num_features` features, a batch of `batch`
+    /// and a dataset of `rows` rows.
+    pub fn new(spec: ModelSpec, num_features: usize, batch: usize, rows: u64) -> Self {
+        Self {
+            num_features,
+            batch,
+            depth: tree_depth(rows),
+            outputs: spec.layers(num_features)[0].outputs,
+        }
+    }
+
     /// Absorb rows per example.
     pub fn chunks(&self) -> usize {
         leaf_chunks(self.num_features)
+    }
+
+    /// The step table's head: a sigmoid for one output, a softmax for more.
+    pub fn head(&self) -> crate::spec::Head {
+        match self.outputs {
+            0 | 1 => crate::spec::Head::Sigmoid,
+            classes => crate::spec::Head::Softmax { classes },
+        }
     }
 
     /// Hash-table rows per example: absorb rows then Merkle rows.
@@ -62,7 +90,7 @@ impl ProofShape {
 
     /// Committed main-trace cells of a proof of this shape, over all tables.
     pub fn committed_cells(&self) -> u64 {
-        crate::engine::TableHeights::for_shape(self).committed_cells()
+        crate::engine::TableHeights::for_shape(self).committed_cells(self)
     }
 }
 
@@ -145,11 +173,12 @@ impl Statement {
 
     /// The trace dimensions of this statement's proof.
     pub fn shape(&self) -> ProofShape {
-        ProofShape {
-            num_features: self.model.num_features(),
-            batch: self.params.batch_size,
-            depth: tree_depth(self.dataset.rows),
-        }
+        ProofShape::new(
+            self.model.spec,
+            self.model.num_features(),
+            self.params.batch_size,
+            self.dataset.rows,
+        )
     }
 
     /// Where the AIR finds the values it constrains.
@@ -190,8 +219,15 @@ fn check_ranges(
     dataset: &DatasetCommitment,
 ) -> Result<(), ShapeError> {
     model.validate()?;
-    if model.spec != ModelSpec::Logistic {
-        return Err(ShapeError::Unproven { spec: model.spec });
+    match model.spec {
+        ModelSpec::Mlp { .. } => return Err(ShapeError::Unproven { spec: model.spec }),
+        ModelSpec::Softmax { .. } if model.params.len() > MAX_SOFTMAX_PARAMS => {
+            return Err(ShapeError::TooManyParameters {
+                got: model.params.len(),
+                max: MAX_SOFTMAX_PARAMS,
+            });
+        }
+        _ => {}
     }
     params.validate()?;
     dataset.validate()
@@ -287,14 +323,17 @@ mod tests {
             wide.validate(),
             Err(ShapeError::ParameterOutOfRange { index: 1, .. })
         ));
-        let mut softmax = good;
+        let mut softmax = good.clone();
         softmax.model = Model::zeros(ModelSpec::Softmax { classes: 3 }, 4);
-        assert_eq!(
-            softmax.validate(),
-            Err(ShapeError::Unproven {
-                spec: ModelSpec::Softmax { classes: 3 }
-            })
-        );
+        assert_eq!(softmax.validate(), Ok(()));
+        assert_eq!(softmax.shape().outputs, 3);
+        let mlp_spec = ModelSpec::Mlp {
+            hidden: 2,
+            outputs: 3,
+        };
+        let mut mlp = good;
+        mlp.model = Model::zeros(mlp_spec, 4);
+        assert_eq!(mlp.validate(), Err(ShapeError::Unproven { spec: mlp_spec }));
     }
 
     #[test]

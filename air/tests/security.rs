@@ -15,6 +15,8 @@ use zkfed_air::config::{
 };
 use zkfed_air::engine::TableHeights;
 use zkfed_air::fixed::{MAX_BATCH, MAX_FEATURES, ONE};
+use zkfed_air::spec::ModelSpec;
+use zkfed_air::statement::MAX_SOFTMAX_PARAMS;
 use zkfed_air::{DatasetCommitment, Model, RoundParams, Statement};
 
 /// Conjectured bits ARCHITECTURE.md promises on every accepted shape.
@@ -25,6 +27,11 @@ const PROVEN_FLOOR: usize = 65;
 /// A statement of one shape (the estimate depends on the shape only, so a commitment
 /// without data suffices).
 fn statement(features: usize, rows: u64, batch: usize) -> Statement {
+    statement_of(ModelSpec::Logistic, features, rows, batch)
+}
+
+/// [`statement`] for a model of another spec.
+fn statement_of(spec: ModelSpec, features: usize, rows: u64, batch: usize) -> Statement {
     let dataset = DatasetCommitment {
         root: [1, 2, 3, 4],
         rows,
@@ -33,7 +40,7 @@ fn statement(features: usize, rows: u64, batch: usize) -> Statement {
         clip_norm: ONE,
         batch_size: batch,
     };
-    let model = Model::zeros(zkfed_air::spec::ModelSpec::Logistic, features);
+    let model = Model::zeros(spec, features);
     Statement::new(context(1), model, params, dataset, [0; 32]).unwrap()
 }
 
@@ -85,6 +92,55 @@ fn every_accepted_shape_has_at_least_110_conjectured_bits() {
             "d = {features}, B = {batch}, rows = {rows}: {e:?}"
         );
     }
+}
+
+#[test]
+fn every_accepted_softmax_shape_has_at_least_110_conjectured_bits() {
+    // Small shapes, the digits shape, then for each class count the most features within
+    // MAX_SOFTMAX_PARAMS at the largest batch and dataset.
+    let widest = (2u8..=64).map(|classes| {
+        let features = (MAX_SOFTMAX_PARAMS / usize::from(classes) - 1).min(MAX_FEATURES);
+        (classes, features, MAX_ROWS, MAX_BATCH)
+    });
+    let small = [(2, 1, 1, 1), (10, 64, 360, 32), (64, 15, 1 << 20, 256)];
+    for (classes, features, rows, batch) in small.into_iter().chain(widest) {
+        let spec = ModelSpec::Softmax { classes };
+        let statement = statement_of(spec, features, rows, batch);
+        let e = checked(&statement, security_estimate(&statement));
+        assert!(
+            e.conjectured_bits >= CONJECTURED_FLOOR && e.proven_bits >= PROVEN_FLOOR,
+            "{classes} classes, d = {features}, B = {batch}, rows = {rows}: {e:?}"
+        );
+    }
+    // The softmax's own lookup grinding is what lifts its widest shape.
+    let widest = statement_of(ModelSpec::Softmax { classes: 64 }, 127, MAX_ROWS, MAX_BATCH);
+    let fri = fri_parameters(());
+    let with_16 = security_estimate_with(&widest, &fri, OOD_POW_BITS, LOOKUP_POW_BITS);
+    assert_eq!(
+        with_16.conjectured_limit, "logup-fingerprint",
+        "{with_16:?}"
+    );
+    assert!(with_16.conjectured_bits < CONJECTURED_FLOOR, "{with_16:?}");
+}
+
+#[test]
+fn softmax_statements_beyond_the_proven_parameter_count_are_refused() {
+    let over = Model::zeros(ModelSpec::Softmax { classes: 16 }, 1024);
+    let dataset = DatasetCommitment {
+        root: [1, 2, 3, 4],
+        rows: 10,
+    };
+    let params = RoundParams {
+        clip_norm: ONE,
+        batch_size: 2,
+    };
+    assert_eq!(
+        Statement::new(context(1), over, params, dataset, [0; 32]),
+        Err(zkfed_air::ShapeError::TooManyParameters {
+            got: 16 * 1025,
+            max: MAX_SOFTMAX_PARAMS
+        })
+    );
 }
 
 #[test]

@@ -11,14 +11,9 @@
 
 mod common;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use common::*;
-use p3_air::check_all_constraints;
 use p3_field::{PrimeCharacteristicRing, PrimeField64};
 use p3_goldilocks::Goldilocks;
-use p3_lookup::Lookups;
-use p3_lookup::debug_util::{LookupDebugInstance, check_lookups};
 use p3_matrix::dense::RowMajorMatrix;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -27,7 +22,6 @@ use zkfed_air::engine::hash_table::{HashCols, NUM_HASH_COLS};
 use zkfed_air::engine::limbs::write_limbs;
 use zkfed_air::engine::step_table::{NUM_STEP_COLS, StepCols};
 use zkfed_air::engine::witness::{Traces, generate_traces};
-use zkfed_air::engine::{NUM_TABLES, tables};
 use zkfed_air::fixed::{ONE, from_field, to_field};
 use zkfed_air::forgery::{rebalance, stacked_traces};
 use zkfed_air::proof::VerifyError;
@@ -35,59 +29,6 @@ use zkfed_air::proof::{prove_traces, verify};
 use zkfed_air::prove;
 use zkfed_air::spec::ModelSpec;
 use zkfed_air::{ClippedGradientSum, Model, Statement};
-
-/// The rule a forged witness breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rule {
-    Permutation,
-    Hash,
-    Step,
-    Lookup,
-    Bus,
-}
-
-const TABLE_RULES: [Rule; NUM_TABLES] = [Rule::Permutation, Rule::Hash, Rule::Step, Rule::Lookup];
-
-fn matrices(t: &Traces) -> [&RowMajorMatrix<Goldilocks>; NUM_TABLES] {
-    [&t.permutation, &t.hash, &t.step, &t.lookup]
-}
-
-/// Every rule the traces break, for the statement and the claimed update.
-fn broken_rules(statement: &Statement, traces: &Traces, update: &ClippedGradientSum) -> Vec<Rule> {
-    let airs = tables(statement, update);
-    let public = [
-        Vec::new(),
-        statement.public_values(update),
-        Vec::new(),
-        Vec::new(),
-    ];
-    let mut broken = Vec::new();
-    for (i, (air, trace)) in airs.iter().zip(matrices(traces)).enumerate() {
-        if !check_all_constraints(air, trace, &public[i], Some(1)).is_ok() {
-            broken.push(TABLE_RULES[i]);
-        }
-    }
-    let lookups: Vec<Lookups<Goldilocks>> =
-        airs.iter().map(Lookups::from_air::<Challenge, _>).collect();
-    let instances: Vec<LookupDebugInstance<'_, Goldilocks>> = matrices(traces)
-        .into_iter()
-        .zip(&lookups)
-        .zip(&public)
-        .map(
-            |((main_trace, lookups), public_values)| LookupDebugInstance {
-                main_trace,
-                preprocessed_trace: &None,
-                public_values,
-                lookups,
-                permutation_challenges: &[],
-            },
-        )
-        .collect();
-    if catch_unwind(AssertUnwindSafe(|| check_lookups(&instances))).is_err() {
-        broken.push(Rule::Bus);
-    }
-    broken
-}
 
 /// [`assert_rejected`] by the lookup table's own constraints alone, for a forgery that
 /// balances every bus and keeps every other table's rules.
@@ -963,29 +904,6 @@ fn random_bit_flips_are_all_rejected() {
             "bit {bit} flipped"
         );
     }
-}
-
-/// Whether `p3-batch-stark`'s verifier, given the tables and the heights the proof claims,
-/// accepts it: what a verifier without zkfed's shape check would do.
-fn batch_stark_alone_accepts(
-    statement: &Statement,
-    update: &ClippedGradientSum,
-    bytes: &[u8],
-) -> bool {
-    let proof = zkfed_air::proof::decode_proof(bytes).unwrap();
-    let config = zkfed_air::config::zk_config();
-    let airs = tables(statement, update);
-    let public = [
-        Vec::new(),
-        statement.public_values(update),
-        Vec::new(),
-        Vec::new(),
-    ];
-    let common =
-        p3_batch_stark::ProverData::from_airs_and_degrees(&config, &airs, &proof.degree_bits)
-            .unwrap()
-            .common;
-    p3_batch_stark::verify_batch(&config, &airs, &proof, &public, &common).is_ok()
 }
 
 /// Proves stacked traces and checks that only the statement's heights stop them: every

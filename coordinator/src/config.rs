@@ -363,7 +363,7 @@ mod tests {
                 "not proven yet",
                 Box::new(|c| {
                     c.schema.classes = 10;
-                    c.model = "softmax".into();
+                    c.model = "mlp:8".into();
                 }),
             ),
             (

@@ -539,7 +539,10 @@ fn a_run_started_with_a_model_the_schema_or_the_proof_rejects_does_not_audit() {
         |round: u64, attempt: u32, peer: &PeerId| proofs.get(&(round, attempt, *peer)).cloned();
     for (spec, reason) in [
         (
-            zkfed_air::spec::ModelSpec::Softmax { classes: 2 },
+            zkfed_air::spec::ModelSpec::Mlp {
+                hidden: 4,
+                outputs: 1,
+            },
             "not proven yet",
         ),
         (

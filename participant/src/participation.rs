@@ -374,11 +374,8 @@ fn pinned_federation(config: &Config, path: &Path) -> anyhow::Result<Option<[u8;
 /// Refuses a run whose proofs would need a larger trace than this node builds.
 fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyhow::Result<()> {
     let d = params.schema.features.len();
-    let shape = zkfed_air::statement::ProofShape {
-        num_features: d,
-        batch: params.params.batch_size,
-        depth: zkfed_air::commitment::tree_depth(rows),
-    };
+    let shape =
+        zkfed_air::statement::ProofShape::new(params.model, d, params.params.batch_size, rows);
     let cells = shape.committed_cells();
     if cells > config.max_trace_cells {
         bail!(
@@ -1008,10 +1005,13 @@ mod tests {
             err.contains("predicts 2 classes, the label has 10"),
             "{err}"
         );
-        let mut softmax = run_parameters();
-        softmax.schema.classes = 10;
-        softmax.model = zkfed_air::spec::ModelSpec::Softmax { classes: 10 };
-        let err = format!("{:#}", prepare(&config(&dir), &softmax).unwrap_err());
+        let mut mlp = run_parameters();
+        mlp.schema.classes = 10;
+        mlp.model = zkfed_air::spec::ModelSpec::Mlp {
+            hidden: 8,
+            outputs: 10,
+        };
+        let err = format!("{:#}", prepare(&config(&dir), &mlp).unwrap_err());
         assert!(err.contains("not proven yet"), "{err}");
         let small = Config {
             max_trace_cells: 1 << 10,

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use zkfed_air::data::{Schema, Standardization};
+use zkfed_air::fixed::MAX_WIRE_PARAMS;
 use zkfed_air::spec::ModelSpec;
 use zkfed_air::{
     ClippedGradientSum, DatasetCommitment, Model, ProofContext, RoundParams, ShapeError, Statement,
@@ -295,8 +296,16 @@ pub fn round_statement(
 /// schema's features, and the proof covers it. Coordinator and participant both call it.
 pub fn check_model(spec: &ModelSpec, schema: &Schema) -> Result<(), ShapeError> {
     spec.validate(schema.features.len(), schema.classes)?;
-    if *spec != ModelSpec::Logistic {
+    if let ModelSpec::Mlp { .. } = spec {
         return Err(ShapeError::Unproven { spec: *spec });
+    }
+    // Models and updates travel whole in messages and log records bounded for this many.
+    let params = spec.num_params(schema.features.len());
+    if params > MAX_WIRE_PARAMS {
+        return Err(ShapeError::TooManyParameters {
+            got: params,
+            max: MAX_WIRE_PARAMS,
+        });
     }
     Ok(())
 }
@@ -362,5 +371,36 @@ mod tests {
         let a = Keypair::generate_ed25519().public().to_peer_id();
         let b = Keypair::generate_ed25519().public().to_peer_id();
         assert_ne!(participant_digest(&a), participant_digest(&b));
+    }
+
+    #[test]
+    fn run_models_are_checked_against_the_schema_and_the_wire_bound() {
+        let schema = |features: usize, classes: u8| Schema {
+            features: (0..features).map(|j| format!("f{j}")).collect(),
+            label: "y".into(),
+            classes,
+        };
+        assert_eq!(check_model(&ModelSpec::Logistic, &schema(30, 2)), Ok(()));
+        let digits = ModelSpec::Softmax { classes: 10 };
+        assert_eq!(check_model(&digits, &schema(64, 10)), Ok(()));
+        assert_eq!(
+            check_model(&digits, &schema(784, 10)),
+            Err(ShapeError::TooManyParameters {
+                got: 7850,
+                max: MAX_WIRE_PARAMS
+            })
+        );
+        let mlp = ModelSpec::Mlp {
+            hidden: 8,
+            outputs: 10,
+        };
+        assert_eq!(
+            check_model(&mlp, &schema(64, 10)),
+            Err(ShapeError::Unproven { spec: mlp })
+        );
+        assert!(matches!(
+            check_model(&digits, &schema(64, 2)),
+            Err(ShapeError::Classes { .. })
+        ));
     }
 }

@@ -31,9 +31,10 @@ pub(crate) fn centralized(
     labels: &[u8],
     pool: &[usize],
     batch: usize,
+    spec: ModelSpec,
 ) -> anyhow::Result<Vec<Model>> {
     let mut rng = StdRng::seed_from_u64(options.seed ^ 0xce47);
-    let mut model = Model::zeros(ModelSpec::Logistic, rows[0].len());
+    let mut model = Model::zeros(spec, rows[0].len());
     let mut models = Vec::new();
     for _ in 0..options.rounds {
         let picks: Vec<usize> = (0..batch.min(pool.len()))

@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, ensure};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use zkfed_air::data::{LISTED_ROWS, RawDataset, Standardization, breast_cancer, list_rows};
+use zkfed_air::data::{
+    LISTED_ROWS, MAX_CLASSES, RawDataset, Standardization, breast_cancer, digits, list_rows,
+};
+use zkfed_air::spec::ModelSpec;
 
-use crate::Options;
 use crate::adversary::{Adversary, parse_adversary};
 use crate::partition::split;
 use crate::synthetic;
+use crate::{DatasetChoice, Options};
 
 /// One node of the simulation.
 pub(crate) struct NodeSpec {
@@ -26,6 +29,8 @@ pub(crate) struct NodeSpec {
 /// training rows' statistics and shared among the nodes.
 pub(crate) struct Prepared {
     pub(crate) raw: RawDataset,
+    /// The model the run trains.
+    pub(crate) spec: ModelSpec,
     pub(crate) train: Vec<usize>,
     pub(crate) test: Vec<usize>,
     pub(crate) stats: Standardization,
@@ -44,9 +49,13 @@ pub(crate) fn prepare(
     out: &mut impl Write,
 ) -> anyhow::Result<Prepared> {
     let raw = load_data(options)?;
+    let spec = ModelSpec::parse(&options.model, raw.schema.classes).map_err(anyhow::Error::msg)?;
+    zkfed_protocol::check_model(&spec, &raw.schema)
+        .with_context(|| format!("the model `{}` on this data", options.model))?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let (train, test) = hold_out(raw.features.len(), &mut rng);
-    let stats = standardization(&raw, &train)?;
+    let pooled = options.dataset == DatasetChoice::Digits;
+    let stats = standardization(&raw, &train, pooled)?;
     let (raw, train, test, quantized) = leave_out_of_range(raw, train, test, &stats, out)?;
     let nodes = options.participants + adversaries;
     let shards = split(&train, &raw.labels, nodes, options.partition, &mut rng);
@@ -64,6 +73,7 @@ pub(crate) fn prepare(
     }
     Ok(Prepared {
         raw,
+        spec,
         train,
         test,
         stats,
@@ -136,9 +146,15 @@ pub(crate) fn load_data(options: &Options) -> anyhow::Result<RawDataset> {
     if let Some((rows, features)) = options.synthetic {
         return Ok(synthetic::generate(rows, features, options.seed));
     }
-    let (Some(path), Some(label)) = (&options.dataset, &options.label) else {
-        return Ok(breast_cancer());
+    let path = match &options.dataset {
+        DatasetChoice::BreastCancer => return Ok(breast_cancer()),
+        DatasetChoice::Digits => return Ok(digits()),
+        DatasetChoice::File(path) => path,
     };
+    let label = options
+        .label
+        .as_ref()
+        .context("a CSV --dataset needs --label, its label column")?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let header = text.lines().next().context("the CSV is empty")?;
@@ -151,9 +167,13 @@ pub(crate) fn load_data(options: &Options) -> anyhow::Result<RawDataset> {
         header.split(',').any(|c| c.trim() == label),
         "the CSV has no column `{label}`"
     );
-    let schema = zkfed_air::data::Schema::binary(features, label.clone());
-    zkfed_air::data::read_csv(text.as_bytes(), &schema)
-        .with_context(|| format!("reading {}", path.display()))
+    let mut schema = zkfed_air::data::Schema::binary(features, label.clone());
+    schema.classes = MAX_CLASSES;
+    let mut raw = zkfed_air::data::read_csv(text.as_bytes(), &schema)
+        .with_context(|| format!("reading {}", path.display()))?;
+    // The sim owns the file, so its labels say how many classes there are.
+    raw.schema.classes = raw.labels.iter().max().map_or(2, |&y| (y + 1).max(2));
+    Ok(raw)
 }
 
 /// A seeded 80/20 split into training and test row indices.
@@ -166,17 +186,24 @@ pub(crate) fn hold_out(n: usize, rng: &mut StdRng) -> (Vec<usize>, Vec<usize>) {
     (order, test)
 }
 
-/// Standardization statistics of the training rows (public run parameters).
+/// Standardization statistics of the training rows (public run parameters): per feature,
+/// or `pooled` over every feature (images, whose blank pixels barely vary).
 pub(crate) fn standardization(
     raw: &RawDataset,
     train: &[usize],
+    pooled: bool,
 ) -> anyhow::Result<Standardization> {
     let subset = RawDataset {
         schema: raw.schema.clone(),
         features: train.iter().map(|&i| raw.features[i].clone()).collect(),
         labels: train.iter().map(|&i| raw.labels[i]).collect(),
     };
-    Standardization::fit(&subset).context("standardizing the training rows")
+    let fit = if pooled {
+        Standardization::fit_pooled
+    } else {
+        Standardization::fit
+    };
+    fit(&subset).context("standardizing the training rows")
 }
 
 pub(crate) fn node_specs(

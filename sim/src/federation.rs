@@ -280,7 +280,7 @@ pub(crate) fn coordinator_config(
         state_dir: setting.work.join("coordinator"),
         linger_secs: 2,
         schema: raw.schema.clone(),
-        model: "logistic".into(),
+        model: options.model.clone(),
         standardization: stats.clone(),
     }
 }

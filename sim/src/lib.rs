@@ -72,10 +72,17 @@ pub struct Options {
     /// Learning rate.
     #[arg(long, default_value_t = 1.0)]
     pub learning_rate: f64,
-    /// A CSV to use instead of the bundled breast-cancer data (needs --label).
-    #[arg(long, requires = "label")]
-    pub dataset: Option<PathBuf>,
-    /// The 0/1 label column of --dataset; every other column is a feature.
+    /// The model: `logistic` (a 0/1 label), `softmax` or `mlp:H` (`H` hidden units).
+    /// Default: logistic, or softmax on digits.
+    #[arg(long, default_value = "logistic")]
+    pub model: String,
+    /// The data: `breast-cancer` (bundled), `digits` (bundled, 10 classes; then the
+    /// defaults are softmax, 40 rounds, learning rate 2, batch 32) or a CSV file (needs
+    /// --label).
+    #[arg(long, default_value = "breast-cancer", value_parser = DatasetChoice::parse)]
+    pub dataset: DatasetChoice,
+    /// The label column of a CSV --dataset (integers 0 to K - 1, K at most 64); every
+    /// other column is a feature.
     #[arg(long)]
     pub label: Option<String>,
     /// Generated data instead: `ROWSxFEATURES` (Gaussian features, logistic labels).
@@ -98,6 +105,64 @@ pub struct Options {
     /// Hide the progress bar (for logs and tests).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The data a simulation runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatasetChoice {
+    /// The bundled breast-cancer data (569 rows, 30 features, 0/1 label).
+    BreastCancer,
+    /// The bundled handwritten digits (1,797 rows, 64 pixels, 10 classes).
+    Digits,
+    /// A CSV file.
+    File(PathBuf),
+}
+
+impl DatasetChoice {
+    /// `breast-cancer`, `digits`, or a path.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "breast-cancer" => Self::BreastCancer,
+            "digits" => Self::Digits,
+            "" => return Err("an empty dataset name".into()),
+            path => Self::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl Options {
+    /// The command line's options, with the defaults that depend on the dataset.
+    pub fn from_command_line() -> Self {
+        Self::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the program name first), then applies the digits defaults to every
+    /// option the arguments leave at its default.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut options = Self::from_arg_matches(&matches)?;
+        if options.dataset == DatasetChoice::Digits {
+            let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
+            if defaulted("model") {
+                options.model = "softmax".into();
+            }
+            if defaulted("rounds") {
+                options.rounds = 40;
+            }
+            if defaulted("learning_rate") {
+                options.learning_rate = 2.0;
+            }
+            if defaulted("batch") {
+                options.batch = 32;
+            }
+        }
+        Ok(options)
+    }
 }
 
 /// Runs the simulation, printing progress and the table to `out`; returns the report.
@@ -228,6 +293,7 @@ fn build_report(
         &data.raw.labels,
         &honest_rows,
         pooled_batch,
+        data.spec,
     )?;
     let mut rounds = rows_of(observed, &central, &evaluate);
     if let Some(baseline) = baseline {

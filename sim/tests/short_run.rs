@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use zkfed_sim::adversary::Attack;
 use zkfed_sim::partition::Partition;
-use zkfed_sim::{Options, run};
+use zkfed_sim::{DatasetChoice, Options, run};
 
 /// One round per tampering attack.
 const ROUNDS: u64 = Attack::ALL.len() as u64;
@@ -21,7 +21,8 @@ fn small_run(name: &str) -> Options {
         batch: 8,
         clip: 1.0,
         learning_rate: 1.0,
-        dataset: None,
+        model: "logistic".into(),
+        dataset: DatasetChoice::BreastCancer,
         label: None,
         synthetic: None,
         no_proofs: false,

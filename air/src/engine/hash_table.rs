@@ -2,9 +2,12 @@
 //! (the leaf sponge) and `D` Merkle rows (the path to the enrolled root).
 //!
 //! Absorb rows also range-check their feature lanes (two 11-bit limbs each), add
-//! `w_j · x_j` and `x_j²` to the block's running logit and squared norm, and send each
-//! feature's share `c · x_j` of the update on the `update` bus. The block's first Merkle row
-//! sends `(z, N, y, c)` to the step table. Merkle directions are witness bits whose running
+//! `w_kj · x_j` and `x_j²` to the block's running logits (one per output `k` of the model's
+//! layer: 1 for logistic regression, `K` for a softmax) and squared norm, and send each
+//! feature's share `c_k · x_j` of the update on the `update` bus. The block's first Merkle
+//! row sends `(z_0.., N, y, c_0..)` to the step table. Output 0's columns are in
+//! [`HashCols`]; outputs `1..K` follow the row as [`OutputCols`], so a logistic row is
+//! exactly a [`HashCols`]. Merkle directions are witness bits whose running
 //! index must equal the public batch index on the block's last row (ARCHITECTURE.md,
 //! "Membership ready for private indices", says why they are not verifier columns).
 
@@ -61,8 +64,68 @@ pub struct HashCols<T> {
     pub share: [T; RATE],
 }
 
-/// Width of a hash-table row.
+/// Width of a hash-table row of a logistic model (one output).
 pub const NUM_HASH_COLS: usize = size_of::<HashCols<u8>>();
+
+/// The columns of one more output (a softmax's classes `1..K`): its running logit, its
+/// clipped coefficient (a block constant) and its per-lane shares of the update.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OutputCols<T> {
+    /// Running logit of this output.
+    pub logit: T,
+    /// Block constant: this output's clipped coefficient `c_k`.
+    pub coeff: T,
+    /// Per lane: `c_k · x` on feature lanes, 0 elsewhere.
+    pub share: [T; RATE],
+}
+
+/// Width of one [`OutputCols`].
+pub const NUM_OUTPUT_COLS: usize = size_of::<OutputCols<u8>>();
+
+/// Width of a hash-table row for a layer of `outputs` outputs.
+pub const fn hash_width(outputs: usize) -> usize {
+    NUM_HASH_COLS + outputs.saturating_sub(1) * NUM_OUTPUT_COLS
+}
+
+/// A row split into its named part and the columns of outputs `1..K`.
+pub fn split_row<T>(row: &[T]) -> (&HashCols<T>, &[OutputCols<T>]) {
+    let (named, more) = row.split_at(NUM_HASH_COLS);
+    (HashCols::from_row(named), super::view_slice(more))
+}
+
+/// Mutable [`split_row`].
+pub fn split_row_mut<T>(row: &mut [T]) -> (&mut HashCols<T>, &mut [OutputCols<T>]) {
+    let (named, more) = row.split_at_mut(NUM_HASH_COLS);
+    (HashCols::from_row_mut(named), super::view_slice_mut(more))
+}
+
+/// Output `k`'s columns of a split row (output 0 from the named part).
+pub fn output<T: Copy>(named: &HashCols<T>, more: &[OutputCols<T>], k: usize) -> OutputCols<T> {
+    match k {
+        0 => OutputCols {
+            logit: named.logit,
+            coeff: named.coeff,
+            share: named.share,
+        },
+        _ => more[k - 1],
+    }
+}
+
+/// Mutable references to output `k`'s logit, coefficient and shares.
+pub fn output_mut<'a, T>(
+    named: &'a mut HashCols<T>,
+    more: &'a mut [OutputCols<T>],
+    k: usize,
+) -> (&'a mut T, &'a mut T, &'a mut [T; RATE]) {
+    match k {
+        0 => (&mut named.logit, &mut named.coeff, &mut named.share),
+        _ => {
+            let o = &mut more[k - 1];
+            (&mut o.logit, &mut o.coeff, &mut o.share)
+        }
+    }
+}
 
 impl<T> HashCols<T> {
     /// Views a row by name.
@@ -111,15 +174,25 @@ pub mod periodic {
     pub const ZERO: usize = FEATURE + RATE;
     /// `8k` on the block's `k`-th absorb row.
     pub const CHUNK_BASE: usize = ZERO + RATE;
-    /// Number of periodic columns.
+    /// Number of periodic columns of a logistic model; outputs `1..K` append their
+    /// per-lane weights ([`weight`]).
     pub const COUNT: usize = CHUNK_BASE + 1;
+
+    /// The column of output `k`'s weight in lane `lane`.
+    pub const fn weight(k: usize, lane: usize) -> usize {
+        match k {
+            0 => WEIGHT + lane,
+            _ => COUNT + (k - 1) * RATE + lane,
+        }
+    }
 }
 
 /// The hash table of one statement.
 #[derive(Clone)]
 pub struct HashTableAir {
     num_features: usize,
-    bias: i64,
+    /// Each output's bias (one for logistic regression).
+    biases: Vec<i64>,
     root: [Goldilocks; DIGEST_ELEMS],
     periodic: Vec<Vec<Goldilocks>>,
     num_public_values: usize,
@@ -128,9 +201,12 @@ pub struct HashTableAir {
 impl HashTableAir {
     /// Builds the table's AIR (and its periodic columns) for a statement.
     pub fn new(statement: &Statement, height: usize, num_public_values: usize) -> Self {
+        let d = statement.model.num_features();
+        let outputs = statement.shape().outputs;
+        let params = &statement.model.params;
         Self {
-            num_features: statement.model.num_features(),
-            bias: statement.model.bias(),
+            num_features: d,
+            biases: params[outputs * d..outputs * (d + 1)].to_vec(),
             root: statement.dataset.root_digest(),
             periodic: periodic_columns(statement, height),
             num_public_values,
@@ -148,7 +224,8 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
     let d = statement.model.num_features();
     let shape = statement.shape();
     let (k_rows, depth, block) = (shape.chunks(), shape.depth, shape.block_len());
-    let mut cols = vec![vec![Goldilocks::ZERO; height]; COUNT];
+    let outputs = shape.outputs;
+    let mut cols = vec![vec![Goldilocks::ZERO; height]; COUNT + (outputs - 1) * RATE];
     let one = Goldilocks::ONE;
     for (i, &index) in statement.batch_indices.iter().enumerate() {
         let base = i * block;
@@ -167,7 +244,10 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
             for lane in 0..RATE {
                 let pos = k * RATE + lane;
                 if pos < d {
-                    cols[WEIGHT + lane][row] = to_field(statement.model.weights()[pos]);
+                    for k in 0..outputs {
+                        let w = statement.model.params[k * d + pos];
+                        cols[weight(k, lane)][row] = to_field(w);
+                    }
                     cols[FEATURE + lane][row] = one;
                 } else if pos < k_rows * RATE - 3 {
                     cols[ZERO + lane][row] = one;
@@ -194,7 +274,7 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
 
 impl BaseAir<Goldilocks> for HashTableAir {
     fn width(&self) -> usize {
-        NUM_HASH_COLS
+        hash_width(self.biases.len())
     }
 
     fn num_periodic_columns(&self) -> usize {
@@ -217,23 +297,35 @@ impl BaseAir<Goldilocks> for HashTableAir {
 impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
     fn eval(&self, builder: &mut AB) {
         let main = builder.main();
-        let local = HashCols::from_row(main.current_slice());
-        let next = HashCols::from_row(main.next_slice());
+        let (local, local_more) = split_row(main.current_slice());
+        let (next, next_more) = split_row(main.next_slice());
         let p: Vec<AB::Expr> = builder
             .periodic_values()
             .iter()
             .map(|&v| v.into())
             .collect();
+        let outputs = self.biases.len();
+        let local_outputs: Vec<_> = (0..outputs).map(|k| output(local, local_more, k)).collect();
+        let next_outputs: Vec<_> = (0..outputs).map(|k| output(next, next_more, k)).collect();
 
         let permutation = local.input.iter().chain(&local.output).copied();
         builder.push_interaction(PERMUTATION_BUS, permutation, -1);
-        builder.assert_bool(local.label);
+        if outputs == 1 {
+            // A softmax's label is a class index; its step table proves it below `K`.
+            builder.assert_bool(local.label);
+        }
         builder.assert_bool(local.dir);
-        let row_logit = eval_lanes(builder, local, &p);
+        let row_logits = eval_lanes(builder, local, &p, outputs);
         eval_sponge(builder, local, next, &p, self.num_features);
         eval_merkle(builder, local, next, &p, &self.root);
-        eval_block(builder, local, next, &p, row_logit, self.bias);
-        eval_sends(builder, local, &p);
+        let block = Block {
+            local,
+            next,
+            local_outputs: &local_outputs,
+            next_outputs: &next_outputs,
+        };
+        eval_block(builder, &block, &p, row_logits, &self.biases);
+        eval_sends(builder, local, &local_outputs, &p, self.num_features);
     }
 }
 
@@ -242,13 +334,14 @@ fn constant<AB: AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
 }
 
 /// Feature lanes are the limbs' value minus the offset; padding lanes are zero; every limb
-/// is in the range table. Returns this row's share of the logit.
+/// is in the range table. Returns this row's share of each output's logit.
 fn eval_lanes<AB: InteractionBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &HashCols<AB::Var>,
     p: &[AB::Expr],
-) -> AB::Expr {
-    let mut row_logit = AB::Expr::ZERO;
+    outputs: usize,
+) -> Vec<AB::Expr> {
+    let mut row_logits = vec![AB::Expr::ZERO; outputs];
     let mut row_norm_sq = AB::Expr::ZERO;
     for lane in 0..RATE {
         let x: AB::Expr = c.input[lane].into();
@@ -259,12 +352,14 @@ fn eval_lanes<AB: InteractionBuilder<F = Goldilocks>>(
         builder.assert_zero(feature.clone() * (offset - spelled));
         eval_range(builder, &limbs, 2 * LIMB_BITS);
         builder.assert_zero(p[periodic::ZERO + lane].clone() * x.clone());
-        row_logit += p[periodic::WEIGHT + lane].clone() * x.clone();
+        for (k, row_logit) in row_logits.iter_mut().enumerate() {
+            *row_logit += p[periodic::weight(k, lane)].clone() * x.clone();
+        }
         row_norm_sq += feature * x.square();
     }
     debug_assert_eq!(2 * LIMB_BITS, FEATURE_BITS);
     builder.assert_eq(c.row_norm_sq, row_norm_sq);
-    row_logit
+    row_logits
 }
 
 /// Leaf sponge: the capacity starts at the leaf IV and chains between absorb rows.
@@ -320,39 +415,57 @@ fn eval_merkle<AB: AirBuilder<F = Goldilocks>>(
     builder.assert_zero(root_row * (index - p[periodic::INDEX].clone()));
 }
 
-/// Running logit and squared norm over a block (exclusive of the current row); label and
-/// coefficient constant over the block, the label bound to the leaf's label lane.
+/// A row and the next, with each output's columns.
+struct Block<'a, T> {
+    local: &'a HashCols<T>,
+    next: &'a HashCols<T>,
+    local_outputs: &'a [OutputCols<T>],
+    next_outputs: &'a [OutputCols<T>],
+}
+
+/// Running logits and squared norm over a block (exclusive of the current row); label and
+/// coefficients constant over the block, the label bound to the leaf's label lane.
 fn eval_block<AB: AirBuilder<F = Goldilocks>>(
     builder: &mut AB,
-    c: &HashCols<AB::Var>,
-    next: &HashCols<AB::Var>,
+    b: &Block<'_, AB::Var>,
     p: &[AB::Expr],
-    row_logit: AB::Expr,
-    bias: i64,
+    row_logits: Vec<AB::Expr>,
+    biases: &[i64],
 ) {
+    let (c, next) = (b.local, b.next);
     let keep = p[periodic::KEEP].clone();
     let start_next = p[periodic::START_NEXT].clone();
-    let bias_term = constant::<AB>(bias * ONE);
+    let bias_terms: Vec<AB::Expr> = biases.iter().map(|&b| constant::<AB>(b * ONE)).collect();
     let one_sq = constant::<AB>(ONE * ONE);
     let last_absorb = p[periodic::LAST_ABSORB].clone();
     builder.assert_zero(last_absorb * (c.label.into() - c.input[LABEL_LANE].into()));
 
-    builder
-        .when_first_row()
-        .assert_eq(c.logit, bias_term.clone());
+    for (o, bias_term) in b.local_outputs.iter().zip(&bias_terms) {
+        builder
+            .when_first_row()
+            .assert_eq(o.logit, bias_term.clone());
+    }
     builder
         .when_first_row()
         .assert_eq(c.norm_sq, one_sq.clone());
     let mut t = builder.when_transition();
-    t.assert_eq(
-        next.logit,
-        keep.clone() * c.logit.into() + row_logit + start_next.clone() * bias_term,
-    );
+    for (k, row_logit) in row_logits.into_iter().enumerate() {
+        let (o, after) = (&b.local_outputs[k], &b.next_outputs[k]);
+        t.assert_eq(
+            after.logit,
+            keep.clone() * o.logit.into() + row_logit + start_next.clone() * bias_terms[k].clone(),
+        );
+    }
     t.assert_eq(
         next.norm_sq,
         keep.clone() * c.norm_sq.into() + c.row_norm_sq.into() + start_next * one_sq,
     );
-    for (after, before) in [(next.coeff, c.coeff), (next.label, c.label)] {
+    let coeffs = b
+        .local_outputs
+        .iter()
+        .zip(b.next_outputs)
+        .map(|(o, n)| (n.coeff, o.coeff));
+    for (after, before) in coeffs.chain([(next.label, c.label)]) {
         t.assert_zero(keep.clone() * (after.into() - before.into()));
     }
 }
@@ -363,18 +476,28 @@ fn eval_block<AB: AirBuilder<F = Goldilocks>>(
 fn eval_sends<AB: InteractionBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &HashCols<AB::Var>,
+    outputs: &[OutputCols<AB::Var>],
     p: &[AB::Expr],
+    num_features: usize,
 ) {
     builder.assert_eq(c.sends_example, p[periodic::FIRST_MERKLE].clone());
     builder.assert_eq(c.chunk_base, p[periodic::CHUNK_BASE].clone());
-    let example = [c.logit, c.norm_sq, c.label, c.coeff].map(Into::into);
+    let logits = outputs.iter().map(|o| o.logit.into());
+    let coeffs = outputs.iter().map(|o| o.coeff.into());
+    let example: Vec<AB::Expr> = logits
+        .chain([c.norm_sq.into(), c.label.into()])
+        .chain(coeffs)
+        .collect();
     let sent = Count::bounded(c.sends_example.into(), 1);
     builder.push_interaction(EXAMPLE_BUS, example, sent);
-    for lane in 0..RATE {
-        let share = p[periodic::FEATURE + lane].clone() * c.coeff.into() * c.input[lane].into();
-        builder.assert_eq(c.share[lane], share);
-        let param = c.chunk_base.into() + AB::Expr::from_usize(lane);
-        // Field-valued: the bus sums shares per feature (ARCHITECTURE.md, "Buses").
-        builder.push_interaction(UPDATE_BUS, [param], Count::provided(c.share[lane].into()));
+    for (k, o) in outputs.iter().enumerate() {
+        for lane in 0..RATE {
+            let x: AB::Expr = c.input[lane].into();
+            let share = p[periodic::FEATURE + lane].clone() * o.coeff.into() * x;
+            builder.assert_eq(o.share[lane], share);
+            let param = c.chunk_base.into() + AB::Expr::from_usize(k * num_features + lane);
+            // Field-valued: the bus sums shares per parameter (ARCHITECTURE.md, "Buses").
+            builder.push_interaction(UPDATE_BUS, [param], Count::provided(o.share[lane].into()));
+        }
     }
 }

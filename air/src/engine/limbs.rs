@@ -66,6 +66,16 @@ pub fn write_limbs(
     Ok(())
 }
 
+/// Writes the low `bits` bits of `value` (two's complement), whatever its range: a
+/// forger's limbs, which pass the `bits`-bit range check and spell another value.
+pub fn write_limbs_truncated(limbs: &mut [Goldilocks], value: i64, bits: usize) {
+    debug_assert!(bits < 63);
+    let low = value & ((1 << bits) - 1);
+    for (i, limb) in limbs.iter_mut().enumerate() {
+        *limb = Goldilocks::from_i64((low >> (i * LIMB_BITS)) & (RANGE_SIZE as i64 - 1));
+    }
+}
+
 /// The table entries a range check's lookups hit, for the table's multiplicities.
 pub fn looked_up(limbs: &[Goldilocks], bits: usize) -> impl Iterator<Item = Goldilocks> + '_ {
     let shift = top_shift(bits);

@@ -1,6 +1,7 @@
 //! `LookupTable`: 1024 rows of verifier-computed (periodic) columns that provide the range
-//! `[0, 2^11)` (two values per row), the sigmoid's 512 segments (on the first 512 rows),
-//! and receive the public update (two entries per row).
+//! `[0, 2^11)` (two values per row), the head's 512 segments (on the first 512 rows: the
+//! sigmoid's for a logistic model, the exponential's for a softmax), and receive the
+//! public update (two entries per row, and one more lane per further 1024 parameters).
 //!
 //! The range is laid out two values to a row: 1024 rows, as tall as the hash table at
 //! d = 30, B = 64 over up to 2^11 dataset rows (each distinct table height costs a salt per
@@ -16,10 +17,11 @@ use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::RANGE_SIZE;
-use super::{RANGE_BUS, SIGMOID_BUS, UPDATE_BUS};
+use super::{EXP_BUS, RANGE_BUS, SIGMOID_BUS, UPDATE_BUS};
 use crate::fixed::{MAX_FEATURES, to_field};
 use crate::reference::ClippedGradientSum;
-use crate::sigmoid::{SEGMENTS, segment};
+use crate::segments::{SEGMENTS, Segment};
+use crate::spec::Head;
 
 /// Rows of the lookup table.
 pub const LOOKUP_HEIGHT: usize = 1024;
@@ -28,14 +30,17 @@ pub const LANES: usize = RANGE_SIZE / LOOKUP_HEIGHT;
 
 const _: () = assert!(LANES * LOOKUP_HEIGHT == RANGE_SIZE);
 const _: () = assert!(SEGMENTS <= LOOKUP_HEIGHT, "every segment has a row");
-const _: () = assert!(MAX_FEATURES < RANGE_SIZE, "every update entry has a slot");
+const _: () = assert!(
+    MAX_FEATURES < RANGE_SIZE,
+    "every logistic update entry has a slot in the two lanes"
+);
 
-/// Main columns.
+/// Main columns of the two-lane table; further update lanes append one copy each.
 pub mod cols {
     use super::LANES;
     /// Per lane: lookups of this row's range value.
     pub const RANGE_MULT: usize = 0;
-    /// Lookups of this row's sigmoid segment.
+    /// Lookups of this row's segment (the sigmoid's or the exponential's).
     pub const SIGMOID_MULT: usize = RANGE_MULT + LANES;
     /// Bus-visible copies of the periodic columns the buses read (LogUp's trace builder
     /// reads main columns only), in [`super::periodic`] order.
@@ -44,7 +49,8 @@ pub mod cols {
     pub const COUNT: usize = ENTRY + super::periodic::COPIED;
 }
 
-/// Periodic columns (period [`LOOKUP_HEIGHT`]).
+/// Periodic columns (period [`LOOKUP_HEIGHT`]) of the two-lane table; further update
+/// lanes append one each.
 pub mod periodic {
     use super::LANES;
     /// Per lane: the range value `i + 1024·lane`, also the update index `j`.
@@ -66,25 +72,50 @@ pub mod periodic {
     pub const COUNT: usize = IS_SEGMENT + 1;
 }
 
+/// Update lanes of a table receiving `num_params` entries (at least [`LANES`]).
+pub const fn update_lanes(num_params: usize) -> usize {
+    let lanes = num_params.div_ceil(LOOKUP_HEIGHT);
+    if lanes > LANES { lanes } else { LANES }
+}
+
+/// Main columns of a table receiving `num_params` entries.
+pub const fn lookup_width(num_params: usize) -> usize {
+    cols::COUNT + update_lanes(num_params) - LANES
+}
+
+/// The segment bus of a head: what its step table looks up.
+pub fn segment_bus(head: Head) -> &'static str {
+    match head {
+        Head::Sigmoid => SIGMOID_BUS,
+        Head::Softmax { .. } => EXP_BUS,
+    }
+}
+
 /// The lookup table of one statement and update.
 #[derive(Clone)]
 pub struct LookupTableAir {
     periodic: Vec<Vec<Goldilocks>>,
+    segment_bus: &'static str,
 }
 
 impl LookupTableAir {
-    /// The table receiving `update`.
-    pub fn new(update: &ClippedGradientSum) -> Self {
-        let mut entries = vec![Goldilocks::ZERO; RANGE_SIZE];
+    /// The table providing `head`'s segments and receiving `update`.
+    pub fn new(update: &ClippedGradientSum, head: Head) -> Self {
+        let lanes = update_lanes(update.values.len());
+        let mut entries = vec![Goldilocks::ZERO; lanes * LOOKUP_HEIGHT];
         for (entry, &u) in entries.iter_mut().zip(&update.values) {
             *entry = to_field(u);
         }
         let lane = |lane: usize| LOOKUP_HEIGHT * lane..LOOKUP_HEIGHT * (lane + 1);
-        let mut periodic = Vec::with_capacity(periodic::COUNT);
+        let mut periodic = Vec::with_capacity(periodic::COUNT + lanes - LANES);
         for l in 0..LANES {
             periodic.push(lane(l).map(Goldilocks::from_usize).collect());
         }
-        let segment_column = |value: fn(usize) -> Goldilocks| -> Vec<Goldilocks> {
+        let segment: fn(usize) -> Segment = match head {
+            Head::Sigmoid => crate::sigmoid::segment,
+            Head::Softmax { .. } => crate::exp::segment,
+        };
+        let segment_column = |value: &dyn Fn(usize) -> Goldilocks| -> Vec<Goldilocks> {
             (0..LOOKUP_HEIGHT)
                 .map(|k| {
                     if k < SEGMENTS {
@@ -95,35 +126,45 @@ impl LookupTableAir {
                 })
                 .collect()
         };
-        periodic.push(segment_column(|k| to_field(segment(k).start)));
-        periodic.push(segment_column(|k| to_field(segment(k).rise)));
+        periodic.push(segment_column(&|k| to_field(segment(k).start)));
+        periodic.push(segment_column(&|k| to_field(segment(k).rise)));
         for l in 0..LANES {
             periodic.push(entries[lane(l)].to_vec());
         }
-        periodic.push(segment_column(|_| Goldilocks::ONE));
-        Self { periodic }
+        periodic.push(segment_column(&|_| Goldilocks::ONE));
+        for l in LANES..lanes {
+            periodic.push(entries[lane(l)].to_vec());
+        }
+        Self {
+            periodic,
+            segment_bus: segment_bus(head),
+        }
     }
 
-    /// Row `i`'s copied periodic values, in [`periodic`] order (the trace copies them).
+    /// Update lanes beyond the first [`LANES`].
+    fn extra_lanes(&self) -> usize {
+        self.periodic.len() - periodic::COUNT
+    }
+
+    /// Row `i`'s copied periodic values, in column order (the trace copies them).
     pub fn periodic_values_by_row(&self) -> Vec<Vec<Goldilocks>> {
+        let copied = || {
+            let extra = &self.periodic[periodic::COUNT..];
+            self.periodic[..periodic::COPIED].iter().chain(extra)
+        };
         (0..LOOKUP_HEIGHT)
-            .map(|i| {
-                self.periodic[..periodic::COPIED]
-                    .iter()
-                    .map(|c| c[i])
-                    .collect()
-            })
+            .map(|i| copied().map(|c| c[i]).collect())
             .collect()
     }
 }
 
 impl BaseAir<Goldilocks> for LookupTableAir {
     fn width(&self) -> usize {
-        cols::COUNT
+        cols::COUNT + self.extra_lanes()
     }
 
     fn num_periodic_columns(&self) -> usize {
-        periodic::COUNT
+        self.periodic.len()
     }
 
     fn periodic_columns(&self) -> Cow<'_, [Vec<Goldilocks>]> {
@@ -140,12 +181,16 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for LookupTableAir {
         let main = builder.main();
         let row = main.current_slice();
         let entry = &row[cols::ENTRY..cols::COUNT];
+        let extra_entry = &row[cols::COUNT..];
         let p: Vec<AB::Expr> = builder
             .periodic_values()
             .iter()
             .map(|&v| v.into())
             .collect();
         for (&copy, p) in entry.iter().zip(&p[..periodic::COPIED]) {
+            builder.assert_eq(copy, p.clone());
+        }
+        for (&copy, p) in extra_entry.iter().zip(&p[periodic::COUNT..]) {
             builder.assert_eq(copy, p.clone());
         }
         for lane in 0..LANES {
@@ -165,6 +210,11 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for LookupTableAir {
         // bounds the step table's segment index.
         let not_segment = AB::Expr::ONE - p[periodic::IS_SEGMENT].clone();
         builder.assert_zero(not_segment * mult);
-        builder.push_interaction(SIGMOID_BUS, segment, Count::provided(-mult.into()));
+        builder.push_interaction(self.segment_bus, segment, Count::provided(-mult.into()));
+        for (i, &received) in extra_entry.iter().enumerate() {
+            let lane = LANES + i;
+            let index = entry[periodic::VALUE].into() + AB::Expr::from_usize(LOOKUP_HEIGHT * lane);
+            builder.push_interaction(UPDATE_BUS, [index], Count::provided(-received.into()));
+        }
     }
 }

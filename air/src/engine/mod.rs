@@ -3,7 +3,9 @@
 //!
 //! - [`hash_table`]: leaf sponges, Merkle paths, feature ranges, logits and norms.
 //! - [`step_table`]: the training step of each example (sigmoid, residual, clipping).
-//! - [`lookup_table`]: the range and sigmoid tables, and the receiving end of the update.
+//! - [`softmax_table`]: a softmax model's training step of each example, in place of the
+//!   step table.
+//! - [`lookup_table`]: the range and segment tables, and the receiving end of the update.
 //!
 //! - [`permutation_table`]: one Poseidon2 permutation per row, for the hash table.
 //!
@@ -15,6 +17,7 @@ pub mod hash_table;
 pub mod limbs;
 pub mod lookup_table;
 pub mod permutation_table;
+pub mod softmax_table;
 pub mod step_table;
 pub mod witness;
 
@@ -26,10 +29,12 @@ use p3_lookup::InteractionBuilder;
 
 pub use crate::error::WitnessError;
 use crate::reference::ClippedGradientSum;
+use crate::spec::Head;
 use crate::statement::{MIN_LOG_HEIGHT, ProofShape, Statement};
 use hash_table::HashTableAir;
 use lookup_table::{LOOKUP_HEIGHT, LookupTableAir};
 use permutation_table::PermutationTableAir;
+use softmax_table::SoftmaxStepTableAir;
 use step_table::StepTableAir;
 
 /// Permutation bus: `(input, output digest, output capacity)` of every hash-table row,
@@ -39,7 +44,9 @@ pub const PERMUTATION_BUS: &str = "permutation";
 pub const RANGE_BUS: &str = "range";
 /// Sigmoid bus: `(k, a_k, b_k)` looked up in the segment table.
 pub const SIGMOID_BUS: &str = "sigmoid";
-/// Example bus: `(z, N, y, c)` from the hash table to the step table.
+/// Exponential bus: `(k, a_k, b_k)` looked up in a softmax's segment table.
+pub const EXP_BUS: &str = "exp";
+/// Example bus: `(z_0.., N, y, c_0..)` from the hash table to the step table.
 pub const EXAMPLE_BUS: &str = "example";
 /// Update bus: `(j)` with field-valued counts that must sum to `U_j`.
 pub const UPDATE_BUS: &str = "update";
@@ -57,8 +64,10 @@ pub enum TableAir {
     Permutation(PermutationTableAir),
     /// Instance 1.
     Hash(HashTableAir),
-    /// Instance 2.
+    /// Instance 2 of a logistic model.
     Step(StepTableAir),
+    /// Instance 2 of a softmax model.
+    SoftmaxStep(SoftmaxStepTableAir),
     /// Instance 3.
     Lookup(LookupTableAir),
 }
@@ -96,13 +105,8 @@ impl TableHeights {
     }
 
     /// Committed main-trace cells over all tables (what proving time and memory follow).
-    pub fn committed_cells(&self) -> u64 {
-        let widths = [
-            permutation_table::NUM_PERM_COLS,
-            hash_table::NUM_HASH_COLS,
-            step_table::NUM_STEP_COLS,
-            lookup_table::cols::COUNT,
-        ];
+    pub fn committed_cells(&self, shape: &ProofShape) -> u64 {
+        let widths = table_widths(shape);
         self.as_array()
             .iter()
             .zip(widths)
@@ -119,20 +123,42 @@ impl TableHeights {
 /// Number of tables (instances) in a proof.
 pub const NUM_TABLES: usize = 4;
 
+/// Each table's width, in instance order.
+pub fn table_widths(shape: &ProofShape) -> [usize; NUM_TABLES] {
+    let outputs = shape.outputs.max(1);
+    let step = match shape.head() {
+        Head::Sigmoid => step_table::NUM_STEP_COLS,
+        Head::Softmax { classes } => softmax_table::softmax_width(classes),
+    };
+    [
+        permutation_table::NUM_PERM_COLS,
+        hash_table::hash_width(outputs),
+        step,
+        lookup_table::lookup_width(outputs * (shape.num_features + 1)),
+    ]
+}
+
 /// The tables of a statement and its claimed update, in instance order.
 pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; NUM_TABLES] {
     let heights = TableHeights::of(statement);
     let public = statement.layout().len;
+    let shape = statement.shape();
+    let (d, batch, clip) = (shape.num_features, shape.batch, statement.params.clip_norm);
+    let step = match shape.head() {
+        Head::Sigmoid => TableAir::Step(StepTableAir::new(d, batch, clip, heights.step)),
+        Head::Softmax { classes } => TableAir::SoftmaxStep(SoftmaxStepTableAir::new(
+            d,
+            classes,
+            batch,
+            clip,
+            heights.step,
+        )),
+    };
     [
         TableAir::Permutation(PermutationTableAir::default()),
         TableAir::Hash(HashTableAir::new(statement, heights.hash, public)),
-        TableAir::Step(StepTableAir::new(
-            statement.model.num_features(),
-            statement.params.batch_size,
-            statement.params.clip_norm,
-            heights.step,
-        )),
-        TableAir::Lookup(LookupTableAir::new(update)),
+        step,
+        TableAir::Lookup(LookupTableAir::new(update, shape.head())),
     ]
 }
 
@@ -142,6 +168,7 @@ macro_rules! each {
             TableAir::Permutation($air) => $e,
             TableAir::Hash($air) => $e,
             TableAir::Step($air) => $e,
+            TableAir::SoftmaxStep($air) => $e,
             TableAir::Lookup($air) => $e,
         }
     };
@@ -194,4 +221,21 @@ pub(crate) fn view_mut<T, V>(cells: &mut [T]) -> &mut V {
     let (prefix, views, suffix) = unsafe { cells.align_to_mut::<V>() };
     assert!(prefix.is_empty() && suffix.is_empty() && views.len() == 1);
     &mut views[0]
+}
+
+/// Views `cells` as a slice of the `#[repr(C)]` column struct `V` (its length a multiple
+/// of `V`'s width in `T`s).
+pub(crate) fn view_slice<T, V>(cells: &[T]) -> &[V] {
+    // SAFETY: as in `view`; the length check makes every `V` whole.
+    let (prefix, views, suffix) = unsafe { cells.align_to::<V>() };
+    assert!(prefix.is_empty() && suffix.is_empty());
+    views
+}
+
+/// Mutable [`view_slice`].
+pub(crate) fn view_slice_mut<T, V>(cells: &mut [T]) -> &mut [V] {
+    // SAFETY: as in `view_slice`.
+    let (prefix, views, suffix) = unsafe { cells.align_to_mut::<V>() };
+    assert!(prefix.is_empty() && suffix.is_empty());
+    views
 }

@@ -1,6 +1,6 @@
-//! Builds the three traces from a committed dataset. Every arithmetic cell comes from
-//! [`example_training_step`], the reference, so the update a proof attests to is the
-//! reference update by construction.
+//! Builds the four traces from a committed dataset. Every arithmetic cell comes from the
+//! reference ([`example_training_step`] for logistic regression, [`network_step`] for a
+//! softmax), so the update a proof attests to is the reference update by construction.
 
 use core::borrow::Borrow;
 
@@ -9,25 +9,31 @@ use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
 use p3_symmetric::Permutation;
 
-use super::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS};
-use super::limbs::{RANGE_SIZE, limbs_for, looked_up, write_limbs};
+use super::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS, output_mut, split_row_mut};
+use super::limbs::{RANGE_SIZE, limbs_for, looked_up, write_limbs, write_limbs_truncated};
 use super::lookup_table::{LANES, LOOKUP_HEIGHT, LookupTableAir, cols};
 use super::permutation_table::{
     HALF_FULL_ROUNDS, NUM_PERM_COLS, OUTPUT_LANES, PermCols, generate_rows,
 };
-use super::step_table::{
-    CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, NUM_STEP_COLS, REMAINDER_BITS,
-    StepCols, UNIT_BITS,
+use super::softmax_table::{
+    BELOW_SLACK_BITS, BOUND_BITS, BOUND_SLACK_BITS, CLIP_SLACK_BITS as SOFTMAX_CLIP_SLACK_BITS,
+    ClassCols, DELTA_GAP_BITS, DELTA_LOWER_BITS, DELTA_NORM_BITS, DIVISION_BITS,
+    REMAINDER_BITS as EXP_REMAINDER_BITS, UNIT_BITS as SOFTMAX_UNIT_BITS,
 };
-use super::{FEATURE_BITS, FEATURE_OFFSET, TableHeights, WitnessError};
+use super::step_table::{
+    CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, REMAINDER_BITS, StepCols, UNIT_BITS,
+};
+use super::{FEATURE_BITS, FEATURE_OFFSET, TableHeights, WitnessError, table_widths};
 use crate::commitment::CommittedDataset;
 use crate::fixed::{ONE, to_field};
 use crate::hash::{
     RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate,
 };
+use crate::network::{HeadSteps, NetworkStep, network_step};
 use crate::reference::{ClippedGradientSum, TrainingStep, example_training_step, validate_row};
 use crate::sigmoid::FIRST_SEGMENT;
-use crate::statement::Statement;
+use crate::spec::Head;
+use crate::statement::{ProofShape, Statement};
 
 /// The three traces of a proof, in instance order, and the update they attest to.
 pub struct Traces {
@@ -43,17 +49,54 @@ pub struct Traces {
     pub update: ClippedGradientSum,
 }
 
+/// One example's training step, by model.
+enum ExampleStep {
+    /// Logistic regression's.
+    Logistic(TrainingStep),
+    /// A softmax model's.
+    Softmax(NetworkStep),
+}
+
+impl ExampleStep {
+    /// The clipped coefficient of each output of the layer.
+    fn coeffs(&self) -> &[i64] {
+        match self {
+            Self::Logistic(step) => std::slice::from_ref(&step.coeff),
+            Self::Softmax(step) => &step.coefficients[0],
+        }
+    }
+}
+
 /// One example of the batch: its row, label and training step.
 struct Example<'a> {
     x: &'a [i64],
     y: u8,
-    step: TrainingStep,
+    step: ExampleStep,
 }
 
 /// The traces proving `statement` over `dataset`.
 pub fn generate_traces(
     statement: &Statement,
     dataset: &CommittedDataset,
+) -> Result<Traces, WitnessError> {
+    generate(statement, dataset, Labels::Checked)
+}
+
+/// How trace generation treats a committed label outside a softmax's classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// An error: the honest path.
+    Checked,
+    /// A forger's witness: the step is computed for the last class, the rows carry the
+    /// committed label.
+    Clamped,
+}
+
+/// [`generate_traces`], with the label policy of `labels`.
+pub fn generate(
+    statement: &Statement,
+    dataset: &CommittedDataset,
+    labels: Labels,
 ) -> Result<Traces, WitnessError> {
     statement.check_shape()?;
     if dataset.commitment() != statement.dataset {
@@ -67,6 +110,9 @@ pub fn generate_traces(
         )));
     }
     let heights = TableHeights::of(statement);
+    let layers = statement.model.layers()?;
+    let head = statement.model.spec.head();
+    let widths = table_widths(&statement.shape());
     let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; heights.hash];
     let mut examples = Vec::with_capacity(statement.batch_indices.len());
     let mut update = ClippedGradientSum::zero(statement.model.params.len());
@@ -88,27 +134,44 @@ pub fn generate_traces(
             perm_inputs[base + k_rows + level] = input;
             node = truncate(&permutation().permute(input));
         }
-        let step = example_training_step(&statement.model, x, y, statement.params.clip_norm);
-        update.add_example(step.coeff, x);
+        let clip = statement.params.clip_norm;
+        let step = match head {
+            Head::Sigmoid => {
+                let step = example_training_step(&statement.model, x, y, clip);
+                update.add_example(step.coeff, x);
+                ExampleStep::Logistic(step)
+            }
+            Head::Softmax { .. } => {
+                let step_label = match (labels, head) {
+                    (Labels::Clamped, Head::Softmax { classes }) => y.min(classes as u8 - 1),
+                    _ => y,
+                };
+                let step = network_step(&layers, head, x, step_label, clip)?;
+                update.add_step(&layers, x, &step);
+                ExampleStep::Softmax(step)
+            }
+        };
         examples.push(Example { x, y, step });
     }
     let permutation = generate_rows(perm_inputs);
-    let mut hash = RowMajorMatrix::new(
-        Goldilocks::zero_vec(heights.hash * NUM_HASH_COLS),
-        NUM_HASH_COLS,
-    );
+    let mut hash = RowMajorMatrix::new(Goldilocks::zero_vec(heights.hash * widths[1]), widths[1]);
     copy_permutation_io(&permutation, &mut hash);
     write_hash_rows(statement, &examples, &mut hash)?;
-    let mut step = RowMajorMatrix::new(
-        Goldilocks::zero_vec(heights.step * NUM_STEP_COLS),
-        NUM_STEP_COLS,
-    );
-    for (row, example) in step.values.chunks_exact_mut(NUM_STEP_COLS).zip(&examples) {
-        let c = StepCols::from_row_mut(row);
-        c.active = Goldilocks::ONE;
-        write_step_row(c, example.y, &example.step, statement.params.clip_norm)?;
+    let mut step = RowMajorMatrix::new(Goldilocks::zero_vec(heights.step * widths[2]), widths[2]);
+    let clip = statement.params.clip_norm;
+    for (row, example) in step.values.chunks_exact_mut(widths[2]).zip(&examples) {
+        match &example.step {
+            ExampleStep::Logistic(s) => {
+                let c = StepCols::from_row_mut(row);
+                c.active = Goldilocks::ONE;
+                write_step_row(c, example.y, s, clip)?;
+            }
+            ExampleStep::Softmax(s) => {
+                write_softmax_row(row, example.y, s, clip, OutOfRange::Refuse)?
+            }
+        }
     }
-    let lookup = multiplicities(&hash, &step, &update);
+    let lookup = multiplicities(&statement.shape(), &hash, &step, &update);
     Ok(Traces {
         permutation,
         hash,
@@ -129,10 +192,11 @@ fn copy_permutation_io(
     hash: &mut RowMajorMatrix<Goldilocks>,
 ) {
     let perm_rows = permutation.values.chunks_exact(NUM_PERM_COLS);
-    for (row, perm) in hash.values.chunks_exact_mut(NUM_HASH_COLS).zip(perm_rows) {
+    let width = hash.width;
+    for (row, perm) in hash.values.chunks_exact_mut(width).zip(perm_rows) {
         let perm: &PermCols<Goldilocks> = perm.borrow();
         let out = perm.ending_full_rounds[HALF_FULL_ROUNDS - 1].post;
-        let c = HashCols::from_row_mut(row);
+        let c = HashCols::from_row_mut(&mut row[..NUM_HASH_COLS]);
         c.input = perm.inputs;
         for (o, &lane) in c.output.iter_mut().zip(&OUTPUT_LANES) {
             *o = out[lane];
@@ -149,18 +213,27 @@ fn write_hash_rows(
 ) -> Result<(), WitnessError> {
     let shape = statement.shape();
     let (d, block, k_rows) = (shape.num_features, shape.block_len(), shape.chunks());
-    let model = &statement.model;
-    let mut rows = trace.values.chunks_exact_mut(NUM_HASH_COLS);
+    let outputs = shape.outputs;
+    let params = &statement.model.params;
+    let weight = |k: usize, j: usize| params[k * d + j];
+    let width = trace.width;
+    let mut rows = trace.values.chunks_exact_mut(width);
     for (example, &index) in examples.iter().zip(&statement.batch_indices) {
-        let mut logit = model.bias() * ONE;
+        let mut logits: Vec<i64> = (0..outputs)
+            .map(|k| params[outputs * d + k] * ONE)
+            .collect();
+        let coeffs = example.step.coeffs();
         let mut norm_sq = ONE * ONE;
         let mut spelled = 0u64;
         for offset in 0..block {
-            let c = HashCols::from_row_mut(rows.next().expect("the height fits every block"));
-            c.logit = to_field(logit);
+            let (c, more) = split_row_mut(rows.next().expect("the height fits every block"));
+            for k in 0..outputs {
+                let (logit, coeff, _) = output_mut(c, more, k);
+                *logit = to_field(logits[k]);
+                *coeff = to_field(coeffs[k]);
+            }
             c.norm_sq = to_field(norm_sq);
             c.label = Goldilocks::from_u8(example.y);
-            c.coeff = to_field(example.step.coeff);
             c.sends_example = Goldilocks::from_bool(offset == k_rows);
             if offset >= k_rows {
                 let level = offset - k_rows;
@@ -181,8 +254,11 @@ fn write_hash_rows(
                 let mut limbs = [Goldilocks::ZERO; 2];
                 write_limbs(&mut limbs, xj + FEATURE_OFFSET, FEATURE_BITS, "feature")?;
                 [c.lo[lane], c.hi[lane]] = limbs;
-                c.share[lane] = to_field(example.step.coeff * xj);
-                logit += model.weights()[j] * xj;
+                for (k, logit) in logits.iter_mut().enumerate() {
+                    let (_, _, share) = output_mut(c, more, k);
+                    share[lane] = to_field(coeffs[k] * xj);
+                    *logit += weight(k, j) * xj;
+                }
                 row_norm_sq += xj * xj;
             }
             norm_sq += row_norm_sq;
@@ -267,53 +343,248 @@ pub fn write_step_row(
     Ok(())
 }
 
+/// How a row writer treats a value outside its range check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutOfRange {
+    /// An error: the honest path.
+    Refuse,
+    /// Write its low bits (a forger's witness: the range check then passes and the
+    /// equation that defines the value fails).
+    Truncate,
+}
+
+impl OutOfRange {
+    fn write(
+        self,
+        limbs: &mut [Goldilocks],
+        value: i64,
+        bits: usize,
+        what: &'static str,
+    ) -> Result<(), WitnessError> {
+        match self {
+            Self::Refuse => write_limbs(limbs, value, bits, what),
+            Self::Truncate => {
+                write_limbs_truncated(limbs, value, bits);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One softmax step-table row from the reference's training step.
+pub fn write_softmax_row(
+    row: &mut [Goldilocks],
+    label: u8,
+    step: &NetworkStep,
+    clip_norm: i64,
+    mode: OutOfRange,
+) -> Result<(), WitnessError> {
+    let HeadSteps::Softmax(softmax) = &step.head else {
+        return Err(WitnessError::Dataset(
+            "a softmax row needs a softmax head".into(),
+        ));
+    };
+    let norms = &step.norms[0];
+    let (c, classes) = super::softmax_table::split_row_mut(row);
+    c.active = Goldilocks::ONE;
+    c.norm_sq = to_field(norms.input_sq);
+    c.label = Goldilocks::from_u8(label);
+    c.max_logit = to_field(softmax.max);
+    let nu_x = norms.input_norm;
+    mode.write(&mut c.input_norm, nu_x, NORM_BITS, "input norm")?;
+    let upper = nu_x * nu_x - norms.input_sq;
+    mode.write(&mut c.input_upper, upper, GAP_BITS, "input norm upper gap")?;
+    let lower = norms.input_sq - (nu_x - 1) * (nu_x - 1) - 1;
+    mode.write(&mut c.input_lower, lower, GAP_BITS, "input norm lower gap")?;
+    let (nu_r, r_sq) = (norms.delta_norm, norms.delta_sq);
+    mode.write(&mut c.delta_norm, nu_r, DELTA_NORM_BITS, "residual norm")?;
+    let upper = nu_r * nu_r - r_sq;
+    mode.write(
+        &mut c.delta_upper,
+        upper,
+        DELTA_GAP_BITS,
+        "residual norm upper gap",
+    )?;
+    let lower = nu_r * (r_sq - (nu_r - 1) * (nu_r - 1) - 1);
+    mode.write(
+        &mut c.delta_lower,
+        lower,
+        DELTA_LOWER_BITS,
+        "residual norm lower gap",
+    )?;
+    let bound = norms.bound;
+    mode.write(&mut c.bound, bound, BOUND_BITS, "layer bound")?;
+    let slack = bound * ONE - nu_r * nu_x;
+    mode.write(
+        &mut c.bound_slack,
+        slack,
+        BOUND_SLACK_BITS,
+        "layer bound slack",
+    )?;
+    c.clipped = Goldilocks::from_bool(step.clipped);
+    let decision = if step.clipped {
+        bound - clip_norm - 1
+    } else {
+        clip_norm - bound
+    };
+    mode.write(
+        &mut c.clip_slack,
+        decision,
+        SOFTMAX_CLIP_SLACK_BITS,
+        "clip slack",
+    )?;
+    for (k, class) in classes.iter_mut().enumerate() {
+        let selected = k == softmax.top;
+        let onehot = usize::from(label) == k;
+        write_class(class, step, softmax, k, [onehot, selected], clip_norm, mode)?;
+    }
+    Ok(())
+}
+
+/// Class `k`'s cells of a softmax row.
+fn write_class(
+    class: &mut ClassCols<Goldilocks>,
+    step: &NetworkStep,
+    softmax: &crate::network::SoftmaxSteps,
+    k: usize,
+    [onehot, selected]: [bool; 2],
+    clip_norm: i64,
+    mode: OutOfRange,
+) -> Result<(), WitnessError> {
+    let e = &softmax.exps[k];
+    let coeff = step.coefficients[0][k];
+    class.logit = to_field(step.logits[k]);
+    class.coeff = to_field(coeff);
+    class.onehot = Goldilocks::from_bool(onehot);
+    class.selected = Goldilocks::from_bool(selected);
+    class.top = Goldilocks::from_bool(e.top);
+    class.below = Goldilocks::from_bool(e.below);
+    class.quotient = to_field(e.quotient);
+    mode.write(
+        &mut class.remainder,
+        e.remainder,
+        EXP_REMAINDER_BITS,
+        "exp remainder",
+    )?;
+    let slack = if e.below {
+        crate::exp::FIRST_SEGMENT - e.quotient - 1
+    } else {
+        0
+    };
+    mode.write(
+        &mut class.below_slack,
+        slack,
+        BELOW_SLACK_BITS,
+        "exp below slack",
+    )?;
+    class.segment_start = to_field(e.segment.start);
+    class.segment_rise = to_field(e.segment.rise);
+    mode.write(&mut class.exp, e.value, SOFTMAX_UNIT_BITS, "exp")?;
+    mode.write(
+        &mut class.interpolation_remainder,
+        e.interpolation_remainder,
+        EXP_REMAINDER_BITS,
+        "exp interpolation remainder",
+    )?;
+    let p = softmax.probabilities[k];
+    mode.write(&mut class.probability, p, SOFTMAX_UNIT_BITS, "probability")?;
+    let rem = softmax.remainders[k];
+    mode.write(
+        &mut class.division_remainder,
+        rem,
+        DIVISION_BITS,
+        "division remainder",
+    )?;
+    let gap = softmax.sum - 1 - rem;
+    mode.write(&mut class.division_gap, gap, DIVISION_BITS, "division gap")?;
+    mode.write(
+        &mut class.coeff_abs,
+        coeff.abs(),
+        SOFTMAX_UNIT_BITS,
+        "|coeff|",
+    )?;
+    let (rem, gap) = if step.clipped {
+        let bound = step.norm;
+        let rem = step.residuals[k].abs() * clip_norm - coeff.abs() * bound;
+        (rem, bound - 1 - rem)
+    } else {
+        (0, 0)
+    };
+    mode.write(
+        &mut class.clip_remainder,
+        rem,
+        BOUND_BITS,
+        "clip floor remainder",
+    )?;
+    mode.write(&mut class.clip_gap, gap, BOUND_BITS, "clip floor gap")?;
+    Ok(())
+}
+
 /// The lookup table: its entries for `update`, and multiplicities counted from the other
-/// two traces: every limb lookup, and the segment of every active middle-case step row.
+/// two traces: every limb lookup, and the segment of every active middle-case step row
+/// (or class, for a softmax).
 pub fn multiplicities(
+    shape: &ProofShape,
     hash: &RowMajorMatrix<Goldilocks>,
     step: &RowMajorMatrix<Goldilocks>,
     update: &ClippedGradientSum,
 ) -> RowMajorMatrix<Goldilocks> {
     use p3_field::PrimeField64;
     let mut range = vec![0u64; RANGE_SIZE];
-    let mut sigmoid = vec![0u64; LOOKUP_HEIGHT];
+    let mut segments = vec![0u64; LOOKUP_HEIGHT];
     // A forged trace may hold limbs outside the table: they are left uncounted, so the
     // bus does not balance.
-    let count = |table: &mut Vec<u64>, v: u64| {
-        if let Some(m) = table.get_mut(v as usize) {
+    let count = |table: &mut Vec<u64>, v: Goldilocks| {
+        if let Some(m) = table.get_mut(v.as_canonical_u64() as usize) {
             *m += 1;
         }
     };
-    for row in hash.values.chunks_exact(NUM_HASH_COLS) {
-        let c = HashCols::from_row(row);
+    for row in hash.values.chunks_exact(hash.width) {
+        let c = HashCols::from_row(&row[..NUM_HASH_COLS]);
         for lane in 0..RATE {
             for v in looked_up(&[c.lo[lane], c.hi[lane]], FEATURE_BITS) {
-                count(&mut range, v.as_canonical_u64());
+                count(&mut range, v);
             }
         }
     }
-    for row in step.values.chunks_exact(NUM_STEP_COLS) {
+    for row in step.values.chunks_exact(step.width) {
+        if let Head::Softmax { .. } = shape.head() {
+            let (c, classes) = super::softmax_table::split_row(row);
+            let checks = c.range_checks().into_iter();
+            let class_checks = classes.iter().flat_map(ClassCols::range_checks);
+            for (limbs, bits) in checks.chain(class_checks) {
+                looked_up(limbs, bits).for_each(|v| count(&mut range, v));
+            }
+            for class in classes {
+                let mid = class.top == Goldilocks::ZERO && class.below == Goldilocks::ZERO;
+                if c.active == Goldilocks::ONE && mid {
+                    let k = class.quotient - to_field(crate::exp::FIRST_SEGMENT);
+                    count(&mut segments, k);
+                }
+            }
+            continue;
+        }
         let c = StepCols::from_row(row);
         for (limbs, bits) in c.range_checks() {
-            for v in looked_up(limbs, bits) {
-                count(&mut range, v.as_canonical_u64());
-            }
+            looked_up(limbs, bits).for_each(|v| count(&mut range, v));
         }
         let mid = c.below == Goldilocks::ZERO && c.above == Goldilocks::ZERO;
         if c.active == Goldilocks::ONE && mid {
             let k = c.quotient - to_field(FIRST_SEGMENT);
-            count(&mut sigmoid, k.as_canonical_u64());
+            count(&mut segments, k);
         }
     }
-    let mut values = Goldilocks::zero_vec(LOOKUP_HEIGHT * cols::COUNT);
-    let entries = LookupTableAir::new(update).periodic_values_by_row();
-    for (i, row) in values.chunks_exact_mut(cols::COUNT).enumerate() {
+    let table = LookupTableAir::new(update, shape.head());
+    let width = table_widths(shape)[3];
+    let mut values = Goldilocks::zero_vec(LOOKUP_HEIGHT * width);
+    let entries = table.periodic_values_by_row();
+    for (i, row) in values.chunks_exact_mut(width).enumerate() {
         for lane in 0..LANES {
             let value = i + LOOKUP_HEIGHT * lane;
             row[cols::RANGE_MULT + lane] = Goldilocks::from_u64(range[value]);
         }
-        row[cols::SIGMOID_MULT] = Goldilocks::from_u64(sigmoid[i]);
+        row[cols::SIGMOID_MULT] = Goldilocks::from_u64(segments[i]);
         row[cols::ENTRY..].copy_from_slice(&entries[i]);
     }
-    RowMajorMatrix::new(values, cols::COUNT)
+    RowMajorMatrix::new(values, width)
 }

@@ -85,3 +85,126 @@ pub fn fixture_with(features: Vec<Vec<i64>>, labels: Vec<u8>, model: Model, spec
     .expect("valid statement");
     Fixture { dataset, statement }
 }
+
+/// A softmax fixture: `classes` classes, random labels, a random model.
+pub fn softmax_fixture(spec: Spec, classes: u8) -> Fixture {
+    use zkfed_air::spec::ModelSpec;
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let fs = spec.feature_scale.min(X_OFFSET - 1);
+    let features: Vec<Vec<i64>> = (0..spec.rows)
+        .map(|_| {
+            (0..spec.features)
+                .map(|_| rng.random_range(-fs..=fs))
+                .collect()
+        })
+        .collect();
+    let labels: Vec<u8> = (0..spec.rows)
+        .map(|_| rng.random_range(0..classes))
+        .collect();
+    let model_spec = ModelSpec::Softmax { classes };
+    let params = (0..model_spec.num_params(spec.features))
+        .map(|_| rng.random_range(-spec.weight_scale..=spec.weight_scale))
+        .collect();
+    let model = Model {
+        spec: model_spec,
+        num_features: spec.features,
+        params,
+    };
+    fixture_with(features, labels, model, spec)
+}
+
+// ---------------------------------------------------------------------------------------
+// Which rules a forged witness breaks, checked without proving.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use p3_air::check_all_constraints;
+use p3_goldilocks::Goldilocks;
+use p3_lookup::Lookups;
+use p3_lookup::debug_util::{LookupDebugInstance, check_lookups};
+use p3_matrix::dense::RowMajorMatrix;
+use zkfed_air::ClippedGradientSum;
+use zkfed_air::config::Challenge;
+use zkfed_air::engine::witness::Traces;
+use zkfed_air::engine::{NUM_TABLES, tables};
+
+/// The rule a forged witness breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    Permutation,
+    Hash,
+    Step,
+    Lookup,
+    Bus,
+}
+
+pub const TABLE_RULES: [Rule; NUM_TABLES] =
+    [Rule::Permutation, Rule::Hash, Rule::Step, Rule::Lookup];
+
+pub fn matrices(t: &Traces) -> [&RowMajorMatrix<Goldilocks>; NUM_TABLES] {
+    [&t.permutation, &t.hash, &t.step, &t.lookup]
+}
+
+/// Every rule the traces break, for the statement and the claimed update.
+pub fn broken_rules(
+    statement: &Statement,
+    traces: &Traces,
+    update: &ClippedGradientSum,
+) -> Vec<Rule> {
+    let airs = tables(statement, update);
+    let public = [
+        Vec::new(),
+        statement.public_values(update),
+        Vec::new(),
+        Vec::new(),
+    ];
+    let mut broken = Vec::new();
+    for (i, (air, trace)) in airs.iter().zip(matrices(traces)).enumerate() {
+        if !check_all_constraints(air, trace, &public[i], Some(1)).is_ok() {
+            broken.push(TABLE_RULES[i]);
+        }
+    }
+    let lookups: Vec<Lookups<Goldilocks>> =
+        airs.iter().map(Lookups::from_air::<Challenge, _>).collect();
+    let instances: Vec<LookupDebugInstance<'_, Goldilocks>> = matrices(traces)
+        .into_iter()
+        .zip(&lookups)
+        .zip(&public)
+        .map(
+            |((main_trace, lookups), public_values)| LookupDebugInstance {
+                main_trace,
+                preprocessed_trace: &None,
+                public_values,
+                lookups,
+                permutation_challenges: &[],
+            },
+        )
+        .collect();
+    if catch_unwind(AssertUnwindSafe(|| check_lookups(&instances))).is_err() {
+        broken.push(Rule::Bus);
+    }
+    broken
+}
+
+/// Whether `p3-batch-stark`'s verifier, given the tables and the heights the proof claims,
+/// accepts it: what a verifier without zkfed's shape check would do.
+pub fn batch_stark_alone_accepts(
+    statement: &Statement,
+    update: &ClippedGradientSum,
+    bytes: &[u8],
+) -> bool {
+    let proof = zkfed_air::proof::decode_proof(bytes).unwrap();
+    let config = zkfed_air::config::zk_config_for(&statement.shape());
+    let airs = tables(statement, update);
+    let public = [
+        Vec::new(),
+        statement.public_values(update),
+        Vec::new(),
+        Vec::new(),
+    ];
+    let common =
+        p3_batch_stark::ProverData::from_airs_and_degrees(&config, &airs, &proof.degree_bits)
+            .unwrap()
+            .common;
+    p3_batch_stark::verify_batch(&config, &airs, &proof, &public, &common).is_ok()
+}
