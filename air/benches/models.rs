@@ -11,23 +11,21 @@
 //! - `softmax-784`: 784 → 10 (7,850 parameters) on 1,024 synthetic rows (depth 10).
 //! - `mlp-digits` and `mlp-784` are listed as not proven yet.
 
-use std::process::Command;
-use std::time::Instant;
+mod measure;
 
-use p3_matrix::Matrix;
+use std::process::Command;
+
+use measure::{measure, peak_rss_mib};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use zkfed_air::data::{Standardization, digits};
-use zkfed_air::engine::witness::generate_traces;
 use zkfed_air::fixed::ONE;
-use zkfed_air::proof::{prove_traces, verify};
 use zkfed_air::spec::ModelSpec;
 use zkfed_air::{CommittedDataset, Model, ProofContext, RoundParams, Statement};
 
 const REPEATS: usize = 3;
 const BATCH: usize = 32;
 const CELLS: [&str; 4] = ["softmax-digits", "mlp-digits", "softmax-784", "mlp-784"];
-const TABLE_NAMES: [&str; 4] = ["perm", "hash", "step", "look"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -125,55 +123,13 @@ fn one_cell(cell: &str) {
         [3; 32],
     )
     .expect("statement");
-    let mut prove_s = f64::INFINITY;
-    let mut proof = Vec::new();
-    let mut update = None;
-    let mut dims = [(0, 0); 4];
-    for _ in 0..REPEATS {
-        let start = Instant::now();
-        let traces = generate_traces(&statement, &dataset).expect("traces");
-        proof = prove_traces(&statement, &traces, &traces.update).expect("prove");
-        prove_s = prove_s.min(start.elapsed().as_secs_f64());
-        dims = [
-            &traces.permutation,
-            &traces.hash,
-            &traces.step,
-            &traces.lookup,
-        ]
-        .map(|m| (m.height(), m.width()));
-        update = Some(traces.update);
-    }
-    let update = update.expect("proved");
-    let single = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool");
-    let mut verify_ms = f64::INFINITY;
-    for _ in 0..REPEATS {
-        let start = Instant::now();
-        single
-            .install(|| verify(&statement, &update, &proof))
-            .expect("verify");
-        verify_ms = verify_ms.min(start.elapsed().as_secs_f64() * 1e3);
-    }
-    let tables = TABLE_NAMES
-        .iter()
-        .zip(dims)
-        .map(|(name, (h, w))| format!("{name} {h}x{w}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let m = measure(&statement, &dataset, REPEATS);
     println!(
-        "{cell:<15} {params:>7}  {tables:<50} {prove_s:>8.3} {verify_ms:>10.1} {:>10.1} {:>9.0}",
-        proof.len() as f64 / 1024.0,
+        "{cell:<15} {params:>7}  {:<50} {:>8.3} {:>10.1} {:>10.1} {:>9.0}",
+        m.tables(),
+        m.prove_s,
+        m.verify_ms,
+        m.proof_bytes as f64 / 1024.0,
         peak_rss_mib(),
     );
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -19,24 +19,22 @@
 //! [`zkfed_air::config::security_estimate`] (Plonky3's estimator with the LogUp term).
 
 mod common;
+mod measure;
 
 use std::process::Command;
 use std::time::Instant;
 
 use common::{ROWS, statement, synthetic_dataset};
+use measure::{measure, peak_rss_mib};
 use p3_air::{Air, AirBuilder, BaseAir, WindowAccess};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
-use p3_matrix::Matrix;
 use p3_matrix::dense::RowMajorMatrix;
 use zkfed_air::engine::TableHeights;
-use zkfed_air::engine::witness::generate_traces;
-use zkfed_air::proof::{prove_traces, verify};
 
 const GRID_D: [usize; 2] = [30, 256];
 const GRID_B: [usize; 3] = [16, 64, 256];
 const REPEATS: usize = 3;
-const TABLE_NAMES: [&str; 4] = ["perm", "hash", "step", "look"];
 
 /// A plain AIR of a given width: every column counts up by one per row.
 struct TrivialAir {
@@ -115,64 +113,24 @@ fn one_cell(d: usize, batch: usize) {
     let (dataset, model) = synthetic_dataset(d, batch);
     let statement = statement(&dataset, &model, batch, 1);
 
-    let mut prove_s = f64::INFINITY;
-    let mut proof = Vec::new();
-    let mut update = None;
-    let mut dims = [(0, 0); 4];
-    for _ in 0..REPEATS {
-        let start = Instant::now();
-        let traces = generate_traces(&statement, &dataset).expect("traces");
-        proof = prove_traces(&statement, &traces, &traces.update).expect("prove");
-        prove_s = prove_s.min(start.elapsed().as_secs_f64());
-        dims = [
-            &traces.permutation,
-            &traces.hash,
-            &traces.step,
-            &traces.lookup,
-        ]
-        .map(|m| (m.height(), m.width()));
-        update = Some(traces.update);
-    }
-    let update = update.expect("proved");
+    let m = measure(&statement, &dataset, REPEATS);
     let heights = TableHeights::of(&statement);
-    assert_eq!(
-        dims.map(|(h, _)| h),
-        heights.as_array(),
-        "trace heights differ from TableHeights"
-    );
-
-    let single = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("pool");
-    let mut verify_ms = f64::INFINITY;
-    for _ in 0..REPEATS {
-        let start = Instant::now();
-        single
-            .install(|| verify(&statement, &update, &proof))
-            .expect("verify");
-        verify_ms = verify_ms.min(start.elapsed().as_secs_f64() * 1e3);
-    }
 
     // Before the plain proof below, so the peak is the engine's alone.
     let peak_mib = peak_rss_mib();
-    let cells: usize = dims.iter().map(|&(h, w)| h * w).sum();
+    let cells: usize = m.dims.iter().map(|&(h, w)| h * w).sum();
     let plain_height = heights.hash;
     let plain_width = cells.div_ceil(plain_height);
     let plain_s = plain_prove_seconds(plain_height, plain_width);
     let plain_cells = (plain_height * plain_width) as f64;
     let cells = cells as f64;
+    let (prove_s, verify_ms) = (m.prove_s, m.verify_ms);
     let ratio = (cells / prove_s) / (plain_cells / plain_s);
     let security = zkfed_air::config::security_estimate(&statement);
-    let tables = TABLE_NAMES
-        .iter()
-        .zip(dims)
-        .map(|(name, (h, w))| format!("{name} {h}x{w}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let tables = m.tables();
     println!(
         "{d:>4} {batch:>4}  {tables:<52} {prove_s:>8.3} {verify_ms:>10.1} {:>10.1} {:>9.0} {:>12.2} {:>12.2}x {:>9}",
-        proof.len() as f64 / 1024.0,
+        m.proof_bytes as f64 / 1024.0,
         peak_mib,
         cells / prove_s / 1e6,
         ratio,
@@ -200,13 +158,4 @@ fn plain_prove_seconds(height: usize, width: usize) -> f64 {
         best = best.min(start.elapsed().as_secs_f64());
     }
     best
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

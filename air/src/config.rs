@@ -11,8 +11,8 @@
 //! arity up to 16, final polynomial of 128 coefficients. Grinding: 20 bits before the FRI
 //! queries (a 24th query would cost every proof about 6 KiB of openings; 4 more bits of
 //! grinding cost the prover about 2^20 Keccak hashes instead), 16 bits before the batching
-//! challenge, the out-of-domain point and the LogUp challenges, 10 bits before each folding
-//! challenge.
+//! challenge, the out-of-domain point and the LogUp challenges (20 before a softmax's LogUp
+//! challenges: [`lookup_pow_bits`]), 10 bits before each folding challenge.
 //! [`security_estimate`] runs Plonky3's own estimator on the whole batch of four tables,
 //! with the LogUp fingerprint bound as an extra term: 110 bits conjectured (Plonky3's
 //! model, not a proof; the FRI query phase binds) and 65 bits proven on every accepted
@@ -167,7 +167,7 @@ pub struct SecurityEstimate {
     pub quotient_chunks: usize,
 }
 
-/// The security estimate for proofs of `statement`, under [`zk_config`]'s parameters.
+/// The security estimate for proofs of `statement`, under [`zk_config_for`]'s parameters.
 pub fn security_estimate(statement: &Statement) -> SecurityEstimate {
     security_estimate_with(
         statement,

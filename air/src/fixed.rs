@@ -10,7 +10,7 @@
 //! | quantity | scale | accepted range (raw) | enforced by |
 //! |---|---|---|---|
 //! | feature `x` | 2^16 | `[-2^21, 2^21)` (±32.0) | CSV loader; two 11-bit limbs looked up in the range table |
-//! | label `y` | 1 | `{0, 1}` | CSV loader; AIR booleanity |
+//! | label `y` | 1 | `{0, 1}`; a softmax's `0..K` | CSV loader; AIR booleanity, or a softmax's one-hot bits |
 //! | weight `w`, bias `b` | 2^16 | `|w| < 2^24` (±256.0) | [`crate::Model::validate`]; verifier |
 //! | clip norm `C` | 2^16 | `(0, 2^24)` | [`crate::RoundParams::validate`] |
 //! | features `d` | – | `1..=MAX_FEATURES` (1024) | shape validation |

@@ -25,8 +25,9 @@ use crate::fixed::MAX_BATCH;
 use crate::reference::ClippedGradientSum;
 use crate::statement::{PROTOCOL_VERSION, ProofShape, Statement};
 
-/// Proofs larger than this are refused before decoding (the largest accepted shape's
-/// allowance under [`max_proof_bytes`] is below it).
+/// Proofs larger than this are refused before decoding: the cap on [`max_proof_bytes`]'s
+/// allowance, which a softmax of 32 or more classes reaches (its honest proof, 1,064 KiB at
+/// 64 classes, stays below).
 pub const MAX_PROOF_BYTES: usize = 2 << 20;
 /// Update entries must be below this in magnitude (so their field encoding is unique).
 const UPDATE_BOUND: u64 = 1 << 62;

@@ -94,6 +94,39 @@ fn honest(spec: Spec, classes: u8) -> Honest {
     }
 }
 
+/// The honest traces and a copy of their first example's step, for a forger to change.
+fn first_example(h: Honest) -> (Honest, NetworkStep) {
+    let step = h.steps[0].clone();
+    (h, step)
+}
+
+impl Honest {
+    fn clip(&self) -> i64 {
+        self.f.statement.params.clip_norm
+    }
+
+    /// The first example's division and everything after it, as an honest prover would.
+    fn redivide_onward(&self, step: &mut NetworkStep) {
+        redivide(step);
+        self.residuals_onward(step);
+    }
+
+    /// The first example's residuals and everything after them.
+    fn residuals_onward(&self, step: &mut NetworkStep) {
+        restep(step, self.labels[0], self.clip());
+    }
+
+    /// `A` and everything after it.
+    fn bound_onward(&self, step: &mut NetworkStep) {
+        rebound(step, self.clip());
+    }
+
+    /// The clip decision and the coefficients.
+    fn clip_onward(&self, step: &mut NetworkStep) {
+        reclip(step, self.clip());
+    }
+}
+
 /// A fixture (with [`CLASSES`]) whose first example is clipped and has classes in each of
 /// the exponential's three cases.
 /// The cheating provers' fixture with `C = A + offset` for its first example's layer bound
@@ -225,10 +258,27 @@ fn forge_with(h: &mut Honest, i: usize, step: &NetworkStep, edit: RowEdit) -> Fo
     );
     let update = rebalance(&h.f.statement, &mut h.traces).expect("a small forged update");
     let broken = broken_rules(&h.f.statement, &h.traces, &update);
-    let proof = prove_traces(&h.f.statement, &h.traces, &update).expect("prover runs");
     Forged {
         broken,
-        verdict: verify(&h.f.statement, &update, &proof),
+        verdict: prove_and_verify(&h.f.statement, &h.traces, &update),
+    }
+}
+
+/// Proves `traces` claiming `update` and verifies the bytes. Debug builds of Plonky3 check
+/// the witness before proving and refuse a forged one; that refusal stands for the
+/// verifier's (release builds, which CI runs, always reach the verifier).
+fn prove_and_verify(
+    statement: &zkfed_air::Statement,
+    traces: &Traces,
+    update: &zkfed_air::ClippedGradientSum,
+) -> Result<(), VerifyError> {
+    match prove_traces(statement, traces, update) {
+        Ok(proof) => verify(statement, update, &proof),
+        Err(e) => {
+            let debug = cfg!(debug_assertions);
+            assert!(debug, "release prover refused: {e}");
+            Err(VerifyError::Rejected(format!("debug prover refused: {e}")))
+        }
     }
 }
 
@@ -267,13 +317,12 @@ fn rewriting_an_honest_step_verifies() {
 #[test]
 fn softmax_normalization_off_is_rejected() {
     // Probabilities divided by 2S (they sum to about 1/2), remainders in range.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let s = softmax_mut(&mut step);
     let doubled = 2 * s.sum;
     s.probabilities = s.exps.iter().map(|e| e.value * ONE / doubled).collect();
     s.remainders = vec![0; s.exps.len()];
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.residuals_onward(&mut step);
     assert_rejected(h, 0, step, "normalization off");
 }
 
@@ -289,7 +338,7 @@ fn probability_off_by_one_is_rejected() {
     let mut step = h.steps[0].clone();
     assert!(!step.clipped, "the fixture keeps example 0 unclipped");
     softmax_mut(&mut step).probabilities[1] += 1;
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.residuals_onward(&mut step);
     assert_rejected(h, 0, step, "p off by one");
 }
 
@@ -305,24 +354,21 @@ fn middle_class(step: &NetworkStep) -> usize {
 #[test]
 fn top_flag_on_a_smaller_logit_is_rejected() {
     // Claims e = 1 for a logit below the largest (u < 0), keeping its honest q and rem.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let k = middle_class(&step);
     let e = &mut softmax_mut(&mut step).exps[k];
     e.top = true;
     e.value = ONE;
     e.segment = Segment { start: 0, rise: 0 };
     e.interpolation_remainder = 0;
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_rejected(h, 0, step, "top on a smaller logit");
 }
 
 #[test]
 fn the_smallest_logit_selected_as_the_largest_is_rejected() {
     // m is the smallest logit: every larger one then has u > 0 and claims the top case.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let logits = step.logits.clone();
     let second = (0..logits.len())
         .min_by_key(|&k| logits[k])
@@ -348,41 +394,35 @@ fn the_smallest_logit_selected_as_the_largest_is_rejected() {
             exp(u)
         };
     }
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_rejected(h, 0, step, "smaller logit as the max");
 }
 
 #[test]
 fn below_flag_on_a_middle_logit_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let k = middle_class(&step);
     let e = &mut softmax_mut(&mut step).exps[k];
     e.below = true;
     e.value = 0;
     e.segment = Segment { start: 0, rise: 0 };
     e.interpolation_remainder = 0;
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_rejected(h, 0, step, "below on a middle logit");
 }
 
 #[test]
 fn exponential_off_the_segment_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let k = middle_class(&step);
     softmax_mut(&mut step).exps[k].value += 7;
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_rejected(h, 0, step, "exp off its segment");
 }
 
 #[test]
 fn clipped_coefficient_too_large_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     assert!(step.clipped, "the fixture clips example 0");
     let k = (0..step.residuals.len())
         .find(|&k| step.residuals[k] != 0)
@@ -429,11 +469,10 @@ fn kept_coefficient_changed_is_rejected() {
 #[test]
 fn residual_norm_claimed_zero_is_rejected() {
     // ν_r = 0 (which voids its lower gap) makes A = 0 and skips clipping altogether.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     assert!(step.clipped && step.norms[0].delta_sq > 0);
     step.norms[0].delta_norm = 0;
-    rebound(&mut step, h.f.statement.params.clip_norm);
+    h.bound_onward(&mut step);
     assert!(!step.clipped);
     assert_rejected(h, 0, step, "ν_r = 0 claimed");
 }
@@ -442,8 +481,7 @@ fn residual_norm_claimed_zero_is_rejected() {
 fn largest_logit_above_every_logit_is_rejected() {
     // m 9.0 above the largest logit with no class selected: every exponential shrinks to a
     // few units, so the probabilities round coarsely.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let logits = step.logits.clone();
     let s = softmax_mut(&mut step);
     s.max += 9 << 32;
@@ -451,8 +489,7 @@ fn largest_logit_above_every_logit_is_rejected() {
     for (k, e) in s.exps.iter_mut().enumerate() {
         *e = exp(logits[k] - max);
     }
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     let unselected: RowEdit = |_, classes| {
         for class in classes {
             class.selected = Goldilocks::ZERO;
@@ -463,8 +500,7 @@ fn largest_logit_above_every_logit_is_rejected() {
 
 #[test]
 fn unclipped_claim_above_the_bound_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     assert!(step.clipped, "the fixture clips example 0");
     step.clipped = false;
     step.coefficients[0] = step.residuals.clone();
@@ -479,26 +515,24 @@ fn understated_residual_norm_is_rejected() {
     let h = at_the_bound(-1);
     let mut step = h.steps[0].clone();
     step.norms[0].delta_norm -= 1;
-    rebound(&mut step, h.f.statement.params.clip_norm);
+    h.bound_onward(&mut step);
     assert_rejected(h, 0, step, "ν_r understated");
 }
 
 #[test]
 fn understated_input_norm_is_rejected() {
     // ν_x about 0.4% low: its lower gap stays in range.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     step.norms[0].input_norm -= step.norms[0].input_norm / 256;
-    rebound(&mut step, h.f.statement.params.clip_norm);
+    h.bound_onward(&mut step);
     assert_rejected(h, 0, step, "ν_x understated");
 }
 
 #[test]
 fn understated_layer_bound_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     step.norms[0].bound -= step.norms[0].bound / 4 + 1;
-    reclip(&mut step, h.f.statement.params.clip_norm);
+    h.clip_onward(&mut step);
     assert_rejected(h, 0, step, "A understated");
 }
 
@@ -514,8 +548,7 @@ fn skipped_example_is_rejected() {
 #[test]
 fn wrong_sign_on_the_label_class_is_rejected() {
     // The label's class pushed up instead of down.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let y = usize::from(h.labels[0]);
     assert!(
         step.coefficients[0][y] < 0,
@@ -536,8 +569,7 @@ fn update_of_one_block_changed_is_rejected() {
     share[1] += Goldilocks::ONE;
     let update = rebalance(&h.f.statement, &mut h.traces).unwrap();
     assert_ne!(update, honest_update);
-    let proof = prove_traces(&h.f.statement, &h.traces, &update).unwrap();
-    let verdict = verify(&h.f.statement, &update, &proof);
+    let verdict = prove_and_verify(&h.f.statement, &h.traces, &update);
     assert!(
         matches!(verdict, Err(VerifyError::Rejected(_))),
         "{verdict:?}"
@@ -629,23 +661,19 @@ fn below_class(step: &NetworkStep) -> usize {
 
 #[test]
 fn largest_logits_exponential_not_one_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let top = softmax_of(&step).top;
     softmax_mut(&mut step).exps[top].value = ONE / 2;
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_rejected(h, 0, step, "e of the largest logit ≠ 1");
 }
 
 #[test]
 fn exponential_below_the_table_not_zero_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     let k = below_class(&step);
     softmax_mut(&mut step).exps[k].value = ONE / 4;
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_rejected(h, 0, step, "e below the table ≠ 0");
 }
 
@@ -667,7 +695,7 @@ fn probability_floor_too_low_is_rejected() {
         .expect("a positive probability");
     s.probabilities[k] -= 1;
     s.remainders[k] += s.sum;
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.residuals_onward(&mut step);
     assert_rejected(h, 0, step, "p floor too low");
 }
 
@@ -675,8 +703,7 @@ fn probability_floor_too_low_is_rejected() {
 fn clipped_coefficient_too_small_is_rejected() {
     // |c_k| - 1 with the floor remainder raised by A: the equation holds, the remainder
     // is not below A.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     assert!(step.clipped, "the fixture clips example 0");
     let k = (0..step.residuals.len())
         .find(|&k| step.coefficients[0][k] != 0)
@@ -693,26 +720,24 @@ fn overstated_residual_norm_is_rejected() {
     let mut step = h.steps[0].clone();
     assert!(!step.clipped);
     step.norms[0].delta_norm += 1;
-    rebound(&mut step, h.f.statement.params.clip_norm);
+    h.bound_onward(&mut step);
     assert_rejected(h, 0, step, "ν_r overstated");
 }
 
 #[test]
 fn overstated_input_norm_is_rejected() {
     // ν_x about 0.4% high: its upper gap stays in range.
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     step.norms[0].input_norm += step.norms[0].input_norm / 256;
-    rebound(&mut step, h.f.statement.params.clip_norm);
+    h.bound_onward(&mut step);
     assert_rejected(h, 0, step, "ν_x overstated");
 }
 
 #[test]
 fn overstated_layer_bound_is_rejected() {
-    let h = honest(clipped_spec(), CLASSES);
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = first_example(honest(clipped_spec(), CLASSES));
     step.norms[0].bound += step.norms[0].bound / 4 + 1;
-    reclip(&mut step, h.f.statement.params.clip_norm);
+    h.clip_onward(&mut step);
     assert_rejected(h, 0, step, "A overstated");
 }
 
@@ -769,8 +794,7 @@ fn exponential_from_another_segment_is_rejected() {
     let scaled = e.segment.rise * e.remainder;
     e.value = e.segment.start + (scaled >> 27);
     e.interpolation_remainder = scaled - ((scaled >> 27) << 27);
-    redivide(&mut step);
-    restep(&mut step, h.labels[0], h.f.statement.params.clip_norm);
+    h.redivide_onward(&mut step);
     assert_ne!(step.coefficients[0], h.steps[0].coefficients[0]);
     let forged = forge(&mut h, 0, &step);
     assert_eq!(forged.broken, [Rule::Bus]);
@@ -826,4 +850,52 @@ fn doubled_softmax_traces_are_rejected_for_their_height() {
         matches!(&verdict, Err(VerifyError::ProofShape { field, .. }) if field.ends_with("degree_bits")),
         "{verdict:?}"
     );
+}
+
+#[test]
+fn softmax_proofs_grind_their_own_bits_before_the_lookup_challenges() {
+    // The statement's head sets the lookup grinding: a softmax proof made with a logistic
+    // model's 16 bits is refused, the same proof path with the softmax's bits verifies.
+    use p3_batch_stark::{ProverData, StarkInstance, prove_batch};
+    use p3_uni_stark::StarkGenericConfig;
+    use zkfed_air::config::{SOFTMAX_LOOKUP_POW_BITS, ZkConfig, zk_config, zk_config_for};
+    use zkfed_air::engine::{TableHeights, tables};
+    let f = softmax_fixture(Spec::default(), 3);
+    let shape = f.statement.shape();
+    assert_eq!(
+        zk_config_for(&shape).lookup_proof_of_work_bits(),
+        SOFTMAX_LOOKUP_POW_BITS
+    );
+    let traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    let update = &traces.update;
+    let prove_with = |config: ZkConfig| {
+        let airs = tables(&f.statement, update);
+        let public = [
+            Vec::new(),
+            f.statement.public_values(update),
+            Vec::new(),
+            Vec::new(),
+        ];
+        let degrees = TableHeights::of(&f.statement)
+            .as_array()
+            .map(|h| h.trailing_zeros() as usize + zkfed_air::config::ZK_HEIGHT_BITS);
+        let data = ProverData::from_airs_and_degrees(&config, &airs, &degrees).unwrap();
+        let matrices = [
+            &traces.permutation,
+            &traces.hash,
+            &traces.step,
+            &traces.lookup,
+        ];
+        let instances = StarkInstance::new_multiple(&airs, &matrices, &public);
+        let proof = prove_batch(&config, &instances, &data).unwrap();
+        zkfed_air::proof::encode_proof(&proof)
+    };
+    let weak = prove_with(zk_config());
+    let verdict = verify(&f.statement, update, &weak);
+    assert!(
+        matches!(verdict, Err(VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
+    let strong = prove_with(zk_config_for(&shape));
+    assert_eq!(verify(&f.statement, update, &strong), Ok(()));
 }

@@ -31,6 +31,8 @@ pub(crate) struct Prepared {
     pub(crate) raw: RawDataset,
     /// The model the run trains.
     pub(crate) spec: ModelSpec,
+    /// Its name as the coordinator's configuration takes it (`auto` resolved).
+    pub(crate) model_name: String,
     pub(crate) train: Vec<usize>,
     pub(crate) test: Vec<usize>,
     pub(crate) stats: Standardization,
@@ -49,9 +51,14 @@ pub(crate) fn prepare(
     out: &mut impl Write,
 ) -> anyhow::Result<Prepared> {
     let raw = load_data(options)?;
-    let spec = ModelSpec::parse(&options.model, raw.schema.classes).map_err(anyhow::Error::msg)?;
+    let model_name = match options.model.as_str() {
+        "auto" if raw.schema.classes > 2 => "softmax".to_string(),
+        "auto" => "logistic".to_string(),
+        name => name.to_string(),
+    };
+    let spec = ModelSpec::parse(&model_name, raw.schema.classes).map_err(anyhow::Error::msg)?;
     zkfed_protocol::check_model(&spec, &raw.schema)
-        .with_context(|| format!("the model `{}` on this data", options.model))?;
+        .with_context(|| format!("the model `{model_name}` on this data"))?;
     let mut rng = StdRng::seed_from_u64(options.seed);
     let (train, test) = hold_out(raw.features.len(), &mut rng);
     let pooled = options.dataset == DatasetChoice::Digits;
@@ -74,6 +81,7 @@ pub(crate) fn prepare(
     Ok(Prepared {
         raw,
         spec,
+        model_name,
         train,
         test,
         stats,
@@ -146,15 +154,22 @@ pub(crate) fn load_data(options: &Options) -> anyhow::Result<RawDataset> {
     if let Some((rows, features)) = options.synthetic {
         return Ok(synthetic::generate(rows, features, options.seed));
     }
-    let path = match &options.dataset {
-        DatasetChoice::BreastCancer => return Ok(breast_cancer()),
-        DatasetChoice::Digits => return Ok(digits()),
-        DatasetChoice::File(path) => path,
+    let bundled = match &options.dataset {
+        DatasetChoice::BreastCancer => breast_cancer(),
+        DatasetChoice::Digits => digits(),
+        DatasetChoice::File(path) => return load_csv(path, options.label.as_deref()),
     };
-    let label = options
-        .label
-        .as_ref()
-        .context("a CSV --dataset needs --label, its label column")?;
+    ensure!(
+        options.label.is_none(),
+        "--label applies to a CSV --dataset; the bundled data has its own label"
+    );
+    Ok(bundled)
+}
+
+/// A CSV's rows under its header, every column but `label` a feature; the label's classes
+/// are the labels' largest value plus one.
+fn load_csv(path: &Path, label: Option<&str>) -> anyhow::Result<RawDataset> {
+    let label = label.context("a CSV --dataset needs --label, its label column")?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let header = text.lines().next().context("the CSV is empty")?;
@@ -167,7 +182,7 @@ pub(crate) fn load_data(options: &Options) -> anyhow::Result<RawDataset> {
         header.split(',').any(|c| c.trim() == label),
         "the CSV has no column `{label}`"
     );
-    let mut schema = zkfed_air::data::Schema::binary(features, label.clone());
+    let mut schema = zkfed_air::data::Schema::binary(features, label);
     schema.classes = MAX_CLASSES;
     let mut raw = zkfed_air::data::read_csv(text.as_bytes(), &schema)
         .with_context(|| format!("reading {}", path.display()))?;

@@ -72,13 +72,13 @@ pub struct Options {
     /// Learning rate.
     #[arg(long, default_value_t = 1.0)]
     pub learning_rate: f64,
-    /// The model: `logistic` (a 0/1 label), `softmax` or `mlp:H` (`H` hidden units).
-    /// Default: logistic, or softmax on digits.
-    #[arg(long, default_value = "logistic")]
+    /// The model: `logistic` (a 0/1 label), `softmax` or `mlp:H` (`H` hidden units);
+    /// `auto` picks logistic for a 0/1 label and softmax for more classes.
+    #[arg(long, default_value = "auto")]
     pub model: String,
     /// The data: `breast-cancer` (bundled), `digits` (bundled, 10 classes; then the
-    /// defaults are softmax, 40 rounds, learning rate 2, batch 32) or a CSV file (needs
-    /// --label).
+    /// defaults are 40 rounds, learning rate 4, batch 32) or a CSV file (needs --label;
+    /// `./digits` for a file of that name).
     #[arg(long, default_value = "breast-cancer", value_parser = DatasetChoice::parse)]
     pub dataset: DatasetChoice,
     /// The label column of a CSV --dataset (integers 0 to K - 1, K at most 64); every
@@ -148,14 +148,11 @@ impl Options {
         let mut options = Self::from_arg_matches(&matches)?;
         if options.dataset == DatasetChoice::Digits {
             let defaulted = |id: &str| matches.value_source(id) == Some(ValueSource::DefaultValue);
-            if defaulted("model") {
-                options.model = "softmax".into();
-            }
             if defaulted("rounds") {
                 options.rounds = 40;
             }
             if defaulted("learning_rate") {
-                options.learning_rate = 2.0;
+                options.learning_rate = 4.0;
             }
             if defaulted("batch") {
                 options.batch = 32;
@@ -176,6 +173,12 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
     let adversaries = adversaries(&options.adversary)?;
     let binaries = options.processes.then(Binaries::find).transpose()?;
     let data = prepare(options, adversaries.len(), out)?;
+    // From here on the model is the one `auto` resolved to.
+    let resolved = Options {
+        model: data.model_name.clone(),
+        ..options.clone()
+    };
+    let options = &resolved;
     let federations = lay_out_federations(options, &data, &adversaries)?;
     let specs = &federations[0].2;
     writeln!(
@@ -324,4 +327,128 @@ fn build_report(
         mean_round_seconds,
         peak_memory: peak_memory(observed),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_brings_its_own_defaults_unless_options_are_given() {
+        let parse = |args: &[&str]| {
+            Options::parse_args(std::iter::once("zkfed-sim").chain(args.iter().copied())).unwrap()
+        };
+        let default = parse(&[]);
+        assert_eq!(default.dataset, DatasetChoice::BreastCancer);
+        assert_eq!(
+            (
+                default.model.as_str(),
+                default.rounds,
+                default.learning_rate,
+                default.batch
+            ),
+            ("auto", 20, 1.0, 16)
+        );
+        let digits = parse(&["--dataset", "digits"]);
+        assert_eq!(
+            (
+                digits.model.as_str(),
+                digits.rounds,
+                digits.learning_rate,
+                digits.batch
+            ),
+            ("auto", 40, 4.0, 32)
+        );
+        let given = parse(&[
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp:32",
+            "--rounds",
+            "3",
+            "--learning-rate",
+            "0.5",
+            "--batch",
+            "8",
+        ]);
+        assert_eq!(
+            (
+                given.model.as_str(),
+                given.rounds,
+                given.learning_rate,
+                given.batch
+            ),
+            ("mlp:32", 3, 0.5, 8)
+        );
+        let file = parse(&["--dataset", "rows.csv", "--label", "y"]);
+        assert_eq!(file.dataset, DatasetChoice::File("rows.csv".into()));
+        assert_eq!(file.rounds, 20);
+        assert!(Options::parse_args(["zkfed-sim", "--dataset", ""]).is_err());
+        assert!(
+            Options::parse_args(["zkfed-sim", "--synthetic", "100x5", "--dataset", "digits"])
+                .is_err(),
+            "a dataset and synthetic data conflict"
+        );
+        assert!(Options::parse_args(["zkfed-sim", "--synthetic", "100x5"]).is_ok());
+    }
+
+    #[test]
+    fn a_model_that_does_not_fit_the_data_is_refused_before_anything_runs() {
+        let options = Options::parse_args([
+            "zkfed-sim",
+            "--dataset",
+            "digits",
+            "--model",
+            "logistic",
+            "--quiet",
+        ])
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            data::prepare(&options, 0, &mut Vec::new()).err().unwrap()
+        );
+        assert!(
+            err.contains("predicts 2 classes, the label has 10"),
+            "{err}"
+        );
+        let csv =
+            std::env::temp_dir().join(format!("zkfed-sim-nolabel-{}.csv", std::process::id()));
+        std::fs::write(&csv, "a,b,y\n1,2,0\n").unwrap();
+        let options =
+            Options::parse_args(["zkfed-sim", "--dataset", csv.to_str().unwrap()]).unwrap();
+        let err = format!(
+            "{:#}",
+            data::prepare(&options, 0, &mut Vec::new()).err().unwrap()
+        );
+        assert!(err.contains("needs --label"), "{err}");
+        // `auto` trains a softmax on a CSV with more than two classes.
+        let rows: String = (0..40)
+            .map(|i| format!("{},{},{}\n", i % 7, i % 5, i % 3))
+            .collect();
+        std::fs::write(&csv, format!("a,b,y\n{rows}")).unwrap();
+        let path = csv.to_str().unwrap();
+        let args = [
+            "zkfed-sim",
+            "--dataset",
+            path,
+            "--label",
+            "y",
+            "--partition",
+            "iid",
+        ];
+        let options = Options::parse_args(args).unwrap();
+        let data = data::prepare(&options, 0, &mut Vec::new()).unwrap();
+        assert_eq!(data.model_name, "softmax");
+        assert_eq!(
+            data.spec,
+            zkfed_air::spec::ModelSpec::Softmax { classes: 3 }
+        );
+        std::fs::remove_file(csv).unwrap();
+        let options = Options::parse_args(["zkfed-sim", "--label", "y"]).unwrap();
+        let err = format!(
+            "{:#}",
+            data::prepare(&options, 0, &mut Vec::new()).err().unwrap()
+        );
+        assert!(err.contains("--label applies to a CSV"), "{err}");
+    }
 }

@@ -126,3 +126,44 @@ fn honest_hospitals_and_the_coordinator_run_as_processes() {
     }
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// A softmax federation on the bundled digits: two honest hospitals and an adversary that
+/// mounts every tampering attack once (the taller trace included); each is rejected for
+/// its reason, the model file names the softmax, and training moves the accuracy well
+/// above chance (10%).
+#[test]
+fn every_attack_on_a_softmax_run_over_digits_is_rejected() {
+    let options = Options {
+        model: "softmax".into(),
+        dataset: DatasetChoice::Digits,
+        adversary: vec!["cycle:1".into()],
+        learning_rate: 4.0,
+        ..small_run("digits")
+    };
+    let out = options.out.clone();
+    let mut printed = Vec::new();
+    let report = run(&options, &mut printed).expect("the simulation runs");
+    let text = String::from_utf8(printed).unwrap();
+    assert!(
+        report
+            .model
+            .starts_with("softmax (10 classes), 650 parameters"),
+        "{text}"
+    );
+    let a = &report.adversarial;
+    assert!(a.all_stopped(), "{text}");
+    assert_eq!(a.rejected_for_the_right_reason, a.submitted, "{a:?}");
+    assert_eq!(
+        a.reasons.len(),
+        Attack::ALL.len(),
+        "every attack was mounted: {a:?}"
+    );
+    assert!(report.rounds.iter().all(|r| r.accepted == 2), "{text}");
+    assert!(report.final_accuracy > 0.5, "{text}");
+    let model = report.final_model.as_ref().expect("a final model");
+    assert_eq!(
+        model.spec,
+        zkfed_air::spec::ModelSpec::Softmax { classes: 10 }
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}

@@ -20,7 +20,8 @@ use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{LIMB_BITS, eval_range};
 use super::{
-    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, PERMUTATION_BUS, UPDATE_BUS, view, view_mut,
+    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, PERMUTATION_BUS, UPDATE_BUS, constant, view,
+    view_mut,
 };
 use crate::fixed::{ONE, to_field};
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, leaf_iv, node_capacity};
@@ -327,10 +328,6 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
         eval_block(builder, &block, &p, row_logits, &self.biases);
         eval_sends(builder, local, &local_outputs, &p, self.num_features);
     }
-}
-
-fn constant<AB: AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
-    AB::Expr::from(to_field(v))
 }
 
 /// Feature lanes are the limbs' value minus the offset; padding lanes are zero; every limb

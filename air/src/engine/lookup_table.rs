@@ -60,13 +60,13 @@ pub mod periodic {
     pub const SEGMENT_START: usize = VALUE + LANES;
     /// Its rise `b_k`; 0 below row 512.
     pub const SEGMENT_RISE: usize = SEGMENT_START + 1;
-    /// Per lane: the update entry `U_j` for `j = i + 1024·lane ≤ d` (the bias at `d`),
-    /// else 0.
+    /// Per lane: the update entry `U_j` for `j = i + 1024·lane` below the parameter
+    /// count (in the model's layout: weights, then biases), else 0.
     pub const UPDATE: usize = SEGMENT_RISE + 1;
     /// Columns the buses read, copied into the main trace.
     pub const COPIED: usize = UPDATE + LANES;
-    /// 1 on the rows that hold a sigmoid segment, 0 on the others (read by a constraint
-    /// only, so not copied).
+    /// 1 on the rows that hold a segment (the sigmoid's or the exponential's), 0 on the
+    /// others (read by a constraint only, so not copied).
     pub const IS_SEGMENT: usize = COPIED;
     /// Number of periodic columns.
     pub const COUNT: usize = IS_SEGMENT + 1;

@@ -239,3 +239,16 @@ pub(crate) fn view_slice_mut<T, V>(cells: &mut [T]) -> &mut [V] {
     assert!(prefix.is_empty() && suffix.is_empty());
     views
 }
+
+/// A constant of the fixed-point format as an expression.
+pub(crate) fn constant<AB: p3_air::AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
+    AB::Expr::from(crate::fixed::to_field(v))
+}
+
+/// A step table's periodic `ACTIVE` column: 1 on the first `batch` of `height` rows.
+pub(crate) fn active_rows(batch: usize, height: usize) -> Vec<Goldilocks> {
+    use p3_field::PrimeCharacteristicRing;
+    let mut active = vec![Goldilocks::ZERO; height];
+    active[..batch].fill(Goldilocks::ONE);
+    active
+}

@@ -25,9 +25,12 @@ use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{eval_range, limbs_for, limbs_value};
 use super::step_table::{GAP_BITS, NORM_BITS};
-use super::{EXAMPLE_BUS, EXP_BUS, UPDATE_BUS, view, view_mut, view_slice, view_slice_mut};
+use super::{
+    EXAMPLE_BUS, EXP_BUS, UPDATE_BUS, active_rows, constant, view, view_mut, view_slice,
+    view_slice_mut,
+};
 use crate::exp::{FIRST_SEGMENT, SEGMENT_BITS};
-use crate::fixed::{FRAC_BITS, ONE, to_field};
+use crate::fixed::{FRAC_BITS, ONE};
 
 /// Bits of `u`'s remainder below a segment, and of the interpolation's remainder (exact).
 pub const REMAINDER_BITS: usize = SEGMENT_BITS as usize;
@@ -205,13 +208,11 @@ impl SoftmaxStepTableAir {
         clip_norm: i64,
         height: usize,
     ) -> Self {
-        let mut active = vec![Goldilocks::ZERO; height];
-        active[..batch].fill(Goldilocks::ONE);
         Self {
             num_features,
             classes,
             clip_norm,
-            active: vec![active],
+            active: vec![active_rows(batch, height)],
         }
     }
 }
@@ -236,10 +237,6 @@ impl BaseAir<Goldilocks> for SoftmaxStepTableAir {
     fn max_constraint_degree(&self) -> Option<usize> {
         Some(3)
     }
-}
-
-fn constant<AB: AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
-    AB::Expr::from(to_field(v))
 }
 
 /// `|r_k|`: `p_k` off the label's class, `ONE - p_k` on it.

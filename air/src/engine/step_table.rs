@@ -8,14 +8,14 @@
 
 use std::borrow::Cow;
 
-use p3_air::{Air, AirBuilder, BaseAir, WindowAccess};
+use p3_air::{Air, BaseAir, WindowAccess};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{eval_range, limbs_for, limbs_value};
-use super::{EXAMPLE_BUS, SIGMOID_BUS, UPDATE_BUS, view, view_mut};
-use crate::fixed::{ONE, to_field};
+use super::{EXAMPLE_BUS, SIGMOID_BUS, UPDATE_BUS, active_rows, constant, view, view_mut};
+use crate::fixed::ONE;
 use crate::sigmoid::{FIRST_SEGMENT, SEGMENT_BITS, SEGMENTS};
 
 /// Bits of the logit's remainder below a segment (exact).
@@ -134,12 +134,10 @@ pub struct StepTableAir {
 impl StepTableAir {
     /// The table for `batch` examples of `num_features` features in `height` rows.
     pub fn new(num_features: usize, batch: usize, clip_norm: i64, height: usize) -> Self {
-        let mut active = vec![Goldilocks::ZERO; height];
-        active[..batch].fill(Goldilocks::ONE);
         Self {
             num_features,
             clip_norm,
-            active: vec![active],
+            active: vec![active_rows(batch, height)],
         }
     }
 }
@@ -164,10 +162,6 @@ impl BaseAir<Goldilocks> for StepTableAir {
     fn max_constraint_degree(&self) -> Option<usize> {
         Some(3)
     }
-}
-
-fn constant<AB: AirBuilder<F = Goldilocks>>(v: i64) -> AB::Expr {
-    AB::Expr::from(to_field(v))
 }
 
 impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for StepTableAir {

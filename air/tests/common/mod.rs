@@ -48,16 +48,21 @@ pub fn context(round: u64) -> ProofContext {
     }
 }
 
-pub fn fixture(spec: Spec) -> Fixture {
-    let mut rng = StdRng::seed_from_u64(spec.seed);
+/// `spec.rows` rows of `spec.features` features within `±spec.feature_scale`.
+fn random_features(spec: &Spec, rng: &mut StdRng) -> Vec<Vec<i64>> {
     let fs = spec.feature_scale.min(X_OFFSET - 1);
-    let features: Vec<Vec<i64>> = (0..spec.rows)
+    (0..spec.rows)
         .map(|_| {
             (0..spec.features)
                 .map(|_| rng.random_range(-fs..=fs))
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+pub fn fixture(spec: Spec) -> Fixture {
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let features = random_features(&spec, &mut rng);
     let labels: Vec<u8> = (0..spec.rows).map(|_| rng.random_range(0..=1u8)).collect();
     let model = Model::logistic(
         (0..spec.features)
@@ -90,14 +95,7 @@ pub fn fixture_with(features: Vec<Vec<i64>>, labels: Vec<u8>, model: Model, spec
 pub fn softmax_fixture(spec: Spec, classes: u8) -> Fixture {
     use zkfed_air::spec::ModelSpec;
     let mut rng = StdRng::seed_from_u64(spec.seed);
-    let fs = spec.feature_scale.min(X_OFFSET - 1);
-    let features: Vec<Vec<i64>> = (0..spec.rows)
-        .map(|_| {
-            (0..spec.features)
-                .map(|_| rng.random_range(-fs..=fs))
-                .collect()
-        })
-        .collect();
+    let features = random_features(&spec, &mut rng);
     let labels: Vec<u8> = (0..spec.rows)
         .map(|_| rng.random_range(0..classes))
         .collect();
