@@ -899,3 +899,22 @@ fn softmax_proofs_grind_their_own_bits_before_the_lookup_challenges() {
     let strong = prove_with(zk_config_for(&shape));
     assert_eq!(verify(&f.statement, update, &strong), Ok(()));
 }
+
+#[test]
+fn the_verifiers_periodic_columns_are_counted_for_the_deepest_tree() {
+    // Runs whose proofs make the verifier build more than MAX_PERIODIC_CELLS are refused by
+    // the coordinator's configuration: the largest logistic shape fits, 64 classes at the
+    // largest batch over a declared 2^32 rows do not, half that batch does.
+    use zkfed_air::commitment::MAX_ROWS;
+    use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
+    use zkfed_air::spec::ModelSpec;
+    use zkfed_air::statement::ProofShape;
+    let cells = |spec, d, batch| periodic_cells(&ProofShape::new(spec, d, batch, MAX_ROWS));
+    let logistic = cells(ModelSpec::Logistic, 1024, 1024);
+    let wide = ModelSpec::Softmax { classes: 64 };
+    assert!(logistic <= MAX_PERIODIC_CELLS, "{logistic}");
+    assert!(cells(wide, 15, 1024) > MAX_PERIODIC_CELLS);
+    assert!(cells(wide, 15, 512) <= MAX_PERIODIC_CELLS);
+    // 36 hash columns of 2^18 rows, one step column, the lookup table's 7 of 1024 rows.
+    assert_eq!(logistic, 36 * (1 << 18) + 1024 + 7 * 1024);
+}

@@ -11,6 +11,7 @@ use zkfed_air::RoundParams;
 use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::fixed::{MAX_BATCH, PARAM_BOUND, dequantize, quantize};
 use zkfed_air::spec::ModelSpec;
+use zkfed_air::statement::ProofShape;
 use zkfed_protocol::RunParameters;
 use zkfed_protocol::check_model;
 
@@ -130,6 +131,7 @@ impl RawConfig {
         );
         let (params, learning_rate) = self.round_parameters()?;
         let model = self.model_spec()?;
+        self.check_verifier_memory(model, params.batch_size)?;
         self.check_standardization()?;
         let federation_id = parse_hex32(&self.federation_id).context("`federation_id`")?;
         std::fs::create_dir_all(&self.state_dir)
@@ -214,6 +216,22 @@ impl RawConfig {
             .context("`model`")?;
         check_model(&spec, &self.schema).context("`model`")?;
         Ok(spec)
+    }
+
+    /// The periodic columns a proof of this run makes the verifier build, at the deepest
+    /// tree a participant may declare (`MAX_ROWS` rows), within `MAX_PERIODIC_CELLS`.
+    fn check_verifier_memory(&self, model: ModelSpec, batch: usize) -> anyhow::Result<()> {
+        use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
+        let d = self.schema.features.len();
+        let deepest = ProofShape::new(model, d, batch, zkfed_air::commitment::MAX_ROWS);
+        let cells = periodic_cells(&deepest);
+        ensure!(
+            cells <= MAX_PERIODIC_CELLS,
+            "`model` and `batch_size`: verifying one proof could build {cells} periodic cells \
+             (participants may declare up to 2^32 rows), above {MAX_PERIODIC_CELLS}; use a \
+             smaller batch or fewer classes"
+        );
+        Ok(())
     }
 
     /// One finite mean and one finite, positive standard deviation per feature: a
@@ -369,6 +387,15 @@ mod tests {
             (
                 "expected logistic, softmax or mlp:H",
                 Box::new(|c| c.model = "mlp:".into()),
+            ),
+            (
+                "periodic cells",
+                Box::new(|c| {
+                    c.schema.features.truncate(15);
+                    c.schema.classes = 64;
+                    c.model = "softmax".into();
+                    c.batch_size = 1024;
+                }),
             ),
             ("`schema`", Box::new(|c| c.schema.classes = 1)),
             (

@@ -36,8 +36,17 @@ fn tempdir() -> PathBuf {
 /// Two rounds, three hospitals; hospital 2 scales its update in round 1 and, in round 2,
 /// proves over its trace stacked twice (a proof of the wrong height, about twice the update).
 fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
+    run_with(dir, coordinator, zkfed_air::spec::ModelSpec::Logistic)
+}
+
+/// [`run`] training a model of `spec`.
+fn run_with(
+    dir: &Path,
+    coordinator: &Keypair,
+    spec: zkfed_air::spec::ModelSpec,
+) -> (RunConfig, Vec<Hospital>) {
     let (hospitals, schema, standardization) = bundled_hospitals(3, 60, 8);
-    let config = run_config(
+    let mut config = run_config(
         7,
         2,
         (ONE, ONE),
@@ -45,6 +54,7 @@ fn run(dir: &Path, coordinator: &Keypair) -> (RunConfig, Vec<Hospital>) {
         coordinator,
         &hospitals,
     );
+    config.public.model = spec;
     let mut core =
         Ledger::open(&dir.join("state.redb"), coordinator.clone(), config.clone()).unwrap();
     for h in &hospitals {
@@ -476,6 +486,41 @@ fn the_exported_model_is_the_last_aggregate_and_evaluates_on_labelled_rows() {
     assert!(err.contains("inconsistent"), "{err}");
     let err = format!("{:#}", export_model(&dir.join("missing.redb")).unwrap_err());
     assert!(err.contains("opening the state store"), "{err}");
+}
+
+/// A softmax run (two classes over the bundled data) goes through the same ledger, the
+/// same cheats are rejected, and the store audits, replays and exports a softmax model.
+#[test]
+fn a_softmax_run_audits_and_exports_its_model() {
+    use zkfed_air::spec::ModelSpec;
+    use zkfed_coordinator::audit::audit_store;
+    use zkfed_coordinator::export::export_model;
+
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    let spec = ModelSpec::Softmax { classes: 2 };
+    let (config, _) = run_with(&dir, &coordinator, spec);
+    let store = dir.join("state.redb");
+    let me = coordinator.public().to_peer_id();
+    let summary = audit_store(&store, Some(&me))
+        .unwrap()
+        .expect("the softmax run audits clean");
+    assert_eq!(
+        (summary.rounds, summary.proofs_verified, summary.rejections),
+        (2, 4, 2)
+    );
+    let state = Ledger::open(&store, coordinator, config)
+        .unwrap()
+        .state()
+        .clone();
+    assert_eq!(state.model.spec, spec);
+    assert!(
+        state.model.params.iter().any(|&w| w != 0),
+        "two rounds trained it"
+    );
+    let file = export_model(&store).unwrap();
+    assert_eq!((file.spec, file.rounds), (spec, 2));
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// An aggregate edited in the store and signed again with the coordinator's own key still

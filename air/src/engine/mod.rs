@@ -138,6 +138,24 @@ pub fn table_widths(shape: &ProofShape) -> [usize; NUM_TABLES] {
     ]
 }
 
+/// Most periodic-column cells a run may make its verifier build for one proof: the
+/// verifier builds every table's periodic columns, as tall as the table, before any
+/// cryptographic check (and Plonky3 copies them once more to evaluate them), so a
+/// participant's declared row count sizes this memory. 2^25 cells are 256 MiB; the largest
+/// logistic shape needs 9.4 million.
+pub const MAX_PERIODIC_CELLS: u64 = 1 << 25;
+
+/// The periodic-column cells the verifier of a proof of this shape builds.
+pub fn periodic_cells(shape: &ProofShape) -> u64 {
+    let heights = TableHeights::for_shape(shape);
+    let outputs = shape.outputs.max(1);
+    let hash = hash_table::periodic::COUNT + (outputs - 1) * crate::hash::RATE;
+    let params = outputs * (shape.num_features + 1);
+    let lookup =
+        lookup_table::periodic::COUNT + lookup_table::update_lanes(params) - lookup_table::LANES;
+    (hash * heights.hash + heights.step + lookup * heights.lookup) as u64
+}
+
 /// The tables of a statement and its claimed update, in instance order.
 pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; NUM_TABLES] {
     let heights = TableHeights::of(statement);
