@@ -529,6 +529,22 @@ mod tests {
     }
 
     #[test]
+    fn the_step_from_the_step_tables_inputs_equals_the_step_from_the_row() {
+        // What the softmax step table receives (logits, Σx² + ONE², label) determines the
+        // whole step, clipped or kept.
+        let spec = ModelSpec::Softmax { classes: 3 };
+        let params = softmax_params(&[[ONE, 0, 0], [0, ONE, ONE], [-ONE, -ONE, ONE / 2]]);
+        let layers = layers(&spec, 2, &params).unwrap();
+        let x = [3 * ONE, -ONE / 2];
+        for (label, clip) in [(0, ONE / 4), (2, 1000 * ONE)] {
+            let step = network_step(&layers, spec.head(), &x, label, clip).unwrap();
+            let input_sq = x.iter().map(|v| v * v).sum::<i64>() + ONE * ONE;
+            let from_sums = softmax_layer_step(step.logits.clone(), input_sq, label, clip);
+            assert_eq!(from_sums, Ok(step));
+        }
+    }
+
+    #[test]
     fn relu_pieces_meet_at_zero_and_the_cap() {
         assert_eq!(relu(-1).case, ReluCase::Negative);
         assert_eq!(relu(0).case, ReluCase::Linear);

@@ -143,7 +143,7 @@ pub fn prove_traces(
 }
 
 /// Each instance's public values: the statement on the hash table, none elsewhere.
-fn public_values(
+pub fn public_values(
     statement: &Statement,
     update: &ClippedGradientSum,
 ) -> [Vec<crate::config::Val>; NUM_TABLES] {

@@ -129,6 +129,15 @@ impl Honest {
 
 /// A fixture (with [`CLASSES`]) whose first example is clipped and has classes in each of
 /// the exponential's three cases.
+/// The cheating provers' fixture with a clip norm that keeps its first example unclipped.
+fn kept_first_example() -> (Honest, NetworkStep) {
+    let spec = Spec {
+        clip: 50 * ONE,
+        ..clipped_spec()
+    };
+    first_example(honest(spec, CLASSES))
+}
+
 /// The cheating provers' fixture with `C = A + offset` for its first example's layer bound
 /// `A`: kept exactly at the bound (offset 0) or clipped by one unit (offset -1).
 fn at_the_bound(offset: i64) -> Honest {
@@ -328,14 +337,7 @@ fn softmax_normalization_off_is_rejected() {
 
 #[test]
 fn probability_off_by_one_is_rejected() {
-    let h = honest(
-        Spec {
-            clip: 50 * ONE,
-            ..clipped_spec()
-        },
-        4,
-    );
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = kept_first_example();
     assert!(!step.clipped, "the fixture keeps example 0 unclipped");
     softmax_mut(&mut step).probabilities[1] += 1;
     h.residuals_onward(&mut step);
@@ -450,14 +452,7 @@ fn spelled(limbs: &[Goldilocks]) -> i64 {
 
 #[test]
 fn kept_coefficient_changed_is_rejected() {
-    let h = honest(
-        Spec {
-            clip: 50 * ONE,
-            ..clipped_spec()
-        },
-        4,
-    );
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = kept_first_example();
     assert!(!step.clipped, "the fixture keeps example 0 unclipped");
     let k = (0..step.residuals.len())
         .find(|&k| step.residuals[k] > 0)
@@ -681,14 +676,7 @@ fn exponential_below_the_table_not_zero_is_rejected() {
 fn probability_floor_too_low_is_rejected() {
     // p_k - 1 with the remainder raised by S: the division holds, the remainder is not
     // below S.
-    let h = honest(
-        Spec {
-            clip: 50 * ONE,
-            ..clipped_spec()
-        },
-        4,
-    );
-    let mut step = h.steps[0].clone();
+    let (h, mut step) = kept_first_example();
     let s = softmax_mut(&mut step);
     let k = (0..s.probabilities.len())
         .find(|&k| s.probabilities[k] > 0)
@@ -870,12 +858,7 @@ fn softmax_proofs_grind_their_own_bits_before_the_lookup_challenges() {
     let update = &traces.update;
     let prove_with = |config: ZkConfig| {
         let airs = tables(&f.statement, update);
-        let public = [
-            Vec::new(),
-            f.statement.public_values(update),
-            Vec::new(),
-            Vec::new(),
-        ];
+        let public = zkfed_air::proof::public_values(&f.statement, update);
         let degrees = TableHeights::of(&f.statement)
             .as_array()
             .map(|h| h.trailing_zeros() as usize + zkfed_air::config::ZK_HEIGHT_BITS);

@@ -150,12 +150,7 @@ pub fn broken_rules(
     update: &ClippedGradientSum,
 ) -> Vec<Rule> {
     let airs = tables(statement, update);
-    let public = [
-        Vec::new(),
-        statement.public_values(update),
-        Vec::new(),
-        Vec::new(),
-    ];
+    let public = zkfed_air::proof::public_values(statement, update);
     let mut broken = Vec::new();
     for (i, (air, trace)) in airs.iter().zip(matrices(traces)).enumerate() {
         if !check_all_constraints(air, trace, &public[i], Some(1)).is_ok() {
@@ -194,12 +189,7 @@ pub fn batch_stark_alone_accepts(
     let proof = zkfed_air::proof::decode_proof(bytes).unwrap();
     let config = zkfed_air::config::zk_config_for(&statement.shape());
     let airs = tables(statement, update);
-    let public = [
-        Vec::new(),
-        statement.public_values(update),
-        Vec::new(),
-        Vec::new(),
-    ];
+    let public = zkfed_air::proof::public_values(statement, update);
     let common =
         p3_batch_stark::ProverData::from_airs_and_degrees(&config, &airs, &proof.degree_bits)
             .unwrap()
