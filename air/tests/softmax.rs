@@ -13,12 +13,12 @@ use zkfed_air::engine::softmax_table::{
     BOUND_BITS, ClassCols, SoftmaxCols, split_row_mut as softmax_split_row_mut,
 };
 use zkfed_air::engine::witness::{
-    Labels, OutOfRange, Traces, generate, generate_traces, write_softmax_row,
+    Labels, OutOfRange, Traces, generate, generate_traces, multiplicities, write_softmax_row,
 };
 use zkfed_air::exp::{ExpSteps, exp};
 use zkfed_air::fixed::{ONE, ceil_sqrt};
 use zkfed_air::forgery::{rebalance, set_block_coeffs, stacked_traces};
-use zkfed_air::network::{HeadSteps, NetworkStep, SoftmaxSteps, network_step};
+use zkfed_air::network::{HeadSteps, NetworkStep, SoftmaxSteps, network_step, softmax_layer_step};
 use zkfed_air::proof::prove_traces;
 use zkfed_air::reference::clipped_gradient_sum;
 use zkfed_air::segments::Segment;
@@ -900,4 +900,86 @@ fn the_verifiers_periodic_columns_are_counted_for_the_deepest_tree() {
     assert!(cells(wide, 15, 512) <= MAX_PERIODIC_CELLS);
     // 36 hash columns of 2^18 rows, one step column, the lookup table's 7 of 1024 rows.
     assert_eq!(logistic, 36 * (1 << 18) + 1024 + 7 * 1024);
+}
+
+// ---------------------------------------------------------------------------------------
+// The hash table's and the lookup table's rules for outputs beyond the first.
+
+#[test]
+fn running_logit_of_another_class_off_its_weighted_sum_is_rejected() {
+    // Class 2's logit 1.0 higher where the hash table sends it, and the step proven
+    // honestly from the changed logits.
+    let mut h = honest(clipped_spec(), CLASSES);
+    let shape = h.f.statement.shape();
+    let width = h.traces.hash.width;
+    let send_row = shape.chunks();
+    let row = &mut h.traces.hash.values[send_row * width..(send_row + 1) * width];
+    let (c, more) = split_hash_row_mut(row);
+    *output_mut(c, more, 2).0 += Goldilocks::from_u64(1 << 32);
+    let mut logits = h.steps[0].logits.clone();
+    logits[2] += 1 << 32;
+    let input_sq = h.steps[0].norms[0].input_sq;
+    let step = softmax_layer_step(logits, input_sq, h.labels[0], h.clip()).unwrap();
+    let forged = forge(&mut h, 0, &step);
+    assert_eq!(forged.broken, [Rule::Hash]);
+    assert!(
+        matches!(forged.verdict, Err(VerifyError::Rejected(_))),
+        "{:?}",
+        forged.verdict
+    );
+}
+
+#[test]
+fn coefficient_of_another_class_changing_inside_a_block_is_rejected() {
+    // Class 1's coefficient and shares zeroed on example 0's first absorb row only.
+    let mut h = honest(clipped_spec(), CLASSES);
+    assert_ne!(h.steps[0].coefficients[0][1], 0);
+    let width = h.traces.hash.width;
+    let (c, more) = split_hash_row_mut(&mut h.traces.hash.values[..width]);
+    let (_, coeff, share) = output_mut(c, more, 1);
+    *coeff = Goldilocks::ZERO;
+    *share = [Goldilocks::ZERO; 8];
+    let update = rebalance(&h.f.statement, &mut h.traces).unwrap();
+    assert_eq!(
+        broken_rules(&h.f.statement, &h.traces, &update),
+        [Rule::Hash]
+    );
+    let verdict = prove_and_verify(&h.f.statement, &h.traces, &update);
+    assert!(
+        matches!(verdict, Err(VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn update_entry_on_a_third_lane_changed_is_rejected() {
+    // 2,103 parameters: entry 2,100 arrives on the lookup table's third lane. Claimed one
+    // higher, with the table's bus-visible copy left at the honest value (so every bus
+    // balances): the copy's constraint refuses it.
+    let spec = Spec {
+        features: 700,
+        rows: 4,
+        batch: 2,
+        ..Spec::default()
+    };
+    let f = softmax_fixture(spec, 3);
+    let mut traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    let mut claimed = traces.update.clone();
+    assert_eq!(claimed.values.len(), 2103);
+    claimed.values[2100] += 1;
+    traces.lookup = multiplicities(
+        &f.statement.shape(),
+        &traces.hash,
+        &traces.step,
+        &traces.update,
+    );
+    assert_eq!(
+        broken_rules(&f.statement, &traces, &claimed),
+        [Rule::Lookup]
+    );
+    let verdict = prove_and_verify(&f.statement, &traces, &claimed);
+    assert!(
+        matches!(verdict, Err(VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
 }
