@@ -844,10 +844,8 @@ fn doubled_softmax_traces_are_rejected_for_their_height() {
 fn softmax_proofs_grind_their_own_bits_before_the_lookup_challenges() {
     // The statement's head sets the lookup grinding: a softmax proof made with a logistic
     // model's 16 bits is refused, the same proof path with the softmax's bits verifies.
-    use p3_batch_stark::{ProverData, StarkInstance, prove_batch};
     use p3_uni_stark::StarkGenericConfig;
     use zkfed_air::config::{SOFTMAX_LOOKUP_POW_BITS, ZkConfig, zk_config, zk_config_for};
-    use zkfed_air::engine::{TableHeights, tables};
     let f = softmax_fixture(Spec::default(), 3);
     let shape = f.statement.shape();
     assert_eq!(
@@ -857,21 +855,7 @@ fn softmax_proofs_grind_their_own_bits_before_the_lookup_challenges() {
     let traces = generate_traces(&f.statement, &f.dataset).unwrap();
     let update = &traces.update;
     let prove_with = |config: ZkConfig| {
-        let airs = tables(&f.statement, update);
-        let public = zkfed_air::proof::public_values(&f.statement, update);
-        let degrees = TableHeights::of(&f.statement)
-            .as_array()
-            .map(|h| h.trailing_zeros() as usize + zkfed_air::config::ZK_HEIGHT_BITS);
-        let data = ProverData::from_airs_and_degrees(&config, &airs, &degrees).unwrap();
-        let matrices = [
-            &traces.permutation,
-            &traces.hash,
-            &traces.step,
-            &traces.lookup,
-        ];
-        let instances = StarkInstance::new_multiple(&airs, &matrices, &public);
-        let proof = prove_batch(&config, &instances, &data).unwrap();
-        zkfed_air::proof::encode_proof(&proof)
+        zkfed_air::proof::prove_traces_with(config, &f.statement, &traces, update).unwrap()
     };
     let weak = prove_with(zk_config());
     let verdict = verify(&f.statement, update, &weak);
