@@ -268,8 +268,11 @@ impl BatchShape {
         let airs = crate::engine::tables(statement, &update);
         let config = zk_config();
         let is_zk = config.is_zk();
-        let heights = crate::engine::TableHeights::of(statement).as_array();
-        let degrees = heights.map(|h| h.trailing_zeros() as usize + is_zk);
+        let heights = crate::engine::TableHeights::of(statement).all();
+        let degrees: Vec<usize> = heights
+            .iter()
+            .map(|h| h.trailing_zeros() as usize + is_zk)
+            .collect();
         let prover_data = ProverData::from_airs_and_degrees(&config, &airs, &degrees)
             .expect("tables without preprocessed columns commit nothing at setup");
         let gadget = LogUpGadget::new();

@@ -11,11 +11,11 @@ use crate::commitment::CommittedDataset;
 use crate::engine::hash_table::{
     HashCols, NUM_HASH_COLS, output, output_mut, split_row, split_row_mut,
 };
-use crate::engine::softmax_table;
 use crate::engine::step_table::{NUM_STEP_COLS, StepCols};
 use crate::engine::witness::{
     OutOfRange, Traces, generate_traces, multiplicities, write_softmax_row, write_step_row,
 };
+use crate::engine::{hidden_table, softmax_table};
 use crate::error::WitnessError;
 use crate::fixed::{ONE, from_field, to_field};
 use crate::hash::RATE;
@@ -25,17 +25,20 @@ use crate::spec::Head;
 use crate::statement::Statement;
 
 /// The update the `update` bus balances with for these traces: each feature's shares on
-/// the hash table plus each active step row's bias shares, claiming the statement's `B`
-/// examples. An entry that is not a small integer is an error (a forger's mistake).
+/// the hash table plus each active step row's bias shares (and an MLP's hidden-table
+/// shares), claiming the statement's `B` examples. An entry that is not a small integer
+/// is an error (a forger's mistake).
 pub fn update_from_shares(
     statement: &Statement,
     traces: &Traces,
 ) -> Result<ClippedGradientSum, WitnessError> {
+    let shape = statement.shape();
     let d = statement.model.num_features();
-    let outputs = statement.shape().outputs;
-    let mut sums = vec![Goldilocks::ZERO; outputs * (d + 1)];
+    let outputs = shape.outputs;
+    let mut sums = vec![Goldilocks::ZERO; shape.num_params()];
+    let untagged = traces.hash.width - shape.hidden as usize;
     for row in traces.hash.values.chunks_exact(traces.hash.width) {
-        let (c, more) = split_row(row);
+        let (c, more) = split_row(&row[..untagged]);
         for k in 0..outputs {
             let o = output(c, more, k);
             for lane in 0..RATE {
@@ -51,6 +54,26 @@ pub fn update_from_shares(
         for row in traces.step.values.chunks_exact(NUM_STEP_COLS) {
             let c = StepCols::from_row(row);
             sums[d] += c.active * c.coeff * one;
+        }
+    } else if shape.hidden {
+        let second = outputs * (d + 1);
+        let bias = second + shape.classes * outputs;
+        for row in traces.step.values.chunks_exact(traces.step.width) {
+            let (c, _, classes) = softmax_table::split_mlp_row(row);
+            for (k, class) in classes.iter().enumerate() {
+                sums[bias + k] += c.active * class.coeff * one;
+            }
+        }
+        let hidden = traces.hidden.as_ref().ok_or(WitnessError::Dataset(
+            "an MLP's traces have a hidden table".into(),
+        ))?;
+        for row in hidden.values.chunks_exact(hidden.width) {
+            let (c, classes) = hidden_table::split_row(row);
+            let m = c.unit.as_canonical_u64() as usize;
+            sums[outputs * d + m] += c.coeff * one;
+            for (k, class) in classes.iter().enumerate() {
+                sums[second + k * outputs + m] += class.coeff * c.value;
+            }
         }
     } else {
         for row in traces.step.values.chunks_exact(traces.step.width) {
@@ -81,7 +104,13 @@ pub fn rebalance(
     traces: &mut Traces,
 ) -> Result<ClippedGradientSum, WitnessError> {
     let update = update_from_shares(statement, traces)?;
-    traces.lookup = multiplicities(&statement.shape(), &traces.hash, &traces.step, &update);
+    traces.lookup = multiplicities(
+        &statement.shape(),
+        &traces.hash,
+        &traces.step,
+        traces.hidden.as_ref(),
+        &update,
+    );
     traces.update = update.clone();
     Ok(update)
 }
@@ -101,6 +130,11 @@ pub fn stacked_traces(
     dataset: &CommittedDataset,
     copies: usize,
 ) -> Result<(Traces, ClippedGradientSum), WitnessError> {
+    if statement.shape().hidden {
+        return Err(WitnessError::Dataset(
+            "stacked traces are built for models without a hidden layer".into(),
+        ));
+    }
     let honest = generate_traces(statement, dataset)?;
     let copies = copies.max(1);
     let stack =
@@ -110,6 +144,7 @@ pub fn stacked_traces(
         hash: stack(&honest.hash),
         step: stack(&honest.step),
         lookup: honest.lookup.clone(),
+        hidden: None,
         update: honest.update.clone(),
     };
     let hash_height = honest.hash.height();

@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::commitment::CommittedDataset;
 use crate::config::{MERKLE_CAP_HEIGHT, NUM_QUERIES, ZkConfig, zk_config_for};
 use crate::engine::witness::{Traces, generate_traces};
-use crate::engine::{NUM_TABLES, TableAir, TableHeights, table_widths, tables};
+use crate::engine::{TableAir, TableHeights, table_widths, tables};
 use crate::error::{ShapeError, WitnessError};
 use crate::fixed::MAX_BATCH;
 use crate::reference::ClippedGradientSum;
@@ -134,12 +134,7 @@ pub fn prove_traces_with(
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let degrees = extended_degree_bits(&config, statement);
         let prover_data = ProverData::from_airs_and_degrees(&config, &airs, &degrees)?;
-        let matrices = [
-            &traces.permutation,
-            &traces.hash,
-            &traces.step,
-            &traces.lookup,
-        ];
+        let matrices = traces.matrices();
         let instances = StarkInstance::new_multiple(&airs, &matrices, &public);
         prove_batch(&config, &instances, &prover_data)
     }));
@@ -156,21 +151,20 @@ pub fn prove_traces_with(
 pub fn public_values(
     statement: &Statement,
     update: &ClippedGradientSum,
-) -> [Vec<crate::config::Val>; NUM_TABLES] {
-    [
-        Vec::new(),
-        statement.public_values(update),
-        Vec::new(),
-        Vec::new(),
-    ]
+) -> Vec<Vec<crate::config::Val>> {
+    let mut public = vec![Vec::new(); TableHeights::of(statement).all().len()];
+    public[1] = statement.public_values(update);
+    public
 }
 
 /// `log2` of each instance's committed height: the statement's height, doubled by the
 /// hiding PCS.
-fn extended_degree_bits(config: &ZkConfig, statement: &Statement) -> [usize; NUM_TABLES] {
+fn extended_degree_bits(config: &ZkConfig, statement: &Statement) -> Vec<usize> {
     TableHeights::of(statement)
-        .as_array()
+        .all()
+        .into_iter()
         .map(|h| h.trailing_zeros() as usize + config.is_zk())
+        .collect()
 }
 
 /// Encodes a proof with its magic bytes and version.
@@ -245,7 +239,7 @@ pub fn verify(
 /// What prover and verifier derive from the tables alone: each table's lookups.
 fn common_data(
     config: &ZkConfig,
-    airs: &[TableAir; NUM_TABLES],
+    airs: &[TableAir],
     statement: &Statement,
 ) -> Result<CommonData<ZkConfig>, String> {
     let degrees = extended_degree_bits(config, statement);
@@ -268,6 +262,7 @@ fn check_proof_shape(
         "hash table degree_bits",
         "step table degree_bits",
         "lookup table degree_bits",
+        "hidden table degree_bits",
     ];
     for (field, (&want, &got)) in fields
         .into_iter()
@@ -312,12 +307,14 @@ const EXTRA_COLUMN_ALLOWANCE: usize = 3 * 2 * 8 * NUM_QUERIES;
 /// [`EXTRA_COLUMN_ALLOWANCE`]. Never more than [`MAX_PROOF_BYTES`].
 pub fn max_proof_bytes(shape: &ProofShape) -> usize {
     let tallest = TableHeights::for_shape(shape)
-        .as_array()
+        .all()
         .into_iter()
         .max()
         .unwrap_or(1);
     let logistic = ProofShape {
         outputs: 1,
+        classes: 1,
+        hidden: false,
         ..*shape
     };
     let columns = |s: &ProofShape| table_widths(s).iter().sum::<usize>();

@@ -29,6 +29,9 @@ pub const PROTOCOL_VERSION: u32 = 5;
 /// over 1,024 features). A 784 → 10 softmax has 7,850.
 pub const MAX_SOFTMAX_PARAMS: usize = 1 << 13;
 
+/// Most parameters an MLP proof covers (a 784 → 128 → 10 MLP has 101,770).
+pub const MAX_MLP_PARAMS: usize = 1 << 17;
+
 /// Smallest trace height: a floor above what hiding FRI needs, `2 · (queries + 2 ·
 /// openings)` = 56 rows.
 pub const MIN_LOG_HEIGHT: usize = 8;
@@ -53,20 +56,36 @@ pub struct ProofShape {
     pub batch: usize,
     /// Merkle depth of the dataset tree.
     pub depth: usize,
-    /// Outputs of the model's layer: 1 for logistic regression (a sigmoid), `K` for a
-    /// softmax over `K` classes.
+    /// Outputs of the model's first layer (the hash table's): 1 for logistic regression (a
+    /// sigmoid), `K` for a softmax over `K` classes, `H` for an MLP.
     pub outputs: usize,
+    /// Outputs of the model's last layer: 1 for a sigmoid head, else the classes.
+    pub classes: usize,
+    /// Whether the first layer is an MLP's hidden layer (proven by the hidden table).
+    pub hidden: bool,
 }
 
 impl ProofShape {
     /// The shape of a proof for `spec` over `num_features` features, a batch of `batch`
     /// and a dataset of `rows` rows.
     pub fn new(spec: ModelSpec, num_features: usize, batch: usize, rows: u64) -> Self {
+        let layers = spec.layers(num_features);
         Self {
             num_features,
             batch,
             depth: tree_depth(rows),
-            outputs: spec.layers(num_features)[0].outputs,
+            outputs: layers[0].outputs,
+            classes: layers[layers.len() - 1].outputs,
+            hidden: layers.len() > 1,
+        }
+    }
+
+    /// Length of the parameter vector.
+    pub fn num_params(&self) -> usize {
+        let first = self.outputs * (self.num_features + 1);
+        match self.hidden {
+            true => first + self.classes * (self.outputs + 1),
+            false => first,
         }
     }
 
@@ -77,7 +96,7 @@ impl ProofShape {
 
     /// The step table's head: a sigmoid for one output, a softmax for more.
     pub fn head(&self) -> crate::spec::Head {
-        match self.outputs {
+        match self.classes {
             0 | 1 => crate::spec::Head::Sigmoid,
             classes => crate::spec::Head::Softmax { classes },
         }
@@ -219,15 +238,19 @@ fn check_ranges(
     dataset: &DatasetCommitment,
 ) -> Result<(), ShapeError> {
     model.validate()?;
-    match model.spec {
-        ModelSpec::Mlp { .. } => return Err(ShapeError::Unproven { spec: model.spec }),
-        ModelSpec::Softmax { .. } if model.params.len() > MAX_SOFTMAX_PARAMS => {
-            return Err(ShapeError::TooManyParameters {
-                got: model.params.len(),
-                max: MAX_SOFTMAX_PARAMS,
-            });
+    let max = match model.spec {
+        ModelSpec::Logistic => None,
+        ModelSpec::Mlp { outputs: 1, .. } => {
+            return Err(ShapeError::Unproven { spec: model.spec });
         }
-        _ => {}
+        ModelSpec::Softmax { .. } => Some(MAX_SOFTMAX_PARAMS),
+        ModelSpec::Mlp { .. } => Some(MAX_MLP_PARAMS),
+    };
+    if let Some(max) = max.filter(|&max| model.params.len() > max) {
+        return Err(ShapeError::TooManyParameters {
+            got: model.params.len(),
+            max,
+        });
     }
     params.validate()?;
     dataset.validate()
@@ -327,13 +350,28 @@ mod tests {
         softmax.model = Model::zeros(ModelSpec::Softmax { classes: 3 }, 4);
         assert_eq!(softmax.validate(), Ok(()));
         assert_eq!(softmax.shape().outputs, 3);
-        let mlp_spec = ModelSpec::Mlp {
+        let mut mlp = good.clone();
+        mlp.model = Model::zeros(
+            ModelSpec::Mlp {
+                hidden: 2,
+                outputs: 3,
+            },
+            4,
+        );
+        assert_eq!(mlp.validate(), Ok(()));
+        let shape = mlp.shape();
+        assert_eq!((shape.outputs, shape.classes, shape.hidden), (2, 3, true));
+        assert_eq!(shape.num_params(), mlp.model.params.len());
+        let binary = ModelSpec::Mlp {
             hidden: 2,
-            outputs: 3,
+            outputs: 1,
         };
-        let mut mlp = good;
-        mlp.model = Model::zeros(mlp_spec, 4);
-        assert_eq!(mlp.validate(), Err(ShapeError::Unproven { spec: mlp_spec }));
+        let mut sigmoid_mlp = good;
+        sigmoid_mlp.model = Model::zeros(binary, 4);
+        assert_eq!(
+            sigmoid_mlp.validate(),
+            Err(ShapeError::Unproven { spec: binary })
+        );
     }
 
     #[test]

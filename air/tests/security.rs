@@ -57,7 +57,7 @@ fn checked(statement: &Statement, e: SecurityEstimate) -> SecurityEstimate {
         shape.num_features,
         shape.batch,
         shape.depth,
-        TableHeights::of(statement).as_array()
+        TableHeights::of(statement).all()
     );
     assert_eq!(
         e.conjectured_limit_bits as usize, e.conjectured_bits,

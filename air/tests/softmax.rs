@@ -955,6 +955,7 @@ fn update_entry_on_a_third_lane_changed_is_rejected() {
         &f.statement.shape(),
         &traces.hash,
         &traces.step,
+        None,
         &traces.update,
     );
     assert_eq!(

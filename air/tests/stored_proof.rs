@@ -48,9 +48,7 @@ fn stored_proof_carries_one_salt_per_distinct_height_in_each_commitment() {
     let (_, proof) = decode(&bytes);
     let f = stored();
     let proof = zkfed_air::proof::decode_proof(&proof).expect("proof decodes");
-    let mut heights = zkfed_air::engine::TableHeights::of(&f.statement)
-        .as_array()
-        .to_vec();
+    let mut heights = zkfed_air::engine::TableHeights::of(&f.statement).all();
     heights.sort_unstable();
     heights.dedup();
     // Each commitment (randomization, main, quotient, LogUp) holds matrices of every table,

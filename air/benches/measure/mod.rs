@@ -9,7 +9,7 @@ use zkfed_air::proof::{prove_traces, verify};
 use zkfed_air::{CommittedDataset, Statement};
 
 /// Short names of the tables, in instance order.
-pub const TABLE_NAMES: [&str; 4] = ["perm", "hash", "step", "look"];
+pub const TABLE_NAMES: [&str; 5] = ["perm", "hash", "step", "look", "hidden"];
 
 /// What proving and verifying one statement took: the best of the repeats.
 pub struct Measured {
@@ -20,7 +20,7 @@ pub struct Measured {
     /// The proof's bytes.
     pub proof_bytes: usize,
     /// Each table's main trace (height, width), in instance order.
-    pub dims: [(usize, usize); 4],
+    pub dims: Vec<(usize, usize)>,
 }
 
 impl Measured {
@@ -28,7 +28,7 @@ impl Measured {
     pub fn tables(&self) -> String {
         TABLE_NAMES
             .iter()
-            .zip(self.dims)
+            .zip(&self.dims)
             .map(|(name, (h, w))| format!("{name} {h}x{w}"))
             .collect::<Vec<_>>()
             .join(" ")
@@ -40,25 +40,23 @@ pub fn measure(statement: &Statement, dataset: &CommittedDataset, repeats: usize
     let mut prove_s = f64::INFINITY;
     let mut proof = Vec::new();
     let mut update = None;
-    let mut dims = [(0, 0); 4];
+    let mut dims = Vec::new();
     for _ in 0..repeats {
         let start = Instant::now();
         let traces = generate_traces(statement, dataset).expect("traces");
         proof = prove_traces(statement, &traces, &traces.update).expect("prove");
         prove_s = prove_s.min(start.elapsed().as_secs_f64());
-        dims = [
-            &traces.permutation,
-            &traces.hash,
-            &traces.step,
-            &traces.lookup,
-        ]
-        .map(|m| (m.height(), m.width()));
+        dims = traces
+            .matrices()
+            .into_iter()
+            .map(|m| (m.height(), m.width()))
+            .collect();
         update = Some(traces.update);
     }
     let update = update.expect("proved");
     assert_eq!(
-        dims.map(|(h, _)| h),
-        TableHeights::of(statement).as_array(),
+        dims.iter().map(|&(h, _)| h).collect::<Vec<_>>(),
+        TableHeights::of(statement).all(),
         "trace heights differ from TableHeights"
     );
     let single = rayon::ThreadPoolBuilder::new()

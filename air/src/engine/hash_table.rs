@@ -20,8 +20,8 @@ use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{LIMB_BITS, eval_range};
 use super::{
-    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, PERMUTATION_BUS, UPDATE_BUS, constant, view,
-    view_mut,
+    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, HIDDEN_BUS, PERMUTATION_BUS, UPDATE_BUS, constant,
+    view, view_mut,
 };
 use crate::fixed::{ONE, to_field};
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, leaf_iv, node_capacity};
@@ -84,9 +84,11 @@ pub struct OutputCols<T> {
 /// Width of one [`OutputCols`].
 pub const NUM_OUTPUT_COLS: usize = size_of::<OutputCols<u8>>();
 
-/// Width of a hash-table row for a layer of `outputs` outputs.
-pub const fn hash_width(outputs: usize) -> usize {
-    NUM_HASH_COLS + outputs.saturating_sub(1) * NUM_OUTPUT_COLS
+/// Width of a hash-table row for a layer of `outputs` outputs; an MLP's hidden layer
+/// (`hidden`) appends the example's position in the batch, which tags what the block
+/// sends to the hidden and step tables.
+pub const fn hash_width(outputs: usize, hidden: bool) -> usize {
+    NUM_HASH_COLS + outputs.saturating_sub(1) * NUM_OUTPUT_COLS + hidden as usize
 }
 
 /// A row split into its named part and the columns of outputs `1..K`.
@@ -176,8 +178,15 @@ pub mod periodic {
     /// `8k` on the block's `k`-th absorb row.
     pub const CHUNK_BASE: usize = ZERO + RATE;
     /// Number of periodic columns of a logistic model; outputs `1..K` append their
-    /// per-lane weights ([`weight`]).
+    /// per-lane weights ([`weight`]), and an MLP then the example's position
+    /// ([`example`]).
     pub const COUNT: usize = CHUNK_BASE + 1;
+
+    /// The column of the example's position in the batch (an MLP's), for `outputs`
+    /// outputs.
+    pub const fn example(outputs: usize) -> usize {
+        COUNT + (outputs - 1) * RATE
+    }
 
     /// The column of output `k`'s weight in lane `lane`.
     pub const fn weight(k: usize, lane: usize) -> usize {
@@ -194,6 +203,8 @@ pub struct HashTableAir {
     num_features: usize,
     /// Each output's bias (one for logistic regression).
     biases: Vec<i64>,
+    /// Whether the layer is an MLP's hidden layer.
+    hidden: bool,
     root: [Goldilocks; DIGEST_ELEMS],
     periodic: Vec<Vec<Goldilocks>>,
     num_public_values: usize,
@@ -208,6 +219,7 @@ impl HashTableAir {
         Self {
             num_features: d,
             biases: params[outputs * d..outputs * (d + 1)].to_vec(),
+            hidden: statement.shape().hidden,
             root: statement.dataset.root_digest(),
             periodic: periodic_columns(statement, height),
             num_public_values,
@@ -226,10 +238,14 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
     let shape = statement.shape();
     let (k_rows, depth, block) = (shape.chunks(), shape.depth, shape.block_len());
     let outputs = shape.outputs;
-    let mut cols = vec![vec![Goldilocks::ZERO; height]; COUNT + (outputs - 1) * RATE];
+    let count = example(outputs) + shape.hidden as usize;
+    let mut cols = vec![vec![Goldilocks::ZERO; height]; count];
     let one = Goldilocks::ONE;
     for (i, &index) in statement.batch_indices.iter().enumerate() {
         let base = i * block;
+        if shape.hidden {
+            cols[example(outputs)][base..base + block].fill(Goldilocks::from_usize(i));
+        }
         if i > 0 {
             cols[START_NEXT][base - 1] = one;
         }
@@ -275,7 +291,7 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
 
 impl BaseAir<Goldilocks> for HashTableAir {
     fn width(&self) -> usize {
-        hash_width(self.biases.len())
+        hash_width(self.biases.len(), self.hidden)
     }
 
     fn num_periodic_columns(&self) -> usize {
@@ -298,8 +314,9 @@ impl BaseAir<Goldilocks> for HashTableAir {
 impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
     fn eval(&self, builder: &mut AB) {
         let main = builder.main();
-        let (local, local_more) = split_row(main.current_slice());
-        let (next, next_more) = split_row(main.next_slice());
+        let (local_row, tag) = self.untagged(main.current_slice());
+        let (local, local_more) = split_row(local_row);
+        let (next, next_more) = split_row(self.untagged(main.next_slice()).0);
         let p: Vec<AB::Expr> = builder
             .periodic_values()
             .iter()
@@ -311,7 +328,7 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
 
         let permutation = local.input.iter().chain(&local.output).copied();
         builder.push_interaction(PERMUTATION_BUS, permutation, -1);
-        if outputs == 1 {
+        if outputs == 1 && !self.hidden {
             // A softmax's label is a class index; its step table proves it below `K`.
             builder.assert_bool(local.label);
         }
@@ -326,7 +343,22 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
             next_outputs: &next_outputs,
         };
         eval_block(builder, &block, &p, row_logits, &self.biases);
-        eval_sends(builder, local, &local_outputs, &p, self.num_features);
+        let tag = tag.map(|tag| {
+            let position = p[periodic::example(outputs)].clone();
+            builder.assert_eq(tag, position);
+            tag
+        });
+        eval_sends(builder, local, &local_outputs, &p, self.num_features, tag);
+    }
+}
+
+impl HashTableAir {
+    /// A row without its MLP tag, and the tag.
+    fn untagged<'a, T: Copy>(&self, row: &'a [T]) -> (&'a [T], Option<T>) {
+        match self.hidden {
+            true => (&row[..row.len() - 1], Some(row[row.len() - 1])),
+            false => (row, None),
+        }
     }
 }
 
@@ -467,26 +499,46 @@ fn eval_block<AB: AirBuilder<F = Goldilocks>>(
     }
 }
 
-/// The example to the step table, once per block; each feature's share of the update.
-/// Bus messages read main columns only (p3-lookup 0.8's trace builder has no periodic
-/// values), so the periodic values they need are copied into constrained main columns.
+/// The example to the step table, once per block (an MLP's units to the hidden table,
+/// tagged with the example's position, and only `(position, N, y)` to the step table);
+/// each feature's share of the update. Bus messages read main columns only (p3-lookup
+/// 0.8's trace builder has no periodic values), so the periodic values they need are
+/// copied into constrained main columns.
 fn eval_sends<AB: InteractionBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &HashCols<AB::Var>,
     outputs: &[OutputCols<AB::Var>],
     p: &[AB::Expr],
     num_features: usize,
+    tag: Option<AB::Var>,
 ) {
     builder.assert_eq(c.sends_example, p[periodic::FIRST_MERKLE].clone());
     builder.assert_eq(c.chunk_base, p[periodic::CHUNK_BASE].clone());
-    let logits = outputs.iter().map(|o| o.logit.into());
-    let coeffs = outputs.iter().map(|o| o.coeff.into());
-    let example: Vec<AB::Expr> = logits
-        .chain([c.norm_sq.into(), c.label.into()])
-        .chain(coeffs)
-        .collect();
-    let sent = Count::bounded(c.sends_example.into(), 1);
-    builder.push_interaction(EXAMPLE_BUS, example, sent);
+    let sends = || Count::bounded(c.sends_example.into(), 1);
+    match tag {
+        None => {
+            let logits = outputs.iter().map(|o| o.logit.into());
+            let coeffs = outputs.iter().map(|o| o.coeff.into());
+            let example: Vec<AB::Expr> = logits
+                .chain([c.norm_sq.into(), c.label.into()])
+                .chain(coeffs)
+                .collect();
+            builder.push_interaction(EXAMPLE_BUS, example, sends());
+        }
+        Some(tag) => {
+            let example = [tag, c.norm_sq, c.label].map(Into::into);
+            builder.push_interaction(EXAMPLE_BUS, example, sends());
+            for (m, o) in outputs.iter().enumerate() {
+                let unit = [
+                    tag.into(),
+                    AB::Expr::from_usize(m),
+                    o.logit.into(),
+                    o.coeff.into(),
+                ];
+                builder.push_interaction(HIDDEN_BUS, unit, sends());
+            }
+        }
+    }
     for (k, o) in outputs.iter().enumerate() {
         for lane in 0..RATE {
             let x: AB::Expr = c.input[lane].into();

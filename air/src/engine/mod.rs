@@ -8,12 +8,14 @@
 //! - [`lookup_table`]: the range and segment tables, and the receiving end of the update.
 //!
 //! - [`permutation_table`]: one Poseidon2 permutation per row, for the hash table.
+//! - [`hidden_table`]: an MLP's hidden units and second layer, a fifth instance.
 //!
 //! Every table is built from the statement (and the claimed update), so the verifier
 //! computes all structure itself; [`crate::proof`] checks each instance's height against
 //! [`TableHeights`] before Plonky3 reads the proof.
 
 pub mod hash_table;
+pub mod hidden_table;
 pub mod limbs;
 pub mod lookup_table;
 pub mod permutation_table;
@@ -32,6 +34,7 @@ use crate::reference::ClippedGradientSum;
 use crate::spec::Head;
 use crate::statement::{MIN_LOG_HEIGHT, ProofShape, Statement};
 use hash_table::HashTableAir;
+use hidden_table::HiddenTableAir;
 use lookup_table::{LOOKUP_HEIGHT, LookupTableAir};
 use permutation_table::PermutationTableAir;
 use softmax_table::SoftmaxStepTableAir;
@@ -46,8 +49,14 @@ pub const RANGE_BUS: &str = "range";
 pub const SIGMOID_BUS: &str = "sigmoid";
 /// Exponential bus: `(k, a_k, b_k)` looked up in a softmax's segment table.
 pub const EXP_BUS: &str = "exp";
-/// Example bus: `(z_0.., N, y, c_0..)` from the hash table to the step table.
+/// Example bus: `(z_0.., N, y, c_0..)` from the hash table to the step table; an MLP's
+/// `(i, N, y)`, tagged with the example's position `i`.
 pub const EXAMPLE_BUS: &str = "example";
+/// Hidden bus: an MLP's `(i, m, a_m, c_m)` from the hash table to the hidden table.
+pub const HIDDEN_BUS: &str = "hidden";
+/// Head bus: an MLP's `(i, z.., r.., c.., ONE² + Σh², Σδ², ν, clipped)` between the hidden
+/// table and the step table.
+pub const HEAD_BUS: &str = "head";
 /// Update bus: `(j)` with field-valued counts that must sum to `U_j`.
 pub const UPDATE_BUS: &str = "update";
 
@@ -70,6 +79,8 @@ pub enum TableAir {
     SoftmaxStep(SoftmaxStepTableAir),
     /// Instance 3.
     Lookup(LookupTableAir),
+    /// Instance 4, of an MLP only.
+    Hidden(HiddenTableAir),
 }
 
 /// Each table's height, fixed by the statement.
@@ -81,6 +92,8 @@ pub struct TableHeights {
     pub step: usize,
     /// [`LOOKUP_HEIGHT`] (`2^10`).
     pub lookup: usize,
+    /// An MLP's: `B·H` rounded up to a power of two, at least `2^MIN_LOG_HEIGHT`.
+    pub hidden: Option<usize>,
 }
 
 impl TableHeights {
@@ -101,13 +114,16 @@ impl TableHeights {
             // more proving time (BENCH.md, "Proof engine v2, tuned").
             step: shape.batch.next_power_of_two().max(min),
             lookup: LOOKUP_HEIGHT,
+            hidden: shape
+                .hidden
+                .then(|| (shape.batch * shape.outputs).next_power_of_two().max(min)),
         }
     }
 
     /// Committed main-trace cells over all tables (what proving time and memory follow).
     pub fn committed_cells(&self, shape: &ProofShape) -> u64 {
         let widths = table_widths(shape);
-        self.as_array()
+        self.all()
             .iter()
             .zip(widths)
             .map(|(&h, w)| (h * w) as u64)
@@ -115,27 +131,33 @@ impl TableHeights {
     }
 
     /// In instance order (the permutation table is as tall as the hash table).
-    pub fn as_array(&self) -> [usize; NUM_TABLES] {
-        [self.hash, self.hash, self.step, self.lookup]
+    pub fn all(&self) -> Vec<usize> {
+        let mut heights = vec![self.hash, self.hash, self.step, self.lookup];
+        heights.extend(self.hidden);
+        heights
     }
 }
 
-/// Number of tables (instances) in a proof.
+/// Tables (instances) of a proof without a hidden layer; an MLP's has one more.
 pub const NUM_TABLES: usize = 4;
 
 /// Each table's width, in instance order.
-pub fn table_widths(shape: &ProofShape) -> [usize; NUM_TABLES] {
+pub fn table_widths(shape: &ProofShape) -> Vec<usize> {
     let outputs = shape.outputs.max(1);
     let step = match shape.head() {
         Head::Sigmoid => step_table::NUM_STEP_COLS,
-        Head::Softmax { classes } => softmax_table::softmax_width(classes),
+        Head::Softmax { classes } => softmax_table::softmax_width(classes, shape.hidden),
     };
-    [
+    let mut widths = vec![
         permutation_table::NUM_PERM_COLS,
-        hash_table::hash_width(outputs),
+        hash_table::hash_width(outputs, shape.hidden),
         step,
-        lookup_table::lookup_width(outputs * (shape.num_features + 1)),
-    ]
+        lookup_table::lookup_width(shape.num_params()),
+    ];
+    if shape.hidden {
+        widths.push(hidden_table::hidden_width(shape.classes));
+    }
+    widths
 }
 
 /// Most periodic-column cells a run may make its verifier build for one proof: the
@@ -149,35 +171,44 @@ pub const MAX_PERIODIC_CELLS: u64 = 1 << 25;
 pub fn periodic_cells(shape: &ProofShape) -> u64 {
     let heights = TableHeights::for_shape(shape);
     let outputs = shape.outputs.max(1);
-    let hash = hash_table::periodic::COUNT + (outputs - 1) * crate::hash::RATE;
-    let params = outputs * (shape.num_features + 1);
-    let lookup =
-        lookup_table::periodic::COUNT + lookup_table::update_lanes(params) - lookup_table::LANES;
-    (hash * heights.hash + heights.step + lookup * heights.lookup) as u64
+    let hash = hash_table::periodic::example(outputs) + shape.hidden as usize;
+    let lanes = lookup_table::update_lanes(shape.num_params());
+    let lookup = lookup_table::periodic::COUNT + lanes - lookup_table::LANES;
+    let step = 1 + shape.hidden as usize;
+    let hidden = heights.hidden.map_or(0, |h| {
+        h * (hidden_table::periodic::COUNT + 2 * shape.classes)
+    });
+    (hash * heights.hash + step * heights.step + lookup * heights.lookup + hidden) as u64
 }
 
 /// The tables of a statement and its claimed update, in instance order.
-pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> [TableAir; NUM_TABLES] {
+pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> Vec<TableAir> {
     let heights = TableHeights::of(statement);
     let public = statement.layout().len;
     let shape = statement.shape();
     let (d, batch, clip) = (shape.num_features, shape.batch, statement.params.clip_norm);
+    let hidden = shape.hidden.then_some(shape.outputs);
     let step = match shape.head() {
         Head::Sigmoid => TableAir::Step(StepTableAir::new(d, batch, clip, heights.step)),
         Head::Softmax { classes } => TableAir::SoftmaxStep(SoftmaxStepTableAir::new(
             d,
             classes,
+            hidden,
             batch,
             clip,
             heights.step,
         )),
     };
-    [
+    let mut tables = vec![
         TableAir::Permutation(PermutationTableAir::default()),
         TableAir::Hash(HashTableAir::new(statement, heights.hash, public)),
         step,
         TableAir::Lookup(LookupTableAir::new(update, shape.head())),
-    ]
+    ];
+    if let Some(height) = heights.hidden {
+        tables.push(TableAir::Hidden(HiddenTableAir::new(statement, height)));
+    }
+    tables
 }
 
 macro_rules! each {
@@ -188,6 +219,7 @@ macro_rules! each {
             TableAir::Step($air) => $e,
             TableAir::SoftmaxStep($air) => $e,
             TableAir::Lookup($air) => $e,
+            TableAir::Hidden($air) => $e,
         }
     };
 }

@@ -15,6 +15,13 @@
 //! The first `B` rows (a periodic `ACTIVE` column the verifier builds) receive one example
 //! each from the hash table; padding rows are zero and every constraint either holds on
 //! zeros or is gated by `ACTIVE`, and nothing a padding row holds reaches a bus.
+//!
+//! An MLP's step row is the same row for its output layer plus [`MlpCols`]: it receives
+//! `(i, N, y)` from the hash table and `(i, z.., r.., c.., ONE² + Σh², Σδ², ν, clipped)`
+//! from the hidden table (tagged with the example's position `i`), proves the first
+//! layer's bound `A_1` from `N` and `Σ δ²`, the output layer's `A_2` from `ONE² + Σh²`
+//! and the residuals, and `ν = ceil(√(A_1² + A_2²))`, which takes `A`'s place in the clip
+//! decision and the classes' floors.
 
 use std::borrow::Cow;
 
@@ -26,7 +33,7 @@ use p3_lookup::{Count, InteractionBuilder};
 use super::limbs::{eval_range, limbs_for, limbs_value};
 use super::step_table::{GAP_BITS, NORM_BITS};
 use super::{
-    EXAMPLE_BUS, EXP_BUS, UPDATE_BUS, active_rows, constant, view, view_mut, view_slice,
+    EXAMPLE_BUS, EXP_BUS, HEAD_BUS, UPDATE_BUS, active_rows, constant, view, view_mut, view_slice,
     view_slice_mut,
 };
 use crate::exp::{FIRST_SEGMENT, SEGMENT_BITS};
@@ -50,8 +57,12 @@ pub const DELTA_LOWER_BITS: usize = 37;
 pub const BOUND_BITS: usize = 30;
 /// Bits of `A·ONE - ν_r·ν_x` (exact: below `ONE`).
 pub const BOUND_SLACK_BITS: usize = FRAC_BITS as usize;
-/// Bits of the clip decision's slack (`C - A` or `A - C - 1`, below `2^30`; sign only).
+/// Bits of the clip decision's slack (`C - ν` or `ν - C - 1`, below `2^31`; sign only).
 pub const CLIP_SLACK_BITS: usize = 31;
+/// Bits of `ν` (`ν ≤ ceil(√2·A) < 2^31`), and of a clip floor's remainder and gap below it.
+pub const NU_BITS: usize = 31;
+/// Bits of an MLP's `ν_δ = ceil(√Σ δ²)`: at most 256 hidden deltas below `2^24`.
+pub const HIDDEN_DELTA_NORM_BITS: usize = 29;
 
 const _: () = assert!(1 << BOUND_BITS == crate::network::LAYER_BOUND_LIMIT);
 
@@ -87,6 +98,65 @@ pub struct SoftmaxCols<T> {
     pub clipped: T,
     /// `C - A` when kept, `A - C - 1` when clipped.
     pub clip_slack: [T; limbs_for(CLIP_SLACK_BITS)],
+}
+
+/// An MLP's columns: the first layer's bound and the whole vector's `ν`.
+#[repr(C)]
+pub struct MlpCols<T> {
+    /// Bus-visible copy of the periodic `EXAMPLE`: the row's position in the batch.
+    pub example: T,
+    /// Received from the hash table: `N = Σ x² + ONE²`.
+    pub input_sq: T,
+    /// Received from the hidden table: `Σ δ²` over the hidden deltas.
+    pub delta_sq: T,
+    /// `ν_x = ceil(√N)`.
+    pub input_norm: [T; limbs_for(NORM_BITS)],
+    /// `ν_x² - N`.
+    pub input_upper: [T; limbs_for(GAP_BITS)],
+    /// `N - (ν_x - 1)² - 1`.
+    pub input_lower: [T; limbs_for(GAP_BITS)],
+    /// `Σ δ² = 0` (then `ν_δ = 0` and its lower gap is void).
+    pub delta_zero: T,
+    /// `ν_δ = ceil(√Σ δ²)`.
+    pub delta_norm: [T; limbs_for(HIDDEN_DELTA_NORM_BITS)],
+    /// `ν_δ² - Σ δ²`.
+    pub delta_upper: [T; limbs_for(GAP_BITS)],
+    /// `Σ δ² - (ν_δ - 1)² - 1` unless `delta_zero`.
+    pub delta_lower: [T; limbs_for(GAP_BITS)],
+    /// `A_1 = ceil(ν_δ·ν_x / ONE)`.
+    pub bound: [T; limbs_for(BOUND_BITS)],
+    /// `A_1·ONE - ν_δ·ν_x`.
+    pub bound_slack: [T; limbs_for(BOUND_SLACK_BITS)],
+    /// `A_1² + A_2² = 0`.
+    pub norm_zero: T,
+    /// `ν = ceil(√(A_1² + A_2²))`.
+    pub norm: [T; limbs_for(NU_BITS)],
+    /// `ν² - A_1² - A_2²`.
+    pub norm_upper: [T; limbs_for(GAP_BITS)],
+    /// `A_1² + A_2² - (ν - 1)² - 1` unless `norm_zero`.
+    pub norm_lower: [T; limbs_for(GAP_BITS)],
+}
+
+/// Width of [`MlpCols`].
+pub const NUM_MLP_COLS: usize = size_of::<MlpCols<u8>>();
+
+impl<T> MlpCols<T> {
+    /// Every range check: its limbs and bit bound.
+    pub fn range_checks(&self) -> [(&[T], usize); 11] {
+        [
+            (&self.input_norm[..], NORM_BITS),
+            (&self.input_upper[..], GAP_BITS),
+            (&self.input_lower[..], GAP_BITS),
+            (&self.delta_norm[..], HIDDEN_DELTA_NORM_BITS),
+            (&self.delta_upper[..], GAP_BITS),
+            (&self.delta_lower[..], GAP_BITS),
+            (&self.bound[..], BOUND_BITS),
+            (&self.bound_slack[..], BOUND_SLACK_BITS),
+            (&self.norm[..], NU_BITS),
+            (&self.norm_upper[..], GAP_BITS),
+            (&self.norm_lower[..], GAP_BITS),
+        ]
+    }
 }
 
 /// The columns of one class.
@@ -126,10 +196,10 @@ pub struct ClassCols<T> {
     pub division_gap: [T; limbs_for(DIVISION_BITS)],
     /// `|c_k|`.
     pub coeff_abs: [T; limbs_for(UNIT_BITS)],
-    /// `|r_k|·C - |c_k|·A` when clipped.
-    pub clip_remainder: [T; limbs_for(BOUND_BITS)],
-    /// `A - 1 - clip_remainder` when clipped, else 0.
-    pub clip_gap: [T; limbs_for(BOUND_BITS)],
+    /// `|r_k|·C - |c_k|·ν` when clipped (`ν = A` for a softmax).
+    pub clip_remainder: [T; limbs_for(NU_BITS)],
+    /// `ν - 1 - clip_remainder` when clipped, else 0.
+    pub clip_gap: [T; limbs_for(NU_BITS)],
 }
 
 /// Width of the per-row part.
@@ -137,12 +207,12 @@ pub const NUM_SOFTMAX_COLS: usize = size_of::<SoftmaxCols<u8>>();
 /// Width of one class.
 pub const NUM_CLASS_COLS: usize = size_of::<ClassCols<u8>>();
 
-/// Width of a row for `classes` classes.
-pub const fn softmax_width(classes: usize) -> usize {
-    NUM_SOFTMAX_COLS + classes * NUM_CLASS_COLS
+/// Width of a row for `classes` classes, of an MLP's output layer when `hidden`.
+pub const fn softmax_width(classes: usize, hidden: bool) -> usize {
+    NUM_SOFTMAX_COLS + hidden as usize * NUM_MLP_COLS + classes * NUM_CLASS_COLS
 }
 
-/// A row split into its per-row part and its classes.
+/// A softmax row split into its per-row part and its classes.
 pub fn split_row<T>(row: &[T]) -> (&SoftmaxCols<T>, &[ClassCols<T>]) {
     let (named, classes) = row.split_at(NUM_SOFTMAX_COLS);
     (view(named), view_slice(classes))
@@ -152,6 +222,22 @@ pub fn split_row<T>(row: &[T]) -> (&SoftmaxCols<T>, &[ClassCols<T>]) {
 pub fn split_row_mut<T>(row: &mut [T]) -> (&mut SoftmaxCols<T>, &mut [ClassCols<T>]) {
     let (named, classes) = row.split_at_mut(NUM_SOFTMAX_COLS);
     (view_mut(named), view_slice_mut(classes))
+}
+
+/// An MLP's row split into its per-row part, its MLP part and its classes.
+pub fn split_mlp_row<T>(row: &[T]) -> (&SoftmaxCols<T>, &MlpCols<T>, &[ClassCols<T>]) {
+    let (named, rest) = row.split_at(NUM_SOFTMAX_COLS);
+    let (mlp, classes) = rest.split_at(NUM_MLP_COLS);
+    (view(named), view(mlp), view_slice(classes))
+}
+
+/// Mutable [`split_mlp_row`].
+pub fn split_mlp_row_mut<T>(
+    row: &mut [T],
+) -> (&mut SoftmaxCols<T>, &mut MlpCols<T>, &mut [ClassCols<T>]) {
+    let (named, rest) = row.split_at_mut(NUM_SOFTMAX_COLS);
+    let (mlp, classes) = rest.split_at_mut(NUM_MLP_COLS);
+    (view_mut(named), view_mut(mlp), view_slice_mut(classes))
 }
 
 impl<T> SoftmaxCols<T> {
@@ -183,8 +269,8 @@ impl<T> ClassCols<T> {
             (&self.division_remainder[..], DIVISION_BITS),
             (&self.division_gap[..], DIVISION_BITS),
             (&self.coeff_abs[..], UNIT_BITS),
-            (&self.clip_remainder[..], BOUND_BITS),
-            (&self.clip_gap[..], BOUND_BITS),
+            (&self.clip_remainder[..], NU_BITS),
+            (&self.clip_gap[..], NU_BITS),
         ]
     }
 }
@@ -194,40 +280,53 @@ impl<T> ClassCols<T> {
 pub struct SoftmaxStepTableAir {
     num_features: usize,
     classes: usize,
+    /// An MLP's hidden units.
+    hidden: Option<usize>,
     clip_norm: i64,
-    active: Vec<Vec<Goldilocks>>,
+    /// `ACTIVE`, then an MLP's `EXAMPLE` (the row's position on active rows).
+    periodic: Vec<Vec<Goldilocks>>,
 }
 
 impl SoftmaxStepTableAir {
     /// The table for `batch` examples of `num_features` features and `classes` classes in
-    /// `height` rows.
+    /// `height` rows (after `hidden` units, for an MLP).
     pub fn new(
         num_features: usize,
         classes: usize,
+        hidden: Option<usize>,
         batch: usize,
         clip_norm: i64,
         height: usize,
     ) -> Self {
+        let mut periodic = vec![active_rows(batch, height)];
+        if hidden.is_some() {
+            let mut position = vec![Goldilocks::ZERO; height];
+            for (i, p) in position[..batch].iter_mut().enumerate() {
+                *p = Goldilocks::from_usize(i);
+            }
+            periodic.push(position);
+        }
         Self {
             num_features,
             classes,
+            hidden,
             clip_norm,
-            active: vec![active_rows(batch, height)],
+            periodic,
         }
     }
 }
 
 impl BaseAir<Goldilocks> for SoftmaxStepTableAir {
     fn width(&self) -> usize {
-        softmax_width(self.classes)
+        softmax_width(self.classes, self.hidden.is_some())
     }
 
     fn num_periodic_columns(&self) -> usize {
-        1
+        self.periodic.len()
     }
 
     fn periodic_columns(&self) -> Cow<'_, [Vec<Goldilocks>]> {
-        Cow::Borrowed(&self.active)
+        Cow::Borrowed(&self.periodic)
     }
 
     fn main_next_row_columns(&self) -> Vec<usize> {
@@ -237,6 +336,11 @@ impl BaseAir<Goldilocks> for SoftmaxStepTableAir {
     fn max_constraint_degree(&self) -> Option<usize> {
         Some(3)
     }
+}
+
+/// `r_k = p_k - [y = k]·ONE`.
+fn residual<AB: AirBuilder<F = Goldilocks>>(class: &ClassCols<AB::Var>) -> AB::Expr {
+    limbs_value::<AB>(&class.probability) - class.onehot.into() * constant::<AB>(ONE)
 }
 
 /// `|r_k|`: `p_k` off the label's class, `ONE - p_k` on it.
@@ -249,13 +353,35 @@ fn abs_residual<AB: AirBuilder<F = Goldilocks>>(class: &ClassCols<AB::Var>) -> A
 impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SoftmaxStepTableAir {
     fn eval(&self, builder: &mut AB) {
         let main = builder.main();
-        let (c, classes) = split_row(main.current_slice());
-        let active_rows: AB::Expr = builder.periodic_values()[0].into();
-        builder.assert_eq(c.active, active_rows);
+        let row = main.current_slice();
+        let (c, mlp, classes) = match self.hidden {
+            Some(_) => {
+                let (c, mlp, classes) = split_mlp_row(row);
+                (c, Some(mlp), classes)
+            }
+            None => {
+                let (c, classes) = split_row(row);
+                (c, None, classes)
+            }
+        };
+        let periodic: Vec<AB::Expr> = builder
+            .periodic_values()
+            .iter()
+            .map(|&v| v.into())
+            .collect();
+        builder.assert_eq(c.active, periodic[0].clone());
         let active: AB::Expr = c.active.into();
 
         for (limbs, bits) in c.range_checks() {
             eval_range(builder, limbs, bits);
+        }
+        if let Some(mlp) = mlp {
+            builder.assert_eq(mlp.example, periodic[1].clone());
+            for (limbs, bits) in mlp.range_checks() {
+                eval_range(builder, limbs, bits);
+            }
+            builder.assert_bool(mlp.delta_zero);
+            builder.assert_bool(mlp.norm_zero);
         }
         for class in classes {
             for (limbs, bits) in class.range_checks() {
@@ -272,16 +398,40 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SoftmaxStepTableAir {
         }
         eval_division(builder, classes, active.clone());
         eval_norms(builder, c, classes, active.clone());
-        eval_clipping(builder, c, classes, active.clone(), self.clip_norm);
+        let norm = match mlp {
+            Some(mlp) => eval_mlp_norm(builder, c, mlp, active.clone()),
+            None => limbs_value::<AB>(&c.bound),
+        };
+        eval_clipping(builder, c, classes, active.clone(), norm, self.clip_norm);
 
+        let received = || Count::bounded(-active.clone(), 1);
         let logits = classes.iter().map(|k| k.logit.into());
         let coeffs = classes.iter().map(|k| k.coeff.into());
-        let example: Vec<AB::Expr> = logits
-            .chain([c.norm_sq.into(), c.label.into()])
-            .chain(coeffs)
-            .collect();
-        builder.push_interaction(EXAMPLE_BUS, example, Count::bounded(-active.clone(), 1));
-        let bias_base = self.classes * self.num_features;
+        let bias_base = match (self.hidden, mlp) {
+            (Some(hidden), Some(mlp)) => {
+                let example = [mlp.example, mlp.input_sq, c.label].map(Into::into);
+                builder.push_interaction(EXAMPLE_BUS, example, received());
+                let residuals = classes.iter().map(|k| residual::<AB>(k));
+                let head: Vec<AB::Expr> = [mlp.example.into()]
+                    .into_iter()
+                    .chain(logits)
+                    .chain(residuals)
+                    .chain(coeffs)
+                    .chain([c.norm_sq.into(), mlp.delta_sq.into()])
+                    .chain([limbs_value::<AB>(&mlp.norm), c.clipped.into()])
+                    .collect();
+                builder.push_interaction(HEAD_BUS, head, received());
+                hidden * (self.num_features + 1) + self.classes * hidden
+            }
+            _ => {
+                let example: Vec<AB::Expr> = logits
+                    .chain([c.norm_sq.into(), c.label.into()])
+                    .chain(coeffs)
+                    .collect();
+                builder.push_interaction(EXAMPLE_BUS, example, received());
+                self.classes * self.num_features
+            }
+        };
         for (k, class) in classes.iter().enumerate() {
             let share = active.clone() * class.coeff.into() * constant::<AB>(ONE);
             let bias = AB::Expr::from_usize(bias_base + k);
@@ -390,10 +540,9 @@ fn eval_norms<AB: AirBuilder<F = Goldilocks>>(
     let lower = c.norm_sq.into() - below_sq - AB::Expr::ONE - limbs_value::<AB>(&c.input_lower);
     builder.assert_zero(active.clone() * lower);
 
-    let residual_sq = classes.iter().fold(AB::Expr::ZERO, |s, k| {
-        let r = limbs_value::<AB>(&k.probability) - k.onehot.into() * constant::<AB>(ONE);
-        s + r.square()
-    });
+    let residual_sq = classes
+        .iter()
+        .fold(AB::Expr::ZERO, |s, k| s + residual::<AB>(k).square());
     let nu_r = limbs_value::<AB>(&c.delta_norm);
     builder.assert_eq(
         nu_r.clone().square() - residual_sq.clone(),
@@ -410,16 +559,76 @@ fn eval_norms<AB: AirBuilder<F = Goldilocks>>(
     );
 }
 
-/// Clipped when `A > C`: then `|c_k| = floor(|r_k|·C / A)`, else `|c_k| = |r_k|`; `c_k`
-/// takes the residual's sign, negative exactly on the label's class.
+/// An MLP's first-layer bound `A_1 = ceil(ceil(√Σδ²)·ceil(√N) / ONE)` and
+/// `ν = ceil(√(A_1² + A_2²))`, returned. Each ceiling square root `s = ceil(√R)` is
+/// `s² - R ≥ 0` and `R - (s - 1)² - 1 ≥ 0`; a zero flag (which forces `s = 0`, and then
+/// the first gap forces `R = 0`) voids the second where `R = 0`.
+fn eval_mlp_norm<AB: AirBuilder<F = Goldilocks>>(
+    builder: &mut AB,
+    c: &SoftmaxCols<AB::Var>,
+    mlp: &MlpCols<AB::Var>,
+    active: AB::Expr,
+) -> AB::Expr {
+    let nu_x = limbs_value::<AB>(&mlp.input_norm);
+    builder.assert_eq(
+        nu_x.clone().square() - mlp.input_sq.into(),
+        limbs_value::<AB>(&mlp.input_upper),
+    );
+    let below_sq = (nu_x.clone() - AB::Expr::ONE).square();
+    let lower = mlp.input_sq.into() - below_sq - AB::Expr::ONE;
+    builder.assert_zero(active * (lower - limbs_value::<AB>(&mlp.input_lower)));
+
+    let nu_d = eval_ceil_sqrt(
+        builder,
+        mlp.delta_sq.into(),
+        [&mlp.delta_norm[..], &mlp.delta_upper, &mlp.delta_lower],
+        mlp.delta_zero,
+    );
+    let bound = limbs_value::<AB>(&mlp.bound);
+    builder.assert_eq(
+        bound.clone() * constant::<AB>(ONE) - nu_d * nu_x,
+        limbs_value::<AB>(&mlp.bound_slack),
+    );
+    let output_bound = limbs_value::<AB>(&c.bound);
+    let sum = bound.square() + output_bound.square();
+    eval_ceil_sqrt(
+        builder,
+        sum,
+        [&mlp.norm[..], &mlp.norm_upper, &mlp.norm_lower],
+        mlp.norm_zero,
+    )
+}
+
+/// `s = ceil(√R)` from the limbs of `s`, `s² - R` and `R - (s - 1)² - 1`, the last void
+/// when the zero flag is set (which forces `s = 0`); returns `s`.
+fn eval_ceil_sqrt<AB: AirBuilder<F = Goldilocks>>(
+    builder: &mut AB,
+    radicand: AB::Expr,
+    [root, upper, lower]: [&[AB::Var]; 3],
+    zero: AB::Var,
+) -> AB::Expr {
+    let s = limbs_value::<AB>(root);
+    builder.assert_eq(
+        s.clone().square() - radicand.clone(),
+        limbs_value::<AB>(upper),
+    );
+    builder.assert_zero(zero.into() * s.clone());
+    let below_sq = (s.clone() - AB::Expr::ONE).square();
+    let gap = radicand - below_sq - AB::Expr::ONE - limbs_value::<AB>(lower);
+    builder.assert_zero((AB::Expr::ONE - zero.into()) * gap);
+    s
+}
+
+/// Clipped when `ν > C` (`ν = A` for a softmax): then `|c_k| = floor(|r_k|·C / ν)`, else
+/// `|c_k| = |r_k|`; `c_k` takes the residual's sign, negative exactly on the label's class.
 fn eval_clipping<AB: AirBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &SoftmaxCols<AB::Var>,
     classes: &[ClassCols<AB::Var>],
     active: AB::Expr,
+    bound: AB::Expr,
     clip_norm: i64,
 ) {
-    let bound = limbs_value::<AB>(&c.bound);
     let clip = constant::<AB>(clip_norm);
     let clipped: AB::Expr = c.clipped.into();
     let keep = AB::Expr::ONE - clipped.clone();

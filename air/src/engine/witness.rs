@@ -10,6 +10,9 @@ use p3_matrix::dense::RowMajorMatrix;
 use p3_symmetric::Permutation;
 
 use super::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS, output_mut, split_row_mut};
+use super::hidden_table::{
+    BACK_REMAINDER_BITS, DELTA_BITS, PRE_REMAINDER_BITS, RELU_SLACK_BITS, VALUE_BITS,
+};
 use super::limbs::{RANGE_SIZE, limbs_for, looked_up, write_limbs, write_limbs_truncated};
 use super::lookup_table::{LANES, LOOKUP_HEIGHT, LookupTableAir, cols};
 use super::permutation_table::{
@@ -18,7 +21,8 @@ use super::permutation_table::{
 use super::softmax_table::{
     BELOW_SLACK_BITS, BOUND_BITS, BOUND_SLACK_BITS, CLIP_SLACK_BITS as SOFTMAX_CLIP_SLACK_BITS,
     ClassCols, DELTA_GAP_BITS, DELTA_LOWER_BITS, DELTA_NORM_BITS, DIVISION_BITS,
-    REMAINDER_BITS as EXP_REMAINDER_BITS, UNIT_BITS as SOFTMAX_UNIT_BITS,
+    HIDDEN_DELTA_NORM_BITS, NU_BITS, REMAINDER_BITS as EXP_REMAINDER_BITS,
+    UNIT_BITS as SOFTMAX_UNIT_BITS,
 };
 use super::step_table::{
     CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, REMAINDER_BITS, StepCols, UNIT_BITS,
@@ -29,7 +33,7 @@ use crate::fixed::{ONE, to_field};
 use crate::hash::{
     RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate,
 };
-use crate::network::{HeadSteps, NetworkStep, network_step};
+use crate::network::{HeadSteps, Layer, NetworkStep, ReluCase, network_step};
 use crate::reference::{ClippedGradientSum, TrainingStep, example_training_step, validate_row};
 use crate::sigmoid::FIRST_SEGMENT;
 use crate::spec::Head;
@@ -45,16 +49,27 @@ pub struct Traces {
     pub step: RowMajorMatrix<Goldilocks>,
     /// The lookup table (multiplicities).
     pub lookup: RowMajorMatrix<Goldilocks>,
+    /// An MLP's hidden table.
+    pub hidden: Option<RowMajorMatrix<Goldilocks>>,
     /// The clipped-gradient sum.
     pub update: ClippedGradientSum,
+}
+
+impl Traces {
+    /// The traces in instance order.
+    pub fn matrices(&self) -> Vec<&RowMajorMatrix<Goldilocks>> {
+        let mut m = vec![&self.permutation, &self.hash, &self.step, &self.lookup];
+        m.extend(&self.hidden);
+        m
+    }
 }
 
 /// One example's training step, by model.
 enum ExampleStep {
     /// Logistic regression's.
     Logistic(TrainingStep),
-    /// A softmax model's.
-    Softmax(NetworkStep),
+    /// A softmax model's or an MLP's.
+    Network(NetworkStep),
 }
 
 impl ExampleStep {
@@ -62,7 +77,7 @@ impl ExampleStep {
     fn coeffs(&self) -> &[i64] {
         match self {
             Self::Logistic(step) => std::slice::from_ref(&step.coeff),
-            Self::Softmax(step) => &step.coefficients[0],
+            Self::Network(step) => &step.coefficients[0],
         }
     }
 }
@@ -148,7 +163,7 @@ pub fn generate(
                 };
                 let step = network_step(&layers, head, x, step_label, clip)?;
                 update.add_step(&layers, x, &step);
-                ExampleStep::Softmax(step)
+                ExampleStep::Network(step)
             }
         };
         examples.push(Example { x, y, step });
@@ -159,24 +174,48 @@ pub fn generate(
     write_hash_rows(statement, &examples, &mut hash)?;
     let mut step = RowMajorMatrix::new(Goldilocks::zero_vec(heights.step * widths[2]), widths[2]);
     let clip = statement.params.clip_norm;
-    for (row, example) in step.values.chunks_exact_mut(widths[2]).zip(&examples) {
+    let mut rows = step.values.chunks_exact_mut(widths[2]);
+    // Examples first: `zip` takes from its first iterator before finding the second empty.
+    for (position, (example, row)) in examples.iter().zip(rows.by_ref()).enumerate() {
         match &example.step {
             ExampleStep::Logistic(s) => {
                 let c = StepCols::from_row_mut(row);
                 c.active = Goldilocks::ONE;
                 write_step_row(c, example.y, s, clip)?;
             }
-            ExampleStep::Softmax(s) => {
+            ExampleStep::Network(s) if shape.hidden => {
+                write_mlp_row(row, position, example.y, s, clip, OutOfRange::Refuse)?
+            }
+            ExampleStep::Network(s) => {
                 write_softmax_row(row, example.y, s, clip, OutOfRange::Refuse)?
             }
         }
     }
-    let lookup = multiplicities(&statement.shape(), &hash, &step, &update);
+    if shape.hidden {
+        rows.for_each(write_mlp_padding_row);
+    }
+    let hidden = match heights.hidden {
+        Some(height) => {
+            let width = widths[4];
+            let mut hidden = RowMajorMatrix::new(Goldilocks::zero_vec(height * width), width);
+            let blocks = hidden.values.chunks_exact_mut(width * shape.outputs);
+            for (position, (block, example)) in blocks.zip(&examples).enumerate() {
+                let ExampleStep::Network(s) = &example.step else {
+                    unreachable!("an MLP's steps are network steps")
+                };
+                write_hidden_block(block, &layers[1], position, s, clip, OutOfRange::Refuse)?;
+            }
+            Some(hidden)
+        }
+        None => None,
+    };
+    let lookup = multiplicities(&shape, &hash, &step, hidden.as_ref(), &update);
     Ok(Traces {
         permutation,
         hash,
         step,
         lookup,
+        hidden,
         update,
     })
 }
@@ -217,8 +256,9 @@ fn write_hash_rows(
     let params = &statement.model.params;
     let weight = |k: usize, j: usize| params[k * d + j];
     let width = trace.width;
+    let untagged = width - shape.hidden as usize;
     let mut rows = trace.values.chunks_exact_mut(width);
-    for (example, &index) in examples.iter().zip(&statement.batch_indices) {
+    for (position, (example, &index)) in examples.iter().zip(&statement.batch_indices).enumerate() {
         let mut logits: Vec<i64> = (0..outputs)
             .map(|k| params[outputs * d + k] * ONE)
             .collect();
@@ -226,7 +266,12 @@ fn write_hash_rows(
         let mut norm_sq = ONE * ONE;
         let mut spelled = 0u64;
         for offset in 0..block {
-            let (c, more) = split_row_mut(rows.next().expect("the height fits every block"));
+            let row = rows.next().expect("the height fits every block");
+            let (row, tag) = row.split_at_mut(untagged);
+            if let [tag] = tag {
+                *tag = Goldilocks::from_usize(position);
+            }
+            let (c, more) = split_row_mut(row);
             for k in 0..outputs {
                 let (logit, coeff, _) = output_mut(c, more, k);
                 *logit = to_field(logits[k]);
@@ -379,13 +424,119 @@ pub fn write_softmax_row(
     clip_norm: i64,
     mode: OutOfRange,
 ) -> Result<(), WitnessError> {
+    let (c, classes) = super::softmax_table::split_row_mut(row);
+    write_output_layer(c, classes, label, step, clip_norm, mode)
+}
+
+/// One MLP step-table row: the softmax row of its output layer, the first layer's bound
+/// and `ν`.
+pub fn write_mlp_row(
+    row: &mut [Goldilocks],
+    position: usize,
+    label: u8,
+    step: &NetworkStep,
+    clip_norm: i64,
+    mode: OutOfRange,
+) -> Result<(), WitnessError> {
+    let (c, mlp, classes) = super::softmax_table::split_mlp_row_mut(row);
+    write_output_layer(c, classes, label, step, clip_norm, mode)?;
+    let [first, output] = &step.norms[..] else {
+        return Err(WitnessError::Dataset("an MLP step has two layers".into()));
+    };
+    mlp.example = Goldilocks::from_usize(position);
+    mlp.input_sq = to_field(first.input_sq);
+    mlp.delta_sq = to_field(first.delta_sq);
+    let nu_x = first.input_norm;
+    mode.write(&mut mlp.input_norm, nu_x, NORM_BITS, "input norm")?;
+    let upper = nu_x * nu_x - first.input_sq;
+    mode.write(
+        &mut mlp.input_upper,
+        upper,
+        GAP_BITS,
+        "input norm upper gap",
+    )?;
+    let lower = first.input_sq - (nu_x - 1) * (nu_x - 1) - 1;
+    mode.write(
+        &mut mlp.input_lower,
+        lower,
+        GAP_BITS,
+        "input norm lower gap",
+    )?;
+    let nu_d = first.delta_norm;
+    mlp.delta_zero = write_ceil_sqrt(
+        [
+            &mut mlp.delta_norm,
+            &mut mlp.delta_upper,
+            &mut mlp.delta_lower,
+        ],
+        first.delta_sq,
+        nu_d,
+        HIDDEN_DELTA_NORM_BITS,
+        mode,
+    )?;
+    mode.write(&mut mlp.bound, first.bound, BOUND_BITS, "layer bound")?;
+    let slack = first.bound * ONE - nu_d * nu_x;
+    mode.write(
+        &mut mlp.bound_slack,
+        slack,
+        BOUND_SLACK_BITS,
+        "layer bound slack",
+    )?;
+    let sum = first.bound * first.bound + output.bound * output.bound;
+    mlp.norm_zero = write_ceil_sqrt(
+        [&mut mlp.norm, &mut mlp.norm_upper, &mut mlp.norm_lower],
+        sum,
+        step.norm,
+        NU_BITS,
+        mode,
+    )?;
+    Ok(())
+}
+
+/// The limbs of `s = ceil(√R)`, `s² - R` and `R - (s - 1)² - 1` (0 when `R = 0`), and the
+/// zero flag.
+fn write_ceil_sqrt(
+    [root, upper, lower]: [&mut [Goldilocks]; 3],
+    radicand: i64,
+    s: i64,
+    bits: usize,
+    mode: OutOfRange,
+) -> Result<Goldilocks, WitnessError> {
+    mode.write(root, s, bits, "norm")?;
+    mode.write(upper, s * s - radicand, GAP_BITS, "norm upper gap")?;
+    let zero = radicand == 0;
+    let gap = if zero {
+        0
+    } else {
+        radicand - (s - 1) * (s - 1) - 1
+    };
+    mode.write(lower, gap, GAP_BITS, "norm lower gap")?;
+    Ok(Goldilocks::from_bool(zero))
+}
+
+/// An MLP step-table row past the batch: zeros, but for the zero flags its ceiling square
+/// roots of 0 need.
+fn write_mlp_padding_row(row: &mut [Goldilocks]) {
+    let (_, mlp, _) = super::softmax_table::split_mlp_row_mut(row);
+    mlp.delta_zero = Goldilocks::ONE;
+    mlp.norm_zero = Goldilocks::ONE;
+}
+
+/// The softmax part of a step row: the output layer of a softmax model or an MLP.
+fn write_output_layer(
+    c: &mut super::softmax_table::SoftmaxCols<Goldilocks>,
+    classes: &mut [ClassCols<Goldilocks>],
+    label: u8,
+    step: &NetworkStep,
+    clip_norm: i64,
+    mode: OutOfRange,
+) -> Result<(), WitnessError> {
     let HeadSteps::Softmax(softmax) = &step.head else {
         return Err(WitnessError::Dataset(
             "a softmax row needs a softmax head".into(),
         ));
     };
-    let norms = &step.norms[0];
-    let (c, classes) = super::softmax_table::split_row_mut(row);
+    let norms = step.norms.last().expect("a step has a layer");
     c.active = Goldilocks::ONE;
     c.norm_sq = to_field(norms.input_sq);
     c.label = Goldilocks::from_u8(label);
@@ -423,9 +574,9 @@ pub fn write_softmax_row(
     )?;
     c.clipped = Goldilocks::from_bool(step.clipped);
     let decision = if step.clipped {
-        bound - clip_norm - 1
+        step.norm - clip_norm - 1
     } else {
-        clip_norm - bound
+        clip_norm - step.norm
     };
     mode.write(
         &mut c.clip_slack,
@@ -452,7 +603,7 @@ fn write_class(
     mode: OutOfRange,
 ) -> Result<(), WitnessError> {
     let e = &softmax.exps[k];
-    let coeff = step.coefficients[0][k];
+    let coeff = step.coefficients[step.coefficients.len() - 1][k];
     class.logit = to_field(step.logits[k]);
     class.coeff = to_field(coeff);
     class.onehot = Goldilocks::from_bool(onehot);
@@ -513,10 +664,87 @@ fn write_class(
     mode.write(
         &mut class.clip_remainder,
         rem,
-        BOUND_BITS,
+        NU_BITS,
         "clip floor remainder",
     )?;
-    mode.write(&mut class.clip_gap, gap, BOUND_BITS, "clip floor gap")?;
+    mode.write(&mut class.clip_gap, gap, NU_BITS, "clip floor gap")?;
+    Ok(())
+}
+
+/// One example's block of hidden-table rows (one per hidden unit) from the reference's
+/// training step; `output` is the MLP's second layer.
+pub fn write_hidden_block(
+    block: &mut [Goldilocks],
+    output: &Layer<'_>,
+    position: usize,
+    step: &NetworkStep,
+    clip_norm: i64,
+    mode: OutOfRange,
+) -> Result<(), WitnessError> {
+    let width = block.len() / step.hidden.len();
+    let mut logits: Vec<i64> = output.bias.iter().map(|b| b * ONE).collect();
+    let mut value_sq = ONE * ONE;
+    let mut delta_sq = 0;
+    for (m, row) in block.chunks_exact_mut(width).enumerate() {
+        let (c, classes) = super::hidden_table::split_row_mut(row);
+        let unit = &step.hidden[m];
+        let back = &step.hidden_back[m];
+        c.active = Goldilocks::ONE;
+        c.last = Goldilocks::from_bool(m + 1 == step.hidden.len());
+        c.example = Goldilocks::from_usize(position);
+        c.unit = Goldilocks::from_usize(m);
+        c.pre = to_field(unit.pre_activation);
+        let coeff = step.coefficients[0][m];
+        c.coeff = to_field(coeff);
+        c.negative = Goldilocks::from_bool(unit.case == ReluCase::Negative);
+        c.capped = Goldilocks::from_bool(unit.case == ReluCase::Capped);
+        let rem = unit.remainder;
+        mode.write(
+            &mut c.pre_remainder,
+            rem,
+            PRE_REMAINDER_BITS,
+            "ReLU remainder",
+        )?;
+        let (linear, slack) = match unit.case {
+            ReluCase::Negative => (0, -unit.quotient - 1),
+            ReluCase::Linear => (unit.quotient, 0),
+            ReluCase::Capped => (0, unit.quotient - FEATURE_OFFSET),
+        };
+        mode.write(&mut c.linear_value, linear, VALUE_BITS, "hidden value")?;
+        mode.write(&mut c.relu_slack, slack, RELU_SLACK_BITS, "ReLU slack")?;
+        c.value = to_field(unit.value);
+        value_sq += unit.value * unit.value;
+        c.value_sq = to_field(value_sq);
+        let delta = back.delta;
+        mode.write(&mut c.delta_abs, delta.abs(), DELTA_BITS, "hidden delta")?;
+        c.delta_neg = Goldilocks::from_bool(delta < 0);
+        let rem = back.remainder;
+        mode.write(
+            &mut c.back_remainder,
+            rem,
+            BACK_REMAINDER_BITS,
+            "backward remainder",
+        )?;
+        delta_sq += delta * delta;
+        c.delta_sq = to_field(delta_sq);
+        c.norm = to_field(step.norm);
+        c.clipped = Goldilocks::from_bool(step.clipped);
+        mode.write(&mut c.coeff_abs, coeff.abs(), DELTA_BITS, "|hidden coeff|")?;
+        let (rem, gap) = if step.clipped {
+            let rem = delta.abs() * clip_norm - coeff.abs() * step.norm;
+            (rem, step.norm - 1 - rem)
+        } else {
+            (0, 0)
+        };
+        mode.write(&mut c.clip_remainder, rem, NU_BITS, "clip floor remainder")?;
+        mode.write(&mut c.clip_gap, gap, NU_BITS, "clip floor gap")?;
+        for (k, class) in classes.iter_mut().enumerate() {
+            logits[k] += output.row(k)[m] * unit.value;
+            class.logit = to_field(logits[k]);
+            class.residual = to_field(step.residuals[k]);
+            class.coeff = to_field(step.coefficients[1][k]);
+        }
+    }
     Ok(())
 }
 
@@ -527,6 +755,7 @@ pub fn multiplicities(
     shape: &ProofShape,
     hash: &RowMajorMatrix<Goldilocks>,
     step: &RowMajorMatrix<Goldilocks>,
+    hidden: Option<&RowMajorMatrix<Goldilocks>>,
     update: &ClippedGradientSum,
 ) -> RowMajorMatrix<Goldilocks> {
     use p3_field::PrimeField64;
@@ -547,9 +776,24 @@ pub fn multiplicities(
             }
         }
     }
+    for row in hidden.iter().flat_map(|h| h.values.chunks_exact(h.width)) {
+        let (c, _) = super::hidden_table::split_row(row);
+        for (limbs, bits) in c.range_checks() {
+            looked_up(limbs, bits).for_each(|v| count(&mut range, v));
+        }
+    }
     for row in step.values.chunks_exact(step.width) {
         if let Head::Softmax { .. } = shape.head() {
-            let (c, classes) = super::softmax_table::split_row(row);
+            let (c, classes) = match shape.hidden {
+                true => {
+                    let (c, mlp, classes) = super::softmax_table::split_mlp_row(row);
+                    for (limbs, bits) in mlp.range_checks() {
+                        looked_up(limbs, bits).for_each(|v| count(&mut range, v));
+                    }
+                    (c, classes)
+                }
+                false => super::softmax_table::split_row(row),
+            };
             let checks = c.range_checks().into_iter();
             let class_checks = classes.iter().flat_map(ClassCols::range_checks);
             for (limbs, bits) in checks.chain(class_checks) {

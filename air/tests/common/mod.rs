@@ -93,13 +93,23 @@ pub fn fixture_with(features: Vec<Vec<i64>>, labels: Vec<u8>, model: Model, spec
 
 /// A softmax fixture: `classes` classes, random labels, a random model.
 pub fn softmax_fixture(spec: Spec, classes: u8) -> Fixture {
-    use zkfed_air::spec::ModelSpec;
+    network_fixture(spec, zkfed_air::spec::ModelSpec::Softmax { classes })
+}
+
+/// An MLP of `hidden` units over `classes` classes.
+#[allow(dead_code)]
+pub fn mlp_fixture(spec: Spec, hidden: u16, classes: u8) -> Fixture {
+    let outputs = classes;
+    network_fixture(spec, zkfed_air::spec::ModelSpec::Mlp { hidden, outputs })
+}
+
+fn network_fixture(spec: Spec, model_spec: zkfed_air::spec::ModelSpec) -> Fixture {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let features = random_features(&spec, &mut rng);
+    let classes = model_spec.classes();
     let labels: Vec<u8> = (0..spec.rows)
         .map(|_| rng.random_range(0..classes))
         .collect();
-    let model_spec = ModelSpec::Softmax { classes };
     let params = (0..model_spec.num_params(spec.features))
         .map(|_| rng.random_range(-spec.weight_scale..=spec.weight_scale))
         .collect();
@@ -123,8 +133,8 @@ use p3_lookup::debug_util::{LookupDebugInstance, check_lookups};
 use p3_matrix::dense::RowMajorMatrix;
 use zkfed_air::ClippedGradientSum;
 use zkfed_air::config::Challenge;
+use zkfed_air::engine::tables;
 use zkfed_air::engine::witness::Traces;
-use zkfed_air::engine::{NUM_TABLES, tables};
 
 /// The rule a forged witness breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,14 +143,21 @@ pub enum Rule {
     Hash,
     Step,
     Lookup,
+    Hidden,
     Bus,
 }
 
-pub const TABLE_RULES: [Rule; NUM_TABLES] =
-    [Rule::Permutation, Rule::Hash, Rule::Step, Rule::Lookup];
+/// Each instance's rule, in instance order.
+pub const TABLE_RULES: [Rule; 5] = [
+    Rule::Permutation,
+    Rule::Hash,
+    Rule::Step,
+    Rule::Lookup,
+    Rule::Hidden,
+];
 
-pub fn matrices(t: &Traces) -> [&RowMajorMatrix<Goldilocks>; NUM_TABLES] {
-    [&t.permutation, &t.hash, &t.step, &t.lookup]
+pub fn matrices(t: &Traces) -> Vec<&RowMajorMatrix<Goldilocks>> {
+    t.matrices()
 }
 
 /// Every rule the traces break, for the statement and the claimed update.
