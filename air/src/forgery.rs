@@ -252,10 +252,12 @@ pub fn set_block_coeffs(
     first_row: usize,
     coeffs: &[i64],
 ) {
-    let (block, width) = (statement.shape().block_len(), traces.hash.width);
+    let shape = statement.shape();
+    let (block, width) = (shape.block_len(), traces.hash.width);
+    let untagged = width - shape.hidden as usize;
     let rows = traces.hash.values[first_row * width..].chunks_exact_mut(width);
     for (offset, row) in rows.take(block).enumerate() {
-        let (c, more) = split_row_mut(row);
+        let (c, more) = split_row_mut(&mut row[..untagged]);
         let input = c.input;
         for (k, &coeff) in coeffs.iter().enumerate() {
             let (_, cell, share) = output_mut(c, more, k);

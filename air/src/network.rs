@@ -248,7 +248,7 @@ impl LayerNorm {
     }
 
     /// The bound from `Σ v² + ONE²` and `Σ δ²`.
-    fn from_squares(input_sq: i64, delta_sq: i64) -> Result<Self, ShapeError> {
+    pub fn from_squares(input_sq: i64, delta_sq: i64) -> Result<Self, ShapeError> {
         let input_norm = ceil_sqrt(input_sq);
         let delta_norm = ceil_sqrt(delta_sq);
         let bound = (delta_norm * input_norm + ONE - 1) / ONE;
@@ -298,14 +298,29 @@ pub fn network_step(
     label: u8,
     clip_norm: i64,
 ) -> Result<NetworkStep, ShapeError> {
+    let hidden: Vec<HiddenUnit> = match layers {
+        [hidden, _] => hidden.forward(x).into_iter().map(relu).collect(),
+        _ => Vec::new(),
+    };
+    step_from_hidden(layers, head, x, hidden, label, clip_norm)
+}
+
+/// One example's training step from its hidden units on (none without a hidden layer):
+/// [`network_step`] after the ReLU. Forgers use it to re-witness an example whose hidden
+/// units they changed.
+pub fn step_from_hidden(
+    layers: &[Layer<'_>],
+    head: Head,
+    x: &[i64],
+    hidden: Vec<HiddenUnit>,
+    label: u8,
+    clip_norm: i64,
+) -> Result<NetworkStep, ShapeError> {
     let (hidden_layer, output_layer) = match layers {
         [output] => (None, output),
         [hidden, output] => (Some(hidden), output),
         _ => unreachable!("specs have one or two layers"),
     };
-    let hidden: Vec<HiddenUnit> = hidden_layer
-        .map(|l| l.forward(x).into_iter().map(relu).collect())
-        .unwrap_or_default();
     let hidden_values: Vec<i64> = hidden.iter().map(|h| h.value).collect();
     let output_inputs = if hidden_layer.is_some() {
         &hidden_values[..]
@@ -399,6 +414,21 @@ fn head_step(head: Head, logits: &[i64], label: u8) -> Result<(HeadSteps, Vec<i6
                 .collect();
             Ok((HeadSteps::Softmax(s), r))
         }
+    }
+}
+
+impl NetworkStep {
+    /// Each layer's deltas, input layer first.
+    pub fn deltas(&self) -> Vec<Vec<i64>> {
+        let hidden = self.hidden_back.iter().map(|b| b.delta).collect::<Vec<_>>();
+        let hidden = (!hidden.is_empty()).then_some(hidden);
+        hidden.into_iter().chain([self.residuals.clone()]).collect()
+    }
+
+    /// Recomputes `ν`, the clip decision and the coefficients from [`Self::norms`] (a
+    /// forger's, after changing a bound).
+    pub fn reclip(&mut self, clip_norm: i64) {
+        (self.norm, self.clipped, self.coefficients) = clip(&self.norms, &self.deltas(), clip_norm);
     }
 }
 

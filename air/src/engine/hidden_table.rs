@@ -6,8 +6,9 @@
 //! table (the pre-activation the hash table summed, and the clipped hidden coefficient
 //! whose shares the hash table sends), and proves:
 //!
-//! - the capped ReLU: `a = 2^16·q + rem` with `q` on one piece (negative: `q < 0`, `h = 0`;
-//!   linear: `0 ≤ q < 2^21`, `h = q`; capped: `q ≥ 2^21`, `h = 2^21 - 1`);
+//! - the capped ReLU: `a = 2^16·q + rem` with `q` on one piece, spelled by one 40-bit
+//!   `w` (negative: `q = -1 - w < 0`, `h = 0`; linear: `q = w < 2^21`, `h = q`; capped:
+//!   `q = 2^21 + w`, `h = 2^21 - 1`);
 //! - the second layer's running logits `z_k = b_k·ONE + Σ_m W2_km h_m` (weights periodic);
 //! - the backward sum `t = Σ_k W2_km r_k` and the hidden delta `δ = floor(t / 2^16)` on the
 //!   linear piece, 0 elsewhere, `|δ| < 2^24`;
@@ -28,7 +29,7 @@ use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{eval_range, limbs_for, limbs_value};
-use super::{HEAD_BUS, HIDDEN_BUS, UPDATE_BUS, constant, view, view_mut};
+use super::{HEAD_BUS, HIDDEN_BUS, RANGE_BUS, UPDATE_BUS, constant, view, view_mut};
 use crate::fixed::{ONE, X_OFFSET, to_field};
 use crate::network::HIDDEN_CAP;
 use crate::statement::Statement;
@@ -37,10 +38,10 @@ use crate::statement::Statement;
 pub const PRE_REMAINDER_BITS: usize = 16;
 /// Bits of a linear unit's value (`h < 2^21`).
 pub const VALUE_BITS: usize = 21;
-/// Bits of the ReLU's slack `-q - 1` (negative) or `q - 2^21` (capped): `|a| < 2^56` for
-/// every accepted shape (`d ≤ 1024` features below `2^21`, weights below `2^24`), so
-/// `|q| < 2^40`.
-pub const RELU_SLACK_BITS: usize = 40;
+/// Bits of the ReLU's `w`: `-q - 1` (negative), `q - 2^21` (capped) or `q` (linear, then
+/// below `2^21`). `|a| < 2^56` for every accepted shape (`d ≤ 1024` features below `2^21`,
+/// weights below `2^24`), so `|q| < 2^40`.
+pub const RELU_BITS: usize = 40;
 /// Bits of `|δ|`, below [`crate::network::DELTA_BOUND`].
 pub const DELTA_BITS: usize = 24;
 /// Bits of the backward floor's remainder.
@@ -50,6 +51,11 @@ pub const NU_BITS: usize = 31;
 
 const _: () = assert!(1 << DELTA_BITS == crate::network::DELTA_BOUND);
 const _: () = assert!(HIDDEN_CAP + 1 == 1 << VALUE_BITS);
+/// Limbs of `w` a linear value may use.
+pub const VALUE_LIMBS: usize = limbs_for(VALUE_BITS);
+/// The shift that bounds a linear value's top limb (see [`super::limbs::top_shift`]).
+pub const VALUE_TOP_SHIFT: usize = super::limbs::top_shift(VALUE_BITS);
+const _: () = assert!(VALUE_TOP_SHIFT > 0 && VALUE_LIMBS < limbs_for(RELU_BITS));
 
 /// The named columns of a hidden-table row (the class columns follow).
 #[repr(C)]
@@ -72,10 +78,8 @@ pub struct HiddenCols<T> {
     pub capped: T,
     /// `a - 2^16·q`.
     pub pre_remainder: [T; limbs_for(PRE_REMAINDER_BITS)],
-    /// `q` on the linear piece, else 0.
-    pub linear_value: [T; limbs_for(VALUE_BITS)],
-    /// `-q - 1` (negative), `q - 2^21` (capped), else 0.
-    pub relu_slack: [T; limbs_for(RELU_SLACK_BITS)],
+    /// `q` (linear), `-q - 1` (negative) or `q - 2^21` (capped).
+    pub relu: [T; limbs_for(RELU_BITS)],
     /// The hidden value `h`.
     pub value: T,
     /// `ONE² + Σ h²` over the block up to this row.
@@ -135,11 +139,10 @@ pub fn split_row_mut<T>(row: &mut [T]) -> (&mut HiddenCols<T>, &mut [HiddenClass
 
 impl<T> HiddenCols<T> {
     /// Every range check of a row: its limbs and bit bound.
-    pub fn range_checks(&self) -> [(&[T], usize); 8] {
+    pub fn range_checks(&self) -> [(&[T], usize); 7] {
         [
             (&self.pre_remainder[..], PRE_REMAINDER_BITS),
-            (&self.linear_value[..], VALUE_BITS),
-            (&self.relu_slack[..], RELU_SLACK_BITS),
+            (&self.relu[..], RELU_BITS),
             (&self.delta_abs[..], DELTA_BITS),
             (&self.back_remainder[..], BACK_REMAINDER_BITS),
             (&self.coeff_abs[..], DELTA_BITS),
@@ -297,8 +300,9 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HiddenTableAir {
 }
 
 /// `a = 2^16·q + rem` with `q` on the flagged piece, and `h` by piece; returns the linear
-/// flag.
-fn eval_relu<AB: AirBuilder<F = Goldilocks>>(
+/// flag. On the linear piece `w < 2^21`: its two top limbs are 0 and its second limb is
+/// looked up once more shifted by one bit.
+fn eval_relu<AB: InteractionBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &HiddenCols<AB::Var>,
 ) -> AB::Expr {
@@ -306,15 +310,19 @@ fn eval_relu<AB: AirBuilder<F = Goldilocks>>(
     let capped: AB::Expr = c.capped.into();
     builder.assert_zero(negative.clone() * capped.clone());
     let linear = AB::Expr::ONE - negative.clone() - capped.clone();
-    let value = limbs_value::<AB>(&c.linear_value);
-    let slack = limbs_value::<AB>(&c.relu_slack);
-    let quotient = linear.clone() * value.clone()
-        + negative * (-AB::Expr::ONE - slack.clone())
-        + capped.clone() * (constant::<AB>(X_OFFSET) + slack);
+    let w = limbs_value::<AB>(&c.relu);
+    for &high in &c.relu[VALUE_LIMBS..] {
+        builder.assert_zero(linear.clone() * high.into());
+    }
+    let top = c.relu[VALUE_LIMBS - 1].into() * AB::Expr::from_u64(1 << VALUE_TOP_SHIFT);
+    builder.push_interaction(RANGE_BUS, [top], Count::provided(linear.clone()));
+    let quotient = linear.clone() * w.clone()
+        + negative * (-AB::Expr::ONE - w.clone())
+        + capped.clone() * (constant::<AB>(X_OFFSET) + w.clone());
     let scale = constant::<AB>(1 << PRE_REMAINDER_BITS);
     let remainder = limbs_value::<AB>(&c.pre_remainder);
     builder.assert_eq(c.pre, quotient * scale + remainder);
-    let h = linear.clone() * value + capped * constant::<AB>(HIDDEN_CAP);
+    let h = linear.clone() * w + capped * constant::<AB>(HIDDEN_CAP);
     builder.assert_eq(c.value, h);
     linear
 }

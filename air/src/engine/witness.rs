@@ -11,7 +11,7 @@ use p3_symmetric::Permutation;
 
 use super::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS, output_mut, split_row_mut};
 use super::hidden_table::{
-    BACK_REMAINDER_BITS, DELTA_BITS, PRE_REMAINDER_BITS, RELU_SLACK_BITS, VALUE_BITS,
+    BACK_REMAINDER_BITS, DELTA_BITS, PRE_REMAINDER_BITS, RELU_BITS, VALUE_LIMBS, VALUE_TOP_SHIFT,
 };
 use super::limbs::{RANGE_SIZE, limbs_for, looked_up, write_limbs, write_limbs_truncated};
 use super::lookup_table::{LANES, LOOKUP_HEIGHT, LookupTableAir, cols};
@@ -705,13 +705,12 @@ pub fn write_hidden_block(
             PRE_REMAINDER_BITS,
             "ReLU remainder",
         )?;
-        let (linear, slack) = match unit.case {
-            ReluCase::Negative => (0, -unit.quotient - 1),
-            ReluCase::Linear => (unit.quotient, 0),
-            ReluCase::Capped => (0, unit.quotient - FEATURE_OFFSET),
+        let w = match unit.case {
+            ReluCase::Negative => -unit.quotient - 1,
+            ReluCase::Linear => unit.quotient,
+            ReluCase::Capped => unit.quotient - FEATURE_OFFSET,
         };
-        mode.write(&mut c.linear_value, linear, VALUE_BITS, "hidden value")?;
-        mode.write(&mut c.relu_slack, slack, RELU_SLACK_BITS, "ReLU slack")?;
+        mode.write(&mut c.relu, w, RELU_BITS, "ReLU quotient")?;
         c.value = to_field(unit.value);
         value_sq += unit.value * unit.value;
         c.value_sq = to_field(value_sq);
@@ -780,6 +779,10 @@ pub fn multiplicities(
         let (c, _) = super::hidden_table::split_row(row);
         for (limbs, bits) in c.range_checks() {
             looked_up(limbs, bits).for_each(|v| count(&mut range, v));
+        }
+        if c.negative == Goldilocks::ZERO && c.capped == Goldilocks::ZERO {
+            let top = c.relu[VALUE_LIMBS - 1] * Goldilocks::from_u64(1 << VALUE_TOP_SHIFT);
+            count(&mut range, top);
         }
     }
     for row in step.values.chunks_exact(step.width) {
