@@ -49,7 +49,7 @@ fn honest_mlp_proofs_verify_and_match_the_reference() {
 // rebalances the lookup table and the update, proves, and requires the verifier to reject
 // the forged update; `broken_rules` names the rule that caught it.
 
-use common::{Fixture, Rule, broken_rules};
+use common::{Fixture, Rule, broken_rules, prove_and_verify};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use zkfed_air::VerifyError;
@@ -203,22 +203,6 @@ fn forge_with(
     Forged {
         broken: broken_rules(statement, &h.traces, &update),
         verdict: prove_and_verify(statement, &h.traces, &update),
-    }
-}
-
-/// Proves `traces` claiming `update` and verifies the bytes (a debug build's prover
-/// refuses a forged witness first, which stands for the verifier's refusal).
-fn prove_and_verify(
-    statement: &zkfed_air::Statement,
-    traces: &Traces,
-    update: &zkfed_air::ClippedGradientSum,
-) -> Result<(), VerifyError> {
-    match prove_traces(statement, traces, update) {
-        Ok(proof) => verify(statement, update, &proof),
-        Err(e) => {
-            assert!(cfg!(debug_assertions), "release prover refused: {e}");
-            Err(VerifyError::Rejected(format!("debug prover refused: {e}")))
-        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Fixture, Rule, Spec, broken_rules, softmax_fixture};
+use common::{Fixture, Rule, Spec, broken_rules, prove_and_verify, softmax_fixture};
 use p3_field::PrimeCharacteristicRing;
 use p3_field::PrimeField64;
 use p3_goldilocks::Goldilocks;
@@ -270,24 +270,6 @@ fn forge_with(h: &mut Honest, i: usize, step: &NetworkStep, edit: RowEdit) -> Fo
     Forged {
         broken,
         verdict: prove_and_verify(&h.f.statement, &h.traces, &update),
-    }
-}
-
-/// Proves `traces` claiming `update` and verifies the bytes. Debug builds of Plonky3 check
-/// the witness before proving and refuse a forged one; that refusal stands for the
-/// verifier's (release builds, which CI runs, always reach the verifier).
-fn prove_and_verify(
-    statement: &zkfed_air::Statement,
-    traces: &Traces,
-    update: &zkfed_air::ClippedGradientSum,
-) -> Result<(), VerifyError> {
-    match prove_traces(statement, traces, update) {
-        Ok(proof) => verify(statement, update, &proof),
-        Err(e) => {
-            let debug = cfg!(debug_assertions);
-            assert!(debug, "release prover refused: {e}");
-            Err(VerifyError::Rejected(format!("debug prover refused: {e}")))
-        }
     }
 }
 

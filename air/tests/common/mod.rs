@@ -213,3 +213,23 @@ pub fn batch_stark_alone_accepts(
             .common;
     p3_batch_stark::verify_batch(&config, &airs, &proof, &public, &common).is_ok()
 }
+
+/// Proves `traces` claiming `update` and verifies the bytes. Debug builds of Plonky3 check
+/// the witness before proving and refuse a forged one; that refusal stands for the
+/// verifier's (release builds, which CI runs, always reach the verifier).
+#[allow(dead_code)]
+pub fn prove_and_verify(
+    statement: &zkfed_air::Statement,
+    traces: &Traces,
+    update: &zkfed_air::ClippedGradientSum,
+) -> Result<(), zkfed_air::VerifyError> {
+    use zkfed_air::VerifyError;
+    match zkfed_air::proof::prove_traces(statement, traces, update) {
+        Ok(proof) => zkfed_air::verify(statement, update, &proof),
+        Err(e) => {
+            let debug = cfg!(debug_assertions);
+            assert!(debug, "release prover refused: {e}");
+            Err(VerifyError::Rejected(format!("debug prover refused: {e}")))
+        }
+    }
+}
