@@ -13,7 +13,7 @@
 //! grinding cost the prover about 2^20 Keccak hashes instead), 16 bits before the batching
 //! challenge, the out-of-domain point and the LogUp challenges (20 before a softmax's LogUp
 //! challenges: [`lookup_pow_bits`]), 10 bits before each folding challenge.
-//! [`security_estimate`] runs Plonky3's own estimator on the whole batch of four tables,
+//! [`security_estimate`] runs Plonky3's own estimator on the whole batch of tables,
 //! with the LogUp fingerprint bound as an extra term: 110 bits conjectured (Plonky3's
 //! model, not a proof; the FRI query phase binds) and 65 bits proven on every accepted
 //! shape, up to d = 1024, B = 1024 over 2^32 rows (hash and permutation tables of 2^18
@@ -70,6 +70,10 @@ pub const LOG_FINAL_POLY_LEN: usize = 7;
 pub const QUERY_POW_BITS: usize = 20;
 /// Grinding bits before the batching challenge of the opening proof.
 pub const BATCH_POW_BITS: usize = 16;
+/// [`BATCH_POW_BITS`] of an MLP's proof: its hidden layer widens the hash table by ten
+/// columns per hidden unit, and at 784 → 128 → 10 over the largest batch and dataset the
+/// batch-combination term would be 108.4 bits with 16.
+pub const MLP_BATCH_POW_BITS: usize = 20;
 /// Grinding bits before each FRI folding challenge: lifts the commit-phase term, which
 /// otherwise limits the largest shapes (101 bits at d = 1024, B = 1024 without it; 109
 /// with 8 bits).
@@ -84,14 +88,29 @@ pub const LOOKUP_POW_BITS: usize = 16;
 /// LogUp denominators per row and send 130-element example tuples at 64 classes, which
 /// would take the largest accepted shape's lookup term to 106.5 bits with 16.
 pub const SOFTMAX_LOOKUP_POW_BITS: usize = 20;
+/// [`LOOKUP_POW_BITS`] of an MLP's proof: its hidden table adds about 45 denominators per
+/// row on up to 2^18 rows, and its head tuples carry `3K + 5` elements, which would take a
+/// 1024 → 64 → 64 shape over the largest batch and dataset to 109.8 bits with 20.
+pub const MLP_LOOKUP_POW_BITS: usize = 22;
 
 /// The lookup grinding bits of a proof of this shape.
 pub fn lookup_pow_bits(shape: &ProofShape) -> usize {
-    match shape.head() {
-        Head::Sigmoid => LOOKUP_POW_BITS,
-        Head::Softmax { .. } => SOFTMAX_LOOKUP_POW_BITS,
+    match (shape.hidden, shape.head()) {
+        (true, _) => MLP_LOOKUP_POW_BITS,
+        (false, Head::Sigmoid) => LOOKUP_POW_BITS,
+        (false, Head::Softmax { .. }) => SOFTMAX_LOOKUP_POW_BITS,
     }
 }
+
+/// The grinding bits before the opening proof's batching challenge of a proof of this
+/// shape.
+pub fn batch_pow_bits(shape: &ProofShape) -> usize {
+    match shape.hidden {
+        true => MLP_BATCH_POW_BITS,
+        false => BATCH_POW_BITS,
+    }
+}
+
 /// The hiding PCS commits the trace at twice its height: a proof's `degree_bits` is the
 /// statement's `log2` height plus this.
 pub const ZK_HEIGHT_BITS: usize = 1;
@@ -113,22 +132,30 @@ pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
     }
 }
 
-/// The configuration of a proof of this shape (its lookup grinding: [`lookup_pow_bits`]),
-/// with hiding randomness drawn from the operating system.
+/// The configuration of a proof of this shape (its grinding: [`lookup_pow_bits`] and
+/// [`batch_pow_bits`]), with hiding randomness drawn from the operating system.
 pub fn zk_config_for(shape: &ProofShape) -> ZkConfig {
-    zk_config().with_lookup_proof_of_work_bits(lookup_pow_bits(shape))
+    zk_config_with(batch_pow_bits(shape)).with_lookup_proof_of_work_bits(lookup_pow_bits(shape))
 }
 
 /// The configuration of a logistic model's proof, with hiding randomness drawn from the
 /// operating system.
 pub fn zk_config() -> ZkConfig {
+    zk_config_with(BATCH_POW_BITS)
+}
+
+/// [`zk_config`] with `batch_pow_bits` of grinding before the batching challenge.
+fn zk_config_with(batch_pow_bits: usize) -> ZkConfig {
     let mmcs = ValMmcs::new(
         LeafHash::new(Keccak256Hash),
         Compress::new(Keccak256Hash),
         MERKLE_CAP_HEIGHT,
         rand::make_rng::<StdRng>(),
     );
-    let fri = fri_parameters(ChallengeMmcs::new(mmcs.clone()));
+    let fri = FriParameters {
+        batch_proof_of_work_bits: batch_pow_bits,
+        ..fri_parameters(ChallengeMmcs::new(mmcs.clone()))
+    };
     let pcs = Pcs::new(
         Dft::default(),
         mmcs,
@@ -142,7 +169,7 @@ pub fn zk_config() -> ZkConfig {
 }
 
 /// Security of one proof shape, in bits: Plonky3's own estimator (p3-security's
-/// conjectured and proven STARK reports) fed the whole batch of four tables, with the
+/// conjectured and proven STARK reports) fed the whole batch of tables, with the
 /// LogUp fingerprint bound as an extra term of both.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SecurityEstimate {
@@ -169,18 +196,18 @@ pub struct SecurityEstimate {
 
 /// The security estimate for proofs of `statement`, under [`zk_config_for`]'s parameters.
 pub fn security_estimate(statement: &Statement) -> SecurityEstimate {
-    security_estimate_with(
-        statement,
-        &fri_parameters(()),
-        OOD_POW_BITS,
-        lookup_pow_bits(&statement.shape()),
-    )
+    let shape = statement.shape();
+    let fri = FriParameters {
+        batch_proof_of_work_bits: batch_pow_bits(&shape),
+        ..fri_parameters(())
+    };
+    security_estimate_with(statement, &fri, OOD_POW_BITS, lookup_pow_bits(&shape))
 }
 
 /// [`security_estimate`] for other FRI and grinding parameters (for choosing them).
 ///
 /// The batch is described to the estimator as one STARK, with every count taken from what
-/// `p3-batch-stark` commits and opens for the four tables of [`crate::engine::tables`]:
+/// `p3-batch-stark` commits and opens for the tables of [`crate::engine::tables`]:
 ///
 /// - constraints: the sum over the tables of their base and extension constraints,
 ///   evaluated with the tables' lookups as packed by [`ProverData::from_airs_and_degrees`]

@@ -61,7 +61,9 @@ pub enum ShapeError {
         round: crate::spec::ModelSpec,
     },
     /// A model the proof does not cover yet.
-    #[error("{spec} models are not proven yet; logistic regression and softmax are")]
+    #[error(
+        "{spec} models are not proven yet; logistic regression, softmax and MLPs with a softmax head are"
+    )]
     Unproven { spec: crate::spec::ModelSpec },
     /// A parameter vector of the wrong length for its spec.
     #[error("the model has {got} parameters, its spec {expected}")]

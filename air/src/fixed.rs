@@ -35,12 +35,14 @@ pub const MAX_FEATURES: usize = 1024;
 pub const MAX_BATCH: usize = 1024;
 /// Most parameters a model may have (an MLP 1024 → 256 → 64 has 278,848).
 pub const MAX_PARAMS: usize = 1 << 19;
-/// Most parameters a model or an update may carry over the wire and in the audit log: a
-/// logistic model's `MAX_FEATURES + 1` (a softmax over 10 classes of up to 101 features
-/// fits, the 650 of the digits model among them). Proofs cover more (a softmax of up to
-/// [`crate::statement::MAX_SOFTMAX_PARAMS`]); a run's model is refused above this bound
-/// until the message limits are raised with it (ARCHITECTURE.md, "Bounded memory").
-pub const MAX_WIRE_PARAMS: usize = MAX_FEATURES + 1;
+/// Most parameters a model or an update may carry over the wire and in the audit log:
+/// 4,096, above a logistic model's `MAX_FEATURES + 1` and the digits models (650 for the
+/// softmax, 2,410 for the 64 → 32 → 10 MLP). An update of 4,096 entries is at most 37 KiB
+/// of CBOR, within the 64 KiB a submission may carry beside its proof. Proofs cover more
+/// (a softmax of up to [`crate::statement::MAX_SOFTMAX_PARAMS`], an MLP of up to
+/// [`crate::statement::MAX_MLP_PARAMS`]); a run's model is refused above this bound until
+/// the message limits are raised with it (ARCHITECTURE.md, "Bounded memory").
+pub const MAX_WIRE_PARAMS: usize = 1 << 12;
 
 /// The field element representing a signed integer.
 pub fn to_field(v: i64) -> Goldilocks {

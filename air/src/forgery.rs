@@ -13,13 +13,14 @@ use crate::engine::hash_table::{
 };
 use crate::engine::step_table::{NUM_STEP_COLS, StepCols};
 use crate::engine::witness::{
-    OutOfRange, Traces, generate_traces, multiplicities, write_softmax_row, write_step_row,
+    OutOfRange, Traces, generate_traces, multiplicities, write_hidden_block, write_mlp_row,
+    write_softmax_row, write_step_row,
 };
 use crate::engine::{hidden_table, softmax_table};
 use crate::error::WitnessError;
 use crate::fixed::{ONE, from_field, to_field};
 use crate::hash::RATE;
-use crate::network::softmax_layer_step;
+use crate::network::{mlp_step_from_sums, softmax_layer_step};
 use crate::reference::{ClippedGradientSum, training_step};
 use crate::spec::Head;
 use crate::statement::Statement;
@@ -50,7 +51,7 @@ pub fn update_from_shares(
         }
     }
     let one = to_field(ONE);
-    if outputs == 1 {
+    if outputs == 1 && !shape.hidden {
         for row in traces.step.values.chunks_exact(NUM_STEP_COLS) {
             let c = StepCols::from_row(row);
             sums[d] += c.active * c.coeff * one;
@@ -115,26 +116,21 @@ pub fn rebalance(
     Ok(update)
 }
 
-/// The honest permutation, hash and step traces stacked `copies` times (the lookup table
-/// keeps its height), re-witnessed so that every constraint and every bus holds, and the
-/// update the buses balance with: about `copies` times the honest update, still claiming
-/// `B` examples.
+/// The honest permutation, hash, step (and hidden) traces stacked `copies` times (the lookup
+/// table keeps its height), re-witnessed so that every constraint and every bus holds, and
+/// the update the buses balance with: about `copies` times the honest update, still
+/// claiming `B` examples.
 ///
 /// The periodic columns repeat with the table's period and nothing marks the end of the
 /// last block, so each copy's first example starts its running logit and squared norm at
 /// zero instead of `b·ONE` and `ONE²`; that example is re-witnessed from those sums in the
-/// hash and step tables. `p3-batch-stark` alone accepts a proof of it; `proof::verify`
+/// hash, step and hidden tables. `p3-batch-stark` alone accepts a proof of it; `proof::verify`
 /// must refuse it because the heights are not the statement's.
 pub fn stacked_traces(
     statement: &Statement,
     dataset: &CommittedDataset,
     copies: usize,
 ) -> Result<(Traces, ClippedGradientSum), WitnessError> {
-    if statement.shape().hidden {
-        return Err(WitnessError::Dataset(
-            "stacked traces are built for models without a hidden layer".into(),
-        ));
-    }
     let honest = generate_traces(statement, dataset)?;
     let copies = copies.max(1);
     let stack =
@@ -144,25 +140,20 @@ pub fn stacked_traces(
         hash: stack(&honest.hash),
         step: stack(&honest.step),
         lookup: honest.lookup.clone(),
-        hidden: None,
+        hidden: honest.hidden.as_ref().map(stack),
         update: honest.update.clone(),
     };
     let hash_height = honest.hash.height();
     let step_height = honest.step.height();
+    let hidden_height = honest.hidden.as_ref().map_or(0, |h| h.height());
     for copy in 1..copies {
+        let rows = [hash_height, step_height, hidden_height].map(|h| copy * h);
         match statement.shape().head() {
-            Head::Sigmoid => rewitness_logistic_copy(
-                statement,
-                &mut traces,
-                copy * hash_height,
-                copy * step_height,
-            )?,
-            Head::Softmax { .. } => rewitness_softmax_copy(
-                statement,
-                &mut traces,
-                copy * hash_height,
-                copy * step_height,
-            )?,
+            _ if statement.shape().hidden => rewitness_mlp_copy(statement, &mut traces, rows)?,
+            Head::Sigmoid => rewitness_logistic_copy(statement, &mut traces, rows[0], rows[1])?,
+            Head::Softmax { .. } => {
+                rewitness_softmax_copy(statement, &mut traces, rows[0], rows[1])?
+            }
         }
     }
     let update = rebalance(statement, &mut traces)?;
@@ -233,6 +224,51 @@ fn rewitness_softmax_copy(
     let width = traces.step.width;
     let row = &mut traces.step.values[step_row * width..(step_row + 1) * width];
     write_softmax_row(row, label, &step, clip, OutOfRange::Refuse)
+}
+
+/// [`rewitness_logistic_copy`] for an MLP: every hidden unit's pre-activation starts at zero
+/// instead of its bias, in the hash table, and the example is re-witnessed from its sums in
+/// the hash, hidden and step tables (first rows of the copy at `[hash, step, hidden]`).
+fn rewitness_mlp_copy(
+    statement: &Statement,
+    traces: &mut Traces,
+    [hash_row, step_row, hidden_row]: [usize; 3],
+) -> Result<(), WitnessError> {
+    let shape = statement.shape();
+    let (d, hidden) = (shape.num_features, shape.outputs);
+    let biases = &statement.model.params[hidden * d..hidden * (d + 1)];
+    let hidden_trace = traces.hidden.as_mut().ok_or(WitnessError::Dataset(
+        "an MLP's traces have a hidden table".into(),
+    ))?;
+    let pre: Vec<i64> = hidden_trace
+        .values
+        .chunks_exact(hidden_trace.width)
+        .zip(biases)
+        .map(|(row, b)| from_field(hidden_table::split_row(row).0.pre).expect("honest") - b * ONE)
+        .collect();
+    let (c, mlp, _) = softmax_table::split_mlp_row(&traces.step.values[..traces.step.width]);
+    let norm_sq = from_field(mlp.input_sq).expect("honest norm") - ONE * ONE;
+    let label = from_field(c.label).expect("honest label") as u8;
+    let clip = statement.params.clip_norm;
+    let layers = statement.model.layers()?;
+    let step = mlp_step_from_sums(&layers, &pre, norm_sq, label, clip)?;
+    let width = hidden_trace.width;
+    let block = &mut hidden_trace.values[hidden_row * width..(hidden_row + hidden) * width];
+    write_hidden_block(block, &layers[1], 0, &step, clip, OutOfRange::Refuse)?;
+    let width = traces.hash.width;
+    let untagged = width - 1;
+    let rows = traces.hash.values[hash_row * width..].chunks_exact_mut(width);
+    for cells in rows.take(shape.block_len()) {
+        let (c, more) = split_row_mut(&mut cells[..untagged]);
+        c.norm_sq -= to_field(ONE * ONE);
+        for (k, b) in biases.iter().enumerate() {
+            *output_mut(c, more, k).0 -= to_field(b * ONE);
+        }
+    }
+    set_block_coeffs(statement, traces, hash_row, &step.coefficients[0]);
+    let width = traces.step.width;
+    let row = &mut traces.step.values[step_row * width..(step_row + 1) * width];
+    write_mlp_row(row, 0, label, &step, clip, OutOfRange::Refuse)
 }
 
 /// 1 if lane `lane` of absorb row `offset` holds a feature.

@@ -1,6 +1,7 @@
-//! zkfed's proof core: fixed-point logistic regression, dataset commitments, and a
-//! zero-knowledge STARK (four tables proved together with `p3-batch-stark`, tied by LogUp
-//! buses) that an update is the clipped gradient sum on committed rows.
+//! zkfed's proof core: fixed-point logistic regression, softmax regression and MLPs,
+//! dataset commitments, and a zero-knowledge STARK (four tables, five for an MLP, proved
+//! together with `p3-batch-stark`, tied by LogUp buses) that an update is the clipped
+//! gradient sum on committed rows.
 
 pub mod batch;
 pub mod bounded;

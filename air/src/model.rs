@@ -34,6 +34,32 @@ impl Model {
         }
     }
 
+    /// The model a run starts from, which every node and auditor derives from the spec
+    /// alone: all zeros, except an MLP's weights. An all-zero MLP never trains its hidden
+    /// layer (its hidden values and the second layer's weights are 0, so both layers'
+    /// gradients are), so each of its weights, in a layer of `n` inputs and `m` outputs, is
+    /// drawn uniformly from `±√(6 / (n + m))` (Glorot's bound) by a fixed generator
+    /// (SplitMix64 of the parameter's index); biases start at 0.
+    pub fn initial(spec: ModelSpec, num_features: usize) -> Self {
+        let mut model = Self::zeros(spec, num_features);
+        if let ModelSpec::Mlp { .. } = spec {
+            let mut offset = 0;
+            for layer in spec.layers(num_features) {
+                let weights = layer.inputs * layer.outputs;
+                let bound = (6.0 / (layer.inputs + layer.outputs) as f64).sqrt();
+                for (j, w) in model.params[offset..offset + weights]
+                    .iter_mut()
+                    .enumerate()
+                {
+                    let unit = (splitmix64((offset + j) as u64) >> 11) as f64 / (1u64 << 53) as f64;
+                    *w = crate::fixed::quantize(bound * (2.0 * unit - 1.0));
+                }
+                offset += layer.num_params();
+            }
+        }
+        model
+    }
+
     /// A logistic-regression model: one weight per feature, then the intercept.
     pub fn logistic(weights: Vec<i64>, bias: i64) -> Self {
         let num_features = weights.len();
@@ -120,5 +146,49 @@ impl RoundParams {
             });
         }
         Ok(())
+    }
+}
+
+/// SplitMix64's output for `index` (Steele, Lea and Flood): a fixed, well-mixed sequence.
+fn splitmix64(index: u64) -> u64 {
+    let mut z = index.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed::{ONE, quantize};
+
+    #[test]
+    fn only_an_mlp_starts_away_from_zero_and_always_from_the_same_weights() {
+        for spec in [ModelSpec::Logistic, ModelSpec::Softmax { classes: 10 }] {
+            assert_eq!(Model::initial(spec, 64), Model::zeros(spec, 64));
+        }
+        let spec = ModelSpec::Mlp {
+            hidden: 32,
+            outputs: 10,
+        };
+        let model = Model::initial(spec, 64);
+        assert_eq!(model, Model::initial(spec, 64));
+        let layers = spec.layers(64);
+        let first = &model.params[..64 * 32];
+        let second = &model.params[32 * 65..32 * 65 + 32 * 10];
+        for (weights, layer) in [(first, layers[0]), (second, layers[1])] {
+            let bound = quantize((6.0 / (layer.inputs + layer.outputs) as f64).sqrt());
+            assert!(weights.iter().all(|w| w.abs() <= bound), "{layer:?}");
+            let mean = weights.iter().sum::<i64>() as f64 / weights.len() as f64;
+            assert!(mean.abs() < bound as f64 / 8.0, "{layer:?}: mean {mean}");
+            let distinct: std::collections::BTreeSet<_> = weights.iter().collect();
+            assert!(distinct.len() > weights.len() * 9 / 10, "{layer:?}");
+        }
+        let biases = [
+            &model.params[64 * 32..32 * 65],
+            &model.params[32 * 65 + 320..],
+        ];
+        assert!(biases.iter().all(|b| b.iter().all(|&b| b == 0)));
+        assert!(first.iter().any(|w| w.abs() > ONE / 8));
     }
 }

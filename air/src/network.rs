@@ -484,6 +484,27 @@ pub fn softmax_layer_step(
     })
 }
 
+/// An MLP's training step from what its tables receive: the hidden pre-activations and the
+/// input's `Σ x² + ONE²`. Equals [`network_step`] on a row with these sums; forgers use it
+/// to re-witness an example whose sums they changed.
+pub fn mlp_step_from_sums(
+    layers: &[Layer<'_>],
+    pre_activations: &[i64],
+    input_sq: i64,
+    label: u8,
+    clip_norm: i64,
+) -> Result<NetworkStep, ShapeError> {
+    let head = Head::Softmax {
+        classes: layers[layers.len() - 1].shape.outputs,
+    };
+    let hidden = pre_activations.iter().map(|&a| relu(a)).collect();
+    // The input enters the step only through its squared norm, replaced below.
+    let mut step = step_from_hidden(layers, head, &[], hidden, label, clip_norm)?;
+    step.norms[0] = LayerNorm::from_squares(input_sq, step.norms[0].delta_sq)?;
+    step.reclip(clip_norm);
+    Ok(step)
+}
+
 impl ClippedGradientSum {
     /// Adds one example's clipped gradient: `c_k·v_j` per weight, `c_k·ONE` per bias.
     pub(crate) fn add_step(&mut self, layers: &[Layer<'_>], x: &[i64], step: &NetworkStep) {

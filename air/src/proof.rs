@@ -1,7 +1,7 @@
 //! Proving and verifying a clipped-gradient update, and the versioned proof encoding.
 //!
 //! Proof bytes are `b"ZKFB" || version (u32 LE) || postcard(BatchProof)`: one
-//! `p3-batch-stark` proof of the four tables of [`crate::engine`]. Before Plonky3 reads a
+//! `p3-batch-stark` proof of the tables of [`crate::engine`] (four, five for an MLP). Before Plonky3 reads a
 //! proof the verifier pins every dimension the statement fixes: each instance's height
 //! (`degree_bits`, which `p3-batch-stark` takes "straight from the proof") and each
 //! commitment's root count. Decoding and verification run under `catch_unwind`: Plonky3's

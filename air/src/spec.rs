@@ -75,8 +75,8 @@ impl LayerShape {
 
 impl ModelSpec {
     /// The spec named on a command line: `logistic`, `softmax` (with the label's class
-    /// count) or `mlp:H` (`H` hidden units; a softmax over the label's classes, or one
-    /// sigmoid output for a binary label).
+    /// count) or `mlp:H` (`H` hidden units, then a softmax over the label's classes, two
+    /// for a binary label: the MLP a proof covers; a sigmoid head is not proven yet).
     pub fn parse(name: &str, classes: u8) -> Result<Self, String> {
         let spec = match name {
             "logistic" => Self::Logistic,
@@ -88,8 +88,10 @@ impl ModelSpec {
                     .ok_or_else(|| {
                         format!("unknown model `{name}`: expected logistic, softmax or mlp:H")
                     })?;
-                let outputs = if classes == 2 { 1 } else { classes };
-                Self::Mlp { hidden, outputs }
+                Self::Mlp {
+                    hidden,
+                    outputs: classes,
+                }
             }
         };
         Ok(spec)
@@ -225,7 +227,7 @@ mod tests {
             })
         );
         let binary = ModelSpec::parse("mlp:8", 2).unwrap();
-        assert_eq!(binary.head(), Head::Sigmoid);
+        assert_eq!(binary.head(), Head::Softmax { classes: 2 });
         assert_eq!(binary.classes(), 2);
         for bad in ["mlp", "mlp:", "mlp:x", "mlp:70000", "svm", ""] {
             let err = ModelSpec::parse(bad, 2).unwrap_err();

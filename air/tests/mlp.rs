@@ -49,7 +49,7 @@ fn honest_mlp_proofs_verify_and_match_the_reference() {
 // rebalances the lookup table and the update, proves, and requires the verifier to reject
 // the forged update; `broken_rules` names the rule that caught it.
 
-use common::{Fixture, Rule, broken_rules, prove_and_verify};
+use common::{Fixture, Rule, batch_steps, broken_rules, prove_and_verify};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use zkfed_air::VerifyError;
@@ -59,9 +59,7 @@ use zkfed_air::engine::witness::{
     OutOfRange, Traces, generate_traces, write_hidden_block, write_mlp_row,
 };
 use zkfed_air::forgery::{rebalance, set_block_coeffs};
-use zkfed_air::network::{
-    HiddenUnit, LayerNorm, NetworkStep, ReluCase, network_step, step_from_hidden,
-};
+use zkfed_air::network::{HiddenUnit, LayerNorm, NetworkStep, ReluCase, step_from_hidden};
 use zkfed_air::proof::prove_traces;
 
 const HIDDEN: u16 = 8;
@@ -92,20 +90,9 @@ fn honest(clip: i64) -> Honest {
 }
 
 fn honest_with(spec: Spec) -> Honest {
-    let clip = spec.clip;
     let f = mlp_fixture(spec, HIDDEN, CLASSES);
     let traces = generate_traces(&f.statement, &f.dataset).expect("honest traces");
-    let layers = f.statement.model.layers().unwrap();
-    let head = f.statement.model.spec.head();
-    let (steps, labels) = f
-        .statement
-        .batch_indices
-        .iter()
-        .map(|&i| {
-            let (x, y, _) = f.dataset.row(i as usize);
-            (network_step(&layers, head, x, y, clip).unwrap(), y)
-        })
-        .unzip();
+    let (steps, labels) = batch_steps(&f);
     Honest {
         f,
         traces,
@@ -135,6 +122,26 @@ fn unit_on(h: &Honest, case: ReluCase) -> usize {
         .iter()
         .position(|u| u.case == case)
         .unwrap_or_else(|| panic!("the fixture's first example has a {case:?} unit"))
+}
+
+/// `step` with layer `layer`'s bound replaced by `norm` of it, clipped again.
+fn renormed(
+    h: &Honest,
+    mut step: NetworkStep,
+    layer: usize,
+    norm: impl Fn(LayerNorm) -> LayerNorm,
+) -> NetworkStep {
+    step.norms[layer] = norm(step.norms[layer]);
+    step.reclip(h.clip());
+    step
+}
+
+/// `step` with the first layer's bound recomputed from its (changed) hidden deltas.
+fn rebound_hidden(h: &Honest, step: NetworkStep) -> NetworkStep {
+    let sq: i64 = step.deltas()[0].iter().map(|d| d * d).sum();
+    renormed(h, step, 0, |n| {
+        LayerNorm::from_squares(n.input_sq, sq).unwrap()
+    })
 }
 
 impl Honest {
@@ -313,10 +320,7 @@ fn hidden_delta_off_by_one_is_rejected() {
     let m = unit_on(&h, ReluCase::Linear);
     let mut step = h.steps[0].clone();
     step.hidden_back[m].delta += 1;
-    let delta = step.deltas()[0].clone();
-    let sq: i64 = delta.iter().map(|d| d * d).sum();
-    step.norms[0] = LayerNorm::from_squares(step.norms[0].input_sq, sq).unwrap();
-    step.reclip(h.clip());
+    let step = rebound_hidden(&h, step);
     assert_rejected(h, step, &[Rule::Hidden], "hidden delta off by one");
 }
 
@@ -332,20 +336,15 @@ fn delta_through_an_inactive_unit_is_rejected() {
         step.hidden_back[m].delta, 0,
         "the unit has a gradient to leak"
     );
-    let delta = step.deltas()[0].clone();
-    let sq: i64 = delta.iter().map(|d| d * d).sum();
-    step.norms[0] = LayerNorm::from_squares(step.norms[0].input_sq, sq).unwrap();
-    step.reclip(h.clip());
+    let step = rebound_hidden(&h, step);
     assert_rejected(h, step, &[Rule::Hidden], "delta through a negative unit");
 }
 
-/// Example 0's step with the first layer's `Σ δ²` understated by 1 and clipped again.
+/// Example 0's step with the first layer's `Σ δ²` halved, clipped again.
 fn understated_delta_sq(h: &Honest) -> NetworkStep {
-    let mut step = h.steps[0].clone();
-    let n = step.norms[0];
-    step.norms[0] = LayerNorm::from_squares(n.input_sq, n.delta_sq - (n.delta_sq / 2)).unwrap();
-    step.reclip(h.clip());
-    step
+    renormed(h, h.steps[0].clone(), 0, |n| {
+        LayerNorm::from_squares(n.input_sq, n.delta_sq - n.delta_sq / 2).unwrap()
+    })
 }
 
 #[test]
@@ -377,10 +376,9 @@ fn first_layer_norm_understated_is_rejected() {
 fn second_layer_norm_understated_is_rejected() {
     // Σ h² claimed 1.0² lower in the hidden table's running sum.
     let h = clipped();
-    let mut step = h.steps[0].clone();
-    let n = step.norms[1];
-    step.norms[1] = LayerNorm::from_squares(n.input_sq - ONE * ONE, n.delta_sq).unwrap();
-    step.reclip(h.clip());
+    let step = renormed(&h, h.steps[0].clone(), 1, |n| {
+        LayerNorm::from_squares(n.input_sq - ONE * ONE, n.delta_sq).unwrap()
+    });
     let edit: HiddenEdit = |rows| {
         for (c, _) in rows.iter_mut() {
             c.value_sq -= Goldilocks::from_u64((ONE * ONE) as u64);
@@ -392,9 +390,10 @@ fn second_layer_norm_understated_is_rejected() {
 #[test]
 fn first_layer_bound_understated_is_rejected() {
     let h = clipped();
-    let mut step = h.steps[0].clone();
-    step.norms[0].bound /= 2;
-    step.reclip(h.clip());
+    let step = renormed(&h, h.steps[0].clone(), 0, |n| LayerNorm {
+        bound: n.bound / 2,
+        ..n
+    });
     assert_rejected(h, step, &[Rule::Step], "A_1 understated");
 }
 
@@ -422,14 +421,11 @@ fn whole_vector_norm_understated_is_rejected() {
 fn hidden_deltas_claimed_zero_by_the_flag_are_rejected() {
     // `Σ δ² = 0` flagged, so `ν_δ = 0` and `A_1 = 0`.
     let h = clipped();
-    let mut step = h.steps[0].clone();
-    let n = step.norms[0];
-    step.norms[0] = LayerNorm {
+    let step = renormed(&h, h.steps[0].clone(), 0, |n| LayerNorm {
         delta_norm: 0,
         bound: 0,
         ..n
-    };
-    step.reclip(h.clip());
+    });
     let edit: StepEdit = |mlp| {
         mlp.delta_zero = Goldilocks::ONE;
         mlp.delta_lower = Default::default();
@@ -441,10 +437,9 @@ fn hidden_deltas_claimed_zero_by_the_flag_are_rejected() {
 fn first_layer_input_understated_is_rejected() {
     // The step row claims a smaller `Σ x² + ONE²` than the hash table summed.
     let h = clipped();
-    let mut step = h.steps[0].clone();
-    let n = step.norms[0];
-    step.norms[0] = LayerNorm::from_squares(n.input_sq / 2, n.delta_sq).unwrap();
-    step.reclip(h.clip());
+    let step = renormed(&h, h.steps[0].clone(), 0, |n| {
+        LayerNorm::from_squares(n.input_sq / 2, n.delta_sq).unwrap()
+    });
     assert_rejected(h, step, &[Rule::Bus], "N understated");
 }
 
@@ -555,6 +550,11 @@ fn a_changed_update_entry_of_the_second_layer_is_rejected() {
             "{index}: {verdict:?}"
         );
     }
+}
+
+#[test]
+fn doubled_mlp_traces_are_rejected_for_their_height() {
+    common::assert_taller_trace_refused(&clipped().f);
 }
 
 #[test]

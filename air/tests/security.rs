@@ -16,7 +16,7 @@ use zkfed_air::config::{
 use zkfed_air::engine::TableHeights;
 use zkfed_air::fixed::{MAX_BATCH, MAX_FEATURES, ONE};
 use zkfed_air::spec::ModelSpec;
-use zkfed_air::statement::MAX_SOFTMAX_PARAMS;
+use zkfed_air::statement::{MAX_MLP_PARAMS, MAX_SOFTMAX_PARAMS};
 use zkfed_air::{DatasetCommitment, Model, RoundParams, Statement};
 
 /// Conjectured bits ARCHITECTURE.md promises on every accepted shape.
@@ -121,6 +121,33 @@ fn every_accepted_softmax_shape_has_at_least_110_conjectured_bits() {
         "{with_16:?}"
     );
     assert!(with_16.conjectured_bits < CONJECTURED_FLOOR, "{with_16:?}");
+}
+
+#[test]
+fn every_accepted_mlp_shape_has_at_least_110_conjectured_bits() {
+    // Small shapes, the digits and 784-input shapes, then the widest hidden layers within
+    // MAX_MLP_PARAMS at the largest batch and dataset, for the fewest and most classes.
+    let mut shapes = vec![
+        (1, 2, 1, 1, 1),
+        (32, 10, 64, 360, 32),
+        (128, 10, 784, MAX_ROWS, MAX_BATCH),
+    ];
+    for hidden in [16u16, 64, 256] {
+        for classes in [2u8, 64] {
+            let second = usize::from(classes) * (usize::from(hidden) + 1);
+            let features = ((MAX_MLP_PARAMS - second) / usize::from(hidden) - 1).min(MAX_FEATURES);
+            shapes.push((hidden, classes, features, MAX_ROWS, MAX_BATCH));
+        }
+    }
+    for (hidden, outputs, features, rows, batch) in shapes {
+        let spec = ModelSpec::Mlp { hidden, outputs };
+        let statement = statement_of(spec, features, rows, batch);
+        let e = checked(&statement, security_estimate(&statement));
+        assert!(
+            e.conjectured_bits >= CONJECTURED_FLOOR && e.proven_bits >= PROVEN_FLOOR,
+            "H = {hidden}, {outputs} classes, d = {features}, B = {batch}, rows = {rows}: {e:?}"
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Fixture, Rule, Spec, broken_rules, prove_and_verify, softmax_fixture};
+use common::{Fixture, Rule, Spec, batch_steps, broken_rules, prove_and_verify, softmax_fixture};
 use p3_field::PrimeCharacteristicRing;
 use p3_field::PrimeField64;
 use p3_goldilocks::Goldilocks;
@@ -17,7 +17,7 @@ use zkfed_air::engine::witness::{
 };
 use zkfed_air::exp::{ExpSteps, exp};
 use zkfed_air::fixed::{ONE, ceil_sqrt};
-use zkfed_air::forgery::{rebalance, set_block_coeffs, stacked_traces};
+use zkfed_air::forgery::{rebalance, set_block_coeffs};
 use zkfed_air::network::{HeadSteps, NetworkStep, SoftmaxSteps, network_step, softmax_layer_step};
 use zkfed_air::proof::prove_traces;
 use zkfed_air::reference::clipped_gradient_sum;
@@ -74,18 +74,7 @@ struct Honest {
 fn honest(spec: Spec, classes: u8) -> Honest {
     let f = softmax_fixture(spec, classes);
     let traces = generate_traces(&f.statement, &f.dataset).expect("honest traces");
-    let layers = f.statement.model.layers().unwrap();
-    let head = f.statement.model.spec.head();
-    let clip = f.statement.params.clip_norm;
-    let (steps, labels) = f
-        .statement
-        .batch_indices
-        .iter()
-        .map(|&i| {
-            let (x, y, _) = f.dataset.row(i as usize);
-            (network_step(&layers, head, x, y, clip).unwrap(), y)
-        })
-        .unzip();
+    let (steps, labels) = batch_steps(&f);
     Honest {
         f,
         traces,
@@ -801,25 +790,7 @@ fn proofs_of_many_classes_fit_their_size_allowance() {
 
 #[test]
 fn doubled_softmax_traces_are_rejected_for_their_height() {
-    // The taller-trace attack on a softmax statement: every rule holds and p3-batch-stark
-    // alone accepts about twice the update; the statement's heights refuse it.
-    let f = softmax_fixture(clipped_spec(), CLASSES);
-    let honest_update = generate_traces(&f.statement, &f.dataset).unwrap().update;
-    let (traces, update) = stacked_traces(&f.statement, &f.dataset, 2).unwrap();
-    assert_eq!(broken_rules(&f.statement, &traces, &update), []);
-    assert_eq!(update.examples, honest_update.examples);
-    assert_ne!(update, honest_update);
-    let bytes = prove_traces(&f.statement, &traces, &update).unwrap();
-    assert!(common::batch_stark_alone_accepts(
-        &f.statement,
-        &update,
-        &bytes
-    ));
-    let verdict = verify(&f.statement, &update, &bytes);
-    assert!(
-        matches!(&verdict, Err(VerifyError::ProofShape { field, .. }) if field.ends_with("degree_bits")),
-        "{verdict:?}"
-    );
+    common::assert_taller_trace_refused(&softmax_fixture(clipped_spec(), CLASSES));
 }
 
 #[test]

@@ -378,10 +378,10 @@ mod tests {
                 Box::new(|c| c.schema.classes = 10),
             ),
             (
-                "not proven yet",
+                "the model has 8210 parameters; at most 4096",
                 Box::new(|c| {
                     c.schema.classes = 10;
-                    c.model = "mlp:8".into();
+                    c.model = "mlp:200".into();
                 }),
             ),
             (

@@ -239,7 +239,7 @@ pub fn unix_ms() -> u64 {
 impl RunState {
     /// The state right after `RunStarted`.
     pub fn new(config: RunConfig) -> Self {
-        let model = Model::zeros(config.public.model, config.public.schema.features.len());
+        let model = Model::initial(config.public.model, config.public.schema.features.len());
         Self {
             config,
             enrolments: BTreeMap::new(),

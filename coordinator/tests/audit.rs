@@ -491,36 +491,40 @@ fn the_exported_model_is_the_last_aggregate_and_evaluates_on_labelled_rows() {
 /// A softmax run (two classes over the bundled data) goes through the same ledger, the
 /// same cheats are rejected, and the store audits, replays and exports a softmax model.
 #[test]
-fn a_softmax_run_audits_and_exports_its_model() {
+fn softmax_and_mlp_runs_audit_and_export_their_models() {
     use zkfed_air::spec::ModelSpec;
     use zkfed_coordinator::audit::audit_store;
     use zkfed_coordinator::export::export_model;
 
-    let dir = tempdir();
-    let coordinator = Keypair::generate_ed25519();
-    let spec = ModelSpec::Softmax { classes: 2 };
-    let (config, _) = run_with(&dir, &coordinator, spec);
-    let store = dir.join("state.redb");
-    let me = coordinator.public().to_peer_id();
-    let summary = audit_store(&store, Some(&me))
-        .unwrap()
-        .expect("the softmax run audits clean");
-    assert_eq!(
-        (summary.rounds, summary.proofs_verified, summary.rejections),
-        (2, 4, 2)
-    );
-    let state = Ledger::open(&store, coordinator, config)
-        .unwrap()
-        .state()
-        .clone();
-    assert_eq!(state.model.spec, spec);
-    assert!(
-        state.model.params.iter().any(|&w| w != 0),
-        "two rounds trained it"
-    );
-    let file = export_model(&store).unwrap();
-    assert_eq!((file.spec, file.rounds), (spec, 2));
-    std::fs::remove_dir_all(dir).unwrap();
+    let mlp = ModelSpec::Mlp {
+        hidden: 4,
+        outputs: 2,
+    };
+    for spec in [ModelSpec::Softmax { classes: 2 }, mlp] {
+        let dir = tempdir();
+        let coordinator = Keypair::generate_ed25519();
+        let (config, _) = run_with(&dir, &coordinator, spec);
+        let store = dir.join("state.redb");
+        let me = coordinator.public().to_peer_id();
+        let summary = audit_store(&store, Some(&me))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the {spec} run audits clean"));
+        assert_eq!(
+            (summary.rounds, summary.proofs_verified, summary.rejections),
+            (2, 4, 2),
+            "{spec}"
+        );
+        let state = Ledger::open(&store, coordinator, config)
+            .unwrap()
+            .state()
+            .clone();
+        assert_eq!(state.model.spec, spec);
+        let initial = zkfed_air::Model::initial(spec, state.model.num_features());
+        assert_ne!(state.model, initial, "{spec}: two rounds trained it");
+        let file = export_model(&store).unwrap();
+        assert_eq!((file.spec, file.rounds), (spec, 2));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
 
 /// An aggregate edited in the store and signed again with the coordinator's own key still

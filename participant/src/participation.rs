@@ -1006,10 +1006,9 @@ mod tests {
             "{err}"
         );
         let mut mlp = run_parameters();
-        mlp.schema.classes = 10;
         mlp.model = zkfed_air::spec::ModelSpec::Mlp {
             hidden: 8,
-            outputs: 10,
+            outputs: 1,
         };
         let err = format!("{:#}", prepare(&config(&dir), &mlp).unwrap_err());
         assert!(err.contains("not proven yet"), "{err}");

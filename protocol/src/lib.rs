@@ -296,7 +296,7 @@ pub fn round_statement(
 /// schema's features, and the proof covers it. Coordinator and participant both call it.
 pub fn check_model(spec: &ModelSpec, schema: &Schema) -> Result<(), ShapeError> {
     spec.validate(schema.features.len(), schema.classes)?;
-    if let ModelSpec::Mlp { .. } = spec {
+    if let ModelSpec::Mlp { outputs: 1, .. } = spec {
         return Err(ShapeError::Unproven { spec: *spec });
     }
     // Models and updates travel whole in messages and log records bounded for this many.
@@ -391,12 +391,24 @@ mod tests {
             })
         );
         let mlp = ModelSpec::Mlp {
-            hidden: 8,
+            hidden: 32,
             outputs: 10,
         };
+        assert_eq!(check_model(&mlp, &schema(64, 10)), Ok(()));
         assert_eq!(
-            check_model(&mlp, &schema(64, 10)),
-            Err(ShapeError::Unproven { spec: mlp })
+            check_model(&mlp, &schema(784, 10)),
+            Err(ShapeError::TooManyParameters {
+                got: 25_450,
+                max: MAX_WIRE_PARAMS
+            })
+        );
+        let binary = ModelSpec::Mlp {
+            hidden: 8,
+            outputs: 1,
+        };
+        assert_eq!(
+            check_model(&binary, &schema(30, 2)),
+            Err(ShapeError::Unproven { spec: binary })
         );
         assert!(matches!(
             check_model(&digits, &schema(64, 2)),

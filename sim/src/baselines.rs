@@ -34,7 +34,7 @@ pub(crate) fn centralized(
     spec: ModelSpec,
 ) -> anyhow::Result<Vec<Model>> {
     let mut rng = StdRng::seed_from_u64(options.seed ^ 0xce47);
-    let mut model = Model::zeros(spec, rows[0].len());
+    let mut model = Model::initial(spec, rows[0].len());
     let mut models = Vec::new();
     for _ in 0..options.rounds {
         let picks: Vec<usize> = (0..batch.min(pool.len()))

@@ -1075,7 +1075,7 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
         };
     };
     let learning_rate = config.public.learning_rate;
-    let mut model = Model::zeros(config.public.model, config.public.schema.features.len());
+    let mut model = Model::initial(config.public.model, config.public.schema.features.len());
     // The open attempt and its accepted updates by peer-id bytes, in the order accepted.
     let mut open: Option<(RoundAnnouncement, Vec<Accepted>)> = None;
     let mut judged = BTreeSet::new();

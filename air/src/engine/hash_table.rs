@@ -5,7 +5,9 @@
 //! `w_kj · x_j` and `x_j²` to the block's running logits (one per output `k` of the model's
 //! layer: 1 for logistic regression, `K` for a softmax) and squared norm, and send each
 //! feature's share `c_k · x_j` of the update on the `update` bus. The block's first Merkle
-//! row sends `(z_0.., N, y, c_0..)` to the step table. Output 0's columns are in
+//! row sends `(z_0.., N, y, c_0..)` to the step table; an MLP's (its `K` outputs the `H`
+//! hidden units) sends `(i, N, y)` to the step table and `(i, m, a_m, c_m)` per unit to the
+//! hidden table, tagged with the example's position `i`. Output 0's columns are in
 //! [`HashCols`]; outputs `1..K` follow the row as [`OutputCols`], so a logistic row is
 //! exactly a [`HashCols`]. Merkle directions are witness bits whose running
 //! index must equal the public batch index on the block's last row (ARCHITECTURE.md,

@@ -315,7 +315,7 @@ fn eval_relu<AB: InteractionBuilder<F = Goldilocks>>(
         builder.assert_zero(linear.clone() * high.into());
     }
     let top = c.relu[VALUE_LIMBS - 1].into() * AB::Expr::from_u64(1 << VALUE_TOP_SHIFT);
-    builder.push_interaction(RANGE_BUS, [top], Count::provided(linear.clone()));
+    builder.push_interaction(RANGE_BUS, [top], Count::bounded(linear.clone(), 1));
     let quotient = linear.clone() * w.clone()
         + negative * (-AB::Expr::ONE - w.clone())
         + capped.clone() * (constant::<AB>(X_OFFSET) + w.clone());

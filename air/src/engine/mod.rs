@@ -1,5 +1,5 @@
-//! The proof engine: a `p3-batch-stark` proof of four tables tied by LogUp buses
-//! (ARCHITECTURE.md, "Tables, buses and cost model").
+//! The proof engine: a `p3-batch-stark` proof of four tables (five for an MLP) tied by
+//! LogUp buses (ARCHITECTURE.md, "Tables, buses and cost model").
 //!
 //! - [`hash_table`]: leaf sponges, Merkle paths, feature ranges, logits and norms.
 //! - [`step_table`]: the training step of each example (sigmoid, residual, clipping).

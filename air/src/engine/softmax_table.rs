@@ -59,7 +59,8 @@ pub const BOUND_BITS: usize = 30;
 pub const BOUND_SLACK_BITS: usize = FRAC_BITS as usize;
 /// Bits of the clip decision's slack (`C - ν` or `ν - C - 1`, below `2^31`; sign only).
 pub const CLIP_SLACK_BITS: usize = 31;
-/// Bits of `ν` (`ν ≤ ceil(√2·A) < 2^31`), and of a clip floor's remainder and gap below it.
+/// Bits of an MLP's `ν` (`ν ≤ ceil(√2·A) < 2^31`), and of its clip floors' remainders and
+/// gaps below it (a softmax's are below `A`: [`BOUND_BITS`]).
 pub const NU_BITS: usize = 31;
 /// Bits of an MLP's `ν_δ = ceil(√Σ δ²)`: at most 256 hidden deltas below `2^24`.
 pub const HIDDEN_DELTA_NORM_BITS: usize = 29;
@@ -257,9 +258,16 @@ impl<T> SoftmaxCols<T> {
     }
 }
 
+/// Bits of the clip floors' remainders and gaps: below `A` for a softmax, below `ν` for an
+/// MLP.
+pub const fn clip_floor_bits(hidden: bool) -> usize {
+    if hidden { NU_BITS } else { BOUND_BITS }
+}
+
 impl<T> ClassCols<T> {
-    /// Every range check of a class: its limbs and bit bound.
-    pub fn range_checks(&self) -> [(&[T], usize); 10] {
+    /// Every range check of a class (its floors' bits from [`clip_floor_bits`]): its limbs
+    /// and bit bound.
+    pub fn range_checks(&self, floor_bits: usize) -> [(&[T], usize); 10] {
         [
             (&self.remainder[..], REMAINDER_BITS),
             (&self.below_slack[..], BELOW_SLACK_BITS),
@@ -269,8 +277,8 @@ impl<T> ClassCols<T> {
             (&self.division_remainder[..], DIVISION_BITS),
             (&self.division_gap[..], DIVISION_BITS),
             (&self.coeff_abs[..], UNIT_BITS),
-            (&self.clip_remainder[..], NU_BITS),
-            (&self.clip_gap[..], NU_BITS),
+            (&self.clip_remainder[..], floor_bits),
+            (&self.clip_gap[..], floor_bits),
         ]
     }
 }
@@ -384,7 +392,8 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SoftmaxStepTableAir {
             builder.assert_bool(mlp.norm_zero);
         }
         for class in classes {
-            for (limbs, bits) in class.range_checks() {
+            let floor_bits = clip_floor_bits(self.hidden.is_some());
+            for (limbs, bits) in class.range_checks(floor_bits) {
                 eval_range(builder, limbs, bits);
             }
             for flag in [class.onehot, class.selected, class.top, class.below] {

@@ -22,7 +22,7 @@ use super::softmax_table::{
     BELOW_SLACK_BITS, BOUND_BITS, BOUND_SLACK_BITS, CLIP_SLACK_BITS as SOFTMAX_CLIP_SLACK_BITS,
     ClassCols, DELTA_GAP_BITS, DELTA_LOWER_BITS, DELTA_NORM_BITS, DIVISION_BITS,
     HIDDEN_DELTA_NORM_BITS, NU_BITS, REMAINDER_BITS as EXP_REMAINDER_BITS,
-    UNIT_BITS as SOFTMAX_UNIT_BITS,
+    UNIT_BITS as SOFTMAX_UNIT_BITS, clip_floor_bits,
 };
 use super::step_table::{
     CLAMP_SLACK_BITS, CLIP_SLACK_BITS, GAP_BITS, NORM_BITS, REMAINDER_BITS, StepCols, UNIT_BITS,
@@ -661,13 +661,9 @@ fn write_class(
     } else {
         (0, 0)
     };
-    mode.write(
-        &mut class.clip_remainder,
-        rem,
-        NU_BITS,
-        "clip floor remainder",
-    )?;
-    mode.write(&mut class.clip_gap, gap, NU_BITS, "clip floor gap")?;
+    let bits = clip_floor_bits(step.norms.len() > 1);
+    mode.write(&mut class.clip_remainder, rem, bits, "clip floor remainder")?;
+    mode.write(&mut class.clip_gap, gap, bits, "clip floor gap")?;
     Ok(())
 }
 
@@ -798,7 +794,8 @@ pub fn multiplicities(
                 false => super::softmax_table::split_row(row),
             };
             let checks = c.range_checks().into_iter();
-            let class_checks = classes.iter().flat_map(ClassCols::range_checks);
+            let floor_bits = clip_floor_bits(shape.hidden);
+            let class_checks = classes.iter().flat_map(|k| k.range_checks(floor_bits));
             for (limbs, bits) in checks.chain(class_checks) {
                 looked_up(limbs, bits).for_each(|v| count(&mut range, v));
             }

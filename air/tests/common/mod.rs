@@ -233,3 +233,41 @@ pub fn prove_and_verify(
         }
     }
 }
+
+/// Each batch example's network step (softmax or MLP) under the fixture's model, and its
+/// label.
+#[allow(dead_code)]
+pub fn batch_steps(f: &Fixture) -> (Vec<zkfed_air::network::NetworkStep>, Vec<u8>) {
+    let layers = f.statement.model.layers().unwrap();
+    let head = f.statement.model.spec.head();
+    let clip = f.statement.params.clip_norm;
+    f.statement
+        .batch_indices
+        .iter()
+        .map(|&i| {
+            let (x, y, _) = f.dataset.row(i as usize);
+            let step = zkfed_air::network::network_step(&layers, head, x, y, clip).unwrap();
+            (step, y)
+        })
+        .unzip()
+}
+
+/// The taller-trace attack: every table stacked twice and re-witnessed, so every rule holds
+/// and p3-batch-stark alone accepts about twice the update; the statement's heights refuse
+/// it.
+#[allow(dead_code)]
+pub fn assert_taller_trace_refused(f: &Fixture) {
+    use zkfed_air::VerifyError;
+    let honest = zkfed_air::engine::witness::generate_traces(&f.statement, &f.dataset).unwrap();
+    let (traces, update) = zkfed_air::forgery::stacked_traces(&f.statement, &f.dataset, 2).unwrap();
+    assert_eq!(broken_rules(&f.statement, &traces, &update), []);
+    assert_eq!(update.examples, honest.update.examples);
+    assert_ne!(update, honest.update);
+    let bytes = zkfed_air::proof::prove_traces(&f.statement, &traces, &update).unwrap();
+    assert!(batch_stark_alone_accepts(&f.statement, &update, &bytes));
+    let verdict = zkfed_air::verify(&f.statement, &update, &bytes);
+    assert!(
+        matches!(&verdict, Err(VerifyError::ProofShape { field, .. }) if field.ends_with("degree_bits")),
+        "{verdict:?}"
+    );
+}
