@@ -508,7 +508,7 @@ fn softmax_and_mlp_runs_audit_and_export_their_models() {
         let me = coordinator.public().to_peer_id();
         let summary = audit_store(&store, Some(&me))
             .unwrap()
-            .unwrap_or_else(|| panic!("the {spec} run audits clean"));
+            .unwrap_or_else(|d| panic!("the {spec} run does not audit: {d}"));
         assert_eq!(
             (summary.rounds, summary.proofs_verified, summary.rejections),
             (2, 4, 2),
