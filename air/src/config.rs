@@ -70,9 +70,9 @@ pub const LOG_FINAL_POLY_LEN: usize = 7;
 pub const QUERY_POW_BITS: usize = 20;
 /// Grinding bits before the batching challenge of the opening proof.
 pub const BATCH_POW_BITS: usize = 16;
-/// [`BATCH_POW_BITS`] of an MLP's proof: its hidden layer widens the hash table by ten
-/// columns per hidden unit, and at 784 → 128 → 10 over the largest batch and dataset the
-/// batch-combination term would be 108.4 bits with 16.
+/// [`BATCH_POW_BITS`] of an MLP's proof: its fifth table and wider hash table batch more
+/// columns into the opening proof, and at 446 → 256 → 64 over the largest batch and
+/// dataset the batch-combination term would be 107.6 bits with 16.
 pub const MLP_BATCH_POW_BITS: usize = 20;
 /// Grinding bits before each FRI folding challenge: lifts the commit-phase term, which
 /// otherwise limits the largest shapes (101 bits at d = 1024, B = 1024 without it; 109

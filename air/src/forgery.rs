@@ -9,7 +9,7 @@ use p3_matrix::dense::RowMajorMatrix;
 
 use crate::commitment::CommittedDataset;
 use crate::engine::hash_table::{
-    HashCols, NUM_HASH_COLS, output, output_mut, split_row, split_row_mut,
+    HashCols, NUM_HASH_COLS, logit_coeff_mut, output_mut, row_outputs, split_row_mut,
 };
 use crate::engine::step_table::{NUM_STEP_COLS, StepCols};
 use crate::engine::witness::{
@@ -37,15 +37,18 @@ pub fn update_from_shares(
     let d = statement.model.num_features();
     let outputs = shape.outputs;
     let mut sums = vec![Goldilocks::ZERO; shape.num_params()];
-    let untagged = traces.hash.width - shape.hidden as usize;
     for row in traces.hash.values.chunks_exact(traces.hash.width) {
-        let (c, more) = split_row(&row[..untagged]);
-        for k in 0..outputs {
-            let o = output(c, more, k);
+        let (c, outputs, _) = row_outputs(row, shape.hidden);
+        for (k, o) in outputs.iter().enumerate() {
             for lane in 0..RATE {
                 let j = (c.chunk_base.as_canonical_u64() as usize) + lane;
+                // An MLP's share columns hold the masked features its units multiply.
+                let share = match shape.hidden {
+                    true => o.coeff * o.share[lane],
+                    false => o.share[lane],
+                };
                 if j < d {
-                    sums[k * d + j] += o.share[lane];
+                    sums[k * d + j] += share;
                 }
             }
         }
@@ -256,13 +259,11 @@ fn rewitness_mlp_copy(
     let block = &mut hidden_trace.values[hidden_row * width..(hidden_row + hidden) * width];
     write_hidden_block(block, &layers[1], 0, &step, clip, OutOfRange::Refuse)?;
     let width = traces.hash.width;
-    let untagged = width - 1;
     let rows = traces.hash.values[hash_row * width..].chunks_exact_mut(width);
     for cells in rows.take(shape.block_len()) {
-        let (c, more) = split_row_mut(&mut cells[..untagged]);
-        c.norm_sq -= to_field(ONE * ONE);
+        HashCols::from_row_mut(&mut cells[..NUM_HASH_COLS]).norm_sq -= to_field(ONE * ONE);
         for (k, b) in biases.iter().enumerate() {
-            *output_mut(c, more, k).0 -= to_field(b * ONE);
+            *logit_coeff_mut(cells, true, k).0 -= to_field(b * ONE);
         }
     }
     set_block_coeffs(statement, traces, hash_row, &step.coefficients[0]);
@@ -290,10 +291,16 @@ pub fn set_block_coeffs(
 ) {
     let shape = statement.shape();
     let (block, width) = (shape.block_len(), traces.hash.width);
-    let untagged = width - shape.hidden as usize;
     let rows = traces.hash.values[first_row * width..].chunks_exact_mut(width);
     for (offset, row) in rows.take(block).enumerate() {
-        let (c, more) = split_row_mut(&mut row[..untagged]);
+        if shape.hidden {
+            // An MLP's shares follow its coefficients on the bus.
+            for (k, &coeff) in coeffs.iter().enumerate() {
+                *logit_coeff_mut(row, true, k).1 = to_field(coeff);
+            }
+            continue;
+        }
+        let (c, more) = split_row_mut(row);
         let input = c.input;
         for (k, &coeff) in coeffs.iter().enumerate() {
             let (_, cell, share) = output_mut(c, more, k);

@@ -40,6 +40,32 @@ fn honest_mlp_proofs_verify_and_match_the_reference() {
     }
 }
 
+#[test]
+fn proofs_of_the_widest_mlps_fit_their_size_allowance() {
+    // The widest MLPs a run may use (within 4,096 parameters: 256 hidden units over 12
+    // features, 64 classes after 60 units) and the digits shape: honest proofs stay under
+    // the bytes the verifier reads.
+    for (features, hidden, classes, batch) in [(12, 256, 2, 2), (1, 60, 64, 2), (64, 32, 10, 4)] {
+        let spec = Spec {
+            features,
+            rows: 8,
+            batch,
+            ..Spec::default()
+        };
+        let f = mlp_fixture(spec, hidden, classes);
+        assert!(f.statement.model.params.len() <= zkfed_air::fixed::MAX_WIRE_PARAMS);
+        let (update, proof) = prove(&f.statement, &f.dataset).expect("prove");
+        let allowed = zkfed_air::proof::max_proof_bytes(&f.statement.shape());
+        eprintln!(
+            "{features} → {hidden} → {classes}: proof {} KiB, allowance {} KiB",
+            proof.len() >> 10,
+            allowed >> 10
+        );
+        assert!(proof.len() <= allowed, "{} > {allowed}", proof.len());
+        verify(&f.statement, &update, &proof).expect("verify");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Cheating provers. Each starts from the honest traces, changes one intermediate of one
 // example's MLP step, recomputes everything downstream as an honest prover would (the
@@ -576,4 +602,33 @@ fn a_proof_with_another_hidden_table_height_is_refused() {
         ),
         "{verdict:?}"
     );
+}
+
+#[test]
+fn a_masked_feature_off_its_lane_is_rejected() {
+    // An MLP's hash row holds each feature lane's value once for every unit's share. One
+    // of them changed (so every unit's share of that feature changes) breaks the hash
+    // table's rule; so does the label lane read as a feature, whose shares would land on
+    // the next unit's weights (and unbalance the update bus).
+    use zkfed_air::engine::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS};
+    for lane in [1, LABEL_LANE] {
+        let mut h = kept();
+        let honest_update = h.traces.update.clone();
+        let width = h.traces.hash.width;
+        let c = HashCols::from_row_mut(&mut h.traces.hash.values[..width][..NUM_HASH_COLS]);
+        c.share[lane] += Goldilocks::from_u64(3);
+        let update = rebalance(&h.f.statement, &mut h.traces).unwrap();
+        let broken = broken_rules(&h.f.statement, &h.traces, &update);
+        if lane == LABEL_LANE {
+            assert_eq!(broken, [Rule::Hash, Rule::Bus]);
+        } else {
+            assert_ne!(update, honest_update);
+            assert_eq!(broken, [Rule::Hash]);
+        }
+        let verdict = prove_and_verify(&h.f.statement, &h.traces, &update);
+        assert!(
+            matches!(verdict, Err(VerifyError::Rejected(_))),
+            "{verdict:?}"
+        );
+    }
 }

@@ -229,7 +229,7 @@ impl RawConfig {
             cells <= MAX_PERIODIC_CELLS,
             "`model` and `batch_size`: verifying one proof could build {cells} periodic cells \
              (participants may declare up to 2^32 rows), above {MAX_PERIODIC_CELLS}; use a \
-             smaller batch or fewer classes"
+             smaller batch, fewer classes or fewer hidden units"
         );
         Ok(())
     }

@@ -25,7 +25,7 @@ use crate::{Request, Response};
 /// Largest request a node reads: a submission's largest proof
 /// ([`zkfed_air::proof::MAX_PROOF_BYTES`]) plus its update and framing.
 pub const MAX_REQUEST_BYTES: u64 = zkfed_air::proof::MAX_PROOF_BYTES as u64 + (64 << 10);
-/// Largest response a node reads: run parameters or a model of up to 1024 features.
+/// Largest response a node reads: run parameters or a model of up to `MAX_WIRE_PARAMS` entries.
 pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 /// Bytes of messages in flight one connection may hold: two whole submissions (an honest
 /// participant may resend one while the first is still being verified) and small requests.

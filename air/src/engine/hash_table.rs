@@ -63,7 +63,8 @@ pub struct HashCols<T> {
     /// Bus-visible copy of `8k` on the block's `k`-th absorb row: lane `l` holds feature
     /// `8k + l`.
     pub chunk_base: T,
-    /// Per lane: `c · x` on feature lanes, 0 elsewhere (the lane's share of the update).
+    /// Per lane: `c · x` on feature lanes, 0 elsewhere (the lane's share of the update); an
+    /// MLP's: `x` on feature lanes, 0 elsewhere (its units' shares are `c_m` times these).
     pub share: [T; RATE],
 }
 
@@ -86,11 +87,92 @@ pub struct OutputCols<T> {
 /// Width of one [`OutputCols`].
 pub const NUM_OUTPUT_COLS: usize = size_of::<OutputCols<u8>>();
 
-/// Width of a hash-table row for a layer of `outputs` outputs; an MLP's hidden layer
-/// (`hidden`) appends the example's position in the batch, which tags what the block
-/// sends to the hidden and step tables.
+/// An MLP's hidden unit beyond the first: its running pre-activation and its clipped
+/// coefficient `c_m` (a block constant). Its shares are not columns: an MLP's row holds its
+/// masked features `FEATURE·x` in [`HashCols::share`], and each unit sends `c_m` times them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UnitCols<T> {
+    /// Running pre-activation of this unit.
+    pub logit: T,
+    /// Block constant: this unit's clipped coefficient.
+    pub coeff: T,
+}
+
+/// Width of one [`UnitCols`].
+pub const NUM_UNIT_COLS: usize = size_of::<UnitCols<u8>>();
+
+/// Width of a hash-table row for a layer of `outputs` outputs. An MLP's hidden layer
+/// (`hidden`) has two columns per further unit ([`UnitCols`]), then the example's position
+/// in the batch, which tags what the block sends to the hidden and step tables.
 pub const fn hash_width(outputs: usize, hidden: bool) -> usize {
-    NUM_HASH_COLS + outputs.saturating_sub(1) * NUM_OUTPUT_COLS + hidden as usize
+    let more = outputs.saturating_sub(1);
+    match hidden {
+        true => NUM_HASH_COLS + more * NUM_UNIT_COLS + 1,
+        false => NUM_HASH_COLS + more * NUM_OUTPUT_COLS,
+    }
+}
+
+/// An MLP's row split into its named part, its further units and its tag.
+pub fn split_mlp_row<T>(row: &[T]) -> (&HashCols<T>, &[UnitCols<T>], &T) {
+    let (named, more) = row.split_at(NUM_HASH_COLS);
+    let (tag, units) = more.split_last().expect("an MLP's row has a tag");
+    (HashCols::from_row(named), super::view_slice(units), tag)
+}
+
+/// Mutable [`split_mlp_row`].
+pub fn split_mlp_row_mut<T>(row: &mut [T]) -> (&mut HashCols<T>, &mut [UnitCols<T>], &mut T) {
+    let (named, more) = row.split_at_mut(NUM_HASH_COLS);
+    let (tag, units) = more.split_last_mut().expect("an MLP's row has a tag");
+    (
+        HashCols::from_row_mut(named),
+        super::view_slice_mut(units),
+        tag,
+    )
+}
+
+/// A row's named part, each output's columns (an MLP unit's shares read as the row's
+/// masked features) and an MLP's tag.
+pub fn row_outputs<T: Copy>(
+    row: &[T],
+    hidden: bool,
+) -> (&HashCols<T>, Vec<OutputCols<T>>, Option<T>) {
+    if !hidden {
+        let (named, more) = split_row(row);
+        let outputs = (0..=more.len()).map(|k| output(named, more, k)).collect();
+        return (named, outputs, None);
+    }
+    let (named, units, &tag) = split_mlp_row(row);
+    let unit = |logit, coeff| OutputCols {
+        logit,
+        coeff,
+        share: named.share,
+    };
+    let first = unit(named.logit, named.coeff);
+    let outputs = [first]
+        .into_iter()
+        .chain(units.iter().map(|u| unit(u.logit, u.coeff)))
+        .collect();
+    (named, outputs, Some(tag))
+}
+
+/// Mutable references to output `k`'s running logit and coefficient, whatever the layout.
+pub fn logit_coeff_mut<T>(row: &mut [T], hidden: bool, k: usize) -> (&mut T, &mut T) {
+    let (named, more) = row.split_at_mut(NUM_HASH_COLS);
+    let named = HashCols::from_row_mut(named);
+    match (k, hidden) {
+        (0, _) => (&mut named.logit, &mut named.coeff),
+        (_, true) => {
+            let units_len = more.len() - 1;
+            let units: &mut [UnitCols<T>] = super::view_slice_mut(&mut more[..units_len]);
+            let u = &mut units[k - 1];
+            (&mut u.logit, &mut u.coeff)
+        }
+        (_, false) => {
+            let o = &mut super::view_slice_mut::<T, OutputCols<T>>(more)[k - 1];
+            (&mut o.logit, &mut o.coeff)
+        }
+    }
 }
 
 /// A row split into its named part and the columns of outputs `1..K`.
@@ -316,17 +398,14 @@ impl BaseAir<Goldilocks> for HashTableAir {
 impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
     fn eval(&self, builder: &mut AB) {
         let main = builder.main();
-        let (local_row, tag) = self.untagged(main.current_slice());
-        let (local, local_more) = split_row(local_row);
-        let (next, next_more) = split_row(self.untagged(main.next_slice()).0);
+        let (local, local_outputs, tag) = row_outputs(main.current_slice(), self.hidden);
+        let (next, next_outputs, _) = row_outputs(main.next_slice(), self.hidden);
         let p: Vec<AB::Expr> = builder
             .periodic_values()
             .iter()
             .map(|&v| v.into())
             .collect();
         let outputs = self.biases.len();
-        let local_outputs: Vec<_> = (0..outputs).map(|k| output(local, local_more, k)).collect();
-        let next_outputs: Vec<_> = (0..outputs).map(|k| output(next, next_more, k)).collect();
 
         let permutation = local.input.iter().chain(&local.output).copied();
         builder.push_interaction(PERMUTATION_BUS, permutation, -1);
@@ -351,16 +430,6 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
             tag
         });
         eval_sends(builder, local, &local_outputs, &p, self.num_features, tag);
-    }
-}
-
-impl HashTableAir {
-    /// A row without its MLP tag, and the tag.
-    fn untagged<'a, T: Copy>(&self, row: &'a [T]) -> (&'a [T], Option<T>) {
-        match self.hidden {
-            true => (&row[..row.len() - 1], Some(row[row.len() - 1])),
-            false => (row, None),
-        }
     }
 }
 
@@ -541,14 +610,27 @@ fn eval_sends<AB: InteractionBuilder<F = Goldilocks>>(
             }
         }
     }
+    if tag.is_some() {
+        // An MLP's share columns hold the masked features; each unit's share is `c_m` times.
+        for lane in 0..RATE {
+            let masked = p[periodic::FEATURE + lane].clone() * c.input[lane].into();
+            builder.assert_eq(c.share[lane], masked);
+        }
+    }
     for (k, o) in outputs.iter().enumerate() {
         for lane in 0..RATE {
-            let x: AB::Expr = c.input[lane].into();
-            let share = p[periodic::FEATURE + lane].clone() * o.coeff.into() * x;
-            builder.assert_eq(o.share[lane], share);
+            let share: AB::Expr = match tag {
+                Some(_) => o.coeff.into() * c.share[lane].into(),
+                None => {
+                    let x: AB::Expr = c.input[lane].into();
+                    let share = p[periodic::FEATURE + lane].clone() * o.coeff.into() * x;
+                    builder.assert_eq(o.share[lane], share);
+                    o.share[lane].into()
+                }
+            };
             let param = c.chunk_base.into() + AB::Expr::from_usize(k * num_features + lane);
             // Field-valued: the bus sums shares per parameter (ARCHITECTURE.md, "Buses").
-            builder.push_interaction(UPDATE_BUS, [param], Count::provided(o.share[lane].into()));
+            builder.push_interaction(UPDATE_BUS, [param], Count::provided(share));
         }
     }
 }

@@ -9,7 +9,10 @@ use p3_goldilocks::Goldilocks;
 use p3_matrix::dense::RowMajorMatrix;
 use p3_symmetric::Permutation;
 
-use super::hash_table::{HashCols, LABEL_LANE, NUM_HASH_COLS, output_mut, split_row_mut};
+use super::hash_table::{
+    HashCols, LABEL_LANE, NUM_HASH_COLS, logit_coeff_mut, output_mut, split_mlp_row_mut,
+    split_row_mut,
+};
 use super::hidden_table::{
     BACK_REMAINDER_BITS, DELTA_BITS, PRE_REMAINDER_BITS, RELU_BITS, VALUE_LIMBS, VALUE_TOP_SHIFT,
 };
@@ -256,7 +259,6 @@ fn write_hash_rows(
     let params = &statement.model.params;
     let weight = |k: usize, j: usize| params[k * d + j];
     let width = trace.width;
-    let untagged = width - shape.hidden as usize;
     let mut rows = trace.values.chunks_exact_mut(width);
     for (position, (example, &index)) in examples.iter().zip(&statement.batch_indices).enumerate() {
         let mut logits: Vec<i64> = (0..outputs)
@@ -267,16 +269,15 @@ fn write_hash_rows(
         let mut spelled = 0u64;
         for offset in 0..block {
             let row = rows.next().expect("the height fits every block");
-            let (row, tag) = row.split_at_mut(untagged);
-            if let [tag] = tag {
-                *tag = Goldilocks::from_usize(position);
-            }
-            let (c, more) = split_row_mut(row);
             for k in 0..outputs {
-                let (logit, coeff, _) = output_mut(c, more, k);
+                let (logit, coeff) = logit_coeff_mut(row, shape.hidden, k);
                 *logit = to_field(logits[k]);
                 *coeff = to_field(coeffs[k]);
             }
+            if shape.hidden {
+                *split_mlp_row_mut(row).2 = Goldilocks::from_usize(position);
+            }
+            let c = HashCols::from_row_mut(&mut row[..NUM_HASH_COLS]);
             c.norm_sq = to_field(norm_sq);
             c.label = Goldilocks::from_u8(example.y);
             c.sends_example = Goldilocks::from_bool(offset == k_rows);
@@ -300,8 +301,6 @@ fn write_hash_rows(
                 write_limbs(&mut limbs, xj + FEATURE_OFFSET, FEATURE_BITS, "feature")?;
                 [c.lo[lane], c.hi[lane]] = limbs;
                 for (k, logit) in logits.iter_mut().enumerate() {
-                    let (_, _, share) = output_mut(c, more, k);
-                    share[lane] = to_field(coeffs[k] * xj);
                     *logit += weight(k, j) * xj;
                 }
                 row_norm_sq += xj * xj;
@@ -309,9 +308,37 @@ fn write_hash_rows(
             norm_sq += row_norm_sq;
             c.row_norm_sq = to_field(row_norm_sq);
             debug_assert!(offset + 1 < k_rows || c.input[LABEL_LANE] == c.label);
+            write_shares(row, shape.hidden, offset, d, example.x, coeffs);
         }
     }
     Ok(())
+}
+
+/// The update shares of absorb row `offset`: `c_k·x_j` per output and feature lane (an
+/// MLP's row holds the masked features `x_j` instead, which its units' coefficients
+/// multiply on the bus).
+fn write_shares(
+    row: &mut [Goldilocks],
+    hidden: bool,
+    offset: usize,
+    d: usize,
+    x: &[i64],
+    coeffs: &[i64],
+) {
+    let features = (offset * RATE..d.min((offset + 1) * RATE)).enumerate();
+    if hidden {
+        let c = HashCols::from_row_mut(&mut row[..NUM_HASH_COLS]);
+        for (lane, j) in features {
+            c.share[lane] = to_field(x[j]);
+        }
+        return;
+    }
+    let (c, more) = split_row_mut(row);
+    for (lane, j) in features {
+        for (k, &coeff) in coeffs.iter().enumerate() {
+            output_mut(c, more, k).2[lane] = to_field(coeff * x[j]);
+        }
+    }
 }
 
 /// One step-table row from the reference's training step.
