@@ -9,7 +9,9 @@
 //! hidden units) sends `(i, N, y)` to the step table and `(i, m, a_m, c_m)` per unit to the
 //! hidden table, tagged with the example's position `i`. Output 0's columns are in
 //! [`HashCols`]; outputs `1..K` follow the row as [`OutputCols`], so a logistic row is
-//! exactly a [`HashCols`]. Merkle directions are witness bits whose running
+//! exactly a [`HashCols`]. An MLP's row is narrower: its share columns hold the masked
+//! features once, each unit sending its coefficient times them, further units take a
+//! [`UnitCols`] each, and the tag comes last. Merkle directions are witness bits whose running
 //! index must equal the public batch index on the block's last row (ARCHITECTURE.md,
 //! "Membership ready for private indices", says why they are not verifier columns).
 
