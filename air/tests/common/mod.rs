@@ -271,3 +271,21 @@ pub fn assert_taller_trace_refused(f: &Fixture) {
         "{verdict:?}"
     );
 }
+
+/// Rebalances traces a forger edited, requires that exactly `rules` break and that the
+/// verifier rejects a proof of them, and returns the update the buses balance with.
+#[allow(dead_code)]
+pub fn assert_edit_rejected(
+    statement: &Statement,
+    traces: &mut Traces,
+    rules: &[Rule],
+) -> ClippedGradientSum {
+    let update = zkfed_air::forgery::rebalance(statement, traces).unwrap();
+    assert_eq!(broken_rules(statement, traces, &update), rules);
+    let verdict = prove_and_verify(statement, traces, &update);
+    assert!(
+        matches!(verdict, Err(zkfed_air::VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
+    update
+}
