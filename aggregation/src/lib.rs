@@ -1,7 +1,10 @@
-//! Pure aggregation of verified updates: FedAvg weighted by proven example counts.
+//! Pure aggregation of verified updates: FedAvg weighted by proven example counts, and
+//! the server strategies of [`strategy`].
 //!
 //! Only updates whose proofs verified reach this crate. It opens no files or sockets.
 //! Differential-privacy noise on the aggregate will live here too (a later issue).
+
+pub mod strategy;
 
 use thiserror::Error;
 use zkfed_air::fixed::{FRAC_BITS, PARAM_BOUND};
@@ -20,6 +23,9 @@ pub enum AggregationError {
     /// The new model would leave the fixed-point range the proofs support.
     #[error("aggregated model parameter {index} leaves the supported range")]
     OutOfRange { index: usize },
+    /// A robust strategy needs more updates than were accepted.
+    #[error("the strategy needs at least {need} accepted updates, got {got}")]
+    TooFew { need: usize, got: usize },
 }
 
 /// One FedAvg step over the whole parameter vector:
@@ -69,7 +75,7 @@ pub fn fedavg_step(
 }
 
 /// `a / b` rounded to nearest, ties away from zero (`b > 0`).
-fn div_round(a: i128, b: i128) -> i128 {
+pub(crate) fn div_round(a: i128, b: i128) -> i128 {
     if a >= 0 {
         (a + b / 2) / b
     } else {

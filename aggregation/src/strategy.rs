@@ -1,0 +1,676 @@
+//! Server strategies over verified updates, in integer arithmetic so that every
+//! coordinator and auditor computes the same model bit for bit.
+//!
+//! Every strategy starts from the updates' pseudo-gradients. An update `U_k` is a
+//! clipped-gradient sum over `n_k` proven examples at scale `2^32`; participant `k`'s mean
+//! gradient is `g_k = round(U_k / (n_k·2^16))` and the pooled one
+//! `ḡ = round(Σ U_k / (Σ n_k·2^16))`, both at scale `2^16` (rounded to nearest, ties away
+//! from zero). With one local step per round a client's model delta is `-lr·g_k`, so the
+//! server rules of Reddi et al. ("Adaptive Federated Optimization", 2021) apply to `ḡ`:
+//!
+//! | strategy | state | step |
+//! |---|---|---|
+//! | FedAvg | none | `w ← w - lr·ḡ` ([`crate::fedavg_step`], one rounding) |
+//! | FedAvgM (β) | `m` | `m ← β·m + ḡ`, `w ← w - lr·m` |
+//! | FedAdagrad (η, τ) | `v` | `v ← v + ḡ²`, `w ← w - η·ḡ / (√v + τ)` |
+//! | FedAdam (η, β1, β2, τ) | `m`, `v` | `m ← β1·m + (1-β1)·ḡ`, `v ← β2·v + (1-β2)·ḡ²`, `w ← w - η·m / (√v + τ)` |
+//! | FedYogi (η, β1, β2, τ) | `m`, `v` | as Adam but `v ← v - (1-β2)·ḡ²·sign(v - ḡ²)` |
+//! | median | none | `w ← w - lr·median_k(g_k)` per coordinate |
+//! | trimmed mean (β) | none | `w ← w - lr·mean(g_k)` over the `K - 2·round(βK)` middle values per coordinate |
+//! | Krum (f), Multi-Krum (f, m) | none | the `m` updates with the smallest Krum scores (the sum of squared distances to their `K - f - 2` nearest), then FedAvg over them (Krum: `m = 1`) |
+//!
+//! Hyper-parameters are fixed point at scale `2^16` (so `τ` is at least `2^-16`: Reddi et
+//! al.'s `10^-3` for Yogi is 66 units, Flower's `10^-9` becomes `2^-16`). `m` is kept at
+//! scale `2^16`, `v` at `2^32` (so `ḡ²` is exact) and `√v` is `floor(√v)` at `2^16`.
+//! Products are taken in `i128` and rounded once per formula line.
+//!
+//! FedProx is not here: with one local step the proximal term is zero where the gradient is
+//! taken (the client's model is the global one), so FedProx equals FedAvg.
+
+use crate::{AggregationError, div_round, fedavg_step};
+use zkfed_air::fixed::{FRAC_BITS, ONE, PARAM_BOUND};
+use zkfed_air::{ClippedGradientSum, Model};
+
+/// A server strategy and its hyper-parameters (fixed point at scale `2^16`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Federated averaging weighted by proven example counts.
+    FedAvg,
+    /// FedAvg with server momentum `beta`.
+    FedAvgM {
+        /// Momentum.
+        beta: i64,
+    },
+    /// Adaptive server step with a running sum of squares.
+    FedAdagrad(Adaptive),
+    /// Adam on the server.
+    FedAdam(Adaptive),
+    /// Yogi on the server.
+    FedYogi(Adaptive),
+    /// Coordinate-wise median of the participants' mean gradients.
+    Median,
+    /// Coordinate-wise mean after dropping the `round(β·K)` largest and smallest values.
+    TrimmedMean {
+        /// Fraction trimmed at each end, below one half.
+        beta: i64,
+    },
+    /// FedAvg over the `select` updates with the smallest Krum scores (`select = 1`:
+    /// Krum) for at most `byzantine` Byzantine participants.
+    MultiKrum {
+        /// Assumed Byzantine participants `f`.
+        byzantine: u32,
+        /// Updates averaged `m`.
+        select: u32,
+    },
+}
+
+/// The hyper-parameters of the adaptive strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adaptive {
+    /// Server learning rate `η`.
+    pub eta: i64,
+    /// First-moment decay `β1` (unused by Adagrad).
+    pub beta1: i64,
+    /// Second-moment decay `β2` (unused by Adagrad).
+    pub beta2: i64,
+    /// Adaptivity `τ`, at least `2^-16`.
+    pub tau: i64,
+}
+
+impl Adaptive {
+    /// Reddi et al.'s and Flower's defaults: `η = 0.1`, `β1 = 0.9`, `β2 = 0.99`, and `τ`
+    /// `10^-9` (Adagrad, Adam: `2^-16` here) or `10^-3` (Yogi, with `η = 0.01`).
+    pub fn defaults_for(yogi: bool) -> Self {
+        Self {
+            eta: if yogi { fixed(0.01) } else { fixed(0.1) },
+            beta1: fixed(0.9),
+            beta2: fixed(0.99),
+            tau: if yogi { fixed(1e-3) } else { 1 },
+        }
+    }
+}
+
+fn fixed(v: f64) -> i64 {
+    zkfed_air::fixed::quantize(v)
+}
+
+/// A strategy's state between rounds: moments at scales `2^16` (`m`) and `2^32` (`v`),
+/// empty for the strategies that keep none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerState {
+    /// First moment (momentum), scale `2^16`.
+    pub momentum: Vec<i64>,
+    /// Second moment, scale `2^32`.
+    pub second: Vec<i64>,
+}
+
+/// One server step: the next model and state from the verified updates.
+pub fn aggregate(
+    strategy: Strategy,
+    model: &Model,
+    state: &ServerState,
+    updates: &[ClippedGradientSum],
+    learning_rate: i64,
+) -> Result<(Model, ServerState), AggregationError> {
+    if let Strategy::FedAvg = strategy {
+        return Ok((fedavg_step(model, updates, learning_rate)?, state.clone()));
+    }
+    let n = model.params.len();
+    check_updates(updates, n)?;
+    let (steps, state) = match strategy {
+        Strategy::FedAvg => unreachable!("handled above"),
+        Strategy::FedAvgM { beta } => {
+            let g = pooled_gradient(updates, n);
+            let momentum: Vec<i64> = moment(&state.momentum, n)
+                .zip(&g)
+                .map(|(m, &g)| scale(beta, m) + g)
+                .collect();
+            let steps = momentum.iter().map(|&m| scale(learning_rate, m)).collect();
+            let state = ServerState {
+                momentum,
+                second: Vec::new(),
+            };
+            (steps, state)
+        }
+        Strategy::FedAdagrad(a) | Strategy::FedAdam(a) | Strategy::FedYogi(a) => {
+            adaptive(strategy, a, state, &pooled_gradient(updates, n))
+        }
+        Strategy::Median => {
+            let per = participant_gradients(updates);
+            let steps = (0..n)
+                .map(|j| scale(learning_rate, median(per.iter().map(|g| g[j]).collect())))
+                .collect();
+            (steps, ServerState::default())
+        }
+        Strategy::TrimmedMean { beta } => {
+            let per = participant_gradients(updates);
+            // βK rounded to nearest: β is quantized to 2^-16 (0.2 is 13107/65536), so a
+            // floor would cut nothing where 0.2·5 = 1 means one.
+            let cut = div_round(i128::from(beta) * per.len() as i128, i128::from(ONE)) as usize;
+            if 2 * cut >= per.len() {
+                return Err(AggregationError::TooFew {
+                    need: 2 * cut + 1,
+                    got: per.len(),
+                });
+            }
+            let steps = (0..n)
+                .map(|j| {
+                    let mut column: Vec<i64> = per.iter().map(|g| g[j]).collect();
+                    column.sort_unstable();
+                    let kept = &column[cut..column.len() - cut];
+                    let sum: i128 = kept.iter().map(|&v| i128::from(v)).sum();
+                    scale(learning_rate, div_round(sum, kept.len() as i128) as i64)
+                })
+                .collect();
+            (steps, ServerState::default())
+        }
+        Strategy::MultiKrum { byzantine, select } => {
+            let chosen = krum_selection(updates, byzantine as usize, select as usize)?;
+            let picked: Vec<ClippedGradientSum> =
+                chosen.iter().map(|&k| updates[k].clone()).collect();
+            return Ok((fedavg_step(model, &picked, learning_rate)?, state.clone()));
+        }
+    };
+    Ok((apply(model, &steps)?, state))
+}
+
+/// The adaptive rules: returns each parameter's step and the new moments.
+fn adaptive(
+    strategy: Strategy,
+    a: Adaptive,
+    state: &ServerState,
+    g: &[i64],
+) -> (Vec<i64>, ServerState) {
+    let n = g.len();
+    let one = i128::from(ONE);
+    let second: Vec<i64> = moment(&state.second, n)
+        .zip(g)
+        .map(|(v, &g)| {
+            let sq = i128::from(g) * i128::from(g);
+            let v = i128::from(v);
+            let next = match strategy {
+                Strategy::FedAdagrad(_) => v + sq,
+                Strategy::FedAdam(_) => div_round(
+                    i128::from(a.beta2) * v + (one - i128::from(a.beta2)) * sq,
+                    one,
+                ),
+                _ => v - div_round((one - i128::from(a.beta2)) * sq * (v - sq).signum(), one),
+            };
+            next.clamp(0, i128::from(i64::MAX)) as i64
+        })
+        .collect();
+    let momentum: Vec<i64> = match strategy {
+        Strategy::FedAdagrad(_) => g.to_vec(),
+        _ => moment(&state.momentum, n)
+            .zip(g)
+            .map(|(m, &g)| {
+                let m = i128::from(a.beta1) * i128::from(m)
+                    + (one - i128::from(a.beta1)) * i128::from(g);
+                div_round(m, one) as i64
+            })
+            .collect(),
+    };
+    let steps = momentum
+        .iter()
+        .zip(&second)
+        .map(|(&m, &v)| {
+            let denominator = i128::from(isqrt(v)) + i128::from(a.tau.max(1));
+            div_round(i128::from(a.eta) * i128::from(m), denominator) as i64
+        })
+        .collect();
+    let state = ServerState {
+        momentum: match strategy {
+            Strategy::FedAdagrad(_) => Vec::new(),
+            _ => momentum,
+        },
+        second,
+    };
+    (steps, state)
+}
+
+/// The stored moment, or zeros for the first round.
+fn moment(stored: &[i64], n: usize) -> impl Iterator<Item = i64> + '_ {
+    stored.iter().copied().chain(std::iter::repeat(0)).take(n)
+}
+
+/// `round(a·b / 2^16)` for fixed-point `a` and `b`.
+fn scale(a: i64, b: i64) -> i64 {
+    div_round(i128::from(a) * i128::from(b), i128::from(ONE)) as i64
+}
+
+/// `floor(√v)`, exact (`v ≥ 0`).
+pub fn isqrt(v: i64) -> i64 {
+    if v <= 0 {
+        return 0;
+    }
+    // The f64 estimate is within a few units; the squares are compared in i128, since
+    // `(r + 1)²` may pass `i64::MAX` near the top of the range.
+    let (v, mut r) = (i128::from(v), (v as f64).sqrt() as i128);
+    while r * r > v {
+        r -= 1;
+    }
+    while (r + 1) * (r + 1) <= v {
+        r += 1;
+    }
+    r as i64
+}
+
+fn check_updates(updates: &[ClippedGradientSum], n: usize) -> Result<(), AggregationError> {
+    if updates.is_empty() || updates.iter().any(|u| u.examples == 0) {
+        return Err(AggregationError::Empty);
+    }
+    match updates.iter().find(|u| u.values.len() != n) {
+        Some(u) => Err(AggregationError::Shape {
+            expected: n,
+            got: u.values.len(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `ḡ = round(Σ U_k / (Σ n_k·2^16))` per parameter.
+fn pooled_gradient(updates: &[ClippedGradientSum], n: usize) -> Vec<i64> {
+    let examples: i128 = updates.iter().map(|u| i128::from(u.examples)).sum();
+    (0..n)
+        .map(|j| {
+            let sum: i128 = updates.iter().map(|u| i128::from(u.values[j])).sum();
+            div_round(sum, examples << FRAC_BITS) as i64
+        })
+        .collect()
+}
+
+/// Each participant's `g_k = round(U_k / (n_k·2^16))`.
+fn participant_gradients(updates: &[ClippedGradientSum]) -> Vec<Vec<i64>> {
+    updates
+        .iter()
+        .map(|u| pooled_gradient(std::slice::from_ref(u), u.values.len()))
+        .collect()
+}
+
+/// The median; for an even count the rounded mean of the two middle values.
+fn median(mut values: Vec<i64>) -> i64 {
+    values.sort_unstable();
+    let k = values.len();
+    match k % 2 {
+        1 => values[k / 2],
+        _ => div_round(i128::from(values[k / 2 - 1]) + i128::from(values[k / 2]), 2) as i64,
+    }
+}
+
+/// The indices of the `select` updates with the smallest Krum scores (ties: the lower
+/// index), each score the sum of squared distances from `g_k` to its `K - f - 2` nearest
+/// other gradients.
+fn krum_selection(
+    updates: &[ClippedGradientSum],
+    byzantine: usize,
+    select: usize,
+) -> Result<Vec<usize>, AggregationError> {
+    let per = participant_gradients(updates);
+    let k = per.len();
+    let need = (byzantine + 3).max(select.max(1));
+    if k < need {
+        return Err(AggregationError::TooFew { need, got: k });
+    }
+    let distance = |a: &[i64], b: &[i64]| -> i128 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (i128::from(x) - i128::from(y)).pow(2))
+            .sum()
+    };
+    let neighbours = k - byzantine - 2;
+    let mut scores: Vec<(i128, usize)> = (0..k)
+        .map(|i| {
+            let mut d: Vec<i128> = (0..k)
+                .filter(|&j| j != i)
+                .map(|j| distance(&per[i], &per[j]))
+                .collect();
+            d.sort_unstable();
+            (d[..neighbours].iter().sum(), i)
+        })
+        .collect();
+    scores.sort_unstable();
+    Ok(scores[..select].iter().map(|&(_, i)| i).collect())
+}
+
+/// `w - step` per parameter, within the range the proofs support.
+fn apply(model: &Model, steps: &[i64]) -> Result<Model, AggregationError> {
+    let params = model
+        .params
+        .iter()
+        .zip(steps)
+        .enumerate()
+        .map(|(index, (&w, &s))| {
+            let value = i128::from(w) - i128::from(s);
+            if value.unsigned_abs() >= PARAM_BOUND as u128 {
+                return Err(AggregationError::OutOfRange { index });
+            }
+            Ok(value as i64)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Model {
+        params,
+        ..model.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+    use zkfed_air::spec::ModelSpec;
+
+    const N: usize = 21;
+
+    fn model() -> Model {
+        Model::zeros(ModelSpec::Logistic, N - 1)
+    }
+
+    /// `K` updates whose per-example mean gradients are the given reals.
+    fn updates_of(gradients: &[Vec<f64>], examples: &[u64]) -> Vec<ClippedGradientSum> {
+        gradients
+            .iter()
+            .zip(examples)
+            .map(|(g, &n)| ClippedGradientSum {
+                values: g
+                    .iter()
+                    .map(|&v| (v * n as f64 * (1u64 << 32) as f64).round() as i64)
+                    .collect(),
+                examples: n,
+            })
+            .collect()
+    }
+
+    fn random_round(rng: &mut StdRng, k: usize) -> (Vec<Vec<f64>>, Vec<u64>) {
+        let gradients = (0..k)
+            .map(|_| (0..N).map(|_| rng.random_range(-1.0..1.0)).collect())
+            .collect();
+        let examples = (0..k).map(|_| rng.random_range(8..33)).collect();
+        (gradients, examples)
+    }
+
+    /// The f64 rule of each strategy over the participants' real mean gradients.
+    struct Reference {
+        w: Vec<f64>,
+        m: Vec<f64>,
+        v: Vec<f64>,
+    }
+
+    fn real(v: i64) -> f64 {
+        v as f64 / ONE as f64
+    }
+
+    impl Reference {
+        // `j` indexes the model, both moments and every participant's gradient at once.
+        #[allow(clippy::needless_range_loop)]
+        fn step(&mut self, strategy: Strategy, g: &[Vec<f64>], n: &[u64], lr: f64) {
+            let chosen: Vec<usize> = match strategy {
+                Strategy::MultiKrum { byzantine, select } => {
+                    krum_f64(g, byzantine as usize, select as usize)
+                }
+                _ => (0..g.len()).collect(),
+            };
+            let total: f64 = chosen.iter().map(|&k| n[k] as f64).sum();
+            let pooled: Vec<f64> = (0..N)
+                .map(|j| chosen.iter().map(|&k| g[k][j] * n[k] as f64).sum::<f64>() / total)
+                .collect();
+            let column = |j: usize| {
+                let mut c: Vec<f64> = g.iter().map(|g| g[j]).collect();
+                c.sort_by(f64::total_cmp);
+                c
+            };
+            for j in 0..N {
+                let step = match strategy {
+                    Strategy::FedAvg | Strategy::MultiKrum { .. } => lr * pooled[j],
+                    Strategy::FedAvgM { beta } => {
+                        self.m[j] = real(beta) * self.m[j] + pooled[j];
+                        lr * self.m[j]
+                    }
+                    Strategy::FedAdagrad(a) | Strategy::FedAdam(a) | Strategy::FedYogi(a) => {
+                        let (b1, b2, g) = (real(a.beta1), real(a.beta2), pooled[j]);
+                        let v = self.v[j];
+                        self.v[j] = match strategy {
+                            Strategy::FedAdagrad(_) => v + g * g,
+                            Strategy::FedAdam(_) => b2 * v + (1.0 - b2) * g * g,
+                            _ => v - (1.0 - b2) * g * g * (v - g * g).signum(),
+                        };
+                        let m = match strategy {
+                            Strategy::FedAdagrad(_) => g,
+                            _ => {
+                                self.m[j] = b1 * self.m[j] + (1.0 - b1) * g;
+                                self.m[j]
+                            }
+                        };
+                        real(a.eta) * m / (self.v[j].sqrt() + real(a.tau))
+                    }
+                    Strategy::Median => {
+                        let c = column(j);
+                        let k = c.len();
+                        lr * if k % 2 == 1 {
+                            c[k / 2]
+                        } else {
+                            (c[k / 2 - 1] + c[k / 2]) / 2.0
+                        }
+                    }
+                    Strategy::TrimmedMean { beta } => {
+                        let c = column(j);
+                        let cut = (real(beta) * c.len() as f64).round() as usize;
+                        let kept = &c[cut..c.len() - cut];
+                        lr * kept.iter().sum::<f64>() / kept.len() as f64
+                    }
+                };
+                self.w[j] -= step;
+            }
+        }
+    }
+
+    /// Krum's selection in f64.
+    fn krum_f64(g: &[Vec<f64>], byzantine: usize, select: usize) -> Vec<usize> {
+        let distance =
+            |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum() };
+        let mut scores: Vec<(f64, usize)> = (0..g.len())
+            .map(|i| {
+                let mut d: Vec<f64> = (0..g.len())
+                    .filter(|&j| j != i)
+                    .map(|j| distance(&g[i], &g[j]))
+                    .collect();
+                d.sort_by(f64::total_cmp);
+                (d[..g.len() - byzantine - 2].iter().sum(), i)
+            })
+            .collect();
+        scores.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scores[..select].iter().map(|&(_, i)| i).collect()
+    }
+
+    #[test]
+    fn each_strategy_follows_its_f64_rule_on_random_updates() {
+        let adaptive = Adaptive::defaults_for(false);
+        let strategies = [
+            Strategy::FedAvg,
+            Strategy::FedAvgM { beta: fixed(0.9) },
+            Strategy::FedAdagrad(adaptive),
+            Strategy::FedAdam(adaptive),
+            Strategy::FedYogi(Adaptive::defaults_for(true)),
+            Strategy::Median,
+            Strategy::TrimmedMean { beta: fixed(0.2) },
+            Strategy::MultiKrum {
+                byzantine: 1,
+                select: 1,
+            },
+            Strategy::MultiKrum {
+                byzantine: 1,
+                select: 2,
+            },
+        ];
+        for strategy in strategies {
+            let mut rng = StdRng::seed_from_u64(15);
+            let lr = fixed(0.5);
+            let (mut w, mut state) = (model(), ServerState::default());
+            let mut reference = Reference {
+                w: vec![0.0; N],
+                m: vec![0.0; N],
+                v: vec![0.0; N],
+            };
+            for round in 0..10 {
+                let k = 4 + round % 3;
+                let (g, n) = random_round(&mut rng, k);
+                let updates = updates_of(&g, &n);
+                (w, state) = aggregate(strategy, &w, &state, &updates, lr).unwrap();
+                reference.step(strategy, &g, &n, real(lr));
+            }
+            let error: f64 = w
+                .params
+                .iter()
+                .zip(&reference.w)
+                .map(|(&a, b)| (real(a) - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let norm: f64 = reference.w.iter().map(|b| b * b).sum::<f64>().sqrt();
+            eprintln!(
+                "{strategy:?}: relative error {:.2e} after 10 rounds",
+                error / norm
+            );
+            assert!(error / norm < 1e-3, "{strategy:?}: {}", error / norm);
+        }
+    }
+
+    #[test]
+    fn fedavg_is_the_single_rounding_step_and_keeps_no_state() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (g, n) = random_round(&mut rng, 3);
+        let updates = updates_of(&g, &n);
+        let (next, state) = aggregate(
+            Strategy::FedAvg,
+            &model(),
+            &ServerState::default(),
+            &updates,
+            ONE,
+        )
+        .unwrap();
+        assert_eq!(next, fedavg_step(&model(), &updates, ONE).unwrap());
+        assert_eq!(state, ServerState::default());
+    }
+
+    #[test]
+    fn adaptive_rules_at_their_edges() {
+        // A zero gradient from a fresh state: v = 0, √v = 0, the step is 0 (τ keeps the
+        // denominator positive).
+        let zero = updates_of(&[vec![0.0; N]], &[4]);
+        for strategy in [
+            Strategy::FedAdagrad(Adaptive::defaults_for(false)),
+            Strategy::FedAdam(Adaptive::defaults_for(false)),
+            Strategy::FedYogi(Adaptive::defaults_for(true)),
+        ] {
+            let (next, state) =
+                aggregate(strategy, &model(), &ServerState::default(), &zero, ONE).unwrap();
+            assert_eq!(next, model(), "{strategy:?}");
+            assert!(state.second.iter().all(|&v| v == 0), "{strategy:?}");
+        }
+        // Yogi leaves v unchanged where v = ḡ² (sign 0), and moves it toward ḡ² otherwise.
+        let g = ONE / 4;
+        let sq = g * g;
+        let yogi = Strategy::FedYogi(Adaptive::defaults_for(true));
+        let one = updates_of(&[vec![0.25; N]], &[1]);
+        let mut state = ServerState {
+            momentum: vec![0; N],
+            second: vec![sq; N],
+        };
+        state.second[1] = 0;
+        state.second[2] = 4 * sq;
+        let (_, next) = aggregate(yogi, &model(), &state, &one, ONE).unwrap();
+        assert_eq!(next.second[0], sq);
+        assert!(next.second[1] > 0 && next.second[1] < sq);
+        assert!(next.second[2] < 4 * sq && next.second[2] > sq);
+        // √ is exact at squares and just below them.
+        for r in [0i64, 1, 2, 65535, 65536, 1 << 24, 3_037_000_498] {
+            assert_eq!(isqrt(r * r), r);
+            if r > 0 {
+                assert_eq!(isqrt(r * r - 1), r - 1);
+                assert_eq!(isqrt(r * r + 2 * r), r);
+            }
+        }
+        assert_eq!(isqrt(i64::MAX), 3_037_000_499);
+        assert_eq!(isqrt(-5), 0);
+        // τ is at least 2^-16 whatever was configured.
+        let no_tau = Adaptive {
+            tau: 0,
+            ..Adaptive::defaults_for(false)
+        };
+        let (next, _) = aggregate(
+            Strategy::FedAdam(no_tau),
+            &model(),
+            &ServerState::default(),
+            &zero,
+            ONE,
+        )
+        .unwrap();
+        assert_eq!(next, model());
+    }
+
+    #[test]
+    fn momentum_carries_over_rounds() {
+        let updates = updates_of(&[vec![0.5; N]], &[2]);
+        let m = Strategy::FedAvgM { beta: fixed(0.5) };
+        let (w1, s1) = aggregate(m, &model(), &ServerState::default(), &updates, ONE).unwrap();
+        assert_eq!(s1.momentum, vec![ONE / 2; N]);
+        let (w2, s2) = aggregate(m, &w1, &s1, &updates, ONE).unwrap();
+        assert_eq!(s2.momentum, vec![3 * ONE / 4; N]);
+        assert_eq!(w2.params[0], -(ONE / 2) - 3 * ONE / 4);
+    }
+
+    #[test]
+    fn robust_rules_ignore_one_outlier() {
+        // Four honest participants near 0.1 and one at 50 (a clipped update cannot be
+        // that large, but the rules must not care): median, trimmed mean and Krum stay
+        // near 0.1; FedAvg does not.
+        let mut g: Vec<Vec<f64>> = (0..4).map(|k| vec![0.1 + 0.01 * k as f64; N]).collect();
+        g.push(vec![50.0; N]);
+        let updates = updates_of(&g, &[10; 5]);
+        let state = ServerState::default();
+        for strategy in [
+            Strategy::Median,
+            Strategy::TrimmedMean { beta: fixed(0.2) },
+            Strategy::MultiKrum {
+                byzantine: 1,
+                select: 1,
+            },
+            Strategy::MultiKrum {
+                byzantine: 1,
+                select: 3,
+            },
+        ] {
+            let (next, _) = aggregate(strategy, &model(), &state, &updates, ONE).unwrap();
+            let w = real(next.params[0]);
+            assert!((-0.14..=-0.1).contains(&w), "{strategy:?}: {w}");
+        }
+        let (avg, _) = aggregate(Strategy::FedAvg, &model(), &state, &updates, ONE).unwrap();
+        assert!(real(avg.params[0]) < -10.0);
+    }
+
+    #[test]
+    fn robust_rules_refuse_too_few_updates() {
+        let updates = updates_of(&[vec![0.1; N], vec![0.2; N]], &[4, 4]);
+        let state = ServerState::default();
+        let krum = Strategy::MultiKrum {
+            byzantine: 1,
+            select: 1,
+        };
+        assert_eq!(
+            aggregate(krum, &model(), &state, &updates, ONE),
+            Err(AggregationError::TooFew { need: 4, got: 2 })
+        );
+        let trimmed = Strategy::TrimmedMean { beta: fixed(0.5) };
+        assert_eq!(
+            aggregate(trimmed, &model(), &state, &updates, ONE),
+            Err(AggregationError::TooFew { need: 3, got: 2 })
+        );
+        // An even count's median is the mean of the middle two.
+        let (next, _) = aggregate(Strategy::Median, &model(), &state, &updates, ONE).unwrap();
+        let (a, b) = (fixed(0.1), fixed(0.2));
+        assert_eq!(next.params[0], -((a + b + 1) / 2), "ties away from zero");
+        assert_eq!(
+            aggregate(Strategy::Median, &model(), &state, &[], ONE),
+            Err(AggregationError::Empty)
+        );
+    }
+}
