@@ -94,6 +94,130 @@ fn fixed(v: f64) -> i64 {
     zkfed_air::fixed::quantize(v)
 }
 
+impl Strategy {
+    /// The strategy named `NAME[:KEY=VALUE,...]` on a command line or in a configuration:
+    /// `fedavg`, `fedavgm` (`beta`, default 0.9), `fedadagrad`, `fedadam` and `fedyogi`
+    /// (`eta`, `beta1`, `beta2`, `tau`; defaults [`Adaptive::defaults_for`]), `median`,
+    /// `trimmed-mean` (`beta`, default 0.2), `krum` (`f`, default 1) and `multi-krum` (`f`,
+    /// default 1, and `m`, default 2).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, args) = text.split_once(':').unwrap_or((text, ""));
+        let mut params = Params::parse(args)?;
+        let strategy = match name {
+            "fedavg" => Self::FedAvg,
+            "fedavgm" => Self::FedAvgM {
+                beta: params.fraction("beta", 0.9, 1.0)?,
+            },
+            "fedadagrad" | "fedadam" | "fedyogi" => {
+                let d = Adaptive::defaults_for(name == "fedyogi");
+                let a = Adaptive {
+                    eta: params.positive("eta", d.eta)?,
+                    beta1: params.fraction("beta1", real(d.beta1), 1.0)?,
+                    beta2: params.fraction("beta2", real(d.beta2), 1.0)?,
+                    tau: params.positive("tau", d.tau)?,
+                };
+                match name {
+                    "fedadagrad" => Self::FedAdagrad(a),
+                    "fedadam" => Self::FedAdam(a),
+                    _ => Self::FedYogi(a),
+                }
+            }
+            "median" => Self::Median,
+            "trimmed-mean" => Self::TrimmedMean {
+                beta: params.fraction("beta", 0.2, 0.5)?,
+            },
+            "krum" | "multi-krum" => Self::MultiKrum {
+                byzantine: params.count("f", 1)?,
+                select: match name {
+                    "krum" => 1,
+                    _ => params.count("m", 2)?.max(1),
+                },
+            },
+            _ => {
+                return Err(format!(
+                    "unknown strategy `{name}`: expected fedavg, fedavgm, fedadagrad, fedadam, \
+                     fedyogi, median, trimmed-mean, krum or multi-krum"
+                ));
+            }
+        };
+        params.finish(name)?;
+        Ok(strategy)
+    }
+}
+
+fn real(v: i64) -> f64 {
+    zkfed_air::fixed::dequantize(v)
+}
+
+/// `KEY=VALUE` pairs, taken one by one; what is left over is an error.
+struct Params(Vec<(String, f64)>);
+
+impl Params {
+    fn parse(args: &str) -> Result<Self, String> {
+        let pairs = args
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(|pair| {
+                let (key, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
+                let v: f64 = value
+                    .parse()
+                    .map_err(|_| format!("`{key}` is not a number"))?;
+                match v.is_finite() {
+                    true => Ok((key.to_string(), v)),
+                    false => Err(format!("`{key}` is not finite")),
+                }
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self(pairs))
+    }
+
+    fn take(&mut self, key: &str) -> Option<f64> {
+        let at = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// A value in `[0, below)`, at scale `2^16`.
+    fn fraction(&mut self, key: &str, default: f64, below: f64) -> Result<i64, String> {
+        let v = self.take(key).unwrap_or(default);
+        match (0.0..below).contains(&v) {
+            true => Ok(fixed(v)),
+            false => Err(format!("`{key}` must be at least 0 and below {below}")),
+        }
+    }
+
+    /// A positive value of at least `2^-16` and below 256, at scale `2^16` (a fixed-point
+    /// `default` as is).
+    fn positive(&mut self, key: &str, default: i64) -> Result<i64, String> {
+        let Some(v) = self.take(key) else {
+            return Ok(default);
+        };
+        match v > 0.0 && v < 256.0 {
+            true => Ok(fixed(v).max(1)),
+            false => Err(format!("`{key}` must be above 0 and below 256")),
+        }
+    }
+
+    /// A whole number below 2^16.
+    fn count(&mut self, key: &str, default: u32) -> Result<u32, String> {
+        let Some(v) = self.take(key) else {
+            return Ok(default);
+        };
+        match v.fract() == 0.0 && (0.0..65536.0).contains(&v) {
+            true => Ok(v as u32),
+            false => Err(format!("`{key}` must be a whole number below 65536")),
+        }
+    }
+
+    fn finish(self, name: &str) -> Result<(), String> {
+        match self.0.first() {
+            Some((key, _)) => Err(format!("`{name}` takes no `{key}`")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A strategy's state between rounds: moments at scales `2^16` (`m`) and `2^32` (`v`),
 /// empty for the strategies that keep none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -396,10 +520,6 @@ mod tests {
         v: Vec<f64>,
     }
 
-    fn real(v: i64) -> f64 {
-        v as f64 / ONE as f64
-    }
-
     impl Reference {
         // `j` indexes the model, both moments and every participant's gradient at once.
         #[allow(clippy::needless_range_loop)]
@@ -531,6 +651,59 @@ mod tests {
                 error / norm
             );
             assert!(error / norm < 1e-3, "{strategy:?}: {}", error / norm);
+        }
+    }
+
+    #[test]
+    fn strategies_parse_with_their_defaults_and_refuse_bad_parameters() {
+        assert_eq!(Strategy::parse("fedavg"), Ok(Strategy::FedAvg));
+        assert_eq!(
+            Strategy::parse("fedavgm"),
+            Ok(Strategy::FedAvgM { beta: fixed(0.9) })
+        );
+        assert_eq!(
+            Strategy::parse("fedadam"),
+            Ok(Strategy::FedAdam(Adaptive::defaults_for(false)))
+        );
+        let yogi = Strategy::parse("fedyogi:eta=0.05,tau=0.001").unwrap();
+        assert_eq!(
+            yogi,
+            Strategy::FedYogi(Adaptive {
+                eta: fixed(0.05),
+                ..Adaptive::defaults_for(true)
+            })
+        );
+        assert_eq!(
+            Strategy::parse("trimmed-mean:beta=0.1"),
+            Ok(Strategy::TrimmedMean { beta: fixed(0.1) })
+        );
+        assert_eq!(
+            Strategy::parse("krum:f=2"),
+            Ok(Strategy::MultiKrum {
+                byzantine: 2,
+                select: 1
+            })
+        );
+        assert_eq!(
+            Strategy::parse("multi-krum:m=3"),
+            Ok(Strategy::MultiKrum {
+                byzantine: 1,
+                select: 3
+            })
+        );
+        for (bad, why) in [
+            ("fedsgd", "unknown strategy"),
+            ("fedavgm:beta=1", "below 1"),
+            ("fedadam:eta=0", "above 0"),
+            ("fedadam:eta=nan", "not finite"),
+            ("trimmed-mean:beta=0.5", "below 0.5"),
+            ("krum:f=1.5", "whole number"),
+            ("median:beta=0.1", "takes no `beta`"),
+            ("fedadam:eta", "KEY=VALUE"),
+            ("fedadam:eta=x", "not a number"),
+        ] {
+            let err = Strategy::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 
