@@ -1,9 +1,10 @@
-//! The batch proof (four tables tied by LogUp buses) has at least 110 bits of conjectured
-//! security (Plonky3's own estimator, a conjecture about FRI's list-decoding behaviour,
-//! not a proof, with the LogUp fingerprint bound as one of its terms) on every proof shape
-//! the statement accepts, from the smallest up to the largest: d = 1024 features,
-//! B = 1024 examples over a dataset of 2^32 rows. The proven figure is printed beside it
-//! and kept at or above its documented floor.
+//! The batch proof (four tables, five for an MLP, tied by LogUp buses) has at least 110
+//! bits of conjectured security (Plonky3's own estimator, a conjecture about FRI's
+//! list-decoding behaviour, not a proof, with the LogUp fingerprint bound as one of its
+//! terms) on every proof shape the statement accepts, from the smallest up to the largest:
+//! d = 1024 features, B = 1024 examples over a dataset of 2^32 rows, and the widest
+//! softmax and MLP layers. The proven figure is printed beside it and kept at or above its
+//! documented floor.
 
 mod common;
 

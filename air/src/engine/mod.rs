@@ -138,9 +138,6 @@ impl TableHeights {
     }
 }
 
-/// Tables (instances) of a proof without a hidden layer; an MLP's has one more.
-pub const NUM_TABLES: usize = 4;
-
 /// Each table's width, in instance order.
 pub fn table_widths(shape: &ProofShape) -> Vec<usize> {
     let outputs = shape.outputs.max(1);
