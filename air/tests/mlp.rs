@@ -555,18 +555,14 @@ fn hidden_units_swapped_between_examples_are_rejected() {
 #[test]
 fn a_changed_update_entry_of_the_second_layer_is_rejected() {
     let h = clipped();
-    let proof = prove_traces(&h.f.statement, &h.traces, &h.traces.update).unwrap();
     let d = h.f.statement.model.num_features();
     let second = usize::from(HIDDEN) * (d + 1);
-    for index in [second + 3, second - 1, h.traces.update.values.len() - 1] {
-        let mut claimed = h.traces.update.clone();
-        claimed.values[index] += 1;
-        let verdict = verify(&h.f.statement, &claimed, &proof);
-        assert!(
-            matches!(verdict, Err(VerifyError::Rejected(_))),
-            "{index}: {verdict:?}"
-        );
-    }
+    let last = h.traces.update.values.len() - 1;
+    common::assert_changed_entries_rejected(
+        &h.f.statement,
+        &h.traces,
+        &[second + 3, second - 1, last],
+    );
 }
 
 #[test]
@@ -615,4 +611,82 @@ fn a_masked_feature_off_its_lane_is_rejected() {
         let update = assert_edit_rejected(&h.f.statement, &mut h.traces, &rules);
         assert!(lane == LABEL_LANE || update != honest_update, "lane {lane}");
     }
+}
+
+#[test]
+fn copies_of_the_verifiers_positions_are_bound() {
+    // A hidden row claiming another example's position (its tuple no longer matches
+    // either), and an absorb row of the hash table claiming another block's tag: the copy
+    // rule breaks on every row, not only the one that sends.
+    let mut h = kept();
+    let hidden = h.traces.hidden.as_mut().unwrap();
+    let width = hidden.width;
+    hidden_table::split_row_mut(&mut hidden.values[..width])
+        .0
+        .example = Goldilocks::ONE;
+    assert_edit_rejected(&h.f.statement, &mut h.traces, &[Rule::Hidden, Rule::Bus]);
+    let mut h = kept();
+    let width = h.traces.hash.width;
+    h.traces.hash.values[width - 1] = Goldilocks::ONE;
+    assert_edit_rejected(&h.f.statement, &mut h.traces, &[Rule::Hash]);
+}
+
+#[test]
+fn a_running_second_layer_logit_off_its_weighted_sum_is_rejected() {
+    // The block's first row starts class 0's logit one unit above `b·ONE + W2·h`.
+    let mut h = kept();
+    let hidden = h.traces.hidden.as_mut().unwrap();
+    let width = hidden.width;
+    hidden_table::split_row_mut(&mut hidden.values[..width]).1[0].logit += Goldilocks::ONE;
+    assert_edit_rejected(&h.f.statement, &mut h.traces, &[Rule::Hidden]);
+}
+
+#[test]
+fn first_layer_norm_roots_understated_are_rejected() {
+    // `ν_x` or `ν_δ` claimed at half its ceiling square root, `A_1` and everything after
+    // recomputed from it.
+    for input in [true, false] {
+        let h = clipped();
+        let step = renormed(&h, h.steps[0].clone(), 0, |n| {
+            let (input_norm, delta_norm) = match input {
+                true => (n.input_norm / 2, n.delta_norm),
+                false => (n.input_norm, n.delta_norm / 2),
+            };
+            LayerNorm {
+                input_norm,
+                delta_norm,
+                bound: (delta_norm * input_norm + ONE - 1) / ONE,
+                ..n
+            }
+        });
+        assert_rejected(h, step, &[Rule::Step], "a first-layer root understated");
+    }
+}
+
+/// Example 0's step with every delta kept, as if `ν` were `norm`.
+fn kept_at(h: &Honest, norm: i64) -> NetworkStep {
+    let mut step = h.steps[0].clone();
+    step.norm = norm;
+    step.clipped = false;
+    step.coefficients = step.deltas();
+    step
+}
+
+#[test]
+fn kept_although_the_norm_exceeds_the_clip_is_rejected() {
+    let h = clipped();
+    let step = kept_at(&h, h.steps[0].norm);
+    assert_rejected(h, step, &[Rule::Step], "kept above C");
+}
+
+#[test]
+fn the_whole_norm_claimed_zero_by_its_flag_is_rejected() {
+    // `ν = 0` flagged, so nothing is clipped.
+    let h = clipped();
+    let step = kept_at(&h, 0);
+    let edit: StepEdit = |mlp| {
+        mlp.norm_zero = Goldilocks::ONE;
+        mlp.norm_lower = Default::default();
+    };
+    assert_rejected_with(h, step, (|_| {}, edit), &[Rule::Step], "ν zero flag");
 }

@@ -289,3 +289,19 @@ pub fn assert_edit_rejected(
     );
     update
 }
+
+/// Proves the honest traces once, then requires the verifier to reject the proof for an
+/// update claimed one unit higher at each of `indices`.
+#[allow(dead_code)]
+pub fn assert_changed_entries_rejected(statement: &Statement, traces: &Traces, indices: &[usize]) {
+    let proof = zkfed_air::proof::prove_traces(statement, traces, &traces.update).unwrap();
+    for &index in indices {
+        let mut claimed = traces.update.clone();
+        claimed.values[index] += 1;
+        let verdict = zkfed_air::verify(statement, &claimed, &proof);
+        assert!(
+            matches!(verdict, Err(zkfed_air::VerifyError::Rejected(_))),
+            "{index}: {verdict:?}"
+        );
+    }
+}
