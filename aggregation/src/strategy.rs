@@ -27,14 +27,22 @@
 //! FedProx is not here: with one local step the proximal term is zero where the gradient is
 //! taken (the client's model is the global one), so FedProx equals FedAvg.
 
-use crate::{AggregationError, div_round, fedavg_step};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use zkfed_air::fixed::{FRAC_BITS, ONE, PARAM_BOUND};
 use zkfed_air::{ClippedGradientSum, Model};
 
+use crate::{AggregationError, div_round, fedavg_step};
+
 /// A server strategy and its hyper-parameters (fixed point at scale `2^16`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// It is public (in the run parameters and the audit log's first record), so values
+/// decoded from bytes are checked with [`Strategy::validate`] before use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Strategy {
     /// Federated averaging weighted by proven example counts.
+    #[default]
     FedAvg,
     /// FedAvg with server momentum `beta`.
     FedAvgM {
@@ -65,7 +73,7 @@ pub enum Strategy {
 }
 
 /// The hyper-parameters of the adaptive strategies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adaptive {
     /// Server learning rate `η`.
     pub eta: i64,
@@ -145,6 +153,101 @@ impl Strategy {
     }
 }
 
+impl Strategy {
+    /// Whether the rule can aggregate `k` accepted updates; if not, how many it needs.
+    /// Krum's guarantee (Blanchard et al., 2017) holds for `K ≥ 2f + 3`, so fewer are
+    /// refused rather than aggregated without it.
+    pub fn admits(&self, k: usize) -> Result<(), AggregationError> {
+        let need = match *self {
+            Self::TrimmedMean { beta } => 2 * trimmed(beta, k) + 1,
+            Self::MultiKrum { byzantine, select } => {
+                (2 * byzantine as usize + 3).max(select as usize)
+            }
+            _ => 1,
+        };
+        match k >= need {
+            true => Ok(()),
+            false => Err(AggregationError::TooFew { need, got: k }),
+        }
+    }
+
+    /// Hyper-parameters in the ranges [`Strategy::parse`] produces: fractions in `[0, 1)`
+    /// (`[0, 1/2)` for the trimmed mean), `η` and `τ` in `[2^-16, 256)`, `1 ≤ m < 2^16`
+    /// and `f < 2^16`. Bytes from a log or the network may say anything else.
+    pub fn validate(&self) -> Result<(), String> {
+        let fraction = |key: &str, v: i64, below: i64| match (0..below).contains(&v) {
+            true => Ok(()),
+            false => Err(format!(
+                "`{key}` must be at least 0 and below {}",
+                real(below)
+            )),
+        };
+        let positive = |key: &str, v: i64| match (1..256 * ONE).contains(&v) {
+            true => Ok(()),
+            false => Err(format!("`{key}` must be at least 2^-16 and below 256")),
+        };
+        match *self {
+            Self::FedAvg | Self::Median => Ok(()),
+            Self::FedAvgM { beta } => fraction("beta", beta, ONE),
+            Self::FedAdagrad(a) | Self::FedAdam(a) | Self::FedYogi(a) => {
+                positive("eta", a.eta)?;
+                fraction("beta1", a.beta1, ONE)?;
+                fraction("beta2", a.beta2, ONE)?;
+                positive("tau", a.tau)
+            }
+            Self::TrimmedMean { beta } => fraction("beta", beta, ONE / 2),
+            Self::MultiKrum { byzantine, select } => {
+                match byzantine < 1 << 16 && (1..1 << 16).contains(&select) {
+                    true => Ok(()),
+                    false => Err("`f` must be below 65536 and `m` from 1 to 65535".into()),
+                }
+            }
+        }
+    }
+}
+
+/// The canonical `NAME:KEY=VALUE,...` form, which [`Strategy::parse`] reads back to the
+/// same strategy.
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::FedAvg => write!(f, "fedavg"),
+            Self::FedAvgM { beta } => write!(f, "fedavgm:beta={}", real(beta)),
+            Self::FedAdagrad(a) | Self::FedAdam(a) | Self::FedYogi(a) => {
+                let name = match self {
+                    Self::FedAdagrad(_) => "fedadagrad",
+                    Self::FedAdam(_) => "fedadam",
+                    _ => "fedyogi",
+                };
+                write!(
+                    f,
+                    "{name}:eta={},beta1={},beta2={},tau={}",
+                    real(a.eta),
+                    real(a.beta1),
+                    real(a.beta2),
+                    real(a.tau)
+                )
+            }
+            Self::Median => write!(f, "median"),
+            Self::TrimmedMean { beta } => write!(f, "trimmed-mean:beta={}", real(beta)),
+            Self::MultiKrum {
+                byzantine,
+                select: 1,
+            } => write!(f, "krum:f={byzantine}"),
+            Self::MultiKrum { byzantine, select } => {
+                write!(f, "multi-krum:f={byzantine},m={select}")
+            }
+        }
+    }
+}
+
+/// Values cut at each end by the trimmed mean: `βK` rounded to nearest, since `β` is
+/// quantized to `2^-16` (0.2 is 13107/65536) and a floor would cut nothing where
+/// `0.2·5 = 1` means one.
+fn trimmed(beta: i64, k: usize) -> usize {
+    div_round(i128::from(beta) * k as i128, i128::from(ONE)).max(0) as usize
+}
+
 fn real(v: i64) -> f64 {
     zkfed_air::fixed::dequantize(v)
 }
@@ -220,7 +323,7 @@ impl Params {
 
 /// A strategy's state between rounds: moments at scales `2^16` (`m`) and `2^32` (`v`),
 /// empty for the strategies that keep none.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerState {
     /// First moment (momentum), scale `2^16`.
     pub momentum: Vec<i64>,
@@ -241,6 +344,7 @@ pub fn aggregate(
     }
     let n = model.params.len();
     check_updates(updates, n)?;
+    strategy.admits(updates.len())?;
     let (steps, state) = match strategy {
         Strategy::FedAvg => unreachable!("handled above"),
         Strategy::FedAvgM { beta } => {
@@ -268,15 +372,7 @@ pub fn aggregate(
         }
         Strategy::TrimmedMean { beta } => {
             let per = participant_gradients(updates);
-            // βK rounded to nearest: β is quantized to 2^-16 (0.2 is 13107/65536), so a
-            // floor would cut nothing where 0.2·5 = 1 means one.
-            let cut = div_round(i128::from(beta) * per.len() as i128, i128::from(ONE)) as usize;
-            if 2 * cut >= per.len() {
-                return Err(AggregationError::TooFew {
-                    need: 2 * cut + 1,
-                    got: per.len(),
-                });
-            }
+            let cut = trimmed(beta, per.len());
             let steps = (0..n)
                 .map(|j| {
                     let mut column: Vec<i64> = per.iter().map(|g| g[j]).collect();
@@ -431,10 +527,6 @@ fn krum_selection(
 ) -> Result<Vec<usize>, AggregationError> {
     let per = participant_gradients(updates);
     let k = per.len();
-    let need = (byzantine + 3).max(select.max(1));
-    if k < need {
-        return Err(AggregationError::TooFew { need, got: k });
-    }
     let distance = |a: &[i64], b: &[i64]| -> i128 {
         a.iter()
             .zip(b)
@@ -632,7 +724,7 @@ mod tests {
                 v: vec![0.0; N],
             };
             for round in 0..10 {
-                let k = 4 + round % 3;
+                let k = 5 + round % 3;
                 let (g, n) = random_round(&mut rng, k);
                 let updates = updates_of(&g, &n);
                 (w, state) = aggregate(strategy, &w, &state, &updates, lr).unwrap();
@@ -830,7 +922,7 @@ mod tests {
         };
         assert_eq!(
             aggregate(krum, &model(), &state, &updates, ONE),
-            Err(AggregationError::TooFew { need: 4, got: 2 })
+            Err(AggregationError::TooFew { need: 5, got: 2 })
         );
         let trimmed = Strategy::TrimmedMean { beta: fixed(0.5) };
         assert_eq!(
@@ -845,5 +937,108 @@ mod tests {
             aggregate(Strategy::Median, &model(), &state, &[], ONE),
             Err(AggregationError::Empty)
         );
+    }
+
+    #[test]
+    fn the_canonical_form_parses_back_and_decoded_values_are_validated() {
+        for text in [
+            "fedavg",
+            "fedavgm",
+            "fedavgm:beta=0.5",
+            "fedadagrad",
+            "fedadam:eta=0.3,tau=0.01",
+            "fedyogi",
+            "median",
+            "trimmed-mean:beta=0.1",
+            "krum:f=2",
+            "multi-krum:f=1,m=3",
+        ] {
+            let strategy = Strategy::parse(text).unwrap();
+            assert_eq!(strategy.validate(), Ok(()), "{text}");
+            let canonical = strategy.to_string();
+            assert_eq!(
+                Strategy::parse(&canonical),
+                Ok(strategy),
+                "{text} → {canonical}"
+            );
+        }
+        let adaptive = Adaptive::defaults_for(false);
+        for (bad, complaint) in [
+            (Strategy::FedAvgM { beta: ONE }, "`beta`"),
+            (Strategy::FedAvgM { beta: -1 }, "`beta`"),
+            (Strategy::FedAdam(Adaptive { tau: 0, ..adaptive }), "`tau`"),
+            (
+                Strategy::FedYogi(Adaptive {
+                    eta: 256 * ONE,
+                    ..adaptive
+                }),
+                "`eta`",
+            ),
+            (
+                Strategy::FedAdagrad(Adaptive {
+                    beta2: ONE,
+                    ..adaptive
+                }),
+                "`beta2`",
+            ),
+            (Strategy::TrimmedMean { beta: ONE / 2 }, "`beta`"),
+            (
+                Strategy::MultiKrum {
+                    byzantine: 1,
+                    select: 0,
+                },
+                "`m`",
+            ),
+            (
+                Strategy::MultiKrum {
+                    byzantine: 1 << 16,
+                    select: 1,
+                },
+                "`f`",
+            ),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(e.contains(complaint), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn each_rule_admits_the_counts_it_can_aggregate() {
+        let krum = Strategy::MultiKrum {
+            byzantine: 2,
+            select: 1,
+        };
+        assert_eq!(
+            krum.admits(6),
+            Err(AggregationError::TooFew { need: 7, got: 6 })
+        );
+        assert_eq!(krum.admits(7), Ok(()));
+        let wide = Strategy::MultiKrum {
+            byzantine: 0,
+            select: 4,
+        };
+        assert_eq!(
+            wide.admits(3),
+            Err(AggregationError::TooFew { need: 4, got: 3 })
+        );
+        // β = 0.49 cuts round(0.98) = 1 of two, leaving none, but round(1.47) = 1 of three.
+        let trimmed = Strategy::TrimmedMean { beta: fixed(0.49) };
+        assert!(trimmed.admits(1).is_ok());
+        assert_eq!(
+            trimmed.admits(2),
+            Err(AggregationError::TooFew { need: 3, got: 2 })
+        );
+        assert!(trimmed.admits(3).is_ok());
+        for plain in [
+            Strategy::FedAvg,
+            Strategy::Median,
+            Strategy::parse("fedadam").unwrap(),
+        ] {
+            assert_eq!(
+                plain.admits(0),
+                Err(AggregationError::TooFew { need: 1, got: 0 })
+            );
+            assert!(plain.admits(1).is_ok());
+        }
     }
 }
