@@ -3,7 +3,8 @@
 //! Checks, record by record: the hash chain, the coordinator's signature, that the event is
 //! possible in the replayed state, every enrolment signature, every accepted proof
 //! (re-verified from the stored bytes against the statement rebuilt from the log), and
-//! every aggregate (recomputed bit for bit, without the updates of peers revoked before it).
+//! every aggregate and server state (recomputed bit for bit with the run's strategy, without
+//! the updates of peers revoked before it).
 //! The first divergence is reported.
 
 use libp2p::PeerId;
@@ -72,6 +73,11 @@ pub fn audit(
     // also before `RunState::new` sizes a model from it.
     zkfed_protocol::check_model(&config.public.model, &config.public.schema)
         .map_err(|e| diverge(0, format!("the run's model: {e}")))?;
+    config
+        .public
+        .strategy
+        .validate()
+        .map_err(|e| diverge(0, format!("the run's strategy: {e}")))?;
     let mut state = RunState::new(config.clone());
     let mut summary = AuditSummary {
         records: 0,
@@ -167,7 +173,12 @@ fn check_event(
                 }
             }
         }
-        AuditEvent::Aggregated { model, at_ms, .. } => {
+        AuditEvent::Aggregated {
+            model,
+            at_ms,
+            state: server_state,
+            ..
+        } => {
             closed_in_time(state, *at_ms).map_err(diverge)?;
             let accepted = state.open.as_ref().map_or(0, |o| o.accepted.len());
             if accepted < state.config.quorum {
@@ -176,7 +187,14 @@ fn check_event(
                     state.config.quorum
                 )));
             }
-            let recomputed = aggregate(state).map_err(|e| diverge(format!("aggregate: {e}")))?;
+            let (recomputed, next_state) =
+                aggregate(state).map_err(|e| diverge(format!("aggregate: {e}")))?;
+            let strategy = state.config.public.strategy;
+            if next_state != *server_state {
+                return Err(diverge(format!(
+                    "server state differs from {strategy}'s over the accepted updates"
+                )));
+            }
             if recomputed != *model {
                 let dropped = state.open.as_ref().map(|o| &o.dropped);
                 let revoked: Vec<String> = dropped
@@ -185,11 +203,11 @@ fn check_event(
                     .map(ToString::to_string)
                     .collect();
                 return Err(diverge(if revoked.is_empty() {
-                    "aggregate differs from FedAvg of the accepted updates".into()
+                    format!("aggregate differs from {strategy} of the accepted updates")
                 } else {
                     format!(
-                        "aggregate differs from FedAvg of the accepted updates, which leaves out \
-                         the updates of the revoked {}",
+                        "aggregate differs from {strategy} of the accepted updates, which leaves \
+                         out the updates of the revoked {}",
                         revoked.join(", ")
                     )
                 }));

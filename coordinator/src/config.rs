@@ -7,6 +7,7 @@ use anyhow::{Context, bail, ensure};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
+use zkfed_aggregation::strategy::Strategy;
 use zkfed_air::RoundParams;
 use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::fixed::{MAX_BATCH, PARAM_BOUND, dequantize, quantize};
@@ -41,8 +42,14 @@ pub struct RawConfig {
     pub clip_norm: f64,
     /// Examples per participant per round.
     pub batch_size: usize,
-    /// FedAvg learning rate.
+    /// Learning rate of every strategy but the adaptive ones (which take `eta`).
     pub learning_rate: f64,
+    /// How accepted updates become the next model: `fedavg` (the default), `fedavgm`,
+    /// `fedadagrad`, `fedadam`, `fedyogi`, `median`, `trimmed-mean`, `krum` or
+    /// `multi-krum`, with `:KEY=VALUE,...` hyper-parameters (README, "Aggregation
+    /// strategies").
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
     /// Directory for the node key and the state store.
     pub state_dir: PathBuf,
     /// Seconds to keep answering after the last round, so participants learn the run ended.
@@ -68,6 +75,10 @@ fn default_linger() -> u64 {
 
 fn default_model() -> String {
     "logistic".into()
+}
+
+fn default_strategy() -> String {
+    "fedavg".into()
 }
 
 /// A validated, resolved configuration.
@@ -130,6 +141,7 @@ impl RawConfig {
             "`round_deadline_secs` must be at least 1"
         );
         let (params, learning_rate) = self.round_parameters()?;
+        let strategy = self.strategy(allow.len())?;
         let model = self.model_spec()?;
         self.check_verifier_memory(model, params.batch_size)?;
         self.check_standardization()?;
@@ -147,6 +159,7 @@ impl RawConfig {
                 rounds: self.rounds,
                 params,
                 learning_rate,
+                strategy,
             },
             coordinator_key: key.public().encode_protobuf(),
             allow_list: allow.iter().map(|p| p.to_bytes()).collect(),
@@ -204,6 +217,35 @@ impl RawConfig {
         };
         params.validate().context("round parameters")?;
         Ok((params, quantize(self.learning_rate)))
+    }
+
+    /// The strategy, able to aggregate any count of accepted updates from the quorum to the
+    /// whole allow-list (`peers`), and with a momentum step within [`MAX_STEP`].
+    fn strategy(&self, peers: usize) -> anyhow::Result<Strategy> {
+        let strategy = Strategy::parse(&self.strategy)
+            .map_err(anyhow::Error::msg)
+            .context("`strategy`")?;
+        if let Some(Err(e)) = (self.quorum..=peers)
+            .map(|k| strategy.admits(k))
+            .find(Result::is_err)
+        {
+            bail!(
+                "`strategy` {strategy} with `quorum` {} and {peers} allowed peers: {e}; raise the \
+                 quorum or change the strategy's parameters",
+                self.quorum
+            );
+        }
+        // Momentum sums a geometric series of clipped means: one step is at most
+        // lr · C / (1 - β).
+        if let Strategy::FedAvgM { beta } = strategy {
+            let bound = self.learning_rate * self.clip_norm / (1.0 - dequantize(beta));
+            ensure!(
+                bound <= MAX_STEP,
+                "`strategy` {strategy}: `learning_rate` × `clip_norm` / (1 - beta) is {bound:.2}, \
+                 at most {MAX_STEP} is allowed"
+            );
+        }
+        Ok(strategy)
     }
 
     /// Between 1 and `MAX_FEATURES` distinct feature columns and a label column apart from
@@ -356,6 +398,30 @@ mod tests {
             ("`learning_rate` is", Box::new(|c| c.learning_rate = 1e-6)),
             ("`learning_rate` is", Box::new(|c| c.learning_rate = 300.0)),
             ("× `clip_norm`", Box::new(|c| c.learning_rate = 20.0)),
+            (
+                "`strategy`: unknown",
+                Box::new(|c| c.strategy = "fedsgd".into()),
+            ),
+            ("takes no `m`", Box::new(|c| c.strategy = "krum:m=2".into())),
+            (
+                "krum:f=1 with `quorum` 2 and 2 allowed peers: the strategy needs at least 5",
+                Box::new(|c| c.strategy = "krum".into()),
+            ),
+            (
+                "with `quorum` 1 and 2 allowed peers: the strategy needs at least 3 accepted \
+                 updates, got 2",
+                Box::new(|c| {
+                    c.strategy = "trimmed-mean:beta=0.49".into();
+                    c.quorum = 1;
+                }),
+            ),
+            (
+                "/ (1 - beta) is 20.00",
+                Box::new(|c| {
+                    c.learning_rate = 2.0;
+                    c.strategy = "fedavgm:beta=0.9".into();
+                }),
+            ),
             ("`schema`", Box::new(|c| c.schema.features.clear())),
             (
                 "`schema`",

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use zkfed_aggregation::strategy::ServerState;
 use zkfed_air::{ClippedGradientSum, Model};
 use zkfed_protocol::{Rejection, RoundAnnouncement, RunParameters, SignedEnrolment};
 
@@ -63,7 +64,8 @@ pub enum AuditEvent {
         /// `None` if accepted, else the failed check.
         rejection: Option<Rejection>,
     },
-    /// A round closed with enough accepted updates: the new model.
+    /// A round closed with enough accepted updates: the new model and the strategy's new
+    /// state, both recomputed by the audit.
     Aggregated {
         /// The round.
         round: u64,
@@ -71,6 +73,9 @@ pub enum AuditEvent {
         at_ms: u64,
         /// `w_{r+1}`.
         model: Model,
+        /// The server optimizer's state after this round (empty for the stateless
+        /// strategies), persisted and replayed like the model.
+        state: ServerState,
     },
     /// A round attempt closed without an aggregate (below quorum, or an aggregate outside
     /// the model's range); the next attempt starts with a fresh seed.
@@ -164,6 +169,8 @@ pub struct RunState {
     pub revoked: BTreeMap<PeerId, Revocation>,
     /// The current global model.
     pub model: Model,
+    /// The aggregation strategy's state (moments of the adaptive and momentum rules).
+    pub server_state: ServerState,
     /// Rounds aggregated so far.
     pub completed_rounds: u64,
     /// The open round, if any.
@@ -245,6 +252,7 @@ impl RunState {
             enrolments: BTreeMap::new(),
             revoked: BTreeMap::new(),
             model,
+            server_state: ServerState::default(),
             completed_rounds: 0,
             open: None,
             next_attempt: 1,
@@ -389,6 +397,7 @@ impl RunState {
                 round,
                 model,
                 at_ms,
+                state,
             } => {
                 match &self.open {
                     Some(open)
@@ -401,6 +410,7 @@ impl RunState {
                     }
                 }
                 self.model = model.clone();
+                self.server_state = state.clone();
                 self.completed_rounds = *round;
                 self.open = None;
                 self.next_attempt = 1;

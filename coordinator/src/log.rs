@@ -29,9 +29,11 @@ const FORMAT_KEY: &str = "log_format";
 /// (`AuditEvent::Revoked`, `Rejection::Revoked`); 5 multi-table proofs (`PROTOCOL_VERSION`
 /// 3: a store of older proofs cannot be re-verified); 6 Keccak-committed proofs
 /// (`PROTOCOL_VERSION` 4); 7 proofs with 23 queries (`PROTOCOL_VERSION` 5),
-/// model specs and flat parameter vectors (`Model`, `ClippedGradientSum`, `RunParameters`); stores from
-/// before formats were recorded have no format and are refused.
-pub const LOG_FORMAT: u64 = 7;
+/// model specs and flat parameter vectors (`Model`, `ClippedGradientSum`, `RunParameters`);
+/// 8 aggregation strategies (`RunParameters::strategy`, the server state in
+/// `AuditEvent::Aggregated`); stores from before formats were recorded have no format and
+/// are refused.
+pub const LOG_FORMAT: u64 = 8;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@
 
 use libp2p::PeerId;
 use sha2::{Digest, Sha256};
-use zkfed_aggregation::{AggregationError, fedavg_step};
+use zkfed_aggregation::AggregationError;
+use zkfed_aggregation::strategy::{self, ServerState};
 use zkfed_air::Statement;
 use zkfed_protocol::{
     Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
@@ -218,10 +219,11 @@ pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
     }
     if quorum_met && (all_in || deadline_passed) {
         return match aggregate(state) {
-            Ok(model) => Some(AuditEvent::Aggregated {
+            Ok((model, state)) => Some(AuditEvent::Aggregated {
                 round,
                 at_ms: now_ms,
                 model,
+                state,
             }),
             Err(e) => abandoned(format!("the aggregate cannot be formed: {e}")),
         };
@@ -285,13 +287,17 @@ pub fn all_judged(state: &RunState, open: &OpenRound) -> bool {
         .all(|p| open.judged.contains_key(p) || open.refused.contains(p))
 }
 
-/// FedAvg of the open round's accepted updates, in the order they were accepted.
-pub fn aggregate(state: &RunState) -> Result<zkfed_air::Model, AggregationError> {
+/// The run's strategy over the open round's accepted updates (in the order they were
+/// accepted): the next model and server state.
+pub fn aggregate(state: &RunState) -> Result<(zkfed_air::Model, ServerState), AggregationError> {
     let open = state.open.as_ref().ok_or(AggregationError::Empty)?;
     let updates: Vec<_> = open.accepted.iter().map(|(_, u)| u.clone()).collect();
-    fedavg_step(
+    let public = &state.config.public;
+    strategy::aggregate(
+        public.strategy,
         &open.announcement.model,
+        &state.server_state,
         &updates,
-        state.config.public.learning_rate,
+        public.learning_rate,
     )
 }

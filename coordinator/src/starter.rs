@@ -31,6 +31,7 @@ pub fn bundled_config(
         clip_norm: 1.0,
         batch_size: 32,
         learning_rate: 1.0,
+        strategy: "fedavg".into(),
         state_dir,
         linger_secs: 20,
         schema: raw.schema,

@@ -344,6 +344,7 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
                 batch_size: 4,
             },
             learning_rate: ONE,
+            strategy: zkfed_aggregation::strategy::Strategy::FedAvg,
         },
         coordinator_key: coordinator.public().encode_protobuf(),
         allow_list: vec![member.public().to_peer_id().to_bytes()],
@@ -567,7 +568,7 @@ fn a_store_with_a_forged_aggregate_is_not_exported() {
     export_model(&dir.join("state.redb")).expect("the honest store exports");
     let err = format!("{:#}", export_model(&forged_path).unwrap_err());
     assert!(
-        err.contains("does not audit") && err.contains("aggregate differs from FedAvg"),
+        err.contains("does not audit") && err.contains("aggregate differs from fedavg"),
         "{err}"
     );
 }

@@ -211,6 +211,10 @@ fn audit_log(f: &Fixture) -> Target {
             round: 2,
             at_ms: 1_700_000_001_000,
             model: f.announcement().model,
+            state: zkfed_aggregation::strategy::ServerState {
+                momentum: vec![1, -2],
+                second: vec![3 << 32],
+            },
         },
         AuditEvent::Abandoned {
             round: 2,

@@ -826,6 +826,7 @@ mod tests {
                 batch_size: 16,
             },
             learning_rate: zkfed_air::fixed::ONE,
+            strategy: Default::default(),
         }
     }
 

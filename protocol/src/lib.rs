@@ -1,5 +1,5 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/8`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/9`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
@@ -22,6 +22,7 @@ use libp2p::{PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+use zkfed_aggregation::strategy::Strategy;
 use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::fixed::MAX_WIRE_PARAMS;
 use zkfed_air::spec::ModelSpec;
@@ -31,10 +32,11 @@ use zkfed_air::{
 
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
 /// any change to the messages' encoding (3: typed rejections; 4: round attempts; 5:
-/// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5, model specs and flat parameter vectors).
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/8");
+/// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5, model
+/// specs and flat parameter vectors; 9: the run's aggregation strategy).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/9");
 /// The protocol version both nodes announce over identify.
-pub const AGENT_VERSION: &str = "/zkfed/8.0.0";
+pub const AGENT_VERSION: &str = "/zkfed/9.0.0";
 /// How long a request may wait for its response (verification included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Concurrent streams per connection.
@@ -113,8 +115,12 @@ pub struct RunParameters {
     /// Clip norm and batch size of every round: participants pin them at enrolment and
     /// refuse any round that announces others.
     pub params: RoundParams,
-    /// FedAvg learning rate (fixed point, scale 2^16).
+    /// Learning rate of FedAvg, FedAvgM, the median, the trimmed mean and Krum (fixed
+    /// point, scale 2^16); the adaptive strategies step with their own `η`.
     pub learning_rate: i64,
+    /// How accepted updates become the next model (ARCHITECTURE.md, "Aggregation
+    /// strategies"); public so participants and auditors know the rule.
+    pub strategy: Strategy,
 }
 
 /// A participant's commitment to its dataset.

@@ -11,7 +11,7 @@
 //! Afterwards the run is checked from its record: every node's last process exited
 //! successfully, `zkfed-coordinator audit verify` passes, and the signed log (read through
 //! the coordinator crate's public API) aggregated every round exactly once, each aggregate
-//! is FedAvg of its attempt's accepted updates, each once (recomputed with
+//! is the run's strategy over its attempt's accepted updates, each once (recomputed with
 //! `zkfed_aggregation`), no attempt started twice, no `(round, attempt, peer)` judged
 //! twice, and every update anyone was told was accepted is on record.
 
@@ -1062,8 +1062,9 @@ type Accepted = (Vec<u8>, ClippedGradientSum);
 /// exactly once and nothing else aggregated; no round attempt started twice; no
 /// `(round, attempt, peer)` judged twice; every verdict inside its open attempt; each
 /// attempt announcing the last aggregate as its model; each aggregate at least the quorum
-/// and exactly FedAvg (`zkfed_aggregation::fedavg_step`) of its attempt's accepted
-/// updates, each counted once, in the order they were accepted; no failed run.
+/// and exactly the run's strategy (`zkfed_aggregation::strategy::aggregate`, FedAvg by
+/// default) over its attempt's accepted updates, each counted once, in the order they were
+/// accepted, with the server state it logged; no failed run.
 pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
     let mut violations = Vec::new();
     let mut violation = |what: String| violations.push(what);
@@ -1074,8 +1075,9 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
             ..LogCheck::default()
         };
     };
-    let learning_rate = config.public.learning_rate;
+    let (learning_rate, strategy) = (config.public.learning_rate, config.public.strategy);
     let mut model = Model::initial(config.public.model, config.public.schema.features.len());
+    let mut server_state = zkfed_aggregation::strategy::ServerState::default();
     // The open attempt and its accepted updates by peer-id bytes, in the order accepted.
     let mut open: Option<(RoundAnnouncement, Vec<Accepted>)> = None;
     let mut judged = BTreeSet::new();
@@ -1143,6 +1145,7 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
             AuditEvent::Aggregated {
                 round,
                 model: logged,
+                state: logged_state,
                 ..
             } => {
                 *aggregated.entry(*round).or_insert(0) += 1;
@@ -1165,15 +1168,19 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
                         }
                         let updates: Vec<ClippedGradientSum> =
                             accepted.iter().map(|(_, u)| u.clone()).collect();
-                        match zkfed_aggregation::fedavg_step(
+                        match zkfed_aggregation::strategy::aggregate(
+                            strategy,
                             &announced.model,
+                            &server_state,
                             &updates,
                             learning_rate,
                         ) {
-                            Ok(recomputed) if recomputed == *logged => {}
+                            Ok(recomputed)
+                                if recomputed == (logged.clone(), logged_state.clone()) => {}
                             Ok(_) => violation(format!(
-                                "record {seq}: round {round}'s aggregate is not FedAvg of the \
-                                 {} accepted updates of attempt {}, each counted once",
+                                "record {seq}: round {round}'s aggregate or server state is not \
+                                 {strategy} of the {} accepted updates of attempt {}, each \
+                                 counted once",
                                 updates.len(),
                                 announced.attempt
                             )),
@@ -1188,6 +1195,7 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
                     )),
                 }
                 model = logged.clone();
+                server_state = logged_state.clone();
             }
             AuditEvent::Abandoned { round, attempt, .. } => {
                 counts.abandoned += 1;
@@ -1487,6 +1495,7 @@ mod tests {
                 batch_size: 16,
             },
             learning_rate: zkfed_air::fixed::ONE,
+            strategy: Default::default(),
         };
         let config = RunConfig {
             public: public.clone(),
@@ -1537,6 +1546,7 @@ mod tests {
                 round,
                 at_ms: round * 1000 + 500,
                 model: model.clone(),
+                state: Default::default(),
             });
         }
         events
@@ -1584,7 +1594,7 @@ mod tests {
         let judged = events[2].clone();
         events.insert(3, judged);
         let check = check_log(&events, 1);
-        for expected in ["judged twice", "counted twice", "not FedAvg"] {
+        for expected in ["judged twice", "counted twice", "is not fedavg"] {
             assert!(
                 check.violations.iter().any(|v| v.contains(expected)),
                 "{expected}: {:?}",
@@ -1599,7 +1609,7 @@ mod tests {
         }
         let check = check_log(&events, 1);
         assert!(
-            check.violations.iter().any(|v| v.contains("not FedAvg")),
+            check.violations.iter().any(|v| v.contains("is not fedavg")),
             "{:?}",
             check.violations
         );

@@ -277,6 +277,7 @@ pub(crate) fn coordinator_config(
         clip_norm: options.clip,
         batch_size: setting.batch,
         learning_rate: options.learning_rate,
+        strategy: options.strategy.clone(),
         state_dir: setting.work.join("coordinator"),
         linger_secs: 2,
         schema: raw.schema.clone(),

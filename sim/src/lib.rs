@@ -72,6 +72,12 @@ pub struct Options {
     /// Learning rate.
     #[arg(long, default_value_t = 1.0)]
     pub learning_rate: f64,
+    /// How the coordinator aggregates accepted updates: `NAME[:KEY=VALUE,...]` with NAME
+    /// `fedavg`, `fedavgm`, `fedadagrad`, `fedadam`, `fedyogi`, `median`, `trimmed-mean`,
+    /// `krum` or `multi-krum` (README, "Aggregation strategies"). The centralized baseline
+    /// stays plain SGD.
+    #[arg(long, default_value = "fedavg")]
+    pub strategy: String,
     /// The model: `logistic` (a 0/1 label), `softmax` or `mlp:H` (`H` hidden units);
     /// `auto` picks logistic for a 0/1 label and softmax for more classes.
     #[arg(long, default_value = "auto")]

@@ -21,6 +21,7 @@ fn small_run(name: &str) -> Options {
         batch: 8,
         clip: 1.0,
         learning_rate: 1.0,
+        strategy: "fedavg".into(),
         model: "logistic".into(),
         dataset: DatasetChoice::BreastCancer,
         label: None,

@@ -112,6 +112,7 @@ pub fn run_config(
                 batch_size: 4,
             },
             learning_rate,
+            strategy: zkfed_aggregation::strategy::Strategy::FedAvg,
         },
         coordinator_key: coordinator.public().encode_protobuf(),
         allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
