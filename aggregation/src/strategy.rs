@@ -212,7 +212,7 @@ impl fmt::Display for Strategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::FedAvg => write!(f, "fedavg"),
-            Self::FedAvgM { beta } => write!(f, "fedavgm:beta={}", real(beta)),
+            Self::FedAvgM { beta } => write!(f, "fedavgm:beta={}", Short(beta)),
             Self::FedAdagrad(a) | Self::FedAdam(a) | Self::FedYogi(a) => {
                 let name = match self {
                     Self::FedAdagrad(_) => "fedadagrad",
@@ -222,14 +222,14 @@ impl fmt::Display for Strategy {
                 write!(
                     f,
                     "{name}:eta={},beta1={},beta2={},tau={}",
-                    real(a.eta),
-                    real(a.beta1),
-                    real(a.beta2),
-                    real(a.tau)
+                    Short(a.eta),
+                    Short(a.beta1),
+                    Short(a.beta2),
+                    Short(a.tau)
                 )
             }
             Self::Median => write!(f, "median"),
-            Self::TrimmedMean { beta } => write!(f, "trimmed-mean:beta={}", real(beta)),
+            Self::TrimmedMean { beta } => write!(f, "trimmed-mean:beta={}", Short(beta)),
             Self::MultiKrum {
                 byzantine,
                 select: 1,
@@ -238,6 +238,22 @@ impl fmt::Display for Strategy {
                 write!(f, "multi-krum:f={byzantine},m={select}")
             }
         }
+    }
+}
+
+/// A fixed-point value as the shortest decimal that quantizes back to it (0.1, not
+/// 0.100006103515625).
+struct Short(i64);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exact = real(self.0);
+        let text = (1..=16)
+            .map(|digits| format!("{exact:.digits$}"))
+            .find(|t| t.parse().is_ok_and(|v: f64| fixed(v) == self.0))
+            .unwrap_or_else(|| exact.to_string());
+        let trimmed = text.trim_end_matches('0').trim_end_matches('.');
+        f.write_str(if trimmed.is_empty() { "0" } else { trimmed })
     }
 }
 
@@ -962,6 +978,15 @@ mod tests {
                 "{text} → {canonical}"
             );
         }
+        // Each value is the shortest decimal that quantizes back to it.
+        assert_eq!(
+            Strategy::parse("fedadam").unwrap().to_string(),
+            "fedadam:eta=0.1,beta1=0.9,beta2=0.99,tau=0.00002"
+        );
+        assert_eq!(
+            Strategy::parse("fedavgm:beta=0").unwrap().to_string(),
+            "fedavgm:beta=0"
+        );
         let adaptive = Adaptive::defaults_for(false);
         for (bad, complaint) in [
             (Strategy::FedAvgM { beta: ONE }, "`beta`"),

@@ -178,6 +178,7 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         "need at least one honest participant"
     );
     ensure!(options.rounds >= 1, "need at least one round");
+    check_strategy(options)?;
     let adversaries = adversaries(&options.adversary)?;
     let binaries = options.processes.then(Binaries::find).transpose()?;
     let data = prepare(options, adversaries.len(), out)?;
@@ -282,6 +283,21 @@ fn final_model(log: &[AuditEvent]) -> Option<ModelFile> {
     })
 }
 
+/// `--strategy` parses and can aggregate the honest participants' updates (the quorum),
+/// checked before any data is read; the coordinator's configuration checks the rest.
+fn check_strategy(options: &Options) -> anyhow::Result<()> {
+    let strategy = zkfed_aggregation::strategy::Strategy::parse(&options.strategy)
+        .map_err(anyhow::Error::msg)
+        .context("--strategy")?;
+    strategy.admits(options.participants).map_err(|e| {
+        anyhow::anyhow!(
+            "--strategy {strategy} with {} honest participants (the quorum): {e}; add \
+             --participants",
+            options.participants
+        )
+    })
+}
+
 /// The report of a run: per-round rows against the centralized baseline (and the
 /// no-proofs baseline, if it ran), the adversarial summary, timings and memory.
 fn build_report(
@@ -324,6 +340,10 @@ fn build_report(
     Ok(Report {
         proofs: !options.no_proofs,
         model: model_description(&observed.log),
+        strategy: match observed.log.first() {
+            Some(AuditEvent::RunStarted(config)) => config.public.strategy.to_string(),
+            _ => "unknown (the log does not start with the run)".into(),
+        },
         final_model: final_model(&observed.log),
         overhead_ratio,
         options: format!("{options:?}"),
@@ -400,6 +420,23 @@ mod tests {
             "a dataset and synthetic data conflict"
         );
         assert!(Options::parse_args(["zkfed-sim", "--synthetic", "100x5"]).is_ok());
+    }
+
+    #[test]
+    fn a_strategy_that_does_not_parse_or_fit_the_quorum_is_refused_before_anything_runs() {
+        for (args, complaint) in [
+            (["--strategy", "fedsgd"], "unknown strategy `fedsgd`"),
+            (
+                ["--strategy", "krum:f=1"],
+                "4 honest participants (the quorum)",
+            ),
+        ] {
+            let mut options = Options::parse_args(["zkfed-sim"].into_iter().chain(args)).unwrap();
+            options.out = std::env::temp_dir().join("zkfed-sim-never-written");
+            let err = format!("{:#}", run(&options, &mut Vec::new()).unwrap_err());
+            assert!(err.contains(complaint), "{err}");
+            assert!(!options.out.exists(), "nothing is written");
+        }
     }
 
     #[test]

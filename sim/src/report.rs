@@ -60,6 +60,8 @@ pub struct Report {
     pub proofs: bool,
     /// The model trained (its spec and parameter count).
     pub model: String,
+    /// The coordinator's aggregation strategy, in its canonical `NAME:KEY=VALUE,...` form.
+    pub strategy: String,
     /// Mean round wall time with proofs divided by that without, if both ran.
     pub overhead_ratio: Option<f64>,
     /// Per-round figures.
@@ -388,6 +390,7 @@ mod tests {
             options: "test".into(),
             proofs: true,
             model: "logistic, 3 parameters".into(),
+            strategy: "fedavg".into(),
             overhead_ratio: Some(3.0),
             rounds: vec![row(1), row(2), row(3)],
             final_accuracy: 0.9,

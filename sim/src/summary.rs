@@ -236,6 +236,7 @@ pub(crate) fn summarize(
     let difference = (report.final_accuracy - report.final_centralized_accuracy) * 100.0;
     writeln!(out)?;
     writeln!(out, "model: {}", report.model)?;
+    writeln!(out, "aggregation: {}", report.strategy)?;
     writeln!(
         out,
         "final test accuracy: zkfed {:.1}%, centralized {:.1}% (difference {:+.1} points, {} the 2-point bar)",

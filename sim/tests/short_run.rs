@@ -168,3 +168,47 @@ fn every_attack_on_a_softmax_run_over_digits_is_rejected() {
     );
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// Federations under a server optimizer and under a robust rule, with an adversary whose
+/// cheats are all rejected: every round aggregates the honest updates, the coordinator's
+/// store audits (which recomputes each aggregate and server state with the chosen rule),
+/// and the model learns.
+#[test]
+fn federations_under_fedadam_and_multi_krum_aggregate_every_round_and_learn() {
+    for (strategy, canonical) in [
+        (
+            "fedadam:eta=0.05",
+            "fedadam:eta=0.05,beta1=0.9,beta2=0.99,tau=0.00002",
+        ),
+        ("multi-krum:f=1,m=3", "multi-krum:f=1,m=3"),
+    ] {
+        let name = strategy.split(':').next().unwrap();
+        let options = Options {
+            participants: 5,
+            rounds: 3,
+            adversary: vec!["cycle:1".into()],
+            strategy: strategy.into(),
+            ..small_run(name)
+        };
+        let out = options.out.clone();
+        let mut printed = Vec::new();
+        let report = run(&options, &mut printed).expect("the simulation runs");
+        let text = String::from_utf8(printed).unwrap();
+        assert_eq!(report.strategy, canonical, "{text}");
+        assert!(
+            text.contains(&format!("aggregation: {canonical}")),
+            "{text}"
+        );
+        assert_eq!(report.rounds.len(), 3, "{text}");
+        assert!(report.rounds.iter().all(|r| r.accepted == 5), "{text}");
+        let a = &report.adversarial;
+        assert_eq!(a.rejected_for_the_right_reason, a.submitted, "{a:?}");
+        assert!(report.final_accuracy > 0.8, "{strategy}: {text}");
+        let store = out.join("nodes").join("coordinator").join("state.redb");
+        let summary = zkfed_coordinator::audit::audit_store(&store, None)
+            .unwrap()
+            .unwrap_or_else(|d| panic!("{strategy}: the store does not audit: {d}"));
+        assert_eq!(summary.rounds, 3, "{strategy}");
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
