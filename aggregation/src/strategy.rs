@@ -22,7 +22,11 @@
 //! Hyper-parameters are fixed point at scale `2^16` (so `τ` is at least `2^-16`: Reddi et
 //! al.'s `10^-3` for Yogi is 66 units, Flower's `10^-9` becomes `2^-16`). `m` is kept at
 //! scale `2^16`, `v` at `2^32` (so `ḡ²` is exact) and `√v` is `floor(√v)` at `2^16`.
-//! Products are taken in `i128` and rounded once per formula line.
+//! Products are taken in `i128`. A decay `β·m` (and Adam's `β2·v`) is truncated toward
+//! zero, so a moment that gets no new gradient reaches zero as the real one tends to it
+//! (rounded to nearest, `0.9·4` would stay 4 and step forever); every other term is rounded
+//! to nearest, once per term.
+//! Krum with `m` selected needs `K ≥ max(2f + 3, m + f)` ([`Strategy::admits`]).
 //!
 //! FedProx is not here: with one local step the proximal term is zero where the gradient is
 //! taken (the client's model is the global one), so FedProx equals FedAvg.
@@ -149,19 +153,24 @@ impl Strategy {
             }
         };
         params.finish(name)?;
+        // The ranges were checked on the reals; quantizing may reach a bound (0.999995 → 1).
+        strategy.validate()?;
         Ok(strategy)
     }
 }
 
 impl Strategy {
     /// Whether the rule can aggregate `k` accepted updates; if not, how many it needs.
-    /// Krum's guarantee (Blanchard et al., 2017) holds for `K ≥ 2f + 3`, so fewer are
-    /// refused rather than aggregated without it.
+    /// Krum's guarantee (Blanchard et al., 2017) holds for `K ≥ 2f + 3`, and Multi-Krum's
+    /// `m` must leave `f` out (`K ≥ m + f`), so fewer are refused rather than aggregated
+    /// without the guarantee.
     pub fn admits(&self, k: usize) -> Result<(), AggregationError> {
         let need = match *self {
             Self::TrimmedMean { beta } => 2 * trimmed(beta, k) + 1,
+            // Blanchard et al.'s K > 2f + 2; and the m selected must leave out f updates, or
+            // a Byzantine one is always among them.
             Self::MultiKrum { byzantine, select } => {
-                (2 * byzantine as usize + 3).max(select as usize)
+                (2 * byzantine as usize + 3).max(select as usize + byzantine as usize)
             }
             _ => 1,
         };
@@ -169,6 +178,12 @@ impl Strategy {
             true => Ok(()),
             false => Err(AggregationError::TooFew { need, got: k }),
         }
+    }
+
+    /// Whether the rule can aggregate every count of updates from `quorum` to `peers` (the
+    /// allow-list): then an attempt that met its quorum can always be aggregated.
+    pub fn admits_from(&self, quorum: usize, peers: usize) -> Result<(), AggregationError> {
+        (quorum..=peers).try_for_each(|k| self.admits(k))
     }
 
     /// Hyper-parameters in the ranges [`Strategy::parse`] produces: fractions in `[0, 1)`
@@ -251,7 +266,8 @@ impl fmt::Display for Short {
         let text = (1..=16)
             .map(|digits| format!("{exact:.digits$}"))
             .find(|t| t.parse().is_ok_and(|v: f64| fixed(v) == self.0))
-            .unwrap_or_else(|| exact.to_string());
+            // k/2^16 has at most 16 decimals, so 16 always parses back.
+            .unwrap_or_else(|| format!("{exact:.16}"));
         let trimmed = text.trim_end_matches('0').trim_end_matches('.');
         f.write_str(if trimmed.is_empty() { "0" } else { trimmed })
     }
@@ -342,8 +358,10 @@ impl Params {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerState {
     /// First moment (momentum), scale `2^16`.
+    #[serde(deserialize_with = "zkfed_air::bounded::params")]
     pub momentum: Vec<i64>,
     /// Second moment, scale `2^32`.
+    #[serde(deserialize_with = "zkfed_air::bounded::params")]
     pub second: Vec<i64>,
 }
 
@@ -367,7 +385,7 @@ pub fn aggregate(
             let g = pooled_gradient(updates, n);
             let momentum: Vec<i64> = moment(&state.momentum, n)
                 .zip(&g)
-                .map(|(m, &g)| scale(beta, m) + g)
+                .map(|(m, &g)| decay(beta, m) + g)
                 .collect();
             let steps = momentum.iter().map(|&m| scale(learning_rate, m)).collect();
             let state = ServerState {
@@ -423,13 +441,11 @@ fn adaptive(
         .zip(g)
         .map(|(v, &g)| {
             let sq = i128::from(g) * i128::from(g);
+            let decayed = i128::from(decay(a.beta2, v));
             let v = i128::from(v);
             let next = match strategy {
                 Strategy::FedAdagrad(_) => v + sq,
-                Strategy::FedAdam(_) => div_round(
-                    i128::from(a.beta2) * v + (one - i128::from(a.beta2)) * sq,
-                    one,
-                ),
+                Strategy::FedAdam(_) => decayed + div_round((one - i128::from(a.beta2)) * sq, one),
                 _ => v - div_round((one - i128::from(a.beta2)) * sq * (v - sq).signum(), one),
             };
             next.clamp(0, i128::from(i64::MAX)) as i64
@@ -440,9 +456,8 @@ fn adaptive(
         _ => moment(&state.momentum, n)
             .zip(g)
             .map(|(m, &g)| {
-                let m = i128::from(a.beta1) * i128::from(m)
-                    + (one - i128::from(a.beta1)) * i128::from(g);
-                div_round(m, one) as i64
+                decay(a.beta1, m)
+                    + div_round((one - i128::from(a.beta1)) * i128::from(g), one) as i64
             })
             .collect(),
     };
@@ -467,6 +482,13 @@ fn adaptive(
 /// The stored moment, or zeros for the first round.
 fn moment(stored: &[i64], n: usize) -> impl Iterator<Item = i64> + '_ {
     stored.iter().copied().chain(std::iter::repeat(0)).take(n)
+}
+
+/// `β·m` for a decay `β < 1`, truncated toward zero: a moment that gets no new gradient
+/// shrinks every round until it is zero, as the real one tends to zero. Rounded to nearest
+/// it would stick (0.9·4 rounds to 4) and keep stepping forever.
+fn decay(beta: i64, m: i64) -> i64 {
+    (i128::from(beta) * i128::from(m) / i128::from(ONE)) as i64
 }
 
 /// `round(a·b / 2^16)` for fixed-point `a` and `b`.
@@ -629,6 +651,14 @@ mod tests {
     }
 
     impl Reference {
+        fn new() -> Self {
+            Self {
+                w: vec![0.0; N],
+                m: vec![0.0; N],
+                v: vec![0.0; N],
+            }
+        }
+
         // `j` indexes the model, both moments and every participant's gradient at once.
         #[allow(clippy::needless_range_loop)]
         fn step(&mut self, strategy: Strategy, g: &[Vec<f64>], n: &[u64], lr: f64) {
@@ -734,11 +764,7 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(15);
             let lr = fixed(0.5);
             let (mut w, mut state) = (model(), ServerState::default());
-            let mut reference = Reference {
-                w: vec![0.0; N],
-                m: vec![0.0; N],
-                v: vec![0.0; N],
-            };
+            let mut reference = Reference::new();
             for round in 0..10 {
                 let k = 5 + round % 3;
                 let (g, n) = random_round(&mut rng, k);
@@ -755,10 +781,10 @@ mod tests {
                 .sqrt();
             let norm: f64 = reference.w.iter().map(|b| b * b).sum::<f64>().sqrt();
             eprintln!(
-                "{strategy:?}: relative error {:.2e} after 10 rounds",
+                "{strategy}: relative error {:.2e} after 10 rounds",
                 error / norm
             );
-            assert!(error / norm < 1e-3, "{strategy:?}: {}", error / norm);
+            assert!(error / norm < 1e-3, "{strategy}: {}", error / norm);
         }
     }
 
@@ -809,6 +835,19 @@ mod tests {
             ("median:beta=0.1", "takes no `beta`"),
             ("fedadam:eta", "KEY=VALUE"),
             ("fedadam:eta=x", "not a number"),
+            // In range as reals, at the bound once quantized.
+            (
+                "fedadam:beta1=0.999995",
+                "`beta1` must be at least 0 and below 1",
+            ),
+            (
+                "fedyogi:eta=255.999995",
+                "`eta` must be at least 2^-16 and below 256",
+            ),
+            (
+                "fedavgm:beta=0.999995",
+                "`beta` must be at least 0 and below 1",
+            ),
         ] {
             let err = Strategy::parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
@@ -1029,23 +1068,16 @@ mod tests {
 
     #[test]
     fn each_rule_admits_the_counts_it_can_aggregate() {
-        let krum = Strategy::MultiKrum {
-            byzantine: 2,
-            select: 1,
-        };
-        assert_eq!(
-            krum.admits(6),
-            Err(AggregationError::TooFew { need: 7, got: 6 })
-        );
-        assert_eq!(krum.admits(7), Ok(()));
-        let wide = Strategy::MultiKrum {
-            byzantine: 0,
-            select: 4,
-        };
-        assert_eq!(
-            wide.admits(3),
-            Err(AggregationError::TooFew { need: 4, got: 3 })
-        );
+        // (f, m, K, the least K the rule needs): Krum's 2f + 3; and m + f, or the m selected
+        // would always include a Byzantine update.
+        for (byzantine, select, k, need) in [(2, 1, 6, 7), (0, 4, 3, 4), (1, 5, 5, 6)] {
+            let rule = Strategy::MultiKrum { byzantine, select };
+            assert_eq!(
+                rule.admits(k),
+                Err(AggregationError::TooFew { need, got: k })
+            );
+            assert_eq!(rule.admits(need), Ok(()));
+        }
         // β = 0.49 cuts round(0.98) = 1 of two, leaving none, but round(1.47) = 1 of three.
         let trimmed = Strategy::TrimmedMean { beta: fixed(0.49) };
         assert!(trimmed.admits(1).is_ok());
@@ -1064,6 +1096,51 @@ mod tests {
                 Err(AggregationError::TooFew { need: 1, got: 0 })
             );
             assert!(plain.admits(1).is_ok());
+        }
+    }
+
+    /// One round with a gradient, then none: the moments decay to zero and the model
+    /// stops, having moved about as far as the real rule moves it, and never farther (a
+    /// moment rounded to nearest would stick at a few units and step forever, 0.08 a round
+    /// for Adam).
+    #[test]
+    fn moments_without_new_gradients_decay_to_zero_and_the_model_stops() {
+        let adaptive = Adaptive::defaults_for(false);
+        for strategy in [
+            Strategy::FedAvgM { beta: fixed(0.9) },
+            Strategy::FedAdam(adaptive),
+            Strategy::FedYogi(Adaptive::defaults_for(true)),
+        ] {
+            // 40 units (6·10^-4), as small as one participant's nudge might be, and 0.05.
+            for push in [40.0 / ONE as f64, 0.05] {
+                let lr = fixed(0.5);
+                let (mut w, mut state) = (model(), ServerState::default());
+                let mut reference = Reference::new();
+                let n = [16; 5];
+                let mut g = vec![vec![push; N]; 5];
+                let mut history = Vec::new();
+                for _ in 0..300 {
+                    (w, state) = aggregate(strategy, &w, &state, &updates_of(&g, &n), lr).unwrap();
+                    reference.step(strategy, &g, &n, real(lr));
+                    history.push(w.params[0]);
+                    g = vec![vec![0.0; N]; 5];
+                }
+                assert!(state.momentum.iter().all(|&m| m == 0), "{strategy}");
+                let settled = &history[200..];
+                assert!(settled.iter().all(|&p| p == history[299]), "{strategy}");
+                let (moved, real_moved) = (-real(history[299]), -reference.w[0]);
+                let error = (moved - real_moved).abs() / real_moved;
+                eprintln!("{strategy}, push {push:.1e}: moved {moved:.4}, real {real_moved:.4}");
+                // Near the format's resolution the moments reach zero sooner than the real
+                // ones (Adam's `m` starts at 4 units): the rule moves less, never more.
+                match push > 0.01 {
+                    true => assert!(error < 0.1, "{strategy}: {moved} against {real_moved}"),
+                    false => assert!(
+                        moved > 0.0 && moved <= real_moved,
+                        "{strategy}: {moved} against {real_moved}"
+                    ),
+                }
+            }
         }
     }
 }

@@ -73,11 +73,24 @@ pub fn audit(
     // also before `RunState::new` sizes a model from it.
     zkfed_protocol::check_model(&config.public.model, &config.public.schema)
         .map_err(|e| diverge(0, format!("the run's model: {e}")))?;
-    config
-        .public
-        .strategy
+    // Checked as the coordinator's configuration checks it: otherwise a strategy that cannot
+    // aggregate the quorum would excuse abandoning every attempt.
+    let strategy = config.public.strategy;
+    strategy
         .validate()
         .map_err(|e| diverge(0, format!("the run's strategy: {e}")))?;
+    strategy
+        .admits_from(config.quorum, config.allow_list.len())
+        .map_err(|e| {
+            diverge(
+                0,
+                format!(
+                    "the run's strategy {strategy} with a quorum of {} and {} allowed peers: {e}",
+                    config.quorum,
+                    config.allow_list.len()
+                ),
+            )
+        })?;
     let mut state = RunState::new(config.clone());
     let mut summary = AuditSummary {
         records: 0,

@@ -225,10 +225,7 @@ impl RawConfig {
         let strategy = Strategy::parse(&self.strategy)
             .map_err(anyhow::Error::msg)
             .context("`strategy`")?;
-        if let Some(Err(e)) = (self.quorum..=peers)
-            .map(|k| strategy.admits(k))
-            .find(Result::is_err)
-        {
+        if let Err(e) = strategy.admits_from(self.quorum, peers) {
             bail!(
                 "`strategy` {strategy} with `quorum` {} and {peers} allowed peers: {e}; raise the \
                  quorum or change the strategy's parameters",

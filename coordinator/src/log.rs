@@ -31,7 +31,7 @@ const FORMAT_KEY: &str = "log_format";
 /// (`PROTOCOL_VERSION` 4); 7 proofs with 23 queries (`PROTOCOL_VERSION` 5),
 /// model specs and flat parameter vectors (`Model`, `ClippedGradientSum`, `RunParameters`);
 /// 8 aggregation strategies (`RunParameters::strategy`, the server state in
-/// `AuditEvent::Aggregated`); stores from before formats were recorded have no format and
+/// `AuditEvent::Aggregated`, `Enrolment::parameters`); stores from before formats were recorded have no format and
 /// are refused.
 pub const LOG_FORMAT: u64 = 8;
 

@@ -73,6 +73,9 @@ pub fn judge_enrolment(
     if e.schema_hash != state.config.public.schema.hash() {
         return Err(Rejection::OtherSchema);
     }
+    if e.parameters != state.config.public.digest() {
+        return Err(Rejection::OtherParameters);
+    }
     e.commitment
         .validate()
         .map_err(|err| Rejection::Statement(err.to_string()))?;

@@ -360,6 +360,7 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
             rows,
         },
         schema_hash: config.public.schema.hash(),
+        parameters: config.public.digest(),
     };
     let member_peer = member.public().to_peer_id();
     let stranger_peer = stranger.public().to_peer_id();
@@ -377,6 +378,17 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
     assert!(matches!(
         core.enrol(&member_peer, &signed).unwrap(),
         Err(Rejection::TooFewRows { rows: 2, .. })
+    ));
+    // Signed over parameters the run does not have (as a coordinator telling participants
+    // another strategy or learning rate than it logged would have them sign).
+    let mut told = config.public.clone();
+    told.strategy = zkfed_aggregation::strategy::Strategy::Median;
+    let mut elsewhere = enrolment(50, [7; 32]);
+    elsewhere.parameters = told.digest();
+    let signed = SignedEnrolment::sign(elsewhere, &member);
+    assert!(matches!(
+        core.enrol(&member_peer, &signed).unwrap(),
+        Err(Rejection::OtherParameters)
     ));
     // A root limb at or above the field modulus would be a second encoding of the root.
     let mut aliased = enrolment(50, [7; 32]);
@@ -426,10 +438,11 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
             _ => None,
         })
         .collect();
-    assert_eq!(refused.len(), 6, "{refused:?}");
+    assert_eq!(refused.len(), 7, "{refused:?}");
     assert!(matches!(refused[0], Rejection::NotAllowed));
-    assert!(matches!(refused[3], Rejection::Statement(_)));
-    assert!(matches!(refused[5], Rejection::CommitmentChanged));
+    assert!(matches!(refused[3], Rejection::OtherParameters));
+    assert!(matches!(refused[4], Rejection::Statement(_)));
+    assert!(matches!(refused[6], Rejection::CommitmentChanged));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -60,6 +60,7 @@ fn signed_enrolment(
         federation_id: config.public.federation_id,
         commitment,
         schema_hash: config.public.schema.hash(),
+        parameters: config.public.digest(),
     };
     SignedEnrolment::sign(enrolment, key)
 }

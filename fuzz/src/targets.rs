@@ -110,6 +110,7 @@ impl Fixture {
                 rows: 100,
             },
             schema_hash: self.schema().hash(),
+            parameters: self.run.public.digest(),
         };
         SignedEnrolment::sign(enrolment, &self.key)
     }

@@ -250,6 +250,7 @@ async fn enrol(
         federation_id: params.federation_id,
         commitment: dataset.commitment(),
         schema_hash: params.schema.hash(),
+        parameters: params.digest(),
     };
     let signed = SignedEnrolment::sign(enrolment, &config.key);
     match link.ask(Request::Enrol(signed)).await? {
@@ -289,6 +290,11 @@ fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedD
 fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     params.schema.validate().context("the run's schema")?;
     zkfed_protocol::check_model(&params.model, &params.schema).context("the run's model")?;
+    params
+        .strategy
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("the run's strategy")?;
     params
         .standardization
         .check(&params.schema)
@@ -407,7 +413,7 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            info!(columns = ?params.schema.features, label = %params.schema.label, batch = params.params.batch_size, "pinning the run's parameters");
+            info!(columns = ?params.schema.features, label = %params.schema.label, batch = params.params.batch_size, strategy = %params.strategy, "pinning the run's parameters");
             write_durably(
                 &path,
                 &postcard::to_allocvec(params).expect("plain data serializes"),
@@ -1141,6 +1147,10 @@ mod tests {
         let mut faster = params.clone();
         faster.learning_rate *= 2;
         assert!(pin_run(&config(&dir), &faster).is_err());
+        // ... or that switches to another aggregation rule.
+        let mut switched = params.clone();
+        switched.strategy = zkfed_aggregation::strategy::Strategy::Median;
+        assert!(pin_run(&config(&dir), &switched).is_err());
         // A run whose batch is below the node's minimum is refused before anything is pinned.
         let fresh = tempdir("pin-small");
         let mut small = params;

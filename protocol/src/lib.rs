@@ -33,7 +33,8 @@ use zkfed_air::{
 /// The request-response protocol name; bumped with `zkfed_air::PROTOCOL_VERSION` and with
 /// any change to the messages' encoding (3: typed rejections; 4: round attempts; 5:
 /// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5, model
-/// specs and flat parameter vectors; 9: the run's aggregation strategy).
+/// specs and flat parameter vectors; 9: the run's aggregation strategy, enrolments signing
+/// the run parameters' digest, `Rejection::OtherParameters`).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/9");
 /// The protocol version both nodes announce over identify.
 pub const AGENT_VERSION: &str = "/zkfed/9.0.0";
@@ -123,6 +124,17 @@ pub struct RunParameters {
     pub strategy: Strategy,
 }
 
+impl RunParameters {
+    /// SHA-256 of the parameters' canonical encoding (domain-separated), which every
+    /// enrolment signs.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"zkfed/run-parameters/v1");
+        h.update(postcard::to_allocvec(self).expect("serializing plain data cannot fail"));
+        h.finalize().into()
+    }
+}
+
 /// A participant's commitment to its dataset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrolment {
@@ -132,6 +144,10 @@ pub struct Enrolment {
     pub commitment: DatasetCommitment,
     /// SHA-256 of the schema the rows follow.
     pub schema_hash: [u8; 32],
+    /// [`RunParameters::digest`] of the parameters the participant was told and pinned: the
+    /// coordinator refuses another, and so does the audit, so a coordinator cannot log one
+    /// run (its strategy, learning rate, clip norm...) and tell participants another.
+    pub parameters: [u8; 32],
 }
 
 /// An enrolment signed with the participant's libp2p identity key, so an auditor can check
@@ -333,6 +349,7 @@ mod tests {
                 rows: 10,
             },
             schema_hash: [2; 32],
+            parameters: [3; 32],
         }
     }
 

@@ -25,6 +25,10 @@ pub enum Rejection {
     /// An enrolment under another schema.
     #[error("enrolment is for another schema")]
     OtherSchema,
+    /// An enrolment signed over other run parameters than the run's (the coordinator told
+    /// the participant something else, or the participant pinned another run).
+    #[error("enrolment is for other run parameters")]
+    OtherParameters,
     /// Fewer committed rows than one batch.
     #[error("dataset of {rows} rows is smaller than the batch of {batch}")]
     TooFewRows { rows: u64, batch: u64 },
@@ -113,6 +117,7 @@ impl Rejection {
             Rejection::BadEnrolmentSignature(_) => "bad_enrolment_signature",
             Rejection::OtherFederation => "other_federation",
             Rejection::OtherSchema => "other_schema",
+            Rejection::OtherParameters => "other_parameters",
             Rejection::TooFewRows { .. } => "too_few_rows",
             Rejection::CommitmentChanged => "commitment_changed",
             Rejection::NotEnrolled => "not_enrolled",

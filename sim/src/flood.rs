@@ -82,6 +82,7 @@ pub async fn flood(
         federation_id: params.federation_id,
         commitment: dataset.commitment(),
         schema_hash: params.schema.hash(),
+        parameters: params.digest(),
     };
     match wire
         .ask(Request::Enrol(SignedEnrolment::sign(enrolment, &key)))

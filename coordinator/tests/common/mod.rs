@@ -31,6 +31,7 @@ impl Hospital {
             federation_id: config.public.federation_id,
             commitment: self.dataset.commitment(),
             schema_hash: config.public.schema.hash(),
+            parameters: config.public.digest(),
         };
         SignedEnrolment::sign(enrolment, &self.key)
     }
