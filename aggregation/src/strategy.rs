@@ -20,12 +20,14 @@
 //! | Krum (f), Multi-Krum (f, m) | none | the `m` updates with the smallest Krum scores (the sum of squared distances to their `K - f - 2` nearest), then FedAvg over them (Krum: `m = 1`) |
 //!
 //! Hyper-parameters are fixed point at scale `2^16` (so `τ` is at least `2^-16`: Reddi et
-//! al.'s `10^-3` for Yogi is 66 units, Flower's `10^-9` becomes `2^-16`). `m` is kept at
-//! scale `2^16`, `v` at `2^32` (so `ḡ²` is exact) and `√v` is `floor(√v)` at `2^16`.
-//! Products are taken in `i128`. A decay `β·m` (and Adam's `β2·v`) is truncated toward
-//! zero, so a moment that gets no new gradient reaches zero as the real one tends to it
-//! (rounded to nearest, `0.9·4` would stay 4 and step forever); every other term is rounded
-//! to nearest, once per term.
+//! al.'s `10^-3` for Yogi is 66 units, Flower's `10^-9` becomes `2^-16`). `m` and `v` are
+//! kept at scale `2^32` (so `ḡ²` is exact, and `m` resolves `(1-β1)·ḡ` for the smallest
+//! `ḡ`); products are taken in `i128`. The momentum's terms (`β·m`, `(1-β1)·ḡ`) are
+//! truncated toward zero, so a momentum that gets no new gradient reaches zero as the real
+//! one tends to it (rounded to nearest, `0.9·4` would stay 4 and step forever). In the adaptive rules every other rounding errs toward
+//! the smaller step: `v`'s terms rounded up where they raise it and down where they lower
+//! it (so Adam's `v` is never below the real one) and `√v` rounded up; the step
+//! `η·m / (√v + τ)` is rounded to nearest.
 //! Krum with `m` selected needs `K ≥ max(2f + 3, m + f)` ([`Strategy::admits`]).
 //!
 //! FedProx is not here: with one local step the proximal term is zero where the gradient is
@@ -38,6 +40,11 @@ use zkfed_air::fixed::{FRAC_BITS, ONE, PARAM_BOUND};
 use zkfed_air::{ClippedGradientSum, Model};
 
 use crate::{AggregationError, div_round, fedavg_step};
+
+/// The most one round may move a parameter ([`Strategy::largest_step`]), so that one honest
+/// round stays a small part of the model's ±256 range: the coordinator's configuration and
+/// the participants refuse runs beyond it.
+pub const MAX_STEP: f64 = 16.0;
 
 /// A server strategy and its hyper-parameters (fixed point at scale `2^16`).
 ///
@@ -177,6 +184,30 @@ impl Strategy {
         match k >= need {
             true => Ok(()),
             false => Err(AggregationError::TooFew { need, got: k }),
+        }
+    }
+
+    /// The most one round may move a parameter, for updates clipped to `clip_norm` (both
+    /// arguments fixed point): `lr·C` for FedAvg, the median, the trimmed mean and Krum
+    /// (each steps by `lr` times a value within the clipped gradients' range); `lr·C/(1-β)`
+    /// for FedAvgM (its momentum sums a geometric series); `η` for Adagrad (`v ≥ ḡ²`); and
+    /// `η·(1-β1) / (√(1-β2)·(1-β1/√β2))` for Adam and for Yogi with `β2 ≥ 1/2` (`v` keeps
+    /// at least `(1-β2)·β2^t·ḡ_s²` of every past gradient, which bounds `|m|/√v`), unbounded
+    /// when `β1 ≥ √β2`.
+    pub fn largest_step(&self, learning_rate: i64, clip_norm: i64) -> f64 {
+        let (lr, c) = (real(learning_rate), real(clip_norm));
+        match *self {
+            Self::FedAvgM { beta } => lr * c / (1.0 - real(beta)),
+            Self::FedAdagrad(a) => real(a.eta),
+            Self::FedAdam(a) | Self::FedYogi(a) => {
+                let (b1, b2) = (real(a.beta1), real(a.beta2));
+                let yogi_unbounded = matches!(self, Self::FedYogi(_)) && b2 < 0.5;
+                match b1 < b2.sqrt() && !yogi_unbounded {
+                    true => real(a.eta) * (1.0 - b1) / ((1.0 - b2).sqrt() * (1.0 - b1 / b2.sqrt())),
+                    false => f64::INFINITY,
+                }
+            }
+            _ => lr * c,
         }
     }
 
@@ -353,11 +384,11 @@ impl Params {
     }
 }
 
-/// A strategy's state between rounds: moments at scales `2^16` (`m`) and `2^32` (`v`),
-/// empty for the strategies that keep none.
+/// A strategy's state between rounds: moments at scale `2^32`, empty for the strategies
+/// that keep none.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerState {
-    /// First moment (momentum), scale `2^16`.
+    /// First moment (momentum), scale `2^32`.
     #[serde(deserialize_with = "zkfed_air::bounded::params")]
     pub momentum: Vec<i64>,
     /// Second moment, scale `2^32`.
@@ -385,9 +416,15 @@ pub fn aggregate(
             let g = pooled_gradient(updates, n);
             let momentum: Vec<i64> = moment(&state.momentum, n)
                 .zip(&g)
-                .map(|(m, &g)| decay(beta, m) + g)
+                .map(|(m, &g)| decay(beta, m) + (g << FRAC_BITS))
                 .collect();
-            let steps = momentum.iter().map(|&m| scale(learning_rate, m)).collect();
+            let steps = momentum
+                .iter()
+                .map(|&m| {
+                    let step = i128::from(learning_rate) * i128::from(m);
+                    div_round(step, i128::from(ONE) << FRAC_BITS) as i64
+                })
+                .collect();
             let state = ServerState {
                 momentum,
                 second: Vec::new(),
@@ -441,31 +478,38 @@ fn adaptive(
         .zip(g)
         .map(|(v, &g)| {
             let sq = i128::from(g) * i128::from(g);
-            let decayed = i128::from(decay(a.beta2, v));
             let v = i128::from(v);
+            // Every term rounded so that `v` errs large and the step small: Adam's `v` is
+            // then never below the real one. A `v` that stops decaying at a few units only
+            // damps the step; the momentum is what must reach zero.
+            let share = (one - i128::from(a.beta2)) * sq;
             let next = match strategy {
                 Strategy::FedAdagrad(_) => v + sq,
-                Strategy::FedAdam(_) => decayed + div_round((one - i128::from(a.beta2)) * sq, one),
-                _ => v - div_round((one - i128::from(a.beta2)) * sq * (v - sq).signum(), one),
+                Strategy::FedAdam(_) => {
+                    ceil_div(i128::from(a.beta2) * v, one) + ceil_div(share, one)
+                }
+                _ if v < sq => v + ceil_div(share, one),
+                _ if v > sq => v - share / one,
+                _ => v,
             };
             next.clamp(0, i128::from(i64::MAX)) as i64
         })
         .collect();
     let momentum: Vec<i64> = match strategy {
-        Strategy::FedAdagrad(_) => g.to_vec(),
+        Strategy::FedAdagrad(_) => g.iter().map(|&g| g << FRAC_BITS).collect(),
         _ => moment(&state.momentum, n)
             .zip(g)
-            .map(|(m, &g)| {
-                decay(a.beta1, m)
-                    + div_round((one - i128::from(a.beta1)) * i128::from(g), one) as i64
-            })
+            .map(|(m, &g)| decay(a.beta1, m) + decay(ONE - a.beta1, g << FRAC_BITS))
             .collect(),
     };
     let steps = momentum
         .iter()
         .zip(&second)
         .map(|(&m, &v)| {
-            let denominator = i128::from(isqrt(v)) + i128::from(a.tau.max(1));
+            // `√v` rounded up: the step errs small.
+            let root = i128::from(isqrt(v));
+            let root = root + i128::from(root * root < i128::from(v));
+            let denominator = (root + i128::from(a.tau.max(1))) << FRAC_BITS;
             div_round(i128::from(a.eta) * i128::from(m), denominator) as i64
         })
         .collect();
@@ -484,11 +528,16 @@ fn moment(stored: &[i64], n: usize) -> impl Iterator<Item = i64> + '_ {
     stored.iter().copied().chain(std::iter::repeat(0)).take(n)
 }
 
-/// `β·m` for a decay `β < 1`, truncated toward zero: a moment that gets no new gradient
+/// `β·m` for a fraction `β < 1`, truncated toward zero: a moment that gets no new gradient
 /// shrinks every round until it is zero, as the real one tends to zero. Rounded to nearest
 /// it would stick (0.9·4 rounds to 4) and keep stepping forever.
 fn decay(beta: i64, m: i64) -> i64 {
     (i128::from(beta) * i128::from(m) / i128::from(ONE)) as i64
+}
+
+/// `⌈a / b⌉` for `a ≥ 0`, `b > 0`.
+fn ceil_div(a: i128, b: i128) -> i128 {
+    (a + b - 1) / b
 }
 
 /// `round(a·b / 2^16)` for fixed-point `a` and `b`.
@@ -932,9 +981,9 @@ mod tests {
         let updates = updates_of(&[vec![0.5; N]], &[2]);
         let m = Strategy::FedAvgM { beta: fixed(0.5) };
         let (w1, s1) = aggregate(m, &model(), &ServerState::default(), &updates, ONE).unwrap();
-        assert_eq!(s1.momentum, vec![ONE / 2; N]);
+        assert_eq!(s1.momentum, vec![(ONE / 2) << 16; N]);
         let (w2, s2) = aggregate(m, &w1, &s1, &updates, ONE).unwrap();
-        assert_eq!(s2.momentum, vec![3 * ONE / 4; N]);
+        assert_eq!(s2.momentum, vec![(3 * ONE / 4) << 16; N]);
         assert_eq!(w2.params[0], -(ONE / 2) - 3 * ONE / 4);
     }
 
@@ -1140,6 +1189,49 @@ mod tests {
                         "{strategy}: {moved} against {real_moved}"
                     ),
                 }
+            }
+        }
+    }
+
+    /// Mean gradients of a few units of `2^-16`, alternating in sign about a small mean:
+    /// where the format cannot resolve them, the rule must move the model no farther than
+    /// the real one (rounded to nearest, `+5, -4, +5, ...` made Adam walk `η` every other
+    /// round).
+    #[test]
+    fn adaptive_rules_move_no_farther_than_the_real_ones_at_the_resolution() {
+        for beta1 in [0.0, 0.9] {
+            for yogi in [false, true] {
+                let a = Adaptive {
+                    beta1: fixed(beta1),
+                    ..Adaptive::defaults_for(yogi)
+                };
+                let strategy = match yogi {
+                    true => Strategy::FedYogi(a),
+                    false => Strategy::FedAdam(a),
+                };
+                let mut rng = StdRng::seed_from_u64(16);
+                let (mut w, mut state) = (model(), ServerState::default());
+                let mut reference = Reference::new();
+                let n = [16; 5];
+                for round in 0..200 {
+                    let units: Vec<f64> = (0..N)
+                        .map(|j| match (round + j) % 2 {
+                            0 => rng.random_range(1..8) as f64,
+                            _ => -(rng.random_range(1..8) as f64),
+                        })
+                        .collect();
+                    let g = vec![units.iter().map(|u| u / ONE as f64).collect(); 5];
+                    (w, state) = aggregate(strategy, &w, &state, &updates_of(&g, &n), ONE).unwrap();
+                    reference.step(strategy, &g, &n, 1.0);
+                }
+                let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+                let moved = norm(&mut w.params.iter().map(|&p| real(p)));
+                let real_moved = norm(&mut reference.w.iter().copied());
+                eprintln!("{strategy}: moved {moved:.4}, real {real_moved:.4}");
+                assert!(
+                    moved <= real_moved,
+                    "{strategy}: {moved} against {real_moved}"
+                );
             }
         }
     }

@@ -220,7 +220,7 @@ impl RawConfig {
     }
 
     /// The strategy, able to aggregate any count of accepted updates from the quorum to the
-    /// whole allow-list (`peers`), and with a momentum step within [`MAX_STEP`].
+    /// whole allow-list (`peers`), and with steps within [`MAX_STEP`].
     fn strategy(&self, peers: usize) -> anyhow::Result<Strategy> {
         let strategy = Strategy::parse(&self.strategy)
             .map_err(anyhow::Error::msg)
@@ -232,16 +232,12 @@ impl RawConfig {
                 self.quorum
             );
         }
-        // Momentum sums a geometric series of clipped means: one step is at most
-        // lr · C / (1 - β).
-        if let Strategy::FedAvgM { beta } = strategy {
-            let bound = self.learning_rate * self.clip_norm / (1.0 - dequantize(beta));
-            ensure!(
-                bound <= MAX_STEP,
-                "`strategy` {strategy}: `learning_rate` × `clip_norm` / (1 - beta) is {bound:.2}, \
-                 at most {MAX_STEP} is allowed"
-            );
-        }
+        let step = strategy.largest_step(quantize(self.learning_rate), quantize(self.clip_norm));
+        ensure!(
+            step <= MAX_STEP,
+            "`strategy` {strategy}: one round may move a parameter by up to {step:.2} (with \
+             `learning_rate` and `clip_norm`), at most {MAX_STEP} is allowed"
+        );
         Ok(strategy)
     }
 
@@ -282,8 +278,7 @@ impl RawConfig {
     }
 }
 
-/// Largest `learning_rate × clip_norm`: the most one FedAvg step may move a parameter.
-pub const MAX_STEP: f64 = 16.0;
+pub use zkfed_aggregation::strategy::MAX_STEP;
 
 pub use zkfed_net::hex::{hex32, parse_hex32};
 
@@ -413,11 +408,19 @@ mod tests {
                 }),
             ),
             (
-                "/ (1 - beta) is 20.00",
+                "fedavgm:beta=0.9: one round may move a parameter by up to 20.00",
                 Box::new(|c| {
                     c.learning_rate = 2.0;
                     c.strategy = "fedavgm:beta=0.9".into();
                 }),
+            ),
+            (
+                "by up to inf",
+                Box::new(|c| c.strategy = "fedadam:beta1=0.9,beta2=0.5".into()),
+            ),
+            (
+                "by up to 20.96",
+                Box::new(|c| c.strategy = "fedadam:eta=2".into()),
             ),
             ("`schema`", Box::new(|c| c.schema.features.clear())),
             (

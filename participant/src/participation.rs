@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -284,17 +284,32 @@ fn prepare(config: &Config, params: &RunParameters) -> anyhow::Result<CommittedD
     commit_dataset(config, params, rows)
 }
 
+/// A strategy in its ranges whose rounds cannot move a parameter by more than the
+/// coordinator's own configuration allows: one that could would abandon attempts out of
+/// range and spend this node's proofs on a run that cannot finish.
+fn check_strategy(params: &RunParameters) -> anyhow::Result<()> {
+    use zkfed_aggregation::strategy::MAX_STEP;
+    let strategy = params.strategy;
+    strategy
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("the run's strategy")?;
+    let step = strategy.largest_step(params.learning_rate, params.params.clip_norm);
+    ensure!(
+        step <= MAX_STEP,
+        "the run's strategy {strategy} may move a parameter by up to {step:.2} in one round, \
+         above {MAX_STEP}"
+    );
+    Ok(())
+}
+
 /// What a run must be for this node to take part, checked before anything is written:
 /// the coordinator's schema and statistics as sound as the coordinator checks its own,
 /// and batches no smaller than this node's minimum.
 fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     params.schema.validate().context("the run's schema")?;
     zkfed_protocol::check_model(&params.model, &params.schema).context("the run's model")?;
-    params
-        .strategy
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("the run's strategy")?;
+    check_strategy(params)?;
     params
         .standardization
         .check(&params.schema)
@@ -401,8 +416,13 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     let path = config.run_dir(&params.federation_id).join("run.bin");
     match read_if_present(&path)? {
         Some(bytes) => {
-            let pinned: RunParameters =
-                postcard::from_bytes(&bytes).context("the pinned run parameters are corrupt")?;
+            let pinned: RunParameters = postcard::from_bytes(&bytes).with_context(|| {
+                format!(
+                    "the pinned run parameters in {} do not decode: corrupt, or pinned by an \
+                     earlier release for a run this release cannot join",
+                    path.display()
+                )
+            })?;
             if pinned != *params {
                 bail!(
                     "the run's parameters differ from those this node enrolled under \
@@ -1160,6 +1180,16 @@ mod tests {
             format!("{err:#}").contains("below this node's minimum"),
             "{err:#}"
         );
+        // So is a strategy outside its ranges (decoded from the coordinator's answer) or one
+        // whose rounds could leave the model's range.
+        let mut unbounded = small.clone();
+        unbounded.params.batch_size = 8;
+        unbounded.strategy = zkfed_aggregation::strategy::Strategy::FedAvgM { beta: 65535 };
+        let err = format!("{:#}", prepare(&config(&fresh), &unbounded).unwrap_err());
+        assert!(err.contains("by up to 65536.00 in one round"), "{err}");
+        unbounded.strategy = zkfed_aggregation::strategy::Strategy::FedAvgM { beta: -1 };
+        let err = format!("{:#}", prepare(&config(&fresh), &unbounded).unwrap_err());
+        assert!(err.contains("the run's strategy: `beta`"), "{err}");
         assert!(!config(&fresh).run_dir(&[1; 32]).join("run.bin").exists());
         assert!(!config(&fresh).state_dir.join("federation.bin").exists());
         std::fs::remove_dir_all(dir).unwrap();

@@ -178,8 +178,8 @@ pub fn run(options: &Options, out: &mut impl Write) -> anyhow::Result<Report> {
         "need at least one honest participant"
     );
     ensure!(options.rounds >= 1, "need at least one round");
-    check_strategy(options)?;
     let adversaries = adversaries(&options.adversary)?;
+    check_strategy(options, &adversaries)?;
     let binaries = options.processes.then(Binaries::find).transpose()?;
     let data = prepare(options, adversaries.len(), out)?;
     // From here on the model is the one `auto` resolved to.
@@ -283,19 +283,24 @@ fn final_model(log: &[AuditEvent]) -> Option<ModelFile> {
     })
 }
 
-/// `--strategy` parses and can aggregate the honest participants' updates (the quorum),
+/// `--strategy` parses and can aggregate any count of updates from the honest
+/// participants' (the quorum) to the allow-list's (adversaries but strangers included),
 /// checked before any data is read; the coordinator's configuration checks the rest.
-fn check_strategy(options: &Options) -> anyhow::Result<()> {
+fn check_strategy(options: &Options, adversaries: &[Adversary]) -> anyhow::Result<()> {
     let strategy = zkfed_aggregation::strategy::Strategy::parse(&options.strategy)
         .map_err(anyhow::Error::msg)
         .context("--strategy")?;
-    strategy.admits(options.participants).map_err(|e| {
-        anyhow::anyhow!(
-            "--strategy {strategy} with {} honest participants (the quorum): {e}; add \
-             --participants",
-            options.participants
-        )
-    })
+    let listed = adversaries.iter().filter(|a| **a != Adversary::Stranger);
+    let peers = options.participants + listed.count();
+    strategy
+        .admits_from(options.participants, peers)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--strategy {strategy} with {} honest participants (the quorum) and {peers} \
+                 allowed peers: {e}; add --participants",
+                options.participants
+            )
+        })
 }
 
 /// The report of a run: per-round rows against the centralized baseline (and the
@@ -424,14 +429,27 @@ mod tests {
 
     #[test]
     fn a_strategy_that_does_not_parse_or_fit_the_quorum_is_refused_before_anything_runs() {
-        for (args, complaint) in [
-            (["--strategy", "fedsgd"], "unknown strategy `fedsgd`"),
+        let cases: [(&[&str], &str); 3] = [
+            (&["--strategy", "fedsgd"], "unknown strategy `fedsgd`"),
             (
-                ["--strategy", "krum:f=1"],
-                "4 honest participants (the quorum)",
+                &["--strategy", "krum:f=1"],
+                "4 honest participants (the quorum) and 5 allowed peers: the strategy needs at \
+                 least 5 accepted updates, got 4",
             ),
-        ] {
-            let mut options = Options::parse_args(["zkfed-sim"].into_iter().chain(args)).unwrap();
+            // Three honest updates can be trimmed, but not the four with the adversary's.
+            (
+                &[
+                    "--strategy",
+                    "trimmed-mean:beta=0.49",
+                    "--participants",
+                    "3",
+                ],
+                "got 4",
+            ),
+        ];
+        for (args, complaint) in cases {
+            let args = ["zkfed-sim"].iter().chain(args);
+            let mut options = Options::parse_args(args).unwrap();
             options.out = std::env::temp_dir().join("zkfed-sim-never-written");
             let err = format!("{:#}", run(&options, &mut Vec::new()).unwrap_err());
             assert!(err.contains(complaint), "{err}");
