@@ -193,16 +193,26 @@ impl Strategy {
     /// for FedAvgM (its momentum sums a geometric series); `η` for Adagrad (`v ≥ ḡ²`); and
     /// `η·(1-β1) / (√(1-β2)·(1-β1/√β2))` for Adam and for Yogi with `β2 ≥ 1/2` (`v` keeps
     /// at least `(1-β2)·β2^t·ḡ_s²` of every past gradient, which bounds `|m|/√v`), unbounded
-    /// when `β1 ≥ √β2`.
+    /// when `β1 ≥ √β2`. Infinite for anything that is not a finite, non-negative bound (a
+    /// negative learning rate, say).
     pub fn largest_step(&self, learning_rate: i64, clip_norm: i64) -> f64 {
-        let (lr, c) = (real(learning_rate), real(clip_norm));
+        let step = self.step_bound(real(learning_rate), real(clip_norm));
+        match step.is_finite() && step >= 0.0 {
+            true => step,
+            false => f64::INFINITY,
+        }
+    }
+
+    fn step_bound(&self, lr: f64, c: f64) -> f64 {
         match *self {
             Self::FedAvgM { beta } => lr * c / (1.0 - real(beta)),
             Self::FedAdagrad(a) => real(a.eta),
             Self::FedAdam(a) | Self::FedYogi(a) => {
                 let (b1, b2) = (real(a.beta1), real(a.beta2));
-                let yogi_unbounded = matches!(self, Self::FedYogi(_)) && b2 < 0.5;
-                match b1 < b2.sqrt() && !yogi_unbounded {
+                // Yogi keeps a round's own share `(1-β2)·ḡ²` in `v` only for β2 ≥ 1/2 (when
+                // `v > ḡ²` it falls to at least `β2·ḡ²`); below, the bound is not shown.
+                let unshown = matches!(self, Self::FedYogi(_)) && b2 < 0.5;
+                match b1 < b2.sqrt() && !unshown {
                     true => real(a.eta) * (1.0 - b1) / ((1.0 - b2).sqrt() * (1.0 - b1 / b2.sqrt())),
                     false => f64::INFINITY,
                 }

@@ -294,6 +294,7 @@ fn check_strategy(params: &RunParameters) -> anyhow::Result<()> {
         .validate()
         .map_err(anyhow::Error::msg)
         .context("the run's strategy")?;
+    // A negative or huge learning rate or clip norm gives an infinite bound.
     let step = strategy.largest_step(params.learning_rate, params.params.clip_norm);
     ensure!(
         step <= MAX_STEP,
@@ -1190,6 +1191,11 @@ mod tests {
         unbounded.strategy = zkfed_aggregation::strategy::Strategy::FedAvgM { beta: -1 };
         let err = format!("{:#}", prepare(&config(&fresh), &unbounded).unwrap_err());
         assert!(err.contains("the run's strategy: `beta`"), "{err}");
+        // A negative learning rate would make `lr·C` pass any bound.
+        unbounded.strategy = zkfed_aggregation::strategy::Strategy::Median;
+        unbounded.learning_rate = -100 * zkfed_air::fixed::ONE;
+        let err = format!("{:#}", prepare(&config(&fresh), &unbounded).unwrap_err());
+        assert!(err.contains("by up to inf"), "{err}");
         assert!(!config(&fresh).run_dir(&[1; 32]).join("run.bin").exists());
         assert!(!config(&fresh).state_dir.join("federation.bin").exists());
         std::fs::remove_dir_all(dir).unwrap();

@@ -300,7 +300,18 @@ fn check_strategy(options: &Options, adversaries: &[Adversary]) -> anyhow::Resul
                  allowed peers: {e}; add --participants",
                 options.participants
             )
-        })
+        })?;
+    use zkfed_aggregation::strategy::MAX_STEP;
+    let quantize = zkfed_air::fixed::quantize;
+    let step = strategy.largest_step(quantize(options.learning_rate), quantize(options.clip));
+    ensure!(
+        step <= MAX_STEP,
+        "--strategy {strategy}: one round may move a parameter by up to {step:.2} with \
+         --learning-rate {} and --clip {}, at most {MAX_STEP} is allowed",
+        options.learning_rate,
+        options.clip
+    );
+    Ok(())
 }
 
 /// The report of a run: per-round rows against the centralized baseline (and the
@@ -429,7 +440,11 @@ mod tests {
 
     #[test]
     fn a_strategy_that_does_not_parse_or_fit_the_quorum_is_refused_before_anything_runs() {
-        let cases: [(&[&str], &str); 3] = [
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--strategy", "fedavgm", "--dataset", "digits"],
+                "by up to 40.00 with --learning-rate 4 and --clip 1",
+            ),
             (&["--strategy", "fedsgd"], "unknown strategy `fedsgd`"),
             (
                 &["--strategy", "krum:f=1"],
