@@ -4,6 +4,7 @@
 //! Only updates whose proofs verified reach this crate. It opens no files or sockets.
 //! Differential-privacy noise on the aggregate will live here too (a later issue).
 
+pub mod accountant;
 pub mod strategy;
 
 use thiserror::Error;

@@ -1,6 +1,7 @@
 //! `zkfed-coordinator`: runs a federation's coordinator, prints its peer id, writes a
 //! starter configuration, revokes a participant's key on a running coordinator, audits a
-//! state directory offline, or exports and evaluates the trained model.
+//! state directory offline, exports and evaluates the trained model, or accounts for
+//! differential privacy (`dp epsilon`, `dp plan`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,6 +86,47 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Differential-privacy accounting of DP-SGD rounds (the Poisson-subsampled Gaussian
+    /// mechanism, Rényi DP, add/remove adjacency).
+    Dp {
+        #[command(subcommand)]
+        command: DpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DpCommand {
+    /// Print ε after `--rounds` rounds of noise multiplier `z` and sampling rate `q`.
+    Epsilon {
+        /// Noise standard deviation over the clip norm, `z`.
+        #[arg(long)]
+        noise_multiplier: f64,
+        /// Probability that each row is in a round's batch, `q`.
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Rounds.
+        #[arg(long)]
+        rounds: u64,
+        /// δ.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+    /// Print the smallest noise multiplier whose `--rounds` rounds stay within
+    /// `(--epsilon, --delta)`.
+    Plan {
+        /// The target ε.
+        #[arg(long)]
+        epsilon: f64,
+        /// δ.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Rounds.
+        #[arg(long)]
+        rounds: u64,
+        /// Probability that each row is in a round's batch, `q`.
+        #[arg(long)]
+        sampling_rate: f64,
     },
 }
 
@@ -195,6 +237,34 @@ fn main() -> anyhow::Result<ExitCode> {
             use zkfed_coordinator::export::{evaluate_model_file, evaluation_report};
             let (file, evaluation, left_out) = evaluate_model_file(&model, &dataset)?;
             print!("{}", evaluation_report(&file, &evaluation, left_out));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dp {
+            command:
+                DpCommand::Epsilon {
+                    noise_multiplier,
+                    sampling_rate,
+                    rounds,
+                    delta,
+                },
+        } => {
+            use zkfed_aggregation::accountant::epsilon;
+            let g = epsilon(noise_multiplier, sampling_rate, rounds, delta)?;
+            println!("{:.4}", g.epsilon);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dp {
+            command:
+                DpCommand::Plan {
+                    epsilon,
+                    delta,
+                    rounds,
+                    sampling_rate,
+                },
+        } => {
+            use zkfed_aggregation::accountant::smallest_noise_multiplier;
+            let z = smallest_noise_multiplier(epsilon, delta, rounds, sampling_rate)?;
+            println!("{z:.4}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {

@@ -226,3 +226,52 @@ fn model_evaluate_prints_accuracy_confusion_and_log_loss_and_export_needs_a_stor
     assert!(!dir.join("out.json").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `dp epsilon` prints dp-accounting's ε for the reference case, `dp plan` the
+/// noise multiplier that meets it, and bad parameters are errors that name themselves.
+#[test]
+fn dp_epsilon_and_plan_print_the_accountant_s_answers() {
+    let run = |args: &[&str]| {
+        let out = coordinator().arg("dp").args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), stdout, stderr)
+    };
+    let reference = [
+        "--noise-multiplier",
+        "1.1",
+        "--sampling-rate",
+        "0.01",
+        "--rounds",
+        "10000",
+    ];
+    let (ok, stdout, stderr) = run(&[&["epsilon"], &reference[..], &["--delta", "1e-5"]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "5.6320");
+    let plan = [
+        "plan",
+        "--epsilon",
+        "5.632",
+        "--delta",
+        "1e-5",
+        "--rounds",
+        "10000",
+        "--sampling-rate",
+        "0.01",
+    ];
+    let (ok, stdout, stderr) = run(&plan);
+    assert!(ok, "{stderr}");
+    let z: f64 = stdout.parse().unwrap();
+    assert!((z - 1.1).abs() < 2e-3, "{stdout}");
+    let (ok, _, stderr) = run(&[
+        "epsilon",
+        "--noise-multiplier",
+        "1.1",
+        "--sampling-rate",
+        "1.5",
+        "--rounds",
+        "10",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("the sampling rate is 1.5"), "{stderr}");
+}
