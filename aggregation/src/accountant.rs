@@ -56,7 +56,8 @@ pub struct Guarantee {
 
 /// ε after `rounds` rounds of noise multiplier `z` and sampling rate `q`, at `delta`.
 pub fn epsilon(z: f64, q: f64, rounds: u64, delta: f64) -> Result<Guarantee, AccountantError> {
-    check(z, q, delta)?;
+    check_noise(z)?;
+    check_sampling(q, delta)?;
     let orders = default_orders();
     let rdp: Vec<f64> = orders
         .iter()
@@ -74,13 +75,9 @@ pub fn smallest_noise_multiplier(
     q: f64,
 ) -> Result<f64, AccountantError> {
     if !(target.is_finite() && target > 0.0) {
-        return Err(AccountantError::OutOfRange {
-            name: "ε",
-            value: target,
-            range: "finite and above 0",
-        });
+        return Err(out_of_range("ε", target, "finite and above 0"));
     }
-    check(1.0, q, delta)?;
+    check_sampling(q, delta)?;
     const LIMIT: f64 = 1e4;
     let meets = |z: f64| epsilon(z, q, rounds, delta).is_ok_and(|g| g.epsilon <= target);
     if !meets(LIMIT) {
@@ -105,11 +102,23 @@ pub fn smallest_noise_multiplier(
     Ok(high)
 }
 
-fn check(z: f64, q: f64, delta: f64) -> Result<(), AccountantError> {
-    let out = |name, value, range| Err(AccountantError::OutOfRange { name, value, range });
-    if !(z.is_finite() && z > 0.0) {
-        return out("the noise multiplier", z, "finite and above 0");
+fn out_of_range(name: &'static str, value: f64, range: &'static str) -> AccountantError {
+    AccountantError::OutOfRange { name, value, range }
+}
+
+fn check_noise(z: f64) -> Result<(), AccountantError> {
+    match z.is_finite() && z > 0.0 {
+        true => Ok(()),
+        false => Err(out_of_range(
+            "the noise multiplier",
+            z,
+            "finite and above 0",
+        )),
     }
+}
+
+fn check_sampling(q: f64, delta: f64) -> Result<(), AccountantError> {
+    let out = |name, value, range| Err(out_of_range(name, value, range));
     if !(0.0..=1.0).contains(&q) {
         return out("the sampling rate", q, "from 0 to 1");
     }

@@ -679,6 +679,10 @@ mod tests {
         Model::zeros(ModelSpec::Logistic, N - 1)
     }
 
+    fn rules(texts: &[&str]) -> Vec<Strategy> {
+        texts.iter().map(|t| Strategy::parse(t).unwrap()).collect()
+    }
+
     /// `K` updates whose per-example mean gradients are the given reals.
     fn updates_of(gradients: &[Vec<f64>], examples: &[u64]) -> Vec<ClippedGradientSum> {
         gradients
@@ -801,25 +805,18 @@ mod tests {
 
     #[test]
     fn each_strategy_follows_its_f64_rule_on_random_updates() {
-        let adaptive = Adaptive::defaults_for(false);
-        let strategies = [
-            Strategy::FedAvg,
-            Strategy::FedAvgM { beta: fixed(0.9) },
-            Strategy::FedAdagrad(adaptive),
-            Strategy::FedAdam(adaptive),
-            Strategy::FedYogi(Adaptive::defaults_for(true)),
-            Strategy::Median,
-            Strategy::TrimmedMean { beta: fixed(0.2) },
-            Strategy::MultiKrum {
-                byzantine: 1,
-                select: 1,
-            },
-            Strategy::MultiKrum {
-                byzantine: 1,
-                select: 2,
-            },
-        ];
-        for strategy in strategies {
+        // Each with its defaults (parse's tests pin them).
+        for strategy in rules(&[
+            "fedavg",
+            "fedavgm",
+            "fedadagrad",
+            "fedadam",
+            "fedyogi",
+            "median",
+            "trimmed-mean",
+            "krum",
+            "multi-krum",
+        ]) {
             let mut rng = StdRng::seed_from_u64(15);
             let lr = fixed(0.5);
             let (mut w, mut state) = (model(), ServerState::default());
@@ -1006,18 +1003,7 @@ mod tests {
         g.push(vec![50.0; N]);
         let updates = updates_of(&g, &[10; 5]);
         let state = ServerState::default();
-        for strategy in [
-            Strategy::Median,
-            Strategy::TrimmedMean { beta: fixed(0.2) },
-            Strategy::MultiKrum {
-                byzantine: 1,
-                select: 1,
-            },
-            Strategy::MultiKrum {
-                byzantine: 1,
-                select: 3,
-            },
-        ] {
+        for strategy in rules(&["median", "trimmed-mean", "krum", "multi-krum:m=3"]) {
             let (next, _) = aggregate(strategy, &model(), &state, &updates, ONE).unwrap();
             let w = real(next.params[0]);
             assert!((-0.14..=-0.1).contains(&w), "{strategy:?}: {w}");

@@ -255,23 +255,29 @@ fn lay_out_federations(
     Ok(federations)
 }
 
+/// The run's configuration, from the log's first record.
+fn run_config(log: &[AuditEvent]) -> Option<&zkfed_coordinator::events::RunConfig> {
+    match log.first() {
+        Some(AuditEvent::RunStarted(config)) => Some(config),
+        _ => None,
+    }
+}
+
+/// What the report says of a run whose log does not start with it.
+const UNKNOWN_RUN: &str = "unknown (the log does not start with the run)";
+
 /// The run's model spec and parameter count, as its log records them.
 fn model_description(log: &[AuditEvent]) -> String {
-    match log.first() {
-        Some(AuditEvent::RunStarted(config)) => {
-            let spec = config.public.model;
-            let d = config.public.schema.features.len();
-            format!("{spec}, {} parameters", spec.num_params(d))
-        }
-        _ => "unknown (the log does not start with the run)".into(),
-    }
+    run_config(log).map_or(UNKNOWN_RUN.into(), |config| {
+        let spec = config.public.model;
+        let d = config.public.schema.features.len();
+        format!("{spec}, {} parameters", spec.num_params(d))
+    })
 }
 
 /// The model the federation's log ends with (its last aggregate), as a model file.
 fn final_model(log: &[AuditEvent]) -> Option<ModelFile> {
-    let Some(AuditEvent::RunStarted(config)) = log.first() else {
-        return None;
-    };
+    let config = run_config(log)?;
     log.iter().rev().find_map(|event| match event {
         AuditEvent::Aggregated { round, model, .. } => Some(ModelFile::new(
             model,
@@ -356,10 +362,8 @@ fn build_report(
     Ok(Report {
         proofs: !options.no_proofs,
         model: model_description(&observed.log),
-        strategy: match observed.log.first() {
-            Some(AuditEvent::RunStarted(config)) => config.public.strategy.to_string(),
-            _ => "unknown (the log does not start with the run)".into(),
-        },
+        strategy: run_config(&observed.log)
+            .map_or(UNKNOWN_RUN.into(), |c| c.public.strategy.to_string()),
         final_model: final_model(&observed.log),
         overhead_ratio,
         options: format!("{options:?}"),
