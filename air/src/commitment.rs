@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::error::ShapeError;
 use crate::fixed::feature_in_range;
 use crate::hash::{Digest, SALT_ELEMS, compress, leaf_hash};
+use crate::sampling::SamplingKey;
 
 /// Most rows a dataset may have (the tree is at most 32 levels deep).
 pub const MAX_ROWS: u64 = 1 << 32;
@@ -70,6 +71,8 @@ pub struct CommittedDataset {
     salts: Vec<[Goldilocks; SALT_ELEMS]>,
     /// `levels[0]` are the leaves (padded with zero digests), the last level is the root.
     levels: Vec<Vec<Digest>>,
+    /// The owner's hidden-sampling key, kept with the salts.
+    sampling_key: Option<SamplingKey>,
 }
 
 /// A salt file that does not fit the dataset it should open.
@@ -155,7 +158,22 @@ impl CommittedDataset {
             labels,
             salts,
             levels,
+            sampling_key: None,
         })
+    }
+
+    /// The same dataset with the owner's hidden-sampling key, which proofs under hidden
+    /// sampling need.
+    pub fn with_sampling_key(self, key: SamplingKey) -> Self {
+        Self {
+            sampling_key: Some(key),
+            ..self
+        }
+    }
+
+    /// The owner's hidden-sampling key, if it has one.
+    pub fn sampling_key(&self) -> Option<&SamplingKey> {
+        self.sampling_key.as_ref()
     }
 
     /// The public commitment.

@@ -60,6 +60,9 @@ pub enum ShapeError {
         run: crate::spec::ModelSpec,
         round: crate::spec::ModelSpec,
     },
+    /// A hidden-sampling statement that breaks one of its rules.
+    #[error("{0}")]
+    HiddenSampling(&'static str),
     /// A model the proof does not cover yet.
     #[error(
         "{spec} models are not proven yet; logistic regression, softmax and MLPs with a softmax head are"
@@ -95,4 +98,16 @@ pub enum WitnessError {
     /// computed from a patient's row, is not kept: this error reaches logs).
     #[error("intermediate `{what}` does not fit in {bits} bits")]
     Range { what: &'static str, bits: usize },
+    /// Hidden sampling without the key the statement's commitment names.
+    #[error("the dataset has no sampling key, or not the one the statement commits to")]
+    SamplingKey,
+    /// More rows sampled than the proof has slots (probability below
+    /// [`crate::sampling::OVERFLOW_PROBABILITY`]): the participant abstains from the attempt.
+    /// The count itself is not kept.
+    #[error("this attempt sampled more rows than the proof's {capacity} slots")]
+    SampleOverflow { capacity: usize },
+    /// A PRF value of `p − 1`, the one value the proof cannot split (probability `2^-64`
+    /// per row): the participant abstains from the attempt.
+    #[error("a sampling value cannot be split; abstain from this attempt")]
+    UnsplittableSample,
 }

@@ -13,8 +13,8 @@ use crate::engine::hash_table::{
 };
 use crate::engine::step_table::{NUM_STEP_COLS, StepCols};
 use crate::engine::witness::{
-    OutOfRange, Traces, generate_traces, multiplicities, write_hidden_block, write_mlp_row,
-    write_softmax_row, write_step_row,
+    OutOfRange, Traces, generate_traces, write_hidden_block, write_mlp_row, write_softmax_row,
+    write_step_row,
 };
 use crate::engine::{hidden_table, softmax_table};
 use crate::error::WitnessError;
@@ -108,14 +108,8 @@ pub fn rebalance(
     traces: &mut Traces,
 ) -> Result<ClippedGradientSum, WitnessError> {
     let update = update_from_shares(statement, traces)?;
-    traces.lookup = multiplicities(
-        &statement.shape(),
-        &traces.hash,
-        &traces.step,
-        traces.hidden.as_ref(),
-        &update,
-    );
     traces.update = update.clone();
+    traces.recount_lookups(&statement.shape());
     Ok(update)
 }
 
@@ -144,6 +138,7 @@ pub fn stacked_traces(
         step: stack(&honest.step),
         lookup: honest.lookup.clone(),
         hidden: honest.hidden.as_ref().map(stack),
+        sampling: honest.sampling.clone(),
         update: honest.update.clone(),
     };
     let hash_height = honest.hash.height();

@@ -20,6 +20,7 @@ pub mod model;
 pub mod network;
 pub mod proof;
 pub mod reference;
+pub mod sampling;
 pub mod segments;
 pub mod sigmoid;
 pub mod spec;

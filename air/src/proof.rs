@@ -257,13 +257,21 @@ fn check_proof_shape(
 ) -> Result<(), VerifyError> {
     let expected = extended_degree_bits(config, statement);
     expect_dimension("instances", expected.len(), proof.degree_bits.len())?;
-    let fields = [
+    let shape = statement.shape();
+    let mut fields = vec![
         "permutation table degree_bits",
         "hash table degree_bits",
         "step table degree_bits",
         "lookup table degree_bits",
-        "hidden table degree_bits",
     ];
+    if shape.hidden {
+        fields.push("hidden table degree_bits");
+    }
+    if shape.sampled_from.is_some() {
+        fields.push("sampling permutation table degree_bits");
+        fields.push("sampling table degree_bits");
+    }
+    debug_assert_eq!(fields.len(), expected.len());
     for (field, (&want, &got)) in fields
         .into_iter()
         .zip(expected.iter().zip(&proof.degree_bits))
@@ -303,8 +311,8 @@ const EXTRA_COLUMN_ALLOWANCE: usize = 3 * 2 * 8 * NUM_QUERIES;
 /// model's tables have fixed widths, so its proof grows only with the tallest table: about
 /// 150 KiB at `2^10` rows plus about 7 KiB per doubling (BENCH.md's grid); this allows
 /// 384 KiB plus 16 KiB per height bit (544 KiB at `2^10`). A softmax's tables are wider
-/// with its classes, and each column beyond a logistic model's adds
-/// [`EXTRA_COLUMN_ALLOWANCE`]. Never more than [`MAX_PROOF_BYTES`].
+/// with its classes, and each column beyond a logistic model's with public indices (the
+/// sampling tables' too) adds [`EXTRA_COLUMN_ALLOWANCE`]. Never more than [`MAX_PROOF_BYTES`].
 pub fn max_proof_bytes(shape: &ProofShape) -> usize {
     let tallest = TableHeights::for_shape(shape)
         .all()
@@ -315,6 +323,7 @@ pub fn max_proof_bytes(shape: &ProofShape) -> usize {
         outputs: 1,
         classes: 1,
         hidden: false,
+        sampled_from: None,
         ..*shape
     };
     let columns = |s: &ProofShape| table_widths(s).iter().sum::<usize>();

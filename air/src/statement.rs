@@ -18,10 +18,11 @@ use crate::fixed::{FRAC_BITS, to_field};
 use crate::hash::{DIGEST_ELEMS, leaf_chunks};
 use crate::model::{Model, RoundParams};
 use crate::reference::ClippedGradientSum;
+use crate::sampling::{KeyCommitment, MAX_SAMPLED_ROWS, SamplingRate, capacity};
 use crate::spec::ModelSpec;
 
 /// Version of the statement, trace layout and proof encoding. Bumped on any change.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Most parameters a softmax proof covers: up to this many, every accepted shape keeps
 /// 110 conjectured bits (`tests/security.rs`); beyond it the batch-combination term of the
@@ -63,6 +64,9 @@ pub struct ProofShape {
     pub classes: usize,
     /// Whether the first layer is an MLP's hidden layer (proven by the hidden table).
     pub hidden: bool,
+    /// Under hidden sampling, the dataset's row count (the sampling table covers every
+    /// row); `None` when the batch indices are public.
+    pub sampled_from: Option<u64>,
 }
 
 impl ProofShape {
@@ -77,6 +81,7 @@ impl ProofShape {
             outputs: layers[0].outputs,
             classes: layers[layers.len() - 1].outputs,
             hidden: layers.len() > 1,
+            sampled_from: None,
         }
     }
 
@@ -113,6 +118,16 @@ impl ProofShape {
     }
 }
 
+/// Hidden Poisson sampling's public part ([`crate::sampling`]): whose key decides the
+/// sample, and at what rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HiddenSampling {
+    /// The participant's enrolled key commitment.
+    pub key: KeyCommitment,
+    /// The run's sampling rate.
+    pub rate: SamplingRate,
+}
+
 /// Everything the verifier knows about one submission before looking at the proof.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement {
@@ -126,8 +141,13 @@ pub struct Statement {
     pub dataset: DatasetCommitment,
     /// The round's public seed.
     pub seed: [u8; 32],
-    /// Rows the batch must use, derived from the seed (in order).
+    /// Rows the batch must use, derived from the seed (in order); empty under hidden
+    /// sampling.
     pub batch_indices: Vec<u64>,
+    /// Hidden Poisson sampling: the rows are the ones the participant's key samples, the
+    /// batch size is the proof's capacity ([`capacity`]) and unused slots contribute
+    /// nothing.
+    pub sampling: Option<HiddenSampling>,
 }
 
 impl Statement {
@@ -149,7 +169,35 @@ impl Statement {
             dataset,
             seed,
             batch_indices,
+            sampling: None,
         })
+    }
+
+    /// A statement under hidden Poisson sampling: the batch size is the capacity the
+    /// dataset's row count and the rate fix.
+    pub fn with_hidden_sampling(
+        context: ProofContext,
+        model: Model,
+        clip_norm: i64,
+        dataset: DatasetCommitment,
+        seed: [u8; 32],
+        sampling: HiddenSampling,
+    ) -> Result<Self, ShapeError> {
+        let params = RoundParams {
+            clip_norm,
+            batch_size: capacity(dataset.rows.min(MAX_SAMPLED_ROWS), sampling.rate),
+        };
+        let statement = Self {
+            context,
+            model,
+            params,
+            dataset,
+            seed,
+            batch_indices: Vec::new(),
+            sampling: Some(sampling),
+        };
+        statement.check_shape()?;
+        Ok(statement)
     }
 
     /// Re-checks everything [`Statement::new`] establishes, including that the batch is the
@@ -157,6 +205,9 @@ impl Statement {
     /// data it was built from, and its fields are public.
     pub fn validate(&self) -> Result<(), ShapeError> {
         self.check_shape()?;
+        if self.sampling.is_some() {
+            return Ok(());
+        }
         let derived = batch_indices(
             &self.seed,
             &self.context.participant,
@@ -173,6 +224,9 @@ impl Statement {
     /// every index a row. Trace generation needs only this (it also serves forgers' tests).
     pub fn check_shape(&self) -> Result<(), ShapeError> {
         check_ranges(&self.model, &self.params, &self.dataset)?;
+        if let Some(sampling) = &self.sampling {
+            return self.check_hidden_sampling(sampling);
+        }
         let (expected, got) = (self.params.batch_size, self.batch_indices.len());
         if got != expected {
             return Err(ShapeError::Count {
@@ -190,19 +244,67 @@ impl Statement {
         }
     }
 
+    /// Hidden sampling's rules: a model it covers, a dataset its table covers, no public
+    /// indices, and exactly the capacity's slots.
+    fn check_hidden_sampling(&self, sampling: &HiddenSampling) -> Result<(), ShapeError> {
+        if self.shape().hidden {
+            return Err(ShapeError::HiddenSampling(
+                "hidden sampling is not proven for MLPs yet",
+            ));
+        }
+        if self.dataset.rows > MAX_SAMPLED_ROWS {
+            return Err(ShapeError::Rows {
+                got: self.dataset.rows,
+                max: MAX_SAMPLED_ROWS,
+            });
+        }
+        if !sampling.key.is_canonical() {
+            return Err(ShapeError::HiddenSampling(
+                "the sampling key commitment is not canonical",
+            ));
+        }
+        if SamplingRate::new(sampling.rate.threshold).is_err() {
+            return Err(ShapeError::HiddenSampling(
+                "the sampling threshold is not in 1..=2^32",
+            ));
+        }
+        if !self.batch_indices.is_empty() {
+            return Err(ShapeError::HiddenSampling(
+                "hidden sampling has no public batch indices",
+            ));
+        }
+        let expected = capacity(self.dataset.rows, sampling.rate);
+        if self.params.batch_size != expected {
+            return Err(ShapeError::Count {
+                what: "slots (the sampling capacity)",
+                expected,
+                got: self.params.batch_size,
+            });
+        }
+        Ok(())
+    }
+
     /// The trace dimensions of this statement's proof.
     pub fn shape(&self) -> ProofShape {
-        ProofShape::new(
+        let shape = ProofShape::new(
             self.model.spec,
             self.model.num_features(),
             self.params.batch_size,
             self.dataset.rows,
-        )
+        );
+        ProofShape {
+            sampled_from: self.sampling.map(|_| self.dataset.rows),
+            ..shape
+        }
     }
 
     /// Where the AIR finds the values it constrains.
     pub fn layout(&self) -> PublicLayout {
-        PublicLayout::new(self.params.batch_size, self.model.params.len())
+        let selection = match self.sampling {
+            Some(_) => HIDDEN_SELECTION_LEN,
+            None => self.params.batch_size,
+        };
+        PublicLayout::new(selection, self.model.params.len())
     }
 
     /// The public values of a proof that `update` answers this statement.
@@ -222,7 +324,17 @@ impl Statement {
         v.push(Goldilocks::from_usize(self.model.num_features()));
         v.push(Goldilocks::from_usize(self.params.batch_size));
         v.push(Goldilocks::from_u32(FRAC_BITS));
-        v.extend(self.batch_indices.iter().map(|&i| Goldilocks::from_u64(i)));
+        match &self.sampling {
+            None => {
+                v.push(Goldilocks::ZERO);
+                v.extend(self.batch_indices.iter().map(|&i| Goldilocks::from_u64(i)));
+            }
+            Some(sampling) => {
+                v.push(Goldilocks::ONE);
+                v.extend(sampling.key.elements());
+                push_u64(&mut v, sampling.rate.threshold);
+            }
+        }
         debug_assert_eq!(v.len(), layout.update);
         v.extend(update.values.iter().map(|&w| to_field(w)));
         v.push(Goldilocks::from_u64(update.examples));
@@ -267,12 +379,17 @@ pub struct PublicLayout {
     pub len: usize,
 }
 
+/// Public values that describe a hidden sample: the key commitment and the threshold.
+const HIDDEN_SELECTION_LEN: usize = DIGEST_ELEMS + 2;
+
 impl PublicLayout {
-    fn new(batch: usize, num_params: usize) -> Self {
+    /// `selection` values describe the batch: its indices, or a hidden sample's key
+    /// commitment and threshold.
+    fn new(selection: usize, num_params: usize) -> Self {
         // version, federation (8), round (2), participant (8), model digest (4)
         let root = 1 + 8 + 2 + 8 + DIGEST_ELEMS;
-        // root (4), rows (2), seed (8), clip, d, B, frac bits, indices
-        let update = root + DIGEST_ELEMS + 2 + 8 + 4 + batch;
+        // root (4), rows (2), seed (8), clip, d, B, frac bits, selection tag, selection
+        let update = root + DIGEST_ELEMS + 2 + 8 + 4 + 1 + selection;
         Self {
             root,
             update,

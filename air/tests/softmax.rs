@@ -13,7 +13,7 @@ use zkfed_air::engine::softmax_table::{
     BOUND_BITS, ClassCols, SoftmaxCols, split_row_mut as softmax_split_row_mut,
 };
 use zkfed_air::engine::witness::{
-    Labels, OutOfRange, Traces, generate, generate_traces, multiplicities, write_softmax_row,
+    Labels, OutOfRange, Traces, generate, generate_traces, write_softmax_row,
 };
 use zkfed_air::exp::{ExpSteps, exp};
 use zkfed_air::fixed::{ONE, ceil_sqrt};
@@ -887,13 +887,7 @@ fn update_entry_on_a_third_lane_changed_is_rejected() {
     let mut claimed = traces.update.clone();
     assert_eq!(claimed.values.len(), 2103);
     claimed.values[2100] += 1;
-    traces.lookup = multiplicities(
-        &f.statement.shape(),
-        &traces.hash,
-        &traces.step,
-        None,
-        &traces.update,
-    );
+    traces.recount_lookups(&f.statement.shape());
     assert_eq!(
         broken_rules(&f.statement, &traces, &claimed),
         [Rule::Lookup]

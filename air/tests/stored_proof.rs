@@ -8,7 +8,7 @@ mod common;
 use common::{Spec, fixture};
 use zkfed_air::{ClippedGradientSum, prove, verify};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proof_v5.bin");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proof_v6.bin");
 
 /// The fixture's statement is deterministic: seeded data, salts and seed.
 fn stored() -> common::Fixture {

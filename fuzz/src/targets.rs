@@ -16,7 +16,7 @@ use zkfed_protocol::{
 use crate::mutate::{binary_tokens, text_tokens};
 
 /// The stored proof fixture of `zkfed-air`: postcard of (update, proof bytes).
-const PROOF_FIXTURE: &[u8] = include_bytes!("../../air/tests/fixtures/proof_v5.bin");
+const PROOF_FIXTURE: &[u8] = include_bytes!("../../air/tests/fixtures/proof_v6.bin");
 
 /// Decodes (and checks) one input; `true` if it was accepted.
 pub type Decoder = Box<dyn FnMut(&[u8]) -> bool>;

@@ -8,8 +8,19 @@ use zkfed_air::engine::witness::generate_traces;
 use zkfed_air::proof::{prove_traces, verify};
 use zkfed_air::{CommittedDataset, Statement};
 
-/// Short names of the tables, in instance order.
-pub const TABLE_NAMES: [&str; 5] = ["perm", "hash", "step", "look", "hidden"];
+/// Short names of the tables, in instance order (an MLP's hidden table fifth, hidden
+/// sampling's two tables last).
+pub fn table_names(statement: &Statement) -> Vec<&'static str> {
+    let shape = statement.shape();
+    let mut names = vec!["perm", "hash", "step", "look"];
+    if shape.hidden {
+        names.push("hidden");
+    }
+    if shape.sampled_from.is_some() {
+        names.extend(["sperm", "sample"]);
+    }
+    names
+}
 
 /// What proving and verifying one statement took: the best of the repeats.
 pub struct Measured {
@@ -21,12 +32,14 @@ pub struct Measured {
     pub proof_bytes: usize,
     /// Each table's main trace (height, width), in instance order.
     pub dims: Vec<(usize, usize)>,
+    /// Each table's short name, in instance order.
+    pub names: Vec<&'static str>,
 }
 
 impl Measured {
     /// `perm HxW hash HxW step HxW look HxW`.
     pub fn tables(&self) -> String {
-        TABLE_NAMES
+        self.names
             .iter()
             .zip(&self.dims)
             .map(|(name, (h, w))| format!("{name} {h}x{w}"))
@@ -76,6 +89,7 @@ pub fn measure(statement: &Statement, dataset: &CommittedDataset, repeats: usize
         verify_ms,
         proof_bytes: proof.len(),
         dims,
+        names: table_names(statement),
     }
 }
 

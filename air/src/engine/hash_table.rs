@@ -24,8 +24,8 @@ use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{LIMB_BITS, eval_range};
 use super::{
-    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, HIDDEN_BUS, PERMUTATION_BUS, UPDATE_BUS, constant,
-    view, view_mut,
+    EXAMPLE_BUS, FEATURE_BITS, FEATURE_OFFSET, HIDDEN_BUS, PERMUTATION_BUS, SAMPLE_BUS, UPDATE_BUS,
+    constant, view, view_mut,
 };
 use crate::fixed::{ONE, to_field};
 use crate::hash::{DIGEST_ELEMS, RATE, WIDTH, leaf_iv, node_capacity};
@@ -68,6 +68,13 @@ pub struct HashCols<T> {
     /// Per lane: `c · x` on feature lanes, 0 elsewhere (the lane's share of the update); an
     /// MLP's: `x` on feature lanes, 0 elsewhere (its units' shares are `c_m` times these).
     pub share: [T; RATE],
+    /// Block constant: 1 if the slot's row is in the batch. Always 1 with public indices;
+    /// under hidden sampling, 0 on an unused slot, whose coefficients the step table then
+    /// proves zero.
+    pub sampled: T,
+    /// `sampled` on the block's root row, else 0: how often the slot claims its row's index
+    /// on the `sample` bus.
+    pub claims: T,
 }
 
 /// Width of a hash-table row of a logistic model (one output).
@@ -292,6 +299,9 @@ pub struct HashTableAir {
     /// Whether the layer is an MLP's hidden layer.
     hidden: bool,
     root: [Goldilocks; DIGEST_ELEMS],
+    /// Whether the slots' rows are hidden-sampled (claimed on the `sample` bus) rather than
+    /// the public indices.
+    hidden_sampling: bool,
     periodic: Vec<Vec<Goldilocks>>,
     num_public_values: usize,
 }
@@ -307,6 +317,7 @@ impl HashTableAir {
             biases: params[outputs * d..outputs * (d + 1)].to_vec(),
             hidden: statement.shape().hidden,
             root: statement.dataset.root_digest(),
+            hidden_sampling: statement.sampling.is_some(),
             periodic: periodic_columns(statement, height),
             num_public_values,
         }
@@ -327,7 +338,7 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
     let count = example(outputs) + shape.hidden as usize;
     let mut cols = vec![vec![Goldilocks::ZERO; height]; count];
     let one = Goldilocks::ONE;
-    for (i, &index) in statement.batch_indices.iter().enumerate() {
+    for i in 0..shape.batch {
         let base = i * block;
         if shape.hidden {
             cols[example(outputs)][base..base + block].fill(Goldilocks::from_usize(i));
@@ -368,6 +379,7 @@ fn periodic_columns(statement: &Statement, height: usize) -> Vec<Vec<Goldilocks>
                 cols[NEXT_POW][row] = Goldilocks::from_u64(1 << (level + 1));
             } else {
                 cols[ROOT_ROW][row] = one;
+                let index = statement.batch_indices.get(i).copied().unwrap_or(0);
                 cols[INDEX][row] = Goldilocks::from_u64(index);
             }
         }
@@ -416,9 +428,11 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for HashTableAir {
             builder.assert_bool(local.label);
         }
         builder.assert_bool(local.dir);
+        builder.assert_bool(local.sampled);
         let row_logits = eval_lanes(builder, local, &p, outputs);
         eval_sponge(builder, local, next, &p, self.num_features);
         eval_merkle(builder, local, next, &p, &self.root);
+        eval_selection(builder, local, &p, self.hidden_sampling);
         let block = Block {
             local,
             next,
@@ -514,7 +528,25 @@ fn eval_merkle<AB: AirBuilder<F = Goldilocks>>(
     let grown = next.index.into() - index.clone() - p[periodic::NEXT_POW].clone() * dir_next;
     let continues = p[periodic::NEXT_POW].clone();
     builder.when_transition().assert_zero(continues * grown);
-    builder.assert_zero(root_row * (index - p[periodic::INDEX].clone()));
+}
+
+/// Which row the block's path reaches: the public index, or (hidden sampling) one the
+/// sampling table offers on the `sample` bus, claimed once by a slot that uses it.
+fn eval_selection<AB: InteractionBuilder<F = Goldilocks>>(
+    builder: &mut AB,
+    c: &HashCols<AB::Var>,
+    p: &[AB::Expr],
+    hidden_sampling: bool,
+) {
+    let root_row = p[periodic::ROOT_ROW].clone();
+    let index: AB::Expr = c.index.into();
+    if !hidden_sampling {
+        builder.assert_zero(root_row * (index - p[periodic::INDEX].clone()));
+        builder.assert_zero(c.claims);
+        return;
+    }
+    builder.assert_eq(c.claims, root_row * c.sampled.into());
+    builder.push_interaction(SAMPLE_BUS, [index], Count::bounded(-c.claims.into(), 1));
 }
 
 /// A row and the next, with each output's columns.
@@ -567,7 +599,8 @@ fn eval_block<AB: AirBuilder<F = Goldilocks>>(
         .iter()
         .zip(b.next_outputs)
         .map(|(o, n)| (n.coeff, o.coeff));
-    for (after, before) in coeffs.chain([(next.label, c.label)]) {
+    let constants = [(next.label, c.label), (next.sampled, c.sampled)];
+    for (after, before) in coeffs.chain(constants) {
         t.assert_zero(keep.clone() * (after.into() - before.into()));
     }
 }
@@ -595,6 +628,7 @@ fn eval_sends<AB: InteractionBuilder<F = Goldilocks>>(
             let example: Vec<AB::Expr> = logits
                 .chain([c.norm_sq.into(), c.label.into()])
                 .chain(coeffs)
+                .chain([c.sampled.into()])
                 .collect();
             builder.push_interaction(EXAMPLE_BUS, example, sends());
         }

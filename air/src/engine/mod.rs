@@ -9,6 +9,8 @@
 //!
 //! - [`permutation_table`]: one Poseidon2 permutation per row, for the hash table.
 //! - [`hidden_table`]: an MLP's hidden units and second layer, a fifth instance.
+//! - [`sampling_table`]: hidden Poisson sampling's PRF over every committed row, with a
+//!   permutation table of its own (the last two instances of a hidden-sampling proof).
 //!
 //! Every table is built from the statement (and the claimed update), so the verifier
 //! computes all structure itself; [`crate::proof`] checks each instance's height against
@@ -19,6 +21,7 @@ pub mod hidden_table;
 pub mod limbs;
 pub mod lookup_table;
 pub mod permutation_table;
+pub mod sampling_table;
 pub mod softmax_table;
 pub mod step_table;
 pub mod witness;
@@ -37,6 +40,7 @@ use hash_table::HashTableAir;
 use hidden_table::HiddenTableAir;
 use lookup_table::{LOOKUP_HEIGHT, LookupTableAir};
 use permutation_table::PermutationTableAir;
+use sampling_table::SamplingTableAir;
 use softmax_table::SoftmaxStepTableAir;
 use step_table::StepTableAir;
 
@@ -59,6 +63,11 @@ pub const HIDDEN_BUS: &str = "hidden";
 pub const HEAD_BUS: &str = "head";
 /// Update bus: `(j)` with field-valued counts that must sum to `U_j`.
 pub const UPDATE_BUS: &str = "update";
+/// Sample bus: `(i)` for each sampled row `i`, offered by the sampling table and claimed by
+/// the hash-table slots that use a row (hidden sampling only).
+pub const SAMPLE_BUS: &str = "sample";
+/// The sampling table's permutations, provided by its own permutation table.
+pub const SAMPLING_PERMUTATION_BUS: &str = "sampling-permutation";
 
 /// Bits of a range-checked feature (`x + 2^21` in two 11-bit limbs).
 pub const FEATURE_BITS: usize = crate::fixed::X_BITS;
@@ -81,6 +90,8 @@ pub enum TableAir {
     Lookup(LookupTableAir),
     /// Instance 4, of an MLP only.
     Hidden(HiddenTableAir),
+    /// The last instance of a hidden-sampling proof (its permutation table precedes it).
+    Sampling(SamplingTableAir),
 }
 
 /// Each table's height, fixed by the statement.
@@ -94,6 +105,9 @@ pub struct TableHeights {
     pub lookup: usize,
     /// An MLP's: `B·H` rounded up to a power of two, at least `2^MIN_LOG_HEIGHT`.
     pub hidden: Option<usize>,
+    /// Hidden sampling's (and its permutation table's): a row per eight dataset rows and
+    /// the commitment row, rounded up to a power of two, at least `2^MIN_LOG_HEIGHT`.
+    pub sampling: Option<usize>,
 }
 
 impl TableHeights {
@@ -117,6 +131,7 @@ impl TableHeights {
             hidden: shape
                 .hidden
                 .then(|| (shape.batch * shape.outputs).next_power_of_two().max(min)),
+            sampling: shape.sampled_from.map(sampling_table::sampling_height),
         }
     }
 
@@ -130,10 +145,13 @@ impl TableHeights {
             .sum()
     }
 
-    /// In instance order (the permutation table is as tall as the hash table).
+    /// In instance order (each permutation table is as tall as the table it serves).
     pub fn all(&self) -> Vec<usize> {
         let mut heights = vec![self.hash, self.hash, self.step, self.lookup];
         heights.extend(self.hidden);
+        if let Some(sampling) = self.sampling {
+            heights.extend([sampling, sampling]);
+        }
         heights
     }
 }
@@ -153,6 +171,12 @@ pub fn table_widths(shape: &ProofShape) -> Vec<usize> {
     ];
     if shape.hidden {
         widths.push(hidden_table::hidden_width(shape.classes));
+    }
+    if shape.sampled_from.is_some() {
+        widths.extend([
+            permutation_table::NUM_PERM_COLS,
+            sampling_table::NUM_SAMPLING_COLS,
+        ]);
     }
     widths
 }
@@ -175,7 +199,11 @@ pub fn periodic_cells(shape: &ProofShape) -> u64 {
     let hidden = heights.hidden.map_or(0, |h| {
         h * (hidden_table::periodic::COUNT + 2 * shape.classes)
     });
-    (hash * heights.hash + step * heights.step + lookup * heights.lookup + hidden) as u64
+    let sampling = heights
+        .sampling
+        .map_or(0, |h| h * sampling_table::periodic::COUNT);
+    let cells = hash * heights.hash + step * heights.step + lookup * heights.lookup;
+    (cells + hidden + sampling) as u64
 }
 
 /// The tables of a statement and its claimed update, in instance order.
@@ -185,14 +213,16 @@ pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> Vec<TableAi
     let shape = statement.shape();
     let (d, batch, clip) = (shape.num_features, shape.batch, statement.params.clip_norm);
     let hidden = shape.hidden.then_some(shape.outputs);
+    let sampling = statement.sampling.is_some();
     let step = match shape.head() {
-        Head::Sigmoid => TableAir::Step(StepTableAir::new(d, batch, clip, heights.step)),
+        Head::Sigmoid => TableAir::Step(StepTableAir::new(d, batch, clip, sampling, heights.step)),
         Head::Softmax { classes } => TableAir::SoftmaxStep(SoftmaxStepTableAir::new(
             d,
             classes,
             hidden,
             batch,
             clip,
+            sampling,
             heights.step,
         )),
     };
@@ -204,6 +234,19 @@ pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> Vec<TableAi
     ];
     if let Some(height) = heights.hidden {
         tables.push(TableAir::Hidden(HiddenTableAir::new(statement, height)));
+    }
+    if let Some(sampling) = &statement.sampling {
+        let rows = statement.dataset.rows;
+        let air = SamplingTableAir::new(
+            sampling.key.elements(),
+            &statement.seed,
+            sampling.rate,
+            rows,
+        );
+        tables.push(TableAir::Permutation(PermutationTableAir::on_bus(
+            SAMPLING_PERMUTATION_BUS,
+        )));
+        tables.push(TableAir::Sampling(air));
     }
     tables
 }
@@ -217,6 +260,7 @@ macro_rules! each {
             TableAir::SoftmaxStep($air) => $e,
             TableAir::Lookup($air) => $e,
             TableAir::Hidden($air) => $e,
+            TableAir::Sampling($air) => $e,
         }
     };
 }

@@ -1,6 +1,6 @@
 //! `PermutationTable`: one Poseidon2 permutation per row, and nothing else. Each row sends
-//! `(input, output digest, output capacity)` on the `permutation` bus, where the hash
-//! table receives it.
+//! `(input, output digest, output capacity)` on its bus: the `permutation` bus, where the
+//! hash table receives it, or the `sampling-permutation` bus of the sampling table.
 //!
 //! The permutation lives apart from the hash table's periodic structure for a measured
 //! reason: Plonky3 0.8 bounds the degree of an AIR with periodic columns by walking every
@@ -85,12 +85,23 @@ pub fn generate_rows(inputs: Vec<[Goldilocks; WIDTH]>) -> RowMajorMatrix<Goldilo
 #[derive(Clone)]
 pub struct PermutationTableAir {
     perm: PermAir,
+    bus: &'static str,
 }
 
 impl Default for PermutationTableAir {
+    /// The hash table's permutations, on [`PERMUTATION_BUS`].
     fn default() -> Self {
+        Self::on_bus(PERMUTATION_BUS)
+    }
+}
+
+impl PermutationTableAir {
+    /// A permutation table providing on `bus` (the sampling table's has its own instance,
+    /// as tall as that table).
+    pub fn on_bus(bus: &'static str) -> Self {
         Self {
             perm: Poseidon2Air::new(round_constants()),
+            bus,
         }
     }
 }
@@ -120,6 +131,6 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for PermutationTableAir {
             .iter()
             .copied()
             .chain(OUTPUT_LANES.iter().map(|&lane| output[lane]));
-        builder.push_interaction(PERMUTATION_BUS, message, 1);
+        builder.push_interaction(self.bus, message, 1);
     }
 }

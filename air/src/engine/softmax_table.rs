@@ -31,7 +31,7 @@ use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
 
 use super::limbs::{eval_range, limbs_for, limbs_value};
-use super::step_table::{GAP_BITS, NORM_BITS};
+use super::step_table::{GAP_BITS, NORM_BITS, eval_sampled};
 use super::{
     EXAMPLE_BUS, EXP_BUS, HEAD_BUS, UPDATE_BUS, active_rows, constant, view, view_mut, view_slice,
     view_slice_mut,
@@ -76,6 +76,9 @@ pub struct SoftmaxCols<T> {
     pub norm_sq: T,
     /// Received: the label.
     pub label: T,
+    /// Received: 1 if the slot's row is in the batch (always, with public indices); the
+    /// coefficients of a slot that is not are 0.
+    pub sampled: T,
     /// `m`, the largest logit.
     pub max_logit: T,
     /// `ν_x = ceil(√N)`.
@@ -291,6 +294,8 @@ pub struct SoftmaxStepTableAir {
     /// An MLP's hidden units.
     hidden: Option<usize>,
     clip_norm: i64,
+    /// Whether rows are slots under hidden sampling (some not sampled).
+    hidden_sampling: bool,
     /// `ACTIVE`, then an MLP's `EXAMPLE` (the row's position on active rows).
     periodic: Vec<Vec<Goldilocks>>,
 }
@@ -304,6 +309,7 @@ impl SoftmaxStepTableAir {
         hidden: Option<usize>,
         batch: usize,
         clip_norm: i64,
+        hidden_sampling: bool,
         height: usize,
     ) -> Self {
         let mut periodic = vec![active_rows(batch, height)];
@@ -319,6 +325,7 @@ impl SoftmaxStepTableAir {
             classes,
             hidden,
             clip_norm,
+            hidden_sampling,
             periodic,
         }
     }
@@ -401,6 +408,7 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SoftmaxStepTableAir {
             }
         }
         builder.assert_bool(c.clipped);
+        eval_sampled(builder, c.sampled, active.clone(), self.hidden_sampling);
         eval_label_and_max(builder, c, classes, active.clone());
         for class in classes {
             eval_exp(builder, c, class, active.clone());
@@ -436,6 +444,7 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SoftmaxStepTableAir {
                 let example: Vec<AB::Expr> = logits
                     .chain([c.norm_sq.into(), c.label.into()])
                     .chain(coeffs)
+                    .chain([c.sampled.into()])
                     .collect();
                 builder.push_interaction(EXAMPLE_BUS, example, received());
                 self.classes * self.num_features
@@ -629,7 +638,8 @@ fn eval_ceil_sqrt<AB: AirBuilder<F = Goldilocks>>(
 }
 
 /// Clipped when `ν > C` (`ν = A` for a softmax): then `|c_k| = floor(|r_k|·C / ν)`, else
-/// `|c_k| = |r_k|`; `c_k` takes the residual's sign, negative exactly on the label's class.
+/// `|c_k| = |r_k|`; `c_k` takes the residual's sign, negative exactly on the label's class,
+/// and is 0 on a slot that is not sampled.
 fn eval_clipping<AB: AirBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &SoftmaxCols<AB::Var>,
@@ -657,6 +667,6 @@ fn eval_clipping<AB: AirBuilder<F = Goldilocks>>(
             limbs_value::<AB>(&class.clip_gap),
         );
         let sign = AB::Expr::ONE - class.onehot.into() * AB::Expr::TWO;
-        builder.assert_eq(class.coeff, sign * m);
+        builder.assert_eq(class.coeff, c.sampled.into() * sign * m);
     }
 }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use p3_air::{Air, BaseAir, WindowAccess};
+use p3_air::{Air, AirBuilder, BaseAir, WindowAccess};
 use p3_field::PrimeCharacteristicRing;
 use p3_goldilocks::Goldilocks;
 use p3_lookup::{Count, InteractionBuilder};
@@ -43,8 +43,10 @@ pub struct StepCols<T> {
     pub norm_sq: T,
     /// Received: the label.
     pub label: T,
-    /// Received: the clipped coefficient this row proves.
+    /// Received: the clipped coefficient this row proves (0 on an unused slot).
     pub coeff: T,
+    /// Received: 1 if the slot's row is in the batch (always, with public indices).
+    pub sampled: T,
     /// `floor(z / 2^28)`.
     pub quotient: T,
     /// `z - quotient·2^28`.
@@ -128,15 +130,24 @@ impl<T> StepCols<T> {
 pub struct StepTableAir {
     num_features: usize,
     clip_norm: i64,
+    hidden_sampling: bool,
     active: Vec<Vec<Goldilocks>>,
 }
 
 impl StepTableAir {
-    /// The table for `batch` examples of `num_features` features in `height` rows.
-    pub fn new(num_features: usize, batch: usize, clip_norm: i64, height: usize) -> Self {
+    /// The table for `batch` examples (slots, under `hidden_sampling`) of `num_features`
+    /// features in `height` rows.
+    pub fn new(
+        num_features: usize,
+        batch: usize,
+        clip_norm: i64,
+        hidden_sampling: bool,
+        height: usize,
+    ) -> Self {
         Self {
             num_features,
             clip_norm,
+            hidden_sampling,
             active: vec![active_rows(batch, height)],
         }
     }
@@ -178,15 +189,33 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for StepTableAir {
         for flag in [c.label, c.below, c.above, c.residual_neg, c.clipped] {
             builder.assert_bool(flag);
         }
+        eval_sampled(builder, c.sampled, active.clone(), self.hidden_sampling);
         eval_sigmoid(builder, c, active.clone());
         eval_norm(builder, c, active.clone());
         eval_clipping(builder, c, active.clone(), self.clip_norm);
 
-        let example = [c.logit, c.norm_sq, c.label, c.coeff].map(Into::into);
+        let example = [c.logit, c.norm_sq, c.label, c.coeff, c.sampled].map(Into::into);
         builder.push_interaction(EXAMPLE_BUS, example, Count::bounded(-active.clone(), 1));
         let bias_share = active * c.coeff.into() * constant::<AB>(ONE);
         let bias = AB::Expr::from_usize(self.num_features);
         builder.push_interaction(UPDATE_BUS, [bias], Count::provided(bias_share));
+    }
+}
+
+/// Every active row is sampled with public indices; under hidden sampling a row is sampled
+/// or not, and padding rows never are.
+pub(crate) fn eval_sampled<AB: AirBuilder<F = Goldilocks>>(
+    builder: &mut AB,
+    sampled: AB::Var,
+    active: AB::Expr,
+    hidden_sampling: bool,
+) {
+    match hidden_sampling {
+        false => builder.assert_eq(sampled, active),
+        true => {
+            builder.assert_bool(sampled);
+            builder.assert_zero(sampled.into() * (AB::Expr::ONE - active));
+        }
     }
 }
 
@@ -248,7 +277,8 @@ fn eval_norm<AB: InteractionBuilder<F = Goldilocks>>(
     builder.assert_zero(active * lower);
 }
 
-/// `c = r` when `|r|·ν ≤ C·ONE`, otherwise `c = sign(r)·floor(C·ONE/ν)`.
+/// `c = r` when `|r|·ν ≤ C·ONE`, otherwise `c = sign(r)·floor(C·ONE/ν)`; `c = 0` on a slot
+/// that is not sampled.
 fn eval_clipping<AB: InteractionBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &StepCols<AB::Var>,
@@ -275,5 +305,6 @@ fn eval_clipping<AB: InteractionBuilder<F = Goldilocks>>(
         limbs_value::<AB>(&c.floor_gap),
     );
     let neg: AB::Expr = c.residual_neg.into();
-    builder.assert_eq(c.coeff, m.clone() - neg * m * AB::Expr::TWO);
+    let signed = m.clone() - neg * m * AB::Expr::TWO;
+    builder.assert_eq(c.coeff, c.sampled.into() * signed);
 }

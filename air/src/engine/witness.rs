@@ -21,6 +21,9 @@ use super::lookup_table::{LANES, LOOKUP_HEIGHT, LookupTableAir, cols};
 use super::permutation_table::{
     HALF_FULL_ROUNDS, NUM_PERM_COLS, OUTPUT_LANES, PermCols, generate_rows,
 };
+use super::sampling_table::{
+    HALF_BITS, LaneCols, NUM_SAMPLING_COLS, SamplingCols, sampling_height,
+};
 use super::softmax_table::{
     BELOW_SLACK_BITS, BOUND_BITS, BOUND_SLACK_BITS, CLIP_SLACK_BITS as SOFTMAX_CLIP_SLACK_BITS,
     ClassCols, DELTA_GAP_BITS, DELTA_LOWER_BITS, DELTA_NORM_BITS, DIVISION_BITS,
@@ -32,12 +35,17 @@ use super::step_table::{
 };
 use super::{FEATURE_BITS, FEATURE_OFFSET, TableHeights, WitnessError, table_widths};
 use crate::commitment::CommittedDataset;
+use crate::error::ShapeError;
 use crate::fixed::{ONE, to_field};
 use crate::hash::{
     RATE, WIDTH, leaf_preimage, leaf_sponge_inputs, node_input, permutation, truncate,
 };
 use crate::network::{HeadSteps, Layer, NetworkStep, ReluCase, network_step};
 use crate::reference::{ClippedGradientSum, TrainingStep, example_training_step, validate_row};
+use crate::sampling::{
+    ROWS_PER_PERMUTATION, SamplingKey, SamplingRate, commitment_input, prf_input, sampled_rows,
+    split,
+};
 use crate::sigmoid::FIRST_SEGMENT;
 use crate::spec::Head;
 use crate::statement::{ProofShape, Statement};
@@ -54,6 +62,8 @@ pub struct Traces {
     pub lookup: RowMajorMatrix<Goldilocks>,
     /// An MLP's hidden table.
     pub hidden: Option<RowMajorMatrix<Goldilocks>>,
+    /// Hidden sampling's permutation table and sampling table.
+    pub sampling: Option<SamplingTraces>,
     /// The clipped-gradient sum.
     pub update: ClippedGradientSum,
 }
@@ -63,8 +73,35 @@ impl Traces {
     pub fn matrices(&self) -> Vec<&RowMajorMatrix<Goldilocks>> {
         let mut m = vec![&self.permutation, &self.hash, &self.step, &self.lookup];
         m.extend(&self.hidden);
+        if let Some(s) = &self.sampling {
+            m.extend([&s.permutation, &s.table]);
+        }
         m
     }
+}
+
+impl Traces {
+    /// Recounts the lookup table's multiplicities over the other tables and the claimed
+    /// update (after a forger changed them).
+    pub fn recount_lookups(&mut self, shape: &ProofShape) {
+        self.lookup = multiplicities(
+            shape,
+            &self.hash,
+            &self.step,
+            self.hidden.as_ref(),
+            self.sampling.as_ref(),
+            &self.update,
+        );
+    }
+}
+
+/// Hidden sampling's two traces.
+#[derive(Clone)]
+pub struct SamplingTraces {
+    /// Its permutation table: the commitment's permutation, then one per PRF block.
+    pub permutation: RowMajorMatrix<Goldilocks>,
+    /// The sampling table.
+    pub table: RowMajorMatrix<Goldilocks>,
 }
 
 /// One example's training step, by model.
@@ -85,11 +122,48 @@ impl ExampleStep {
     }
 }
 
-/// One example of the batch: its row, label and training step.
+/// One slot of the batch: its row, label and training step, and whether the row is in the
+/// batch (an unused slot of hidden sampling holds a row it does not count).
 struct Example<'a> {
+    index: u64,
+    sampled: bool,
     x: &'a [i64],
     y: u8,
     step: ExampleStep,
+}
+
+impl Example<'_> {
+    /// The coefficients the slot contributes with: the step's, or zeros if unused.
+    fn coeffs(&self) -> Vec<i64> {
+        let coeffs = self.step.coeffs();
+        match self.sampled {
+            true => coeffs.to_vec(),
+            false => vec![0; coeffs.len()],
+        }
+    }
+}
+
+/// Each slot's row and whether it is used: the public indices, or the rows the key samples
+/// followed by unused slots holding row 0.
+fn slots(
+    statement: &Statement,
+    dataset: &CommittedDataset,
+) -> Result<Vec<(u64, bool)>, WitnessError> {
+    let Some(sampling) = &statement.sampling else {
+        return Ok(statement.batch_indices.iter().map(|&i| (i, true)).collect());
+    };
+    let key = dataset
+        .sampling_key()
+        .filter(|k| k.commitment() == sampling.key)
+        .ok_or(WitnessError::SamplingKey)?;
+    let rows = sampled_rows(key, &statement.seed, statement.dataset.rows, sampling.rate);
+    let capacity = statement.params.batch_size;
+    if rows.len() > capacity {
+        return Err(WitnessError::SampleOverflow { capacity });
+    }
+    let mut slots: Vec<(u64, bool)> = rows.into_iter().map(|i| (i, true)).collect();
+    slots.resize(capacity, (0, false));
+    Ok(slots)
 }
 
 /// The traces proving `statement` over `dataset`.
@@ -117,6 +191,26 @@ pub fn generate(
     labels: Labels,
 ) -> Result<Traces, WitnessError> {
     statement.check_shape()?;
+    let slots = slots(statement, dataset)?;
+    generate_for_slots(statement, dataset, labels, &slots)
+}
+
+/// [`generate`] with each slot's row and use given: `(row, sampled)` per slot, which the
+/// honest path derives from the statement (forgers pass others).
+pub fn generate_for_slots(
+    statement: &Statement,
+    dataset: &CommittedDataset,
+    labels: Labels,
+    slots: &[(u64, bool)],
+) -> Result<Traces, WitnessError> {
+    statement.check_shape()?;
+    if slots.len() != statement.params.batch_size {
+        return Err(WitnessError::Shape(ShapeError::Count {
+            what: "slots",
+            expected: statement.params.batch_size,
+            got: slots.len(),
+        }));
+    }
     if dataset.commitment() != statement.dataset {
         return Err(WitnessError::Dataset("root or row count differs".into()));
     }
@@ -132,11 +226,17 @@ pub fn generate(
     let head = statement.model.spec.head();
     let widths = table_widths(&statement.shape());
     let mut perm_inputs = vec![[Goldilocks::ZERO; WIDTH]; heights.hash];
-    let mut examples = Vec::with_capacity(statement.batch_indices.len());
+    let mut examples = Vec::with_capacity(slots.len());
     let mut update = ClippedGradientSum::zero(statement.model.params.len());
     let shape = statement.shape();
     let (block, k_rows) = (shape.block_len(), shape.chunks());
-    for (i, &index) in statement.batch_indices.iter().enumerate() {
+    for (i, &(index, sampled)) in slots.iter().enumerate() {
+        if index >= statement.dataset.rows {
+            return Err(WitnessError::Shape(ShapeError::IndexOutOfRange {
+                index,
+                rows: statement.dataset.rows,
+            }));
+        }
         let (x, y, salt) = dataset.row(index as usize);
         validate_row(&statement.model, x)?;
         let base = i * block;
@@ -156,7 +256,9 @@ pub fn generate(
         let step = match head {
             Head::Sigmoid => {
                 let step = example_training_step(&statement.model, x, y, clip);
-                update.add_example(step.coeff, x);
+                if sampled {
+                    update.add_example(step.coeff, x);
+                }
                 ExampleStep::Logistic(step)
             }
             Head::Softmax { .. } => {
@@ -165,11 +267,23 @@ pub fn generate(
                     _ => y,
                 };
                 let step = network_step(&layers, head, x, step_label, clip)?;
-                update.add_step(&layers, x, &step);
+                if sampled {
+                    update.add_step(&layers, x, &step);
+                }
                 ExampleStep::Network(step)
             }
         };
-        examples.push(Example { x, y, step });
+        examples.push(Example {
+            index,
+            sampled,
+            x,
+            y,
+            step,
+        });
+    }
+    if statement.sampling.is_some() {
+        // The public count is the slots': the sample's size stays hidden.
+        update.examples = statement.params.batch_size as u64;
     }
     let permutation = generate_rows(perm_inputs);
     let mut hash = RowMajorMatrix::new(Goldilocks::zero_vec(heights.hash * widths[1]), widths[1]);
@@ -193,6 +307,9 @@ pub fn generate(
                 write_softmax_row(row, example.y, s, clip, OutOfRange::Refuse)?
             }
         }
+        if !example.sampled {
+            unsample_step_row(row, shape.head());
+        }
     }
     if shape.hidden {
         rows.for_each(write_mlp_padding_row);
@@ -212,15 +329,116 @@ pub fn generate(
         }
         None => None,
     };
-    let lookup = multiplicities(&shape, &hash, &step, hidden.as_ref(), &update);
+    let sampling = match &statement.sampling {
+        Some(s) => {
+            let key = dataset.sampling_key().ok_or(WitnessError::SamplingKey)?;
+            Some(sampling_traces(statement, key, s.rate)?)
+        }
+        None => None,
+    };
+    let lookup = multiplicities(
+        &shape,
+        &hash,
+        &step,
+        hidden.as_ref(),
+        sampling.as_ref(),
+        &update,
+    );
     Ok(Traces {
         permutation,
         hash,
         step,
         lookup,
         hidden,
+        sampling,
         update,
     })
+}
+
+/// Makes a written step-table row an unused slot's: not sampled, coefficients zero.
+fn unsample_step_row(row: &mut [Goldilocks], head: Head) {
+    match head {
+        Head::Sigmoid => {
+            let c = StepCols::from_row_mut(row);
+            c.sampled = Goldilocks::ZERO;
+            c.coeff = Goldilocks::ZERO;
+        }
+        Head::Softmax { .. } => {
+            let (c, classes) = super::softmax_table::split_row_mut(row);
+            c.sampled = Goldilocks::ZERO;
+            for class in classes {
+                class.coeff = Goldilocks::ZERO;
+            }
+        }
+    }
+}
+
+/// The sampling table and its permutation table: the key's commitment on row 0, PRF block
+/// `b` on row `b`, each lane's split and decision.
+pub fn sampling_traces(
+    statement: &Statement,
+    key: &SamplingKey,
+    rate: SamplingRate,
+) -> Result<SamplingTraces, WitnessError> {
+    let rows = statement.dataset.rows;
+    let height = sampling_height(rows);
+    let key_elems = key.elements();
+    let inputs: Vec<[Goldilocks; WIDTH]> = (0..height as u64)
+        .map(|b| match b {
+            0 => commitment_input(&key_elems),
+            b => prf_input(&key_elems, &statement.seed, b),
+        })
+        .collect();
+    let permutation = generate_rows(inputs);
+    let mut table = RowMajorMatrix::new(
+        Goldilocks::zero_vec(height * NUM_SAMPLING_COLS),
+        NUM_SAMPLING_COLS,
+    );
+    let perm_rows = permutation.values.chunks_exact(NUM_PERM_COLS);
+    let trace_rows = table.values.chunks_exact_mut(NUM_SAMPLING_COLS);
+    for (b, (row, perm)) in trace_rows.zip(perm_rows).enumerate() {
+        let perm: &PermCols<Goldilocks> = perm.borrow();
+        let out = perm.ending_full_rounds[HALF_FULL_ROUNDS - 1].post;
+        let c = SamplingCols::from_row_mut(row);
+        c.input = perm.inputs;
+        for (o, &lane) in c.output.iter_mut().zip(&OUTPUT_LANES) {
+            *o = out[lane];
+        }
+        let first = (b.max(1) - 1) * ROWS_PER_PERMUTATION;
+        c.first_index = Goldilocks::from_usize(first * (b > 0) as usize);
+        for (lane, l) in c.lanes.iter_mut().enumerate() {
+            let live = b > 0 && ((first + lane) as u64) < rows;
+            write_sampling_lane(l, c.output[lane], live, rate.threshold)?;
+        }
+    }
+    Ok(SamplingTraces { permutation, table })
+}
+
+/// One lane's split of its PRF value and its decision.
+fn write_sampling_lane(
+    l: &mut LaneCols<Goldilocks>,
+    value: Goldilocks,
+    live: bool,
+    threshold: u64,
+) -> Result<(), WitnessError> {
+    use p3_field::Field;
+    let (low, high) = split(value);
+    let all_ones = (1u64 << HALF_BITS) - 1;
+    if high == all_ones {
+        return Err(WitnessError::UnsplittableSample);
+    }
+    write_limbs(&mut l.low, low as i64, HALF_BITS, "sample low half")?;
+    write_limbs(&mut l.high, high as i64, HALF_BITS, "sample high half")?;
+    let gap = Goldilocks::from_u64(high) - Goldilocks::from_u64(all_ones);
+    l.high_gap_inverse = gap.inverse();
+    let sampled = live && low < threshold;
+    l.sampled = Goldilocks::from_bool(sampled);
+    let slack = match (live, sampled) {
+        (false, _) => 0,
+        (true, true) => threshold - 1 - low,
+        (true, false) => low - threshold,
+    };
+    write_limbs(&mut l.slack, slack as i64, HALF_BITS, "sample slack")
 }
 
 /// The permutation-table row of one input (forgers rebuild rows they change).
@@ -260,11 +478,13 @@ fn write_hash_rows(
     let weight = |k: usize, j: usize| params[k * d + j];
     let width = trace.width;
     let mut rows = trace.values.chunks_exact_mut(width);
-    for (position, (example, &index)) in examples.iter().zip(&statement.batch_indices).enumerate() {
+    let hidden_sampling = statement.sampling.is_some();
+    for (position, example) in examples.iter().enumerate() {
+        let index = example.index;
         let mut logits: Vec<i64> = (0..outputs)
             .map(|k| params[outputs * d + k] * ONE)
             .collect();
-        let coeffs = example.step.coeffs();
+        let coeffs = example.coeffs();
         let mut norm_sq = ONE * ONE;
         let mut spelled = 0u64;
         for offset in 0..block {
@@ -281,6 +501,9 @@ fn write_hash_rows(
             c.norm_sq = to_field(norm_sq);
             c.label = Goldilocks::from_u8(example.y);
             c.sends_example = Goldilocks::from_bool(offset == k_rows);
+            c.sampled = Goldilocks::from_bool(example.sampled);
+            let root_row = offset + 1 == block;
+            c.claims = Goldilocks::from_bool(hidden_sampling && root_row && example.sampled);
             if offset >= k_rows {
                 let level = offset - k_rows;
                 let dir = (index >> level) & 1;
@@ -308,7 +531,7 @@ fn write_hash_rows(
             norm_sq += row_norm_sq;
             c.row_norm_sq = to_field(row_norm_sq);
             debug_assert!(offset + 1 < k_rows || c.input[LABEL_LANE] == c.label);
-            write_shares(row, shape.hidden, offset, d, example.x, coeffs);
+            write_shares(row, shape.hidden, offset, d, example.x, &coeffs);
         }
     }
     Ok(())
@@ -353,6 +576,7 @@ pub fn write_step_row(
     c.norm_sq = to_field(step.norm_sq);
     c.label = Goldilocks::from_u8(label);
     c.coeff = to_field(step.coeff);
+    c.sampled = Goldilocks::ONE;
     c.quotient = to_field(s.quotient);
     write_limbs(
         &mut c.remainder,
@@ -565,6 +789,7 @@ fn write_output_layer(
     };
     let norms = step.norms.last().expect("a step has a layer");
     c.active = Goldilocks::ONE;
+    c.sampled = Goldilocks::ONE;
     c.norm_sq = to_field(norms.input_sq);
     c.label = Goldilocks::from_u8(label);
     c.max_logit = to_field(softmax.max);
@@ -778,6 +1003,7 @@ pub fn multiplicities(
     hash: &RowMajorMatrix<Goldilocks>,
     step: &RowMajorMatrix<Goldilocks>,
     hidden: Option<&RowMajorMatrix<Goldilocks>>,
+    sampling: Option<&SamplingTraces>,
     update: &ClippedGradientSum,
 ) -> RowMajorMatrix<Goldilocks> {
     use p3_field::PrimeField64;
@@ -795,6 +1021,16 @@ pub fn multiplicities(
         for lane in 0..RATE {
             for v in looked_up(&[c.lo[lane], c.hi[lane]], FEATURE_BITS) {
                 count(&mut range, v);
+            }
+        }
+    }
+    let sampling_rows = sampling
+        .iter()
+        .flat_map(|s| s.table.values.chunks_exact(s.table.width));
+    for row in sampling_rows {
+        for l in &SamplingCols::from_row(row).lanes {
+            for limbs in [&l.low, &l.high, &l.slack] {
+                looked_up(limbs, HALF_BITS).for_each(|v| count(&mut range, v));
             }
         }
     }

@@ -144,17 +144,23 @@ pub enum Rule {
     Step,
     Lookup,
     Hidden,
+    SamplingPermutation,
+    Sampling,
     Bus,
 }
 
 /// Each instance's rule, in instance order.
-pub const TABLE_RULES: [Rule; 5] = [
-    Rule::Permutation,
-    Rule::Hash,
-    Rule::Step,
-    Rule::Lookup,
-    Rule::Hidden,
-];
+pub fn table_rules(statement: &Statement) -> Vec<Rule> {
+    let shape = statement.shape();
+    let mut rules = vec![Rule::Permutation, Rule::Hash, Rule::Step, Rule::Lookup];
+    if shape.hidden {
+        rules.push(Rule::Hidden);
+    }
+    if shape.sampled_from.is_some() {
+        rules.extend([Rule::SamplingPermutation, Rule::Sampling]);
+    }
+    rules
+}
 
 pub fn matrices(t: &Traces) -> Vec<&RowMajorMatrix<Goldilocks>> {
     t.matrices()
@@ -169,9 +175,10 @@ pub fn broken_rules(
     let airs = tables(statement, update);
     let public = zkfed_air::proof::public_values(statement, update);
     let mut broken = Vec::new();
+    let rules = table_rules(statement);
     for (i, (air, trace)) in airs.iter().zip(matrices(traces)).enumerate() {
         if !check_all_constraints(air, trace, &public[i], Some(1)).is_ok() {
-            broken.push(TABLE_RULES[i]);
+            broken.push(rules[i]);
         }
     }
     let lookups: Vec<Lookups<Goldilocks>> =
