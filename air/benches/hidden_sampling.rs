@@ -8,7 +8,8 @@
 //!
 //! - 10,000 rows, d = 30, q = 0.01 (the bar: prove ≤ 5 s);
 //! - a breast-cancer-sized shard (114 rows, d = 30) at expected batches 16 and 32, each
-//!   next to today's public-index proof of that batch (skipped by `--quick`).
+//!   next to today's public-index proof of that batch and of the hidden proof's slot count
+//!   (skipped by `--quick`).
 
 mod measure;
 
@@ -118,6 +119,10 @@ fn main() {
             &shard,
         );
         let label = format!("hidden 114 rows q={q:.3} (E[B]={batch})");
-        report(&label, &hidden(&shard, &model, &key, q), &shard);
+        let statement = hidden(&shard, &model, &key, q);
+        report(&label, &statement, &shard);
+        let slots = statement.params.batch_size;
+        let label = format!("public 114 rows B={slots} (its slots)");
+        report(&label, &public(&shard, &model, slots), &shard);
     }
 }
