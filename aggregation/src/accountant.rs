@@ -54,16 +54,38 @@ pub struct Guarantee {
     pub order: f64,
 }
 
+/// The integer orders among [`default_orders`] and 2 to 10: `2, ..., 63` and `128`, `256`,
+/// `512`, `1024`. A private run's noise is a discrete Gaussian, accounted at these only: at
+/// an integer order the binomial sum bounds the subsampled mixture's divergence through the
+/// base mechanism's Rényi divergences alone, and the discrete Gaussian's are at most the
+/// continuous one's (`noise` module, "Why the analysis holds").
+pub fn integer_orders() -> Vec<f64> {
+    (2..64)
+        .chain([128, 256, 512, 1024])
+        .map(f64::from)
+        .collect()
+}
+
 /// ε after `rounds` rounds of noise multiplier `z` and sampling rate `q`, at `delta`.
 pub fn epsilon(z: f64, q: f64, rounds: u64, delta: f64) -> Result<Guarantee, AccountantError> {
+    epsilon_at_orders(z, q, rounds, delta, &default_orders())
+}
+
+/// [`epsilon`] minimized over the given orders only.
+pub fn epsilon_at_orders(
+    z: f64,
+    q: f64,
+    rounds: u64,
+    delta: f64,
+    orders: &[f64],
+) -> Result<Guarantee, AccountantError> {
     check_noise(z)?;
     check_sampling(q, delta)?;
-    let orders = default_orders();
     let rdp: Vec<f64> = orders
         .iter()
         .map(|&a| rounds as f64 * round_rdp(q, z, a))
         .collect();
-    Ok(epsilon_from_rdp(&orders, &rdp, delta))
+    Ok(epsilon_from_rdp(orders, &rdp, delta))
 }
 
 /// The smallest noise multiplier (to a relative `10^-4`) whose `rounds` rounds at sampling

@@ -5,6 +5,8 @@
 //! Differential-privacy noise on the aggregate will live here too (a later issue).
 
 pub mod accountant;
+pub mod noise;
+pub mod private;
 pub mod strategy;
 
 use thiserror::Error;
@@ -27,6 +29,12 @@ pub enum AggregationError {
     /// A robust strategy needs more updates than were accepted.
     #[error("the strategy needs at least {need} accepted updates, got {got}")]
     TooFew { need: usize, got: usize },
+    /// A robust rule asked to step from a mean gradient (a private run's).
+    #[error("the median, the trimmed mean and Krum need each update, not a mean")]
+    NotMeanBased,
+    /// The noise could not be drawn.
+    #[error(transparent)]
+    Noise(#[from] noise::NoiseError),
 }
 
 /// One FedAvg step over the whole parameter vector:

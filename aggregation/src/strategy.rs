@@ -420,29 +420,14 @@ pub fn aggregate(
     let n = model.params.len();
     check_updates(updates, n)?;
     strategy.admits(updates.len())?;
-    let (steps, state) = match strategy {
-        Strategy::FedAvg => unreachable!("handled above"),
-        Strategy::FedAvgM { beta } => {
+    let (steps, state): (Vec<i64>, ServerState) = match strategy {
+        Strategy::FedAvg
+        | Strategy::FedAvgM { .. }
+        | Strategy::FedAdagrad(_)
+        | Strategy::FedAdam(_)
+        | Strategy::FedYogi(_) => {
             let g = pooled_gradient(updates, n);
-            let momentum: Vec<i64> = moment(&state.momentum, n)
-                .zip(&g)
-                .map(|(m, &g)| decay(beta, m) + (g << FRAC_BITS))
-                .collect();
-            let steps = momentum
-                .iter()
-                .map(|&m| {
-                    let step = i128::from(learning_rate) * i128::from(m);
-                    div_round(step, i128::from(ONE) << FRAC_BITS) as i64
-                })
-                .collect();
-            let state = ServerState {
-                momentum,
-                second: Vec::new(),
-            };
-            (steps, state)
-        }
-        Strategy::FedAdagrad(a) | Strategy::FedAdam(a) | Strategy::FedYogi(a) => {
-            adaptive(strategy, a, state, &pooled_gradient(updates, n))
+            return gradient_step(strategy, model, state, &g, learning_rate);
         }
         Strategy::Median => {
             let per = participant_gradients(updates);
@@ -470,6 +455,68 @@ pub fn aggregate(
             let picked: Vec<ClippedGradientSum> =
                 chosen.iter().map(|&k| updates[k].clone()).collect();
             return Ok((fedavg_step(model, &picked, learning_rate)?, state.clone()));
+        }
+    };
+    Ok((apply(model, &steps)?, state))
+}
+
+/// Whether the rule steps from the mean gradient alone (so it can take a private run's
+/// noised mean); the robust rules need each participant's update.
+pub fn is_mean_based(strategy: Strategy) -> bool {
+    matches!(
+        strategy,
+        Strategy::FedAvg
+            | Strategy::FedAvgM { .. }
+            | Strategy::FedAdagrad(_)
+            | Strategy::FedAdam(_)
+            | Strategy::FedYogi(_)
+    )
+}
+
+/// One server step of a mean-based rule from the mean gradient `g` (scale 2^16): FedAvg's
+/// `w − lr·g`, or the momentum and adaptive rules' steps and moments.
+pub fn gradient_step(
+    strategy: Strategy,
+    model: &Model,
+    state: &ServerState,
+    g: &[i64],
+    learning_rate: i64,
+) -> Result<(Model, ServerState), AggregationError> {
+    let n = model.params.len();
+    if g.len() != n {
+        return Err(AggregationError::Shape {
+            expected: n,
+            got: g.len(),
+        });
+    }
+    let (steps, state) = match strategy {
+        Strategy::FedAvg => {
+            let steps = g.iter().map(|&g| scale(learning_rate, g)).collect();
+            (steps, state.clone())
+        }
+        Strategy::FedAvgM { beta } => {
+            let momentum: Vec<i64> = moment(&state.momentum, n)
+                .zip(g)
+                .map(|(m, &g)| decay(beta, m) + (g << FRAC_BITS))
+                .collect();
+            let steps = momentum
+                .iter()
+                .map(|&m| {
+                    let step = i128::from(learning_rate) * i128::from(m);
+                    div_round(step, i128::from(ONE) << FRAC_BITS) as i64
+                })
+                .collect();
+            let state = ServerState {
+                momentum,
+                second: Vec::new(),
+            };
+            (steps, state)
+        }
+        Strategy::FedAdagrad(a) | Strategy::FedAdam(a) | Strategy::FedYogi(a) => {
+            adaptive(strategy, a, state, g)
+        }
+        Strategy::Median | Strategy::TrimmedMean { .. } | Strategy::MultiKrum { .. } => {
+            return Err(AggregationError::NotMeanBased);
         }
     };
     Ok((apply(model, &steps)?, state))

@@ -99,7 +99,8 @@ pub struct ClippedGradientSum {
     /// One entry per model parameter.
     #[serde(deserialize_with = "crate::bounded::params")]
     pub values: Vec<i64>,
-    /// How many examples were summed.
+    /// How many examples were summed; under hidden sampling, the proof's slots (the
+    /// sample's size stays hidden), which a private run never divides by.
     pub examples: u64,
 }
 

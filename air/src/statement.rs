@@ -183,6 +183,11 @@ impl Statement {
         seed: [u8; 32],
         sampling: HiddenSampling,
     ) -> Result<Self, ShapeError> {
+        if SamplingRate::new(sampling.rate.threshold).is_err() {
+            return Err(ShapeError::HiddenSampling(
+                "the sampling threshold is not in 1..=2^32",
+            ));
+        }
         let params = RoundParams {
             clip_norm,
             batch_size: capacity(dataset.rows.min(MAX_SAMPLED_ROWS), sampling.rate),

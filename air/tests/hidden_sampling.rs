@@ -36,10 +36,12 @@ impl Hidden {
         )
     }
 
-    /// The honest slots: the sampled rows, then unused slots on row 0.
+    /// The honest slots: the sampled rows, then unused slots on the first of them.
     fn slots(&self) -> Vec<(u64, bool)> {
-        let mut slots: Vec<_> = self.sampled().into_iter().map(|r| (r, true)).collect();
-        slots.resize(self.statement.params.batch_size, (0, false));
+        let sampled = self.sampled();
+        let filler = (sampled[0], false);
+        let mut slots: Vec<_> = sampled.into_iter().map(|r| (r, true)).collect();
+        slots.resize(self.statement.params.batch_size, filler);
         slots
     }
 

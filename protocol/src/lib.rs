@@ -25,7 +25,9 @@ use thiserror::Error;
 use zkfed_aggregation::strategy::Strategy;
 use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::fixed::MAX_WIRE_PARAMS;
+use zkfed_air::sampling::{KeyCommitment, SamplingRate};
 use zkfed_air::spec::ModelSpec;
+use zkfed_air::statement::HiddenSampling;
 use zkfed_air::{
     ClippedGradientSum, DatasetCommitment, Model, ProofContext, RoundParams, ShapeError, Statement,
 };
@@ -34,10 +36,11 @@ use zkfed_air::{
 /// any change to the messages' encoding (3: typed rejections; 4: round attempts; 5:
 /// `Rejection::Revoked`; 6: proof version 3; 7: proof version 4; 8: proof version 5, model
 /// specs and flat parameter vectors; 9: the run's aggregation strategy, enrolments signing
-/// the run parameters' digest, `Rejection::OtherParameters`).
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/9");
+/// the run parameters' digest, `Rejection::OtherParameters`; 10: proof version 6, the run's
+/// privacy parameters, sampling-key commitments in enrolments, `Rejection::SamplingKey`).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/zkfed/10");
 /// The protocol version both nodes announce over identify.
-pub const AGENT_VERSION: &str = "/zkfed/9.0.0";
+pub const AGENT_VERSION: &str = "/zkfed/10.0.0";
 /// How long a request may wait for its response (verification included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Concurrent streams per connection.
@@ -122,6 +125,73 @@ pub struct RunParameters {
     /// How accepted updates become the next model (ARCHITECTURE.md, "Aggregation
     /// strategies"); public so participants and auditors know the rule.
     pub strategy: Strategy,
+    /// Differential privacy (README, "Privacy"): hidden Poisson sampling, noise and the
+    /// budget; `None` for a run with public batch indices and no noise.
+    pub privacy: Option<Privacy>,
+}
+
+/// A run's differential privacy: every participant's batch is its hidden Poisson sample
+/// at `sampling`, the coordinator adds Gaussian noise of standard deviation
+/// `noise_multiplier · C` to the sum of the accepted updates, and no round starts that
+/// would spend more than `(epsilon, delta)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Privacy {
+    /// Each row's inclusion probability, `q' = t / 2^32`.
+    pub sampling: SamplingRate,
+    /// `z`: the noise's standard deviation over the clip norm.
+    pub noise_multiplier: f64,
+    /// The run's target ε.
+    pub epsilon: f64,
+    /// The run's target δ.
+    pub delta: f64,
+}
+
+/// Privacy parameters out of range.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum PrivacyError {
+    /// A value outside its range.
+    #[error("{what} is {value}; it must be {range}")]
+    Range {
+        /// Which parameter.
+        what: &'static str,
+        /// Its value.
+        value: f64,
+        /// The accepted range.
+        range: &'static str,
+    },
+}
+
+/// Largest noise multiplier a run may use (the accountant's search limit).
+pub const MAX_NOISE_MULTIPLIER: f64 = 1e4;
+
+impl Privacy {
+    /// Checks every range (the coordinator's configuration, every participant and the
+    /// audit call it, on values that may have been decoded from the network).
+    pub fn validate(&self) -> Result<(), PrivacyError> {
+        let range = |what, value: f64, ok: bool, range| match ok {
+            true => Ok(()),
+            false => Err(PrivacyError::Range { what, value, range }),
+        };
+        let z = self.noise_multiplier;
+        range(
+            "the noise multiplier",
+            z,
+            z.is_finite() && z > 0.0 && z <= MAX_NOISE_MULTIPLIER,
+            "in (0, 10^4]",
+        )?;
+        let e = self.epsilon;
+        range("ε", e, e.is_finite() && e > 0.0, "positive and finite")?;
+        let d = self.delta;
+        range("δ", d, d.is_finite() && d > 0.0 && d < 1.0, "in (0, 1)")?;
+        let t = self.sampling.threshold;
+        let valid_rate = SamplingRate::new(t).is_ok();
+        range(
+            "the sampling threshold",
+            t as f64,
+            valid_rate,
+            "in 1..=2^32",
+        )
+    }
 }
 
 impl RunParameters {
@@ -148,6 +218,9 @@ pub struct Enrolment {
     /// coordinator refuses another, and so does the audit, so a coordinator cannot log one
     /// run (its strategy, learning rate, clip norm...) and tell participants another.
     pub parameters: [u8; 32],
+    /// The commitment to the participant's hidden-sampling key: present exactly in runs
+    /// with [`RunParameters::privacy`].
+    pub sampling_key: Option<KeyCommitment>,
 }
 
 /// An enrolment signed with the participant's libp2p identity key, so an auditor can check
@@ -288,11 +361,15 @@ impl Verdict {
 /// The statement a proof for `round` by `participant`, over its enrolled `commitment`, must
 /// establish. The participant proves against it, the coordinator admits, judges and the
 /// auditor re-verifies against it: one function, so the two sides cannot drift apart.
+///
+/// In a run with privacy the statement is hidden sampling's over the enrolled
+/// `sampling_key` (a missing key is an error); otherwise the key is ignored.
 pub fn round_statement(
     run: &RunParameters,
     round: &RoundAnnouncement,
     participant: &PeerId,
     commitment: DatasetCommitment,
+    sampling_key: Option<KeyCommitment>,
 ) -> Result<Statement, ShapeError> {
     if round.model.spec != run.model {
         return Err(ShapeError::SpecMismatch {
@@ -305,6 +382,24 @@ pub fn round_statement(
         round: round.round,
         participant: participant_digest(participant),
     };
+    if let Some(privacy) = &run.privacy {
+        let key = sampling_key.ok_or(ShapeError::HiddenSampling(
+            "a run with privacy needs the participant's sampling-key commitment",
+        ))?;
+        let sampling = HiddenSampling {
+            key,
+            rate: privacy.sampling,
+        };
+        let clip = round.params.clip_norm;
+        return Statement::with_hidden_sampling(
+            context,
+            round.model.clone(),
+            clip,
+            commitment,
+            round.seed,
+            sampling,
+        );
+    }
     Statement::new(
         context,
         round.model.clone(),
@@ -350,6 +445,7 @@ mod tests {
             },
             schema_hash: [2; 32],
             parameters: [3; 32],
+            sampling_key: None,
         }
     }
 

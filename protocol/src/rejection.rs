@@ -29,6 +29,10 @@ pub enum Rejection {
     /// the participant something else, or the participant pinned another run).
     #[error("enrolment is for other run parameters")]
     OtherParameters,
+    /// A sampling-key commitment missing in a run with privacy, present in one without, or
+    /// not canonical.
+    #[error("sampling key: {0}")]
+    SamplingKey(String),
     /// Fewer committed rows than one batch.
     #[error("dataset of {rows} rows is smaller than the batch of {batch}")]
     TooFewRows { rows: u64, batch: u64 },
@@ -118,6 +122,7 @@ impl Rejection {
             Rejection::OtherFederation => "other_federation",
             Rejection::OtherSchema => "other_schema",
             Rejection::OtherParameters => "other_parameters",
+            Rejection::SamplingKey(_) => "sampling_key",
             Rejection::TooFewRows { .. } => "too_few_rows",
             Rejection::CommitmentChanged => "commitment_changed",
             Rejection::NotEnrolled => "not_enrolled",

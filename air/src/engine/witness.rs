@@ -144,7 +144,8 @@ impl Example<'_> {
 }
 
 /// Each slot's row and whether it is used: the public indices, or the rows the key samples
-/// followed by unused slots holding row 0.
+/// followed by unused slots holding the first of them (row 0 if none is sampled), so an
+/// unused slot needs no row the batch does not already need.
 fn slots(
     statement: &Statement,
     dataset: &CommittedDataset,
@@ -161,8 +162,9 @@ fn slots(
     if rows.len() > capacity {
         return Err(WitnessError::SampleOverflow { capacity });
     }
+    let filler = rows.first().copied().unwrap_or(0);
     let mut slots: Vec<(u64, bool)> = rows.into_iter().map(|i| (i, true)).collect();
-    slots.resize(capacity, (0, false));
+    slots.resize(capacity, (filler, false));
     Ok(slots)
 }
 
