@@ -6,15 +6,25 @@
 //! every aggregate and server state (recomputed bit for bit with the run's strategy, without
 //! the updates of peers revoked before it).
 //! The first divergence is reported.
+//!
+//! A private run's aggregates add noise from the coordinator's secret noise key. Without
+//! it, the audit checks each aggregate's un-noised sum digest, the ε it records and the
+//! budget, but not the noise (counted in [`AuditSummary::unchecked_noise`]); with an
+//! escrowed copy of the key, whose commitment the run's first record holds, it recomputes
+//! every aggregate bit for bit (README, "Privacy": who can check what).
 
 use libp2p::PeerId;
 use libp2p::identity::PublicKey;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::events::{AuditEvent, RunState};
+use crate::events::{AuditEvent, RunConfig, RunState};
 use crate::log::AuditRecord;
-use crate::rounds::{aggregate, all_judged, deadline_ms, judge_enrolment, statement_for};
+use crate::privacy::{NoiseKey, spent_epsilon, variance};
+use crate::rounds::{
+    aggregate, all_judged, budget_spent, deadline_ms, judge_enrolment, statement_for,
+    unnoised_sum_digest,
+};
 
 /// What an audit of a consistent log found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +41,9 @@ pub struct AuditSummary {
     pub rejections: u64,
     /// Participants' keys revoked during the run (signed `Revoked` records).
     pub revocations: u64,
+    /// A private run's aggregates (and abandoned attempts that met the quorum) whose noise
+    /// was not checked: the audit had no noise key.
+    pub unchecked_noise: u64,
 }
 
 /// The first place a log stops being consistent.
@@ -49,6 +62,7 @@ pub fn audit(
     records: &[AuditRecord],
     proof: impl Fn(u64, u32, &PeerId) -> Option<Vec<u8>>,
     expected_coordinator: Option<&PeerId>,
+    noise: Option<&NoiseKey>,
 ) -> Result<AuditSummary, Divergence> {
     let diverge = |seq: u64, what: String| Divergence { seq, what };
     let first = records
@@ -91,6 +105,7 @@ pub fn audit(
                 ),
             )
         })?;
+    check_privacy(config, noise).map_err(|what| diverge(0, what))?;
     let mut state = RunState::new(config.clone());
     let mut summary = AuditSummary {
         records: 0,
@@ -99,6 +114,7 @@ pub fn audit(
         proofs_verified: 0,
         rejections: 0,
         revocations: 0,
+        unchecked_noise: 0,
     };
     let mut prev = [0u8; 32];
     for (i, record) in records.iter().enumerate() {
@@ -114,7 +130,11 @@ pub fn audit(
         }
         prev = record.hash();
         if seq > 0 {
-            check_event(&state, seq, &record.event, &proof, &mut summary)?;
+            let context = Context {
+                proof: &proof,
+                noise,
+            };
+            check_event(&state, seq, &record.event, &context, &mut summary)?;
             state
                 .apply(seq, &record.event)
                 .map_err(|e| diverge(seq, e.to_string()))?;
@@ -125,14 +145,50 @@ pub fn audit(
     Ok(summary)
 }
 
-fn check_event(
+/// A private run's parameters as the coordinator's configuration checks them, its noise
+/// key committed, and an escrowed key the committed one; a run without privacy commits none.
+fn check_privacy(config: &RunConfig, noise: Option<&NoiseKey>) -> Result<(), String> {
+    let public = &config.public;
+    let Some(privacy) = &public.privacy else {
+        return match config.noise_key_commitment {
+            None => Ok(()),
+            Some(_) => Err("a run without privacy commits to a noise key".into()),
+        };
+    };
+    privacy.validate().map_err(|e| format!("the run's privacy: {e}"))?;
+    if !zkfed_aggregation::strategy::is_mean_based(public.strategy) {
+        return Err(format!(
+            "a private run's strategy {} is not mean-based",
+            public.strategy
+        ));
+    }
+    variance(public, privacy).map_err(|e| format!("the run's noise: {e}"))?;
+    let committed = config
+        .noise_key_commitment
+        .ok_or("a private run without a noise-key commitment")?;
+    match noise {
+        Some(key) if key.commitment() != committed => {
+            Err("the noise key given is not the one the run committed to".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What every record's check may need besides the state.
+struct Context<'a, P> {
+    proof: &'a P,
+    noise: Option<&'a NoiseKey>,
+}
+
+fn check_event<P: Fn(u64, u32, &PeerId) -> Option<Vec<u8>>>(
     state: &RunState,
     seq: u64,
     event: &AuditEvent,
-    proof: &impl Fn(u64, u32, &PeerId) -> Option<Vec<u8>>,
+    context: &Context<'_, P>,
     summary: &mut AuditSummary,
 ) -> Result<(), Divergence> {
     let diverge = |what: String| Divergence { seq, what };
+    let proof = context.proof;
     match event {
         AuditEvent::Enrolled { peer, enrolment } => {
             let peer =
@@ -190,6 +246,7 @@ fn check_event(
             model,
             at_ms,
             state: server_state,
+            privacy,
             ..
         } => {
             closed_in_time(state, *at_ms).map_err(diverge)?;
@@ -200,8 +257,16 @@ fn check_event(
                     state.config.quorum
                 )));
             }
-            let (recomputed, next_state) =
-                aggregate(state).map_err(|e| diverge(format!("aggregate: {e}")))?;
+            if let Some(recorded) = privacy {
+                check_private_record(state, recorded).map_err(diverge)?;
+                if context.noise.is_none() {
+                    summary.unchecked_noise += 1;
+                    return Ok(());
+                }
+            }
+            let recomputed = aggregate(state, context.noise)
+                .map_err(|e| diverge(format!("aggregate: {e}")))?;
+            let (next_state, recomputed) = (recomputed.state, recomputed.model);
             let strategy = state.config.public.strategy;
             if next_state != *server_state {
                 return Err(diverge(format!(
@@ -231,10 +296,31 @@ fn check_event(
             // A round that met its quorum is aggregated; it may be abandoned only if its
             // aggregate cannot be formed.
             let accepted = state.open.as_ref().map_or(0, |o| o.accepted.len());
-            if accepted >= state.config.quorum && aggregate(state).is_ok() {
+            let private = state.config.public.privacy.is_some();
+            if accepted >= state.config.quorum && private && context.noise.is_none() {
+                // Whether the noised aggregate left the model's range needs the noise.
+                summary.unchecked_noise += 1;
+            } else if accepted >= state.config.quorum && aggregate(state, context.noise).is_ok() {
                 return Err(diverge(format!(
                     "abandoned an attempt with {accepted} accepted updates, which met the quorum"
                 )));
+            }
+        }
+        AuditEvent::RoundStarted(announcement) => {
+            if budget_spent(state, announcement.opened_at_ms).is_some() {
+                return Err(diverge(format!(
+                    "round {} started beyond the run's privacy budget",
+                    announcement.round
+                )));
+            }
+        }
+        AuditEvent::BudgetSpent { at_ms, .. } => {
+            if budget_spent(state, *at_ms).as_ref() != Some(event) {
+                return Err(diverge(
+                    "the run ended at its privacy budget, which one more round would not exceed \
+                     (or with other figures)"
+                        .into(),
+                ));
             }
         }
         AuditEvent::Discarded {
@@ -264,10 +350,29 @@ fn check_event(
             // revocation was justified is the operator's word (ARCHITECTURE.md, Invariants).
             summary.revocations += 1;
         }
-        AuditEvent::RunStarted(_)
-        | AuditEvent::RoundStarted(_)
-        | AuditEvent::Refused { .. }
-        | AuditEvent::RunFailed { .. } => {}
+        AuditEvent::RunStarted(_) | AuditEvent::Refused { .. } | AuditEvent::RunFailed { .. } => {}
+    }
+    Ok(())
+}
+
+/// A private aggregate's record: the un-noised sum's digest and the ε spent, recomputed.
+fn check_private_record(
+    state: &RunState,
+    recorded: &crate::events::PrivateAggregate,
+) -> Result<(), String> {
+    let digest = unnoised_sum_digest(state).map_err(|e| format!("un-noised sum: {e}"))?;
+    if digest != recorded.unnoised_sum_sha256 {
+        return Err("the un-noised sum's digest differs from the accepted updates'".into());
+    }
+    let public = &state.config.public;
+    let privacy = public.privacy.as_ref().ok_or("no privacy in the run")?;
+    let round = state.completed_rounds + 1;
+    let spent = spent_epsilon(public, privacy, round).map_err(|e| e.to_string())?;
+    if spent.to_bits() != recorded.epsilon.to_bits() {
+        return Err(format!(
+            "records ε = {} after round {round}, the accountant gives {spent}",
+            recorded.epsilon
+        ));
     }
     Ok(())
 }
@@ -292,10 +397,11 @@ fn closed_in_time(state: &RunState, at_ms: u64) -> Result<(), String> {
 pub fn audit_store(
     path: &std::path::Path,
     expected_coordinator: Option<&PeerId>,
+    noise: Option<&NoiseKey>,
 ) -> Result<Result<AuditSummary, Divergence>, crate::log::LogError> {
     let stored = crate::log::StoredLog::open(path)?;
     let records = stored.records()?;
     let lookup =
         |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    Ok(audit(&records, lookup, expected_coordinator))
+    Ok(audit(&records, lookup, expected_coordinator, noise))
 }

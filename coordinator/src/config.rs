@@ -7,16 +7,18 @@ use anyhow::{Context, bail, ensure};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
-use zkfed_aggregation::strategy::Strategy;
+use zkfed_aggregation::strategy::{Strategy, is_mean_based};
 use zkfed_air::RoundParams;
 use zkfed_air::data::{Schema, Standardization};
-use zkfed_air::fixed::{MAX_BATCH, PARAM_BOUND, dequantize, quantize};
+use zkfed_air::fixed::{MAX_BATCH, ONE, PARAM_BOUND, dequantize, quantize};
+use zkfed_air::sampling::SamplingRate;
 use zkfed_air::spec::ModelSpec;
 use zkfed_air::statement::ProofShape;
-use zkfed_protocol::RunParameters;
 use zkfed_protocol::check_model;
+use zkfed_protocol::{Privacy, RunParameters};
 
 use crate::events::RunConfig;
+use crate::privacy::{NoiseKey, affordable_rounds};
 
 /// The coordinator's TOML file, as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +65,30 @@ pub struct RawConfig {
     pub model: String,
     /// Public standardization statistics (one mean and std per feature).
     pub standardization: Standardization,
+    /// Differential privacy (README, "Privacy"): hidden Poisson sampling, noise and a
+    /// budget; absent for a run with public batches and no noise.
+    #[serde(default)]
+    pub privacy: Option<RawPrivacy>,
+}
+
+/// The `[privacy]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// `z`: the noise's standard deviation over the clip norm.
+    pub noise_multiplier: f64,
+    /// Each committed row's probability of being in a round's batch (rounded down to a
+    /// multiple of 2^-32).
+    pub sampling_rate: f64,
+    /// The run's target ε: no round starts that would spend more.
+    pub epsilon: f64,
+    /// The run's δ.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+}
+
+fn default_delta() -> f64 {
+    1e-5
 }
 
 fn default_max_attempts() -> u32 {
@@ -95,6 +121,8 @@ pub struct Config {
     pub run: RunConfig,
     /// Seconds to keep answering after the run.
     pub linger_secs: u64,
+    /// A private run's secret noise key (`noise.key` in the state directory).
+    pub noise: Option<NoiseKey>,
 }
 
 impl RawConfig {
@@ -146,10 +174,15 @@ impl RawConfig {
         self.check_verifier_memory(model, params.batch_size)?;
         self.check_standardization()?;
         let federation_id = parse_hex32(&self.federation_id).context("`federation_id`")?;
+        let privacy = self.privacy(&params, model, strategy)?;
         std::fs::create_dir_all(&self.state_dir)
             .with_context(|| format!("creating state directory {}", self.state_dir.display()))?;
         let key = zkfed_net::load_or_create_key(&self.state_dir.join("node.key"))
             .context("loading the node key")?;
+        let noise = match privacy {
+            Some(_) => Some(NoiseKey::load_or_create(&self.state_dir.join("noise.key"))?),
+            None => None,
+        };
         let run = RunConfig {
             public: RunParameters {
                 federation_id,
@@ -160,12 +193,14 @@ impl RawConfig {
                 params,
                 learning_rate,
                 strategy,
+                privacy,
             },
             coordinator_key: key.public().encode_protobuf(),
             allow_list: allow.iter().map(|p| p.to_bytes()).collect(),
             quorum: self.quorum,
             round_deadline_secs: self.round_deadline_secs,
             max_attempts: self.max_attempts,
+            noise_key_commitment: noise.as_ref().map(NoiseKey::commitment),
         };
         Ok(Config {
             listen,
@@ -174,11 +209,72 @@ impl RawConfig {
             store: self.state_dir.join("state.redb"),
             run,
             linger_secs: self.linger_secs,
+            noise,
         })
     }
 }
 
 impl RawConfig {
+    /// The `[privacy]` table checked against the run: its ranges, a mean-based strategy,
+    /// noise the sampler takes, and a budget that allows at least one round.
+    fn privacy(
+        &self,
+        params: &RoundParams,
+        model: ModelSpec,
+        strategy: Strategy,
+    ) -> anyhow::Result<Option<Privacy>> {
+        let Some(raw) = &self.privacy else {
+            return Ok(None);
+        };
+        let sampling = SamplingRate::from_probability(raw.sampling_rate)
+            .context("`privacy.sampling_rate`")?;
+        let privacy = Privacy {
+            sampling,
+            noise_multiplier: raw.noise_multiplier,
+            epsilon: raw.epsilon,
+            delta: raw.delta,
+        };
+        privacy.validate().context("`[privacy]`")?;
+        ensure!(
+            is_mean_based(strategy),
+            "`strategy` {strategy} needs each participant's update; a private run adds noise \
+             to the sum, so it takes fedavg, fedavgm, fedadagrad, fedadam or fedyogi"
+        );
+        let public = RunParameters {
+            federation_id: [0; 32],
+            schema: self.schema.clone(),
+            model,
+            standardization: self.standardization.clone(),
+            rounds: self.rounds,
+            params: *params,
+            learning_rate: 0,
+            strategy,
+            privacy: Some(privacy),
+        };
+        crate::privacy::variance(&public, &privacy).with_context(|| {
+            format!(
+                "`privacy.noise_multiplier` × `clip_norm` is above {} (the sampler's limit)",
+                zkfed_aggregation::noise::MAX_SIGMA as f64 / ONE as f64
+            )
+        })?;
+        let affordable = affordable_rounds(&public, &privacy, self.rounds)
+            .context("accounting the `[privacy]` budget")?;
+        ensure!(
+            affordable >= 1,
+            "the privacy budget ε = {} allows no round at this noise and sampling rate \
+             (`zkfed-coordinator dp plan` gives the noise a budget needs)",
+            raw.epsilon
+        );
+        if affordable < self.rounds {
+            tracing::warn!(
+                affordable,
+                rounds = self.rounds,
+                "the privacy budget ends the run before its last round"
+            );
+        }
+        Ok(Some(privacy))
+    }
+
     /// The round parameters and the learning rate in fixed point, within what the proof
     /// and the model's range accept.
     fn round_parameters(&self) -> anyhow::Result<(RoundParams, i64)> {

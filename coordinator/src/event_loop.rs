@@ -214,8 +214,13 @@ impl EventLoop {
         observer: Observer,
         verifier: Arc<dyn SubmissionVerifier>,
     ) -> anyhow::Result<Self> {
-        let ledger = Ledger::open(&config.store, config.key.clone(), config.run.clone())
+        let mut ledger = Ledger::open(&config.store, config.key.clone(), config.run.clone())
             .context("opening the state store")?;
+        if let Some(noise) = &config.noise {
+            ledger = ledger
+                .with_noise_key(noise.clone())
+                .context("the state directory's noise.key")?;
+        }
         let me = config.key.public().to_peer_id();
         info!(peer = %me, rounds_done = ledger.state().completed_rounds, "coordinator starting");
         let traffic = zkfed_net::Traffic::default();

@@ -30,6 +30,20 @@ pub struct RunConfig {
     /// Attempts at one round before the run ends as failed (participants refuse more than
     /// their own limit, so retrying past it could never reach quorum).
     pub max_attempts: u32,
+    /// A private run's: the SHA-256 commitment to the coordinator's secret noise key
+    /// (`privacy::NoiseKey::commitment`), against which an auditor's escrowed copy is checked.
+    pub noise_key_commitment: Option<[u8; 32]>,
+}
+
+/// What a private run's aggregate publishes besides the model: every reader can check the
+/// un-noised sum and the privacy spent; only the noise key's holder, the noise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivateAggregate {
+    /// SHA-256 of the accepted updates' sum on the gradient lattice
+    /// (`zkfed_aggregation::private::sum_digest`).
+    pub unnoised_sum_sha256: [u8; 32],
+    /// ε spent after this round (at the run's δ).
+    pub epsilon: f64,
 }
 
 /// One entry of the audit log.
@@ -76,6 +90,20 @@ pub enum AuditEvent {
         /// The server optimizer's state after this round (empty for the stateless
         /// strategies), persisted and replayed like the model.
         state: ServerState,
+        /// A private run's un-noised sum digest and spent ε.
+        privacy: Option<PrivateAggregate>,
+    },
+    /// A private run ended because one more round would spend more than its budget. Nothing
+    /// follows it.
+    BudgetSpent {
+        /// Rounds aggregated.
+        rounds: u64,
+        /// ε spent by them.
+        epsilon: f64,
+        /// ε after one more round (`None`: it cannot be accounted within δ).
+        next_epsilon: Option<f64>,
+        /// When (milliseconds since the Unix epoch).
+        at_ms: u64,
     },
     /// A round attempt closed without an aggregate (below quorum, or an aggregate outside
     /// the model's range); the next attempt starts with a fresh seed.
@@ -182,6 +210,8 @@ pub struct RunState {
     pub enrolment_refusals: BTreeSet<(PeerId, &'static str)>,
     /// Whether the run ended as failed ([`AuditEvent::RunFailed`]).
     pub failed: bool,
+    /// Whether a private run ended at its budget ([`AuditEvent::BudgetSpent`]).
+    pub budget_spent: bool,
     /// When the last attempt closed (milliseconds since the Unix epoch): recorded times never
     /// go backwards.
     pub last_closed_ms: u64,
@@ -258,6 +288,7 @@ impl RunState {
             next_attempt: 1,
             last_closed_ms: 0,
             failed: false,
+            budget_spent: false,
             enrolment_refusals: BTreeSet::new(),
             verdicts: BTreeMap::new(),
         }
@@ -278,9 +309,9 @@ impl RunState {
         Ok(state)
     }
 
-    /// Whether the run has completed all its rounds.
+    /// Whether the run has completed all its rounds, failed, or spent its privacy budget.
     pub fn finished(&self) -> bool {
-        self.completed_rounds >= self.config.public.rounds || self.failed
+        self.completed_rounds >= self.config.public.rounds || self.failed || self.budget_spent
     }
 
     /// Peers on the run's allow-list that are not revoked: the most updates an attempt can
@@ -398,7 +429,15 @@ impl RunState {
                 model,
                 at_ms,
                 state,
+                privacy,
             } => {
+                if privacy.is_some() != self.config.public.privacy.is_some() {
+                    return Err(impossible(format!(
+                        "aggregate for round {round} with privacy {} in a run with privacy {}",
+                        privacy.is_some(),
+                        self.config.public.privacy.is_some()
+                    )));
+                }
                 match &self.open {
                     Some(open)
                         if open.announcement.round == *round
@@ -453,6 +492,21 @@ impl RunState {
                     )));
                 }
                 self.failed = true;
+            }
+            AuditEvent::BudgetSpent { rounds, at_ms, .. } => {
+                if self.open.is_some()
+                    || self.finished()
+                    || self.config.public.privacy.is_none()
+                    || *rounds != self.completed_rounds
+                    || *at_ms < self.last_closed_ms
+                {
+                    return Err(impossible(format!(
+                        "a budget end after {rounds} rounds while a round is open, the run is \
+                         over, it has no privacy, or {} rounds were aggregated",
+                        self.completed_rounds
+                    )));
+                }
+                self.budget_spent = true;
             }
             AuditEvent::Revoked {
                 peer,

@@ -24,7 +24,7 @@ pub fn export_model(path: &Path) -> anyhow::Result<ModelFile> {
     let records = stored.records().context("reading the audit log")?;
     let lookup =
         |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    if let Err(divergence) = audit(&records, lookup, None) {
+    if let Err(divergence) = audit(&records, lookup, None, None) {
         bail!("the store does not audit, so its model is not exported: {divergence}");
     }
     let state =

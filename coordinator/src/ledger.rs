@@ -15,6 +15,7 @@ use zkfed_protocol::{Rejection, SignedEnrolment, Submission, Verdict};
 
 use crate::events::{AuditEvent, ReplayError, Revocation, RunConfig, RunState};
 use crate::log::{AuditLog, LogError};
+use crate::privacy::NoiseKey;
 use crate::rounds::{self, RevokeError};
 
 /// A failure that stops the coordinator (never a participant's fault).
@@ -29,12 +30,17 @@ pub enum LedgerError {
     /// The state directory belongs to a run with another configuration.
     #[error("the state directory holds a run with a different configuration")]
     ConfigMismatch,
+    /// A private run's noise key other than the one its configuration commits to.
+    #[error("the noise key is not the one the run's configuration commits to")]
+    NoiseKey,
 }
 
 /// The coordinator's durable state machine.
 pub struct Ledger {
     log: AuditLog,
     state: RunState,
+    /// A private run's noise key.
+    noise: Option<NoiseKey>,
 }
 
 impl Ledger {
@@ -60,7 +66,23 @@ impl Ledger {
                 }
             }
         };
-        Ok(Self { log, state })
+        Ok(Self {
+            log,
+            state,
+            noise: None,
+        })
+    }
+
+    /// The ledger of a private run, which aggregates with `noise`: the key the run's
+    /// configuration commits to, or an error.
+    pub fn with_noise_key(self, noise: NoiseKey) -> Result<Self, LedgerError> {
+        if self.state.config.noise_key_commitment != Some(noise.commitment()) {
+            return Err(LedgerError::NoiseKey);
+        }
+        Ok(Self {
+            noise: Some(noise),
+            ..self
+        })
     }
 
     /// The current state.
@@ -235,7 +257,7 @@ impl Ledger {
 
     /// Closes the open round if it is due; returns the closing event.
     pub fn close_round_if_due(&mut self, now_ms: u64) -> Result<Option<AuditEvent>, LedgerError> {
-        match rounds::close_round(&self.state, now_ms) {
+        match rounds::close_round(&self.state, now_ms, self.noise.as_ref()) {
             Some(event) => {
                 self.record(event.clone(), None)?;
                 Ok(Some(event))

@@ -14,6 +14,7 @@ pub mod events;
 pub mod export;
 pub mod ledger;
 pub mod log;
+pub mod privacy;
 pub mod revocation;
 pub mod rounds;
 pub mod starter;

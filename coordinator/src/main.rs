@@ -171,6 +171,11 @@ enum AuditCommand {
         /// internal consistency is then checked, not who wrote it.
         #[arg(long)]
         unchecked_signer: bool,
+        /// A private run's noise key (an escrowed copy of the coordinator's `noise.key`):
+        /// then every aggregate is recomputed with its noise, bit for bit. Without it a
+        /// private run's noise is not checked (README, "Privacy").
+        #[arg(long)]
+        noise_key: Option<PathBuf>,
     },
 }
 
@@ -273,8 +278,12 @@ fn main() -> anyhow::Result<ExitCode> {
                     state,
                     coordinator,
                     unchecked_signer,
+                    noise_key,
                 },
         } => {
+            let noise = noise_key
+                .map(|path| zkfed_coordinator::privacy::NoiseKey::load(&path))
+                .transpose()?;
             if coordinator.is_none() && unchecked_signer {
                 let (bold, plain) = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                     ("\x1b[1m", "\x1b[0m")
@@ -293,6 +302,7 @@ fn main() -> anyhow::Result<ExitCode> {
             match zkfed_coordinator::audit::audit_store(
                 &state.join("state.redb"),
                 expected.as_ref(),
+                noise.as_ref(),
             )? {
                 Ok(summary) => {
                     println!(
@@ -304,6 +314,13 @@ fn main() -> anyhow::Result<ExitCode> {
                         summary.rejections,
                         summary.revocations
                     );
+                    if summary.unchecked_noise > 0 {
+                        println!(
+                            "noise NOT checked on {} private aggregates (no --noise-key): their \
+                             un-noised sums, ε and the budget were",
+                            summary.unchecked_noise
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(divergence) => {

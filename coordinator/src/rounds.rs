@@ -6,14 +6,19 @@
 
 use libp2p::PeerId;
 use sha2::{Digest, Sha256};
+use thiserror::Error;
 use zkfed_aggregation::AggregationError;
+use zkfed_aggregation::private::{private_step, sum_digest, unnoised_sum};
 use zkfed_aggregation::strategy::{self, ServerState};
 use zkfed_air::Statement;
+use zkfed_air::fixed::MAX_BATCH;
+use zkfed_air::sampling::{MAX_SAMPLED_ROWS, capacity};
 use zkfed_protocol::{
     Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
 };
 
-use crate::events::{AuditEvent, OpenRound, RunState, update_digest};
+use crate::events::{AuditEvent, OpenRound, PrivateAggregate, RunState, update_digest};
+use crate::privacy::{NoiseKey, PrivacyError, private_round, spent_epsilon};
 
 /// Why a revocation is refused; nothing is appended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,9 +51,15 @@ pub enum RevokeError {
 pub fn statement_for(state: &RunState, peer: &PeerId) -> Result<Statement, Rejection> {
     let open = state.open.as_ref().ok_or(Rejection::NoOpenRound)?;
     let enrolment = state.enrolments.get(peer).ok_or(Rejection::NotEnrolled)?;
-    let commitment = enrolment.enrolment.commitment;
-    round_statement(&state.config.public, &open.announcement, peer, commitment)
-        .map_err(|e| Rejection::Statement(e.to_string()))
+    let e = &enrolment.enrolment;
+    round_statement(
+        &state.config.public,
+        &open.announcement,
+        peer,
+        e.commitment,
+        e.sampling_key,
+    )
+    .map_err(|e| Rejection::Statement(e.to_string()))
 }
 
 /// Whether `peer` may enrol `signed`; `Ok(None)` if it already enrolled exactly this.
@@ -79,8 +90,9 @@ pub fn judge_enrolment(
     e.commitment
         .validate()
         .map_err(|err| Rejection::Statement(err.to_string()))?;
+    check_sampling_key(state, e)?;
     let batch = state.config.public.params.batch_size as u64;
-    if e.commitment.rows < batch {
+    if state.config.public.privacy.is_none() && e.commitment.rows < batch {
         return Err(Rejection::TooFewRows {
             rows: e.commitment.rows,
             batch,
@@ -94,6 +106,32 @@ pub fn judge_enrolment(
             enrolment: signed.clone(),
         })),
     }
+}
+
+/// A sampling-key commitment exactly in a private run, canonical, over a dataset whose
+/// hidden sample the proof covers (at most `MAX_SAMPLED_ROWS` rows and `MAX_BATCH` slots).
+fn check_sampling_key(state: &RunState, e: &zkfed_protocol::Enrolment) -> Result<(), Rejection> {
+    let refuse = |why: &str| Err(Rejection::SamplingKey(why.into()));
+    let privacy = match (&state.config.public.privacy, &e.sampling_key) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => return refuse("a run without privacy takes none"),
+        (Some(_), None) => return refuse("a private run needs one"),
+        (Some(privacy), Some(key)) if key.is_canonical() => privacy,
+        (Some(_), Some(_)) => return refuse("the commitment is not canonical"),
+    };
+    let rows = e.commitment.rows;
+    if rows > MAX_SAMPLED_ROWS {
+        return Err(Rejection::Statement(format!(
+            "{rows} rows; hidden sampling covers at most {MAX_SAMPLED_ROWS}"
+        )));
+    }
+    let slots = capacity(rows, privacy.sampling);
+    if slots > MAX_BATCH {
+        return Err(Rejection::Statement(format!(
+            "{rows} rows at this sampling rate need {slots} slots; a proof has at most {MAX_BATCH}"
+        )));
+    }
+    Ok(())
 }
 
 /// The verdict already on record for exactly this submission (same round, attempt, peer,
@@ -140,15 +178,21 @@ pub fn admit_submission(
     if open.judged.contains_key(peer) {
         return Err(Rejection::Duplicate { round });
     }
-    check_update_shape(state, submission)?;
-    statement_for(state, peer)
+    let statement = statement_for(state, peer)?;
+    check_update_shape(state, &statement, submission)?;
+    Ok(statement)
 }
 
 /// An update of the model's width and the run's example count, or the refusal: checked
 /// before verification, so a malformed update is never verified, logged or kept.
-fn check_update_shape(state: &RunState, submission: &Submission) -> Result<(), Rejection> {
+fn check_update_shape(
+    state: &RunState,
+    statement: &Statement,
+    submission: &Submission,
+) -> Result<(), Rejection> {
     let params = state.model.params.len() as u64;
-    let batch = state.config.public.params.batch_size as u64;
+    // The statement's: the run's batch, or a private run's slots for this participant.
+    let batch = statement.params.batch_size as u64;
     let update = &submission.update;
     let shape = |what: &str, expected: u64, got: u64| Rejection::UpdateShape {
         what: what.into(),
@@ -181,6 +225,9 @@ pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<Audi
             at_ms: now_ms.max(state.last_closed_ms),
         });
     }
+    if let Some(spent) = budget_spent(state, now_ms) {
+        return Some(spent);
+    }
     Some(AuditEvent::RoundStarted(RoundAnnouncement {
         round: state.completed_rounds + 1,
         attempt: state.next_attempt,
@@ -197,7 +244,9 @@ pub fn start_round(state: &RunState, seed: [u8; 32], now_ms: u64) -> Option<Audi
 /// cannot be formed abandons the attempt with the reason recorded; it never stops the run.
 /// The deadline runs from the attempt's recorded opening time, so a restart does not
 /// extend it.
-pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
+///
+/// A private run's aggregate needs the coordinator's `noise` key.
+pub fn close_round(state: &RunState, now_ms: u64, noise: Option<&NoiseKey>) -> Option<AuditEvent> {
     let open = state.open.as_ref()?;
     let now_ms = now_ms.max(open.announcement.opened_at_ms);
     let deadline_passed = now_ms >= deadline_ms(state, open);
@@ -221,12 +270,13 @@ pub fn close_round(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
         ));
     }
     if quorum_met && (all_in || deadline_passed) {
-        return match aggregate(state) {
-            Ok((model, state)) => Some(AuditEvent::Aggregated {
+        return match aggregate(state, noise) {
+            Ok(a) => Some(AuditEvent::Aggregated {
                 round,
                 at_ms: now_ms,
-                model,
-                state,
+                model: a.model,
+                state: a.state,
+                privacy: a.privacy,
             }),
             Err(e) => abandoned(format!("the aggregate cannot be formed: {e}")),
         };
@@ -275,6 +325,24 @@ pub fn revoke(
     })
 }
 
+/// A private run's end at its budget, if one more round would spend more than its ε (or
+/// cannot be accounted within its δ).
+pub fn budget_spent(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
+    let public = &state.config.public;
+    let privacy = public.privacy.as_ref()?;
+    let done = state.completed_rounds;
+    let next = spent_epsilon(public, privacy, done + 1).ok();
+    if next.is_some_and(|e| e <= privacy.epsilon) {
+        return None;
+    }
+    Some(AuditEvent::BudgetSpent {
+        rounds: done,
+        epsilon: spent_epsilon(public, privacy, done).unwrap_or(f64::INFINITY),
+        next_epsilon: next,
+        at_ms: now_ms.max(state.last_closed_ms),
+    })
+}
+
 /// When the open attempt's deadline passes (milliseconds since the Unix epoch).
 pub fn deadline_ms(state: &RunState, open: &OpenRound) -> u64 {
     let deadline = state.config.round_deadline_secs.saturating_mul(1000);
@@ -290,17 +358,90 @@ pub fn all_judged(state: &RunState, open: &OpenRound) -> bool {
         .all(|p| open.judged.contains_key(p) || open.refused.contains(p))
 }
 
+/// An attempt's aggregate: the next model and server state, and a private run's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// The next model.
+    pub model: zkfed_air::Model,
+    /// The strategy's next state.
+    pub state: ServerState,
+    /// A private run's un-noised sum digest and spent ε.
+    pub privacy: Option<PrivateAggregate>,
+}
+
+/// Why an aggregate cannot be formed.
+#[derive(Debug, Error)]
+pub enum AggregateError {
+    /// The strategy refused the updates (or the model left its range).
+    #[error(transparent)]
+    Aggregation(#[from] AggregationError),
+    /// The noise or the accounting failed.
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
+    /// A private run's aggregate without the noise key.
+    #[error("a private run's aggregate needs the noise key")]
+    NoNoiseKey,
+}
+
 /// The run's strategy over the open round's accepted updates (in the order they were
-/// accepted): the next model and server state.
-pub fn aggregate(state: &RunState) -> Result<(zkfed_air::Model, ServerState), AggregationError> {
+/// accepted): the next model and server state. A private run's is the noised mean over
+/// the expected batch with `noise`'s seed for the attempt ("privacy").
+pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate, AggregateError> {
     let open = state.open.as_ref().ok_or(AggregationError::Empty)?;
     let updates: Vec<_> = open.accepted.iter().map(|(_, u)| u.clone()).collect();
     let public = &state.config.public;
-    strategy::aggregate(
+    let model = &open.announcement.model;
+    let Some(privacy) = &public.privacy else {
+        let (model, state) = strategy::aggregate(
+            public.strategy,
+            model,
+            &state.server_state,
+            &updates,
+            public.learning_rate,
+        )?;
+        return Ok(Aggregate {
+            model,
+            state,
+            privacy: None,
+        });
+    };
+    let key = noise.ok_or(AggregateError::NoNoiseKey)?;
+    let (round, attempt) = (open.announcement.round, open.announcement.attempt);
+    let inputs = private_round(public, privacy, accepted_rows(state), key.seed(round, attempt))?;
+    let (model, next, digest) = private_step(
         public.strategy,
-        &open.announcement.model,
+        model,
         &state.server_state,
         &updates,
+        &inputs,
         public.learning_rate,
-    )
+    )?;
+    Ok(Aggregate {
+        model,
+        state: next,
+        privacy: Some(PrivateAggregate {
+            unnoised_sum_sha256: digest,
+            epsilon: spent_epsilon(public, privacy, round)?,
+        }),
+    })
+}
+
+/// The committed rows of the participants whose updates the open attempt accepted: the
+/// `N` of a private aggregate's expected batch `q'·N`.
+pub fn accepted_rows(state: &RunState) -> u64 {
+    let Some(open) = &state.open else { return 0 };
+    open.accepted
+        .iter()
+        .filter_map(|(peer, _)| state.enrolments.get(peer))
+        .map(|e| e.enrolment.commitment.rows)
+        .sum()
+}
+
+/// The digest of the open attempt's un-noised sum (what a reader without the noise key
+/// checks a private aggregate's record against).
+pub fn unnoised_sum_digest(state: &RunState) -> Result<[u8; 32], AggregationError> {
+    let open = state.open.as_ref().ok_or(AggregationError::Empty)?;
+    let updates: Vec<_> = open.accepted.iter().map(|(_, u)| u.clone()).collect();
+    let sum = unnoised_sum(&updates, open.announcement.model.params.len())?;
+    Ok(sum_digest(&sum))
 }

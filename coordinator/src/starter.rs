@@ -37,5 +37,6 @@ pub fn bundled_config(
         schema: raw.schema,
         model: "logistic".into(),
         standardization,
+        privacy: None,
     }
 }
