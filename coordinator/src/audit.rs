@@ -155,7 +155,9 @@ fn check_privacy(config: &RunConfig, noise: Option<&NoiseKey>) -> Result<(), Str
             Some(_) => Err("a run without privacy commits to a noise key".into()),
         };
     };
-    privacy.validate().map_err(|e| format!("the run's privacy: {e}"))?;
+    privacy
+        .validate()
+        .map_err(|e| format!("the run's privacy: {e}"))?;
     if !zkfed_aggregation::strategy::is_mean_based(public.strategy) {
         return Err(format!(
             "a private run's strategy {} is not mean-based",
@@ -264,8 +266,8 @@ fn check_event<P: Fn(u64, u32, &PeerId) -> Option<Vec<u8>>>(
                     return Ok(());
                 }
             }
-            let recomputed = aggregate(state, context.noise)
-                .map_err(|e| diverge(format!("aggregate: {e}")))?;
+            let recomputed =
+                aggregate(state, context.noise).map_err(|e| diverge(format!("aggregate: {e}")))?;
             let (next_state, recomputed) = (recomputed.state, recomputed.model);
             let strategy = state.config.public.strategy;
             if next_state != *server_state {

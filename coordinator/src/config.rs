@@ -226,8 +226,8 @@ impl RawConfig {
         let Some(raw) = &self.privacy else {
             return Ok(None);
         };
-        let sampling = SamplingRate::from_probability(raw.sampling_rate)
-            .context("`privacy.sampling_rate`")?;
+        let sampling =
+            SamplingRate::from_probability(raw.sampling_rate).context("`privacy.sampling_rate`")?;
         let privacy = Privacy {
             sampling,
             noise_multiplier: raw.noise_multiplier,

@@ -150,7 +150,7 @@ pub fn spent_epsilon(
     let half = privacy.delta / 2.0;
     let epsilon = epsilon_at_orders(z, q, rounds, half, &integer_orders())?.epsilon;
     let slack = rounds as f64 * OVERFLOW_PROBABILITY * (1.0 + epsilon.exp());
-    if !(slack <= half) {
+    if slack.is_nan() || slack > half {
         return Err(PrivacyError::NoDelta {
             delta: privacy.delta,
             rounds,

@@ -407,7 +407,12 @@ pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate
     };
     let key = noise.ok_or(AggregateError::NoNoiseKey)?;
     let (round, attempt) = (open.announcement.round, open.announcement.attempt);
-    let inputs = private_round(public, privacy, accepted_rows(state), key.seed(round, attempt))?;
+    let inputs = private_round(
+        public,
+        privacy,
+        accepted_rows(state),
+        key.seed(round, attempt),
+    )?;
     let (model, next, digest) = private_step(
         public.strategy,
         model,

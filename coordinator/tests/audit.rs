@@ -76,6 +76,7 @@ fn run_with(
                 announcement,
                 &h.peer(),
                 h.dataset.commitment(),
+                None,
             )
             .unwrap();
             let attempt = announcement.attempt;
@@ -165,7 +166,8 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
         move |round: u64, attempt: u32, peer: &PeerId| m.get(&(round, attempt, *peer)).cloned()
     };
     let me = coordinator.public().to_peer_id();
-    let summary = audit(&records, lookup(&proofs), Some(&me)).expect("honest log audits clean");
+    let summary =
+        audit(&records, lookup(&proofs), Some(&me), None).expect("honest log audits clean");
     assert_eq!(
         (summary.rounds, summary.proofs_verified, summary.rejections),
         (2, 4, 2)
@@ -179,7 +181,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
 
     // Another coordinator's key.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    assert!(audit(&records, lookup(&proofs), Some(&stranger)).is_err());
+    assert!(audit(&records, lookup(&proofs), Some(&stranger), None).is_err());
 
     // A record altered without re-signing.
     let mut altered = records.clone();
@@ -187,20 +189,25 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     if let AuditEvent::Aggregated { model, .. } = &mut altered[last].event {
         *model.params.last_mut().unwrap() += 1;
     }
-    let d = audit(&altered, lookup(&proofs), None).unwrap_err();
+    let d = audit(&altered, lookup(&proofs), None, None).unwrap_err();
     assert_eq!(d.seq, last as u64, "{d}");
 
     // A record removed.
     let mut removed = records.clone();
     removed.remove(3);
-    assert_eq!(audit(&removed, lookup(&proofs), None).unwrap_err().seq, 3);
+    assert_eq!(
+        audit(&removed, lookup(&proofs), None, None)
+            .unwrap_err()
+            .seq,
+        3
+    );
 
     // A stored proof swapped for another accepted one.
     let mut swapped = proofs.clone();
     let keys: Vec<_> = swapped.keys().cloned().collect();
     let other = swapped[&keys[1]].clone();
     swapped.insert(keys[0], other);
-    let d = audit(&records, lookup(&swapped), None).unwrap_err();
+    let d = audit(&records, lookup(&swapped), None, None).unwrap_err();
     assert!(d.what.contains("not the one judged"), "{d}");
 
     // The coordinator itself re-signs its log: each forgery is caught at the forged record.
@@ -209,7 +216,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
         let at = forged.iter().position(|r| pick(&r.event)).unwrap();
         change(&mut forged[at].event);
         resign(&mut forged, &coordinator);
-        let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+        let d = audit(&forged, lookup(&proofs), Some(&me), None).unwrap_err();
         assert_eq!(d.seq, at as u64, "{d}");
         assert!(d.what.contains(what), "{d}");
     };
@@ -296,7 +303,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
         }
     }
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    let d = audit(&forged, lookup(&proofs), Some(&me), None).unwrap_err();
     assert!(d.what.contains("below the quorum"), "{d}");
 
     // ... or that abandons a round that met its quorum (dropping the hospitals' updates).
@@ -313,7 +320,7 @@ fn audit_passes_on_a_real_run_and_catches_each_tampering() {
     };
     forged.truncate(agg + 1);
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup(&proofs), Some(&me)).unwrap_err();
+    let d = audit(&forged, lookup(&proofs), Some(&me), None).unwrap_err();
     assert_eq!(d.seq, agg as u64, "{d}");
     assert!(d.what.contains("met the quorum"), "{d}");
 
@@ -345,12 +352,14 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
             },
             learning_rate: ONE,
             strategy: zkfed_aggregation::strategy::Strategy::FedAvg,
+            privacy: None,
         },
         coordinator_key: coordinator.public().encode_protobuf(),
         allow_list: vec![member.public().to_peer_id().to_bytes()],
         quorum: 1,
         round_deadline_secs: 60,
         max_attempts: 3,
+        noise_key_commitment: None,
     };
     let mut core = Ledger::open(&dir.join("state.redb"), coordinator, config.clone()).unwrap();
     let enrolment = |rows: u64, federation_id: [u8; 32]| Enrolment {
@@ -361,6 +370,7 @@ fn enrolment_policy_refuses_strangers_other_runs_and_changed_roots() {
         },
         schema_hash: config.public.schema.hash(),
         parameters: config.public.digest(),
+        sampling_key: None,
     };
     let member_peer = member.public().to_peer_id();
     let stranger_peer = stranger.public().to_peer_id();
@@ -520,7 +530,7 @@ fn softmax_and_mlp_runs_audit_and_export_their_models() {
         let (config, _) = run_with(&dir, &coordinator, spec);
         let store = dir.join("state.redb");
         let me = coordinator.public().to_peer_id();
-        let summary = audit_store(&store, Some(&me))
+        let summary = audit_store(&store, Some(&me), None)
             .unwrap()
             .unwrap_or_else(|d| panic!("the {spec} run does not audit: {d}"));
         assert_eq!(
@@ -618,7 +628,7 @@ fn a_run_started_with_a_model_the_schema_or_the_proof_rejects_does_not_audit() {
             config.public.model = spec;
         }
         resign(&mut altered, &coordinator);
-        let d = audit(&altered, lookup, None).unwrap_err();
+        let d = audit(&altered, lookup, None, None).unwrap_err();
         assert_eq!(d.seq, 0, "{d}");
         assert!(d.to_string().contains(reason), "{d}");
     }

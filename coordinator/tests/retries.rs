@@ -89,7 +89,7 @@ impl Federation {
         } = self;
         drop(ledger);
         let me = coordinator.public().to_peer_id();
-        let verdict = audit_store(&store(&dir), Some(&me)).unwrap();
+        let verdict = audit_store(&store(&dir), Some(&me), None).unwrap();
         assert!(verdict.is_ok(), "{verdict:?}");
         let stored = StoredLog::open(&store(&dir)).unwrap();
         let events = stored
@@ -365,7 +365,7 @@ fn the_deadline_runs_from_the_recorded_opening_across_a_restart_and_an_early_clo
     );
     drop(ledger);
     let me = coordinator.public().to_peer_id();
-    assert!(audit_store(&store(&dir), Some(&me)).unwrap().is_ok());
+    assert!(audit_store(&store(&dir), Some(&me), None).unwrap().is_ok());
 
     // A coordinator that closes the attempt early (re-signing its log) is caught.
     let stored = StoredLog::open(&store(&dir)).unwrap();
@@ -377,7 +377,7 @@ fn the_deadline_runs_from_the_recorded_opening_across_a_restart_and_an_early_clo
         *at_ms = opened + 1_000;
     }
     resign(&mut records, &coordinator);
-    let d = audit(&records, lookup, Some(&me)).unwrap_err();
+    let d = audit(&records, lookup, Some(&me), None).unwrap_err();
     assert_eq!(d.seq, last as u64, "{d}");
     assert!(d.what.contains("before its deadline"), "{d}");
     drop(stored);
@@ -405,7 +405,7 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
     let records = stored.records().unwrap();
     let lookup =
         |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    assert!(audit(&records, lookup, Some(&me)).is_ok());
+    assert!(audit(&records, lookup, Some(&me), None).is_ok());
 
     // Hospital 1's submission to the open attempt 2 "discarded" instead of judged.
     let mut forged = records.clone();
@@ -418,7 +418,7 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
     };
     forged.push(discarded);
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup, Some(&me)).unwrap_err();
+    let d = audit(&forged, lookup, Some(&me), None).unwrap_err();
     assert!(d.what.contains("discarded instead of judged"), "{d}");
 
     // Attempt 2 back-dated before attempt 1 closed.
@@ -428,7 +428,7 @@ fn a_discarded_admissible_submission_and_time_running_backwards_are_caught() {
         announcement.opened_at_ms = 0;
     }
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, lookup, Some(&me)).unwrap_err();
+    let d = audit(&forged, lookup, Some(&me), None).unwrap_err();
     assert!(d.what.contains("before the previous close"), "{d}");
     drop(stored);
     std::fs::remove_dir_all(dir).unwrap();
@@ -459,7 +459,7 @@ fn a_round_that_uses_up_its_attempts_ends_the_run_as_failed_and_not_before() {
     } = f;
     drop(ledger);
     let me = coordinator.public().to_peer_id();
-    assert!(audit_store(&store(&dir), Some(&me)).unwrap().is_ok());
+    assert!(audit_store(&store(&dir), Some(&me), None).unwrap().is_ok());
     let stored = StoredLog::open(&store(&dir)).unwrap();
     let records = stored.records().unwrap();
     assert!(matches!(
@@ -477,7 +477,7 @@ fn a_round_that_uses_up_its_attempts_ends_the_run_as_failed_and_not_before() {
     forged.push(failed);
     resign(&mut forged, &coordinator);
     let lookup = |_: u64, _: u32, _: &PeerId| None;
-    let d = audit(&forged, lookup, Some(&me)).unwrap_err();
+    let d = audit(&forged, lookup, Some(&me), None).unwrap_err();
     assert!(d.what.contains("before its attempts were exhausted"), "{d}");
     drop(stored);
     std::fs::remove_dir_all(dir).unwrap();

@@ -61,6 +61,7 @@ fn signed_enrolment(
         commitment,
         schema_hash: config.public.schema.hash(),
         parameters: config.public.digest(),
+        sampling_key: None,
     };
     SignedEnrolment::sign(enrolment, key)
 }
@@ -213,7 +214,7 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
 
     // The revocation is on the signed record, and the audit passes.
     let me = coordinator.public().to_peer_id();
-    let summary = audit_store(&store(&dir), Some(&me)).unwrap().unwrap();
+    let summary = audit_store(&store(&dir), Some(&me), None).unwrap().unwrap();
     assert_eq!(
         (summary.rounds, summary.proofs_verified, summary.revocations),
         (2, 5, 1)
@@ -248,7 +249,7 @@ fn a_revoked_peer_is_refused_left_out_of_the_open_aggregate_and_the_run_complete
         |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
     let caught = |forged: &mut Vec<AuditRecord>, at: usize, what: &str| {
         resign(forged, &coordinator);
-        let d = audit(forged, lookup, Some(&me)).unwrap_err();
+        let d = audit(forged, lookup, Some(&me), None).unwrap_err();
         assert_eq!(d.seq, at as u64, "{d}");
         assert!(d.what.contains(what), "{d}");
     };
@@ -385,7 +386,7 @@ fn revocations_below_the_quorum_end_the_run_and_a_revoked_peer_never_counts() {
     assert!(ledger.state().failed && ledger.state().finished());
     drop(ledger);
     let me = coordinator.public().to_peer_id();
-    let summary = audit_store(&store(&dir), Some(&me)).unwrap().unwrap();
+    let summary = audit_store(&store(&dir), Some(&me), None).unwrap().unwrap();
     assert_eq!(summary.revocations, 2);
     let records = StoredLog::open(&store(&dir)).unwrap().records().unwrap();
     assert!(matches!(
@@ -410,7 +411,7 @@ fn revocations_below_the_quorum_end_the_run_and_a_revoked_peer_never_counts() {
     let mut forged = records.clone();
     forged.remove(second);
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, none, Some(&me)).unwrap_err();
+    let d = audit(&forged, none, Some(&me), None).unwrap_err();
     assert_eq!(d.seq, second as u64, "{d}");
     assert!(d.what.contains("discarded instead of judged"), "{d}");
     // ... with the discard gone too, the early close ...
@@ -418,7 +419,7 @@ fn revocations_below_the_quorum_end_the_run_and_a_revoked_peer_never_counts() {
     forged.remove(second);
     forged.remove(second);
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, none, Some(&me)).unwrap_err();
+    let d = audit(&forged, none, Some(&me), None).unwrap_err();
     assert!(d.what.contains("before its deadline"), "{d}");
     // ... and with the attempt closed at its deadline instead, the failure.
     let mut forged = records.clone();
@@ -429,7 +430,7 @@ fn revocations_below_the_quorum_end_the_run_and_a_revoked_peer_never_counts() {
         *at_ms += 3_600_000;
     }
     resign(&mut forged, &coordinator);
-    let d = audit(&forged, none, Some(&me)).unwrap_err();
+    let d = audit(&forged, none, Some(&me), None).unwrap_err();
     assert_eq!(d.seq, forged.len() as u64 - 1, "{d}");
     assert!(d.what.contains("quorum could still be met"), "{d}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -603,7 +604,9 @@ async fn the_running_coordinator_applies_filed_revocations_and_drops_the_peer() 
         .unwrap();
     drop(stop);
 
-    let summary = audit_store(&store(&state), Some(&me)).unwrap().unwrap();
+    let summary = audit_store(&store(&state), Some(&me), None)
+        .unwrap()
+        .unwrap();
     assert_eq!(summary.revocations, 3);
     let events: Vec<AuditEvent> = StoredLog::open(&store(&state))
         .unwrap()

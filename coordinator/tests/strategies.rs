@@ -84,6 +84,7 @@ fn run(
                         &announcement,
                         &h.peer(),
                         h.dataset.commitment(),
+                        None,
                     )
                     .unwrap();
                     prove(&statement, &h.dataset).unwrap()
@@ -137,7 +138,7 @@ fn audit_records(
 ) -> Result<zkfed_coordinator::audit::AuditSummary, zkfed_coordinator::audit::Divergence> {
     let lookup =
         |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    audit(records, lookup, Some(me))
+    audit(records, lookup, Some(me), None)
 }
 
 /// Re-signs `records` with `change` applied to the first record `pick` selects, audits

@@ -111,6 +111,7 @@ impl Fixture {
             },
             schema_hash: self.schema().hash(),
             parameters: self.run.public.digest(),
+            sampling_key: Some(zkfed_air::sampling::KeyCommitment([5, 6, 7, 8])),
         };
         SignedEnrolment::sign(enrolment, &self.key)
     }
@@ -216,6 +217,16 @@ fn audit_log(f: &Fixture) -> Target {
                 momentum: vec![1, -2],
                 second: vec![3 << 32],
             },
+            privacy: Some(zkfed_coordinator::events::PrivateAggregate {
+                unnoised_sum_sha256: [8; 32],
+                epsilon: 1.25,
+            }),
+        },
+        AuditEvent::BudgetSpent {
+            rounds: 2,
+            epsilon: 1.25,
+            next_epsilon: None,
+            at_ms: 1_700_000_002_000,
         },
         AuditEvent::Abandoned {
             round: 2,

@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zkfed_air::commitment::{salts_from_bytes, salts_to_bytes};
 use zkfed_air::data::{LISTED_ROWS, list_rows, read_csv};
-use zkfed_air::{CommittedDataset, DatasetCommitment, Model, Statement};
+use zkfed_air::sampling::{KeyCommitment, SamplingKey};
+use zkfed_air::{CommittedDataset, DatasetCommitment, Model, Statement, WitnessError};
 use zkfed_protocol::model_file::ModelFile;
 use zkfed_protocol::{
     Enrolment, Rejection, Request, Response, RoundAnnouncement, RunParameters, SignedEnrolment,
@@ -154,7 +155,17 @@ async fn participate(
                 }
                 // The swarm is serviced while proving: pings answered, the connection kept.
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
-                let (submission, seconds) = link.poll_while(proved).await?;
+                let (submission, seconds) = match link.poll_while(proved).await {
+                    Ok(proved) => proved,
+                    Err(e) if abstains(&e) => {
+                        // Probability below 10^-9 per attempt (README, "Privacy").
+                        warn!(round = round.round, attempt = round.attempt, error = %e, "abstaining from this attempt");
+                        progress.last = (round.round, round.attempt);
+                        progress.save(&progress_path)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let bytes = submission.proof.len() + 8 * (submission.update.values.len() + 1);
                 let attempt = (round.round, round.attempt);
                 let round = round.round;
@@ -251,6 +262,7 @@ async fn enrol(
         commitment: dataset.commitment(),
         schema_hash: params.schema.hash(),
         parameters: params.digest(),
+        sampling_key: sampling_key(&params, &dataset),
     };
     let signed = SignedEnrolment::sign(enrolment, &config.key);
     match link.ask(Request::Enrol(signed)).await? {
@@ -315,6 +327,17 @@ fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
         .standardization
         .check(&params.schema)
         .context("the run's standardization")?;
+    if let Some(privacy) = &params.privacy {
+        // A private run's batch is this node's hidden sample: its noise and budget, not a
+        // batch size, protect the rows.
+        privacy.validate().context("the run's privacy")?;
+        ensure!(
+            zkfed_aggregation::strategy::is_mean_based(params.strategy),
+            "the run's strategy {} needs each update, which a private run does not give it",
+            params.strategy
+        );
+        return Ok(());
+    }
     if params.params.batch_size < config.min_batch_size {
         bail!(
             "the run's batch size {} is below this node's minimum {}: an update over so few \
@@ -628,9 +651,10 @@ fn adopt_legacy_files(config: &Config, params: &RunParameters) -> anyhow::Result
     Ok(())
 }
 
-/// The salts and the commitment over them, in one file written atomically (temp file,
-/// fsync, rename, fsync of the directory), so no crash leaves one without the other.
-// No `Debug`: the salts are what keeps the committed rows hidden.
+/// The salts, the sampling key and the commitment over them, in one file written
+/// atomically (temp file, fsync, rename, fsync of the directory), so no crash leaves one
+/// without the others.
+// No `Debug`: the salts keep the committed rows hidden, the key the sampled ones.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredDataset {
     commitment: DatasetCommitment,
@@ -639,6 +663,34 @@ struct StoredDataset {
     /// The data rows (from 1) left out as out of range, so a restart that would leave out
     /// others is explained, not just refused.
     left_out: Vec<u64>,
+    /// The hidden-sampling key (`SamplingKey::to_bytes`), drawn with the salts.
+    sampling_key: Vec<u8>,
+}
+
+/// [`StoredDataset`] as the release before hidden sampling wrote it: read, given a fresh
+/// key and written again in the current layout.
+#[derive(serde::Deserialize)]
+struct StoredDatasetV1 {
+    commitment: DatasetCommitment,
+    salts: Vec<u8>,
+    left_out: Vec<u64>,
+}
+
+/// The stored dataset, and whether it was an earlier release's (then it is given a fresh
+/// sampling key, which the caller writes back before using it: no run has enrolled one).
+fn decode_stored_dataset(bytes: &[u8]) -> anyhow::Result<(StoredDataset, bool)> {
+    if let Ok(stored) = postcard::from_bytes::<StoredDataset>(bytes) {
+        return Ok((stored, false));
+    }
+    let old: StoredDatasetV1 = postcard::from_bytes(bytes)?;
+    let key = SamplingKey::generate(&mut rand::make_rng::<rand::rngs::StdRng>());
+    let stored = StoredDataset {
+        commitment: old.commitment,
+        salts: old.salts,
+        left_out: old.left_out,
+        sampling_key: key.to_bytes().to_vec(),
+    };
+    Ok((stored, true))
 }
 
 /// Loads the CSV under the run's schema and commits to it, reusing persisted salts.
@@ -664,7 +716,7 @@ fn commit_dataset(
         )
     };
     if let Some(bytes) = read_if_present(&path)? {
-        let stored: StoredDataset = postcard::from_bytes(&bytes)
+        let (stored, upgraded) = decode_stored_dataset(&bytes)
             .with_context(|| format!("{} is corrupt", path.display()))?;
         if stored.left_out != left_out {
             bail!(
@@ -677,9 +729,17 @@ fn commit_dataset(
             );
         }
         let salts = salts_from_bytes(&stored.salts, rows.len()).with_context(changed)?;
-        let dataset = CommittedDataset::with_salts(rows, labels, salts)?;
+        let key = SamplingKey::from_bytes(&stored.sampling_key)
+            .with_context(|| format!("{}: the sampling key", path.display()))?;
+        let dataset = CommittedDataset::with_salts(rows, labels, salts)?.with_sampling_key(key);
         if stored.commitment != dataset.commitment() {
             bail!(changed());
+        }
+        if upgraded {
+            write_durably(
+                &path,
+                &postcard::to_allocvec(&stored).expect("plain data serializes"),
+            )?;
         }
         return Ok(dataset);
     }
@@ -704,10 +764,13 @@ fn commit_dataset(
             CommittedDataset::commit(rows, labels, &mut rng)?
         }
     };
+    let key = SamplingKey::generate(&mut rand::make_rng::<rand::rngs::StdRng>());
+    let dataset = dataset.with_sampling_key(key.clone());
     let stored = StoredDataset {
         commitment: dataset.commitment(),
         salts: salts_to_bytes(dataset.salts()),
         left_out,
+        sampling_key: key.to_bytes().to_vec(),
     };
     write_durably(
         &path,
@@ -790,6 +853,24 @@ fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The commitment to this node's sampling key, enrolled in a private run only.
+fn sampling_key(params: &RunParameters, dataset: &CommittedDataset) -> Option<KeyCommitment> {
+    params.privacy?;
+    dataset.sampling_key().map(SamplingKey::commitment)
+}
+
+/// Whether a proving error is a hidden sample the proof cannot take (more rows than its
+/// slots, or an unsplittable value): the node abstains from that attempt, as the overflow
+/// rule says, instead of stopping.
+pub fn abstains(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<zkfed_air::ProveError>(),
+        Some(zkfed_air::ProveError::Witness(
+            WitnessError::SampleOverflow { .. } | WitnessError::UnsplittableSample
+        ))
+    )
+}
+
 /// Makes this round's submission on a blocking thread; returns it and the seconds taken.
 async fn prove_round(
     prover: &Arc<dyn Prover>,
@@ -798,7 +879,8 @@ async fn prove_round(
     me: &PeerId,
     dataset: &CommittedDataset,
 ) -> anyhow::Result<(Submission, f64)> {
-    let statement = round_statement(params, round, me, dataset.commitment())
+    let key = sampling_key(params, dataset);
+    let statement = round_statement(params, round, me, dataset.commitment(), key)
         .context("forming the round's statement")?;
     let (prover, rows, announced) = (prover.clone(), dataset.clone(), round.clone());
     let number = round.round;
@@ -854,6 +936,7 @@ mod tests {
             },
             learning_rate: zkfed_air::fixed::ONE,
             strategy: Default::default(),
+            privacy: None,
         }
     }
 

@@ -1210,6 +1210,10 @@ pub fn check_log(events: &[AuditEvent], rounds: u64) -> LogCheck {
             AuditEvent::RunFailed { round, .. } => {
                 violation(format!("record {seq}: the run failed at round {round}"));
             }
+            // The chaos run has no privacy budget.
+            AuditEvent::BudgetSpent { rounds, .. } => {
+                violation(format!("record {seq}: a budget end after round {rounds}"));
+            }
             AuditEvent::Refused { .. } => counts.refused += 1,
             AuditEvent::Discarded { .. } => counts.discarded += 1,
             // The chaos run revokes nobody: a revocation would change what is aggregated.
@@ -1496,6 +1500,7 @@ mod tests {
             },
             learning_rate: zkfed_air::fixed::ONE,
             strategy: Default::default(),
+            privacy: None,
         };
         let config = RunConfig {
             public: public.clone(),
@@ -1504,6 +1509,7 @@ mod tests {
             quorum: 2,
             round_deadline_secs: 30,
             max_attempts: 5,
+            noise_key_commitment: None,
         };
         let mut events = vec![AuditEvent::RunStarted(config)];
         let mut model = Model::zeros(ModelSpec::Logistic, d);
@@ -1547,6 +1553,7 @@ mod tests {
                 at_ms: round * 1000 + 500,
                 model: model.clone(),
                 state: Default::default(),
+                privacy: None,
             });
         }
         events

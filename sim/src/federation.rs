@@ -283,6 +283,7 @@ pub(crate) fn coordinator_config(
         schema: raw.schema.clone(),
         model: options.model.clone(),
         standardization: stats.clone(),
+        privacy: options.privacy(),
     }
 }
 

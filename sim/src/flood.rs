@@ -78,11 +78,14 @@ pub async fn flood(
         raw.labels,
         &mut rand::make_rng::<rand::rngs::StdRng>(),
     )?;
+    let sampling_key =
+        zkfed_air::sampling::SamplingKey::generate(&mut rand::make_rng::<rand::rngs::StdRng>());
     let enrolment = Enrolment {
         federation_id: params.federation_id,
         commitment: dataset.commitment(),
         schema_hash: params.schema.hash(),
         parameters: params.digest(),
+        sampling_key: params.privacy.map(|_| sampling_key.commitment()),
     };
     match wire
         .ask(Request::Enrol(SignedEnrolment::sign(enrolment, &key)))

@@ -78,6 +78,21 @@ pub struct Options {
     /// stays plain SGD.
     #[arg(long, default_value = "fedavg")]
     pub strategy: String,
+    /// Differential privacy: the noise multiplier `z` (noise of standard deviation `z·C`
+    /// on the sum of the accepted updates). With it the batches are hidden Poisson samples
+    /// at `--sampling-rate` and the run stops at `--dp-epsilon` (README, "Privacy").
+    #[arg(long, requires_all = ["sampling_rate", "dp_epsilon"])]
+    pub noise_multiplier: Option<f64>,
+    /// A private run's sampling rate: each committed row's probability of being in a
+    /// round's batch.
+    #[arg(long, requires = "noise_multiplier")]
+    pub sampling_rate: Option<f64>,
+    /// A private run's budget ε: no round starts that would spend more.
+    #[arg(long, requires = "noise_multiplier")]
+    pub dp_epsilon: Option<f64>,
+    /// A private run's δ.
+    #[arg(long, default_value_t = 1e-5)]
+    pub dp_delta: f64,
     /// The model: `logistic` (a 0/1 label), `softmax` or `mlp:H` (`H` hidden units);
     /// `auto` picks logistic for a 0/1 label and softmax for more classes.
     #[arg(long, default_value = "auto")]
@@ -137,6 +152,16 @@ impl DatasetChoice {
 }
 
 impl Options {
+    /// The coordinator's `[privacy]` table, if the run is private.
+    pub fn privacy(&self) -> Option<zkfed_coordinator::config::RawPrivacy> {
+        Some(zkfed_coordinator::config::RawPrivacy {
+            noise_multiplier: self.noise_multiplier?,
+            sampling_rate: self.sampling_rate?,
+            epsilon: self.dp_epsilon?,
+            delta: self.dp_delta,
+        })
+    }
+
     /// The command line's options, with the defaults that depend on the dataset.
     pub fn from_command_line() -> Self {
         Self::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())

@@ -22,6 +22,10 @@ fn small_run(name: &str) -> Options {
         clip: 1.0,
         learning_rate: 1.0,
         strategy: "fedavg".into(),
+        noise_multiplier: None,
+        sampling_rate: None,
+        dp_epsilon: None,
+        dp_delta: 1e-5,
         model: "logistic".into(),
         dataset: DatasetChoice::BreastCancer,
         label: None,
@@ -205,7 +209,7 @@ fn federations_under_fedadam_and_multi_krum_aggregate_every_round_and_learn() {
         assert_eq!(a.rejected_for_the_right_reason, a.submitted, "{a:?}");
         assert!(report.final_accuracy > 0.8, "{strategy}: {text}");
         let store = out.join("nodes").join("coordinator").join("state.redb");
-        let summary = zkfed_coordinator::audit::audit_store(&store, None)
+        let summary = zkfed_coordinator::audit::audit_store(&store, None, None)
             .unwrap()
             .unwrap_or_else(|d| panic!("{strategy}: the store does not audit: {d}"));
         assert_eq!(summary.rounds, 3, "{strategy}");

@@ -138,7 +138,8 @@ async fn a_retried_round_reaches_quorum_after_a_participant_restarts() {
         .unwrap();
 
     let store = coordinator_state.join("state.redb");
-    let audit = zkfed_coordinator::audit::audit_store(&store, Some(&coordinator_peer)).unwrap();
+    let audit =
+        zkfed_coordinator::audit::audit_store(&store, Some(&coordinator_peer), None).unwrap();
     assert!(audit.is_ok(), "{audit:?}");
     let records = zkfed_coordinator::log::StoredLog::open(&store)
         .unwrap()

@@ -25,6 +25,11 @@ impl Hospital {
         self.key.public().to_peer_id()
     }
 
+    /// The commitment to its hidden-sampling key.
+    pub fn sampling_key(&self) -> Option<zkfed_air::sampling::KeyCommitment> {
+        self.dataset.sampling_key().map(|k| k.commitment())
+    }
+
     /// Its signed enrolment of its commitment in `config`'s run.
     pub fn signed_enrolment(&self, config: &RunConfig) -> SignedEnrolment {
         let enrolment = Enrolment {
@@ -32,6 +37,7 @@ impl Hospital {
             commitment: self.dataset.commitment(),
             schema_hash: config.public.schema.hash(),
             parameters: config.public.digest(),
+            sampling_key: config.public.privacy.and(self.sampling_key()),
         };
         SignedEnrolment::sign(enrolment, &self.key)
     }
@@ -50,6 +56,7 @@ impl Hospital {
             announcement,
             &self.peer(),
             self.dataset.commitment(),
+            self.sampling_key(),
         )
         .unwrap();
         let (update, proof) = prove(&statement, &self.dataset).unwrap();
@@ -76,12 +83,14 @@ pub fn bundled_hospitals(
     let hospitals = (0..count)
         .map(|k| {
             let part = k * rows..(k + 1) * rows;
+            let key = zkfed_air::sampling::SamplingKey::generate(&mut rng);
             let dataset = CommittedDataset::commit(
                 standardized[part.clone()].to_vec(),
                 raw.labels[part].to_vec(),
                 &mut rng,
             )
-            .unwrap();
+            .unwrap()
+            .with_sampling_key(key);
             Hospital {
                 key: Keypair::generate_ed25519(),
                 dataset,
@@ -114,12 +123,14 @@ pub fn run_config(
             },
             learning_rate,
             strategy: zkfed_aggregation::strategy::Strategy::FedAvg,
+            privacy: None,
         },
         coordinator_key: coordinator.public().encode_protobuf(),
         allow_list: hospitals.iter().map(|h| h.peer().to_bytes()).collect(),
         quorum: 2,
         round_deadline_secs: 60,
         max_attempts: 3,
+        noise_key_commitment: None,
     }
 }
 
