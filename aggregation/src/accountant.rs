@@ -176,11 +176,11 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Guarantee {
     for (&a, &r) in orders.iter().zip(rdp) {
         let epsilon = if r.is_nan() || r < 0.0 {
             f64::INFINITY
-        } else if delta * delta + (-r).exp_m1() >= 0.0 {
+        } else if delta * delta + libm::expm1(-r) >= 0.0 {
             0.0
         } else if a > 1.01 {
             // Unstable as α → 1, and useless there anyway.
-            r + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)
+            r + libm::log1p(-1.0 / a) - libm::log(delta * a) / (a - 1.0)
         } else {
             f64::INFINITY
         };
@@ -194,7 +194,7 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Guarantee {
 
 /// `log(A_α)` for integer `α`: `log Σ_i C(α, i) q^i (1-q)^{α-i} e^{(i² - i)/(2z²)}`.
 fn log_a_int(q: f64, z: f64, alpha: u64) -> f64 {
-    let (log_q, log_1q) = (q.ln(), (-q).ln_1p());
+    let (log_q, log_1q) = (libm::log(q), libm::log1p(-q));
     (0..=alpha).fold(f64::NEG_INFINITY, |acc, i| {
         let i = i as f64;
         let a = alpha as f64;
@@ -214,20 +214,20 @@ const MAX_SERIES_TERMS: u32 = 1_000_000;
 /// within [`MAX_SERIES_TERMS`].
 fn log_a_frac(q: f64, z: f64, alpha: f64) -> f64 {
     let (mut log_a0, mut log_a1) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
-    let z0 = z * z * (1.0 / q - 1.0).ln() + 0.5;
-    let (log_q, log_1q) = (q.ln(), (-q).ln_1p());
+    let z0 = z * z * libm::log(1.0 / q - 1.0) + 0.5;
+    let (log_q, log_1q) = (libm::log(q), libm::log1p(-q));
     let mut coef = 1.0f64;
     for i in 0..MAX_SERIES_TERMS {
         let i = f64::from(i);
         if i > 0.0 {
             coef *= (alpha - i + 1.0) / i;
         }
-        let log_coef = coef.abs().ln();
+        let log_coef = libm::log(coef.abs());
         let j = alpha - i;
         let log_t0 = log_coef + i * log_q + j * log_1q;
         let log_t1 = log_coef + j * log_q + i * log_1q;
-        let log_e0 = 0.5f64.ln() + log_erfc((i - z0) / (std::f64::consts::SQRT_2 * z));
-        let log_e1 = 0.5f64.ln() + log_erfc((z0 - j) / (std::f64::consts::SQRT_2 * z));
+        let log_e0 = libm::log(0.5) + log_erfc((i - z0) / (std::f64::consts::SQRT_2 * z));
+        let log_e1 = libm::log(0.5) + log_erfc((z0 - j) / (std::f64::consts::SQRT_2 * z));
         let log_s0 = log_t0 + (i * i - i) / (2.0 * z * z) + log_e0;
         let log_s1 = log_t1 + (j * j - j) / (2.0 * z * z) + log_e1;
         if coef > 0.0 {
@@ -253,7 +253,7 @@ fn log_add(x: f64, y: f64) -> f64 {
     let (low, high) = (x.min(y), x.max(y));
     match low == f64::NEG_INFINITY {
         true => high,
-        false => (low - high).exp().ln_1p() + high,
+        false => libm::log1p(libm::exp(low - high)) + high,
     }
 }
 
@@ -266,18 +266,20 @@ fn log_sub(x: f64, y: f64) -> f64 {
     if x <= y {
         return f64::NEG_INFINITY;
     }
-    (x - y).exp_m1().ln() + y
+    libm::log(libm::expm1(x - y)) + y
 }
 
 /// `log(erfc(x))`, by the asymptotic series where `erfc` underflows.
 fn log_erfc(x: f64) -> f64 {
     let r = libm::erfc(x);
     if r > 0.0 {
-        return r.ln();
+        return libm::log(r);
     }
-    -std::f64::consts::PI.ln() / 2.0 - x.ln() - x * x - 0.5 * x.powi(-2) + 0.625 * x.powi(-4)
-        - 37.0 / 24.0 * x.powi(-6)
-        + 353.0 / 64.0 * x.powi(-8)
+    // Basic operations and `libm` only, so every machine computes the same bits.
+    let inv = 1.0 / (x * x);
+    -libm::log(std::f64::consts::PI) / 2.0 - libm::log(x) - x * x - 0.5 * inv + 0.625 * inv * inv
+        - 37.0 / 24.0 * inv * inv * inv
+        + 353.0 / 64.0 * inv * inv * inv * inv
 }
 
 #[cfg(test)]

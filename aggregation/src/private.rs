@@ -43,7 +43,11 @@ pub fn noise_variance(z: f64, clip_norm: i64) -> Result<u128, NoiseError> {
     }
     // f64 squares of values up to 2^28 are exact to 2^-50 relative; ceil then adds one
     // unit so the variance never falls below (z·clip)².
-    Ok((sigma * sigma).ceil() as u128 + 1)
+    let sigma_sq = (sigma * sigma).ceil() as u128 + 1;
+    match sigma_sq <= u128::from(MAX_SIGMA) * u128::from(MAX_SIGMA) {
+        true => Ok(sigma_sq),
+        false => Err(NoiseError::Variance(sigma_sq)),
+    }
 }
 
 /// The multiplier the accountant uses: `σ / (clip_norm + √P)`, below `z` by the rounding's
@@ -198,6 +202,9 @@ mod tests {
         assert!(noise_variance(0.0, ONE).is_err());
         assert!(noise_variance(f64::NAN, ONE).is_err());
         assert!(noise_variance(1e4, ONE).is_err()); // σ = 10^4·2^16 > 2^28
+        // σ = 2^28 exactly: σ² + 1 is past the sampler's range, refused here, not later.
+        assert!(noise_variance(4096.0, ONE).is_err());
+        assert!(noise_variance(4095.0, ONE).is_ok());
         let z = effective_multiplier(noise_variance(2.0, ONE).unwrap(), ONE, 31);
         assert!(z < 2.0 && z > 2.0 * 0.9999, "{z}");
     }

@@ -7,8 +7,10 @@
 //!   [`KeyCommitment`] is the first four output lanes of the Poseidon2 permutation of
 //!   `[key, 0, 0, 0, 0, 0, KEY_DOMAIN, 0, 0]`; the key has full entropy, so the commitment
 //!   hides it (the permutation is modelled as random).
-//! - Block `b ≥ 1` of the PRF is the permutation of `[key, seed, b, PRF_DOMAIN, 0, 0]`,
-//!   `seed` being the round seed's four little-endian 64-bit words reduced into the field.
+//! - Block `b ≥ 1` of the PRF is the permutation of `[key, seed, b, PRF_DOMAIN, round, 0]`,
+//!   `seed` being the round seed's four little-endian 64-bit words reduced into the field:
+//!   a coordinator that announced one seed twice would still get fresh samples in another
+//!   round.
 //!   Its eight output lanes `0, 1, 2, 3, 8, 9, 10, 11` are the PRF values of rows
 //!   `8(b − 1)..8b`.
 //! - A PRF value `v` is split as `v = low + 2^32·high` with both halves in `[0, 2^32)` and
@@ -37,6 +39,8 @@ pub const RATE_BITS: u32 = 32;
 pub const DOMAIN_LANE: usize = 9;
 /// Input lane of the PRF's block number.
 pub const BLOCK_LANE: usize = 8;
+/// Input lane of the round number.
+pub const ROUND_LANE: usize = 10;
 /// Domain tag of the key commitment.
 pub const KEY_DOMAIN: u64 = 0x7a6b_6665_645f_6b79; // "zkfed_ky"
 /// Domain tag of the PRF blocks.
@@ -196,37 +200,47 @@ pub fn commitment_input(key: &[Goldilocks; DIGEST_ELEMS]) -> [Goldilocks; WIDTH]
     input
 }
 
+/// Which attempt a sample is for: the round's number and the attempt's seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draw<'a> {
+    /// The attempt's public seed.
+    pub seed: &'a [u8; 32],
+    /// The round number.
+    pub round: u64,
+}
+
 /// The permutation input of PRF block `block` (from 1).
 pub fn prf_input(
     key: &[Goldilocks; DIGEST_ELEMS],
-    seed: &[u8; 32],
+    draw: Draw<'_>,
     block: u64,
 ) -> [Goldilocks; WIDTH] {
     let mut input = [Goldilocks::ZERO; WIDTH];
     input[..DIGEST_ELEMS].copy_from_slice(key);
-    input[DIGEST_ELEMS..2 * DIGEST_ELEMS].copy_from_slice(&seed_elements(seed));
+    input[DIGEST_ELEMS..2 * DIGEST_ELEMS].copy_from_slice(&seed_elements(draw.seed));
     input[BLOCK_LANE] = Goldilocks::from_u64(block);
     input[DOMAIN_LANE] = Goldilocks::from_u64(PRF_DOMAIN);
+    input[ROUND_LANE] = Goldilocks::from_u64(draw.round);
     input
 }
 
 /// The PRF values of the rows of block `block` (from 1): rows `8(block − 1)..8·block`.
 pub fn prf_block(
     key: &SamplingKey,
-    seed: &[u8; 32],
+    draw: Draw<'_>,
     block: u64,
 ) -> [Goldilocks; ROWS_PER_PERMUTATION] {
-    let out = permutation().permute(prf_input(&key.0, seed, block));
+    let out = permutation().permute(prf_input(&key.0, draw, block));
     PRF_LANES.map(|lane| out[lane])
 }
 
-/// The rows of a `rows`-row dataset sampled in the attempt with this seed, ascending.
-pub fn sampled_rows(key: &SamplingKey, seed: &[u8; 32], rows: u64, rate: SamplingRate) -> Vec<u64> {
+/// The rows of a `rows`-row dataset sampled in `draw`'s attempt, ascending.
+pub fn sampled_rows(key: &SamplingKey, draw: Draw<'_>, rows: u64, rate: SamplingRate) -> Vec<u64> {
     let blocks = rows.div_ceil(ROWS_PER_PERMUTATION as u64);
     let mut sampled = Vec::new();
     for block in 1..=blocks {
         let base = (block - 1) * ROWS_PER_PERMUTATION as u64;
-        for (lane, value) in prf_block(key, seed, block).into_iter().enumerate() {
+        for (lane, value) in prf_block(key, draw, block).into_iter().enumerate() {
             let row = base + lane as u64;
             if row < rows && rate.samples(value) {
                 sampled.push(row);
@@ -303,16 +317,20 @@ mod tests {
     #[test]
     fn the_sample_depends_on_key_and_seed_and_has_the_rate() {
         let rate = SamplingRate::from_probability(0.1).unwrap();
-        let a = sampled_rows(&key(1), &[7; 32], 20_000, rate);
-        assert_eq!(a, sampled_rows(&key(1), &[7; 32], 20_000, rate));
-        assert_ne!(a, sampled_rows(&key(2), &[7; 32], 20_000, rate));
-        assert_ne!(a, sampled_rows(&key(1), &[8; 32], 20_000, rate));
+        let draw = |seed: &'static [u8; 32], round| Draw { seed, round };
+        let a = sampled_rows(&key(1), draw(&[7; 32], 1), 20_000, rate);
+        assert_eq!(a, sampled_rows(&key(1), draw(&[7; 32], 1), 20_000, rate));
+        assert_ne!(a, sampled_rows(&key(2), draw(&[7; 32], 1), 20_000, rate));
+        assert_ne!(a, sampled_rows(&key(1), draw(&[8; 32], 1), 20_000, rate));
+        // The same seed announced in another round draws another sample.
+        assert_ne!(a, sampled_rows(&key(1), draw(&[7; 32], 2), 20_000, rate));
         // Mean 2000, standard deviation about 42: six of them either way.
         assert!((1750..2250).contains(&a.len()), "{} sampled", a.len());
         assert!(a.windows(2).all(|w| w[0] < w[1]));
         assert!(a.iter().all(|&r| r < 20_000));
         let everything = SamplingRate::new(1 << 32).unwrap();
-        assert_eq!(sampled_rows(&key(1), &[7; 32], 13, everything).len(), 13);
+        let all = sampled_rows(&key(1), draw(&[7; 32], 1), 13, everything);
+        assert_eq!(all.len(), 13);
     }
 
     #[test]

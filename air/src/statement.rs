@@ -289,6 +289,14 @@ impl Statement {
         Ok(())
     }
 
+    /// Which attempt a hidden sample is drawn for: this statement's seed and round.
+    pub fn draw(&self) -> crate::sampling::Draw<'_> {
+        crate::sampling::Draw {
+            seed: &self.seed,
+            round: self.context.round,
+        }
+    }
+
     /// The trace dimensions of this statement's proof.
     pub fn shape(&self) -> ProofShape {
         let shape = ProofShape::new(

@@ -30,7 +30,7 @@ impl Hidden {
         let s = self.statement.sampling.unwrap();
         sampled_rows(
             &self.key,
-            &self.statement.seed,
+            self.statement.draw(),
             self.statement.dataset.rows,
             s.rate,
         )
@@ -219,8 +219,9 @@ fn the_sampling_table_cannot_flip_a_decision() {
     let threshold = f.statement.sampling.unwrap().rate.threshold;
     // A sampled row declared unsampled, and left out of the slots.
     let skipped = f.sampled()[0];
-    let slots: Vec<_> = f.slots().into_iter().filter(|s| s.0 != skipped).collect();
-    let mut slots = slots;
+    let mut slots = f.slots();
+    let at = slots.iter().position(|&s| s == (skipped, true)).unwrap();
+    slots.remove(at);
     slots.push((0, false));
     let mut traces = f.traces_for(&slots);
     let (row, lane) = lane_of(skipped);

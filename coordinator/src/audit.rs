@@ -262,6 +262,7 @@ fn check_event<P: Fn(u64, u32, &PeerId) -> Option<Vec<u8>>>(
             if let Some(recorded) = privacy {
                 check_private_record(state, recorded).map_err(diverge)?;
                 if context.noise.is_none() {
+                    check_private_model(state, model, server_state).map_err(diverge)?;
                     summary.unchecked_noise += 1;
                     return Ok(());
                 }
@@ -368,13 +369,40 @@ fn check_private_record(
     }
     let public = &state.config.public;
     let privacy = public.privacy.as_ref().ok_or("no privacy in the run")?;
-    let round = state.completed_rounds + 1;
-    let spent = spent_epsilon(public, privacy, round).map_err(|e| e.to_string())?;
+    let attempts = state.attempts_opened;
+    let spent = spent_epsilon(public, privacy, attempts).map_err(|e| e.to_string())?;
     if spent.to_bits() != recorded.epsilon.to_bits() {
         return Err(format!(
-            "records ε = {} after round {round}, the accountant gives {spent}",
+            "records ε = {} after {attempts} attempts, the accountant gives {spent}",
             recorded.epsilon
         ));
+    }
+    Ok(())
+}
+
+/// What a private aggregate's model and state must be even unseen noise aside: the
+/// announced model's spec and width, every parameter in range, and a state of the shape the
+/// strategy keeps.
+fn check_private_model(
+    state: &RunState,
+    model: &zkfed_air::Model,
+    server_state: &zkfed_aggregation::strategy::ServerState,
+) -> Result<(), String> {
+    let announced = &state
+        .open
+        .as_ref()
+        .ok_or("no attempt is open")?
+        .announcement
+        .model;
+    if model.spec != announced.spec || model.params.len() != announced.params.len() {
+        return Err("the aggregate is not a model of the run's spec and width".into());
+    }
+    model
+        .validate()
+        .map_err(|e| format!("the aggregate is out of range: {e}"))?;
+    let width = |v: &Vec<i64>| v.is_empty() || v.len() == announced.params.len();
+    if !width(&server_state.momentum) || !width(&server_state.second) {
+        return Err("the server state is not of the model's width".into());
     }
     Ok(())
 }

@@ -42,7 +42,7 @@ pub struct PrivateAggregate {
     /// SHA-256 of the accepted updates' sum on the gradient lattice
     /// (`zkfed_aggregation::private::sum_digest`).
     pub unnoised_sum_sha256: [u8; 32],
-    /// ε spent after this round (at the run's δ).
+    /// ε spent by the attempts opened up to this round's (at the run's δ).
     pub epsilon: f64,
 }
 
@@ -93,14 +93,14 @@ pub enum AuditEvent {
         /// A private run's un-noised sum digest and spent ε.
         privacy: Option<PrivateAggregate>,
     },
-    /// A private run ended because one more round would spend more than its budget. Nothing
-    /// follows it.
+    /// A private run ended because one more round attempt would spend more than its
+    /// budget. Nothing follows it.
     BudgetSpent {
         /// Rounds aggregated.
         rounds: u64,
-        /// ε spent by them.
+        /// ε spent by the attempts opened.
         epsilon: f64,
-        /// ε after one more round (`None`: it cannot be accounted within δ).
+        /// ε after one more attempt (`None`: it cannot be accounted within δ).
         next_epsilon: Option<f64>,
         /// When (milliseconds since the Unix epoch).
         at_ms: u64,
@@ -212,6 +212,9 @@ pub struct RunState {
     pub failed: bool,
     /// Whether a private run ended at its budget ([`AuditEvent::BudgetSpent`]).
     pub budget_spent: bool,
+    /// Round attempts opened so far (`RoundStarted` records): what a private run's ε
+    /// is charged for.
+    pub attempts_opened: u64,
     /// When the last attempt closed (milliseconds since the Unix epoch): recorded times never
     /// go backwards.
     pub last_closed_ms: u64,
@@ -289,6 +292,7 @@ impl RunState {
             last_closed_ms: 0,
             failed: false,
             budget_spent: false,
+            attempts_opened: 0,
             enrolment_refusals: BTreeSet::new(),
             verdicts: BTreeMap::new(),
         }
@@ -386,6 +390,7 @@ impl RunState {
                     accepted: Vec::new(),
                     dropped: BTreeSet::new(),
                 });
+                self.attempts_opened += 1;
             }
             AuditEvent::Judged {
                 round,

@@ -31,9 +31,11 @@ const FORMAT_KEY: &str = "log_format";
 /// (`PROTOCOL_VERSION` 4); 7 proofs with 23 queries (`PROTOCOL_VERSION` 5),
 /// model specs and flat parameter vectors (`Model`, `ClippedGradientSum`, `RunParameters`);
 /// 8 aggregation strategies (`RunParameters::strategy`, the server state in
-/// `AuditEvent::Aggregated`, `Enrolment::parameters`); stores from before formats were recorded have no format and
-/// are refused.
-pub const LOG_FORMAT: u64 = 8;
+/// `AuditEvent::Aggregated`, `Enrolment::parameters`); 9 privacy (hidden-sampling proofs,
+/// `PROTOCOL_VERSION` 6, `RunParameters::privacy`, `RunConfig::noise_key_commitment`,
+/// `Enrolment::sampling_key`, `Aggregated::privacy`, `AuditEvent::BudgetSpent`); stores
+/// from before formats were recorded have no format and are refused.
+pub const LOG_FORMAT: u64 = 9;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

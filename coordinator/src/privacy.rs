@@ -5,10 +5,13 @@
 //! - The noise key is 32 bytes from the operating system's CSPRNG in `noise.key` (0600)
 //!   beside the node key. Its SHA-256 commitment is in the run's configuration (the log's
 //!   first record); the attempt `(r, a)`'s noise seed is
-//!   `SHA-256("zkfed/noise-seed/v1" || key || r || a)`. Whoever holds a copy of the key
+//!   `SHA-256("zkfed/noise-seed/v1" || key || federation id || r || a)`. Whoever holds a copy of the key
 //!   (an escrow the operator hands the auditor) recomputes every aggregate bit for bit;
 //!   everyone else checks everything but the noise.
-//! - ε after `r` rounds is the RDP accountant's at the integer orders with the effective
+//! - ε is charged per attempt opened, not per round aggregated: an abandoned attempt's
+//!   participants proved and sent noised-to-be sums too, and whether it was abandoned (a
+//!   model out of range, an abstention) may depend on the data.
+//! - ε after `r` attempts is the RDP accountant's at the integer orders with the effective
 //!   multiplier `σ / (C·2^16 + √P)` and `q'`, converted at `δ/2`; the other half covers
 //!   the overflow rule: with probability at most `β = 10^-9` per round the participant
 //!   whose data differs abstains because its sample overflowed the proof's slots, an event
@@ -107,11 +110,13 @@ impl NoiseKey {
         h.finalize().into()
     }
 
-    /// The noise seed of round `round`, attempt `attempt`.
-    pub fn seed(&self, round: u64, attempt: u32) -> [u8; 32] {
+    /// The noise seed of run `federation_id`'s round `round`, attempt `attempt` (another
+    /// run from the same key draws other noise, so models of two runs cannot cancel it).
+    pub fn seed(&self, federation_id: &[u8; 32], round: u64, attempt: u32) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"zkfed/noise-seed/v1");
         h.update(self.0);
+        h.update(federation_id);
         h.update(round.to_le_bytes());
         h.update(attempt.to_le_bytes());
         h.finalize().into()
@@ -131,7 +136,7 @@ pub fn variance(public: &RunParameters, privacy: &Privacy) -> Result<u128, Priva
     )?)
 }
 
-/// ε spent after `rounds` aggregated rounds of the private run.
+/// ε spent after `rounds` attempts of the private run.
 pub fn spent_epsilon(
     public: &RunParameters,
     privacy: &Privacy,
@@ -160,13 +165,18 @@ pub fn spent_epsilon(
     Ok(epsilon)
 }
 
-/// Rounds the budget allows: the largest `r ≤ limit` with `ε(r) ≤ ε_target`.
+/// Attempts the budget allows: the largest `r ≤ limit` with `ε(r) ≤ ε_target` (an `r` whose
+/// ε cannot be accounted within δ does not fit).
 pub fn affordable_rounds(
     public: &RunParameters,
     privacy: &Privacy,
     limit: u64,
 ) -> Result<u64, PrivacyError> {
-    let fits = |r: u64| spent_epsilon(public, privacy, r).map(|e| e <= privacy.epsilon);
+    let fits = |r: u64| match spent_epsilon(public, privacy, r) {
+        Ok(e) => Ok(e <= privacy.epsilon),
+        Err(PrivacyError::NoDelta { .. }) => Ok(false),
+        Err(e) => Err(e),
+    };
     if fits(limit)? {
         return Ok(limit);
     }
@@ -195,4 +205,39 @@ pub fn private_round(
         rows,
         seed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_differ_per_run_round_and_attempt_and_commitments_per_key() {
+        let key = NoiseKey::from_raw([1; 32]);
+        let seed = key.seed(&[2; 32], 3, 1);
+        assert_eq!(seed, key.seed(&[2; 32], 3, 1));
+        assert_ne!(seed, key.seed(&[9; 32], 3, 1));
+        assert_ne!(seed, key.seed(&[2; 32], 4, 1));
+        assert_ne!(seed, key.seed(&[2; 32], 3, 2));
+        assert_ne!(key.commitment(), NoiseKey::from_raw([2; 32]).commitment());
+    }
+
+    #[test]
+    fn key_files_are_created_private_and_reloaded() {
+        let dir = std::env::temp_dir().join(format!("zkfed-noise-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("noise.key");
+        let created = NoiseKey::load_or_create(&path).unwrap();
+        assert!(created == NoiseKey::load(&path).unwrap());
+        assert!(created == NoiseKey::load_or_create(&path).unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, [0; 31]).unwrap();
+        assert!(matches!(
+            NoiseKey::load(&path),
+            Err(PrivacyError::Corrupt(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -11,8 +11,10 @@ use zkfed_aggregation::AggregationError;
 use zkfed_aggregation::private::{private_step, sum_digest, unnoised_sum};
 use zkfed_aggregation::strategy::{self, ServerState};
 use zkfed_air::Statement;
+use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
 use zkfed_air::fixed::MAX_BATCH;
 use zkfed_air::sampling::{MAX_SAMPLED_ROWS, capacity};
+use zkfed_air::statement::ProofShape;
 use zkfed_protocol::{
     Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
 };
@@ -129,6 +131,20 @@ fn check_sampling_key(state: &RunState, e: &zkfed_protocol::Enrolment) -> Result
     if slots > MAX_BATCH {
         return Err(Rejection::Statement(format!(
             "{rows} rows at this sampling rate need {slots} slots; a proof has at most {MAX_BATCH}"
+        )));
+    }
+    // The verifier's periodic columns grow with the slots and the rows: held to the bound
+    // the configuration holds public batches to.
+    let public = &state.config.public;
+    let shape = ProofShape {
+        sampled_from: Some(rows),
+        ..ProofShape::new(public.model, public.schema.features.len(), slots, rows)
+    };
+    let cells = periodic_cells(&shape);
+    if cells > MAX_PERIODIC_CELLS {
+        return Err(Rejection::Statement(format!(
+            "{rows} rows at this sampling rate would make each verification build {cells} \
+             periodic cells, above {MAX_PERIODIC_CELLS}"
         )));
     }
     Ok(())
@@ -325,19 +341,19 @@ pub fn revoke(
     })
 }
 
-/// A private run's end at its budget, if one more round would spend more than its ε (or
-/// cannot be accounted within its δ).
+/// A private run's end at its budget, if one more attempt would spend more than its ε (or
+/// cannot be accounted within its δ). ε is charged per attempt opened ("privacy").
 pub fn budget_spent(state: &RunState, now_ms: u64) -> Option<AuditEvent> {
     let public = &state.config.public;
     let privacy = public.privacy.as_ref()?;
-    let done = state.completed_rounds;
-    let next = spent_epsilon(public, privacy, done + 1).ok();
+    let opened = state.attempts_opened;
+    let next = spent_epsilon(public, privacy, opened + 1).ok();
     if next.is_some_and(|e| e <= privacy.epsilon) {
         return None;
     }
     Some(AuditEvent::BudgetSpent {
-        rounds: done,
-        epsilon: spent_epsilon(public, privacy, done).unwrap_or(f64::INFINITY),
+        rounds: state.completed_rounds,
+        epsilon: spent_epsilon(public, privacy, opened).unwrap_or(f64::INFINITY),
         next_epsilon: next,
         at_ms: now_ms.max(state.last_closed_ms),
     })
@@ -411,7 +427,7 @@ pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate
         public,
         privacy,
         accepted_rows(state),
-        key.seed(round, attempt),
+        key.seed(&public.federation_id, round, attempt),
     )?;
     let (model, next, digest) = private_step(
         public.strategy,
@@ -426,7 +442,7 @@ pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate
         state: next,
         privacy: Some(PrivateAggregate {
             unnoised_sum_sha256: digest,
-            epsilon: spent_epsilon(public, privacy, round)?,
+            epsilon: spent_epsilon(public, privacy, state.attempts_opened)?,
         }),
     })
 }

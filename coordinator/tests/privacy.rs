@@ -186,7 +186,7 @@ fn private_aggregates_are_the_noised_mean_and_audit_with_and_without_the_key() {
             sigma_sq: variance(public, &privacy).unwrap(),
             threshold: privacy.sampling.threshold,
             rows: (HOSPITALS * ROWS) as u64,
-            seed: noise.seed(*round, 1),
+            seed: noise.seed(&public.federation_id, *round, 1),
         };
         let updates = accepted(&records, *round);
         let (next, next_state, digest) =
@@ -258,6 +258,20 @@ fn private_aggregates_are_the_noised_mean_and_audit_with_and_without_the_key() {
     });
     let d = audit_with(&understated, &stored, &me, None).unwrap_err();
     assert!(d.seq == last as u64 && d.what.contains('ε'), "{d}");
+    let misshapen = forge(&|e| {
+        if let AuditEvent::Aggregated { model, .. } = e {
+            model.params.push(0);
+        }
+    });
+    let d = audit_with(&misshapen, &stored, &me, None).unwrap_err();
+    assert_eq!(d.seq, last as u64, "{d}");
+    let out_of_range = forge(&|e| {
+        if let AuditEvent::Aggregated { model, .. } = e {
+            model.params[0] = zkfed_air::fixed::PARAM_BOUND;
+        }
+    });
+    let d = audit_with(&out_of_range, &stored, &me, None).unwrap_err();
+    assert!(d.seq == last as u64 && d.what.contains("range"), "{d}");
     let unnoised = forge(&|e| {
         if let AuditEvent::Aggregated { privacy, .. } = e {
             *privacy = None;

@@ -191,7 +191,15 @@ async fn participate(
             }
             Response::Finished { rounds, model } => {
                 write_final_model(&run_dir, &params, &model, rounds)?;
-                if rounds < params.rounds {
+                if rounds < params.rounds && params.privacy.is_some() {
+                    // The coordinator's budget end; its log says why (`BudgetSpent`), and
+                    // the audit checks that the budget called for it.
+                    warn!(
+                        rounds,
+                        planned = params.rounds,
+                        "the private run ended before its last round (its privacy budget, or a failed round)"
+                    );
+                } else if rounds < params.rounds {
                     bail!(
                         "the run failed after {rounds} of its {} rounds (a round used up its \
                          attempts); the last model is in {}",
@@ -419,15 +427,36 @@ fn pinned_federation(config: &Config, path: &Path) -> anyhow::Result<Option<[u8;
 /// Refuses a run whose proofs would need a larger trace than this node builds.
 fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyhow::Result<()> {
     let d = params.schema.features.len();
-    let shape =
-        zkfed_air::statement::ProofShape::new(params.model, d, params.params.batch_size, rows);
+    // A private run's proofs have the sample's slots and a sampling table over every row.
+    let (batch, sampled_from) = match &params.privacy {
+        Some(privacy) => (
+            zkfed_air::sampling::capacity(rows, privacy.sampling),
+            Some(rows),
+        ),
+        None => (params.params.batch_size, None),
+    };
+    let shape = zkfed_air::statement::ProofShape {
+        sampled_from,
+        ..zkfed_air::statement::ProofShape::new(params.model, d, batch, rows)
+    };
     let cells = shape.committed_cells();
     if cells > config.max_trace_cells {
         bail!(
-            "the run's proofs need {cells} committed trace cells ({d} features, batch {}), above \
-             this node's limit of {} (`max_trace_cells`)",
-            params.params.batch_size,
+            "the run's proofs need {cells} committed trace cells ({d} features, batch {batch}), \
+             above this node's limit of {} (`max_trace_cells`)",
             config.max_trace_cells
+        );
+    }
+    if let Some(privacy) = &params.privacy {
+        // An expected batch below this node's minimum would send updates over so few rows
+        // that the coordinator (who sees them un-noised) learns too much about them.
+        let expected = privacy.sampling.probability() * rows as f64;
+        ensure!(
+            expected >= config.min_batch_size as f64,
+            "the run samples {:.1} of this node's {rows} rows a round on average, below its \
+             minimum batch of {}",
+            expected,
+            config.min_batch_size
         );
     }
     Ok(())
@@ -963,6 +992,45 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
         dir
+    }
+
+    #[test]
+    fn private_runs_are_held_to_the_expected_batch_and_the_trace_budget() {
+        let dir = tempdir("private-size");
+        let config = config(&dir);
+        let mut params = run_parameters();
+        params.strategy = zkfed_aggregation::strategy::Strategy::FedAvg;
+        params.privacy = Some(zkfed_protocol::Privacy {
+            sampling: zkfed_air::sampling::SamplingRate::from_probability(0.1).unwrap(),
+            noise_multiplier: 1.0,
+            epsilon: 4.0,
+            delta: 1e-5,
+        });
+        // 0.1 × 200 = 20 expected rows: enough for a minimum of 8; 0.1 × 50 = 5 is not.
+        check_trace_size(&config, &params, 200).unwrap();
+        let few = check_trace_size(&config, &params, 50)
+            .unwrap_err()
+            .to_string();
+        assert!(few.contains("minimum batch of 8"), "{few}");
+        // The slots and the sampling table count against the trace budget: more than the
+        // public batch of 16 would.
+        let tight = Config {
+            max_trace_cells: zkfed_air::statement::ProofShape::new(params.model, 30, 16, 200)
+                .committed_cells(),
+            ..config
+        };
+        let big = check_trace_size(&tight, &params, 200)
+            .unwrap_err()
+            .to_string();
+        assert!(big.contains("max_trace_cells"), "{big}");
+        // A run whose privacy does not validate, or whose rule needs each update, is refused.
+        let mut median = params.clone();
+        median.strategy = zkfed_aggregation::strategy::Strategy::Median;
+        assert!(check_run(&tight, &median).is_err());
+        let mut unbounded = params.clone();
+        unbounded.privacy.as_mut().unwrap().noise_multiplier = f64::NAN;
+        assert!(check_run(&tight, &unbounded).is_err());
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -300,6 +300,32 @@ fn model_description(log: &[AuditEvent]) -> String {
     })
 }
 
+/// A private run's noise, rate and the ε its log records as spent (and a budget end).
+fn privacy_description(log: &[AuditEvent]) -> Option<String> {
+    let privacy = run_config(log)?.public.privacy?;
+    let spent = log.iter().rev().find_map(|e| match e {
+        AuditEvent::Aggregated {
+            privacy: Some(p), ..
+        } => Some(p.epsilon),
+        _ => None,
+    });
+    let ended = log.iter().find_map(|e| match e {
+        AuditEvent::BudgetSpent { rounds, .. } => {
+            Some(format!("; the budget ended the run after round {rounds}"))
+        }
+        _ => None,
+    });
+    Some(format!(
+        "z = {}, q' = {}, ε spent {:.3} of {} at δ = {}{}",
+        privacy.noise_multiplier,
+        privacy.sampling.probability(),
+        spent.unwrap_or(0.0),
+        privacy.epsilon,
+        privacy.delta,
+        ended.unwrap_or_default()
+    ))
+}
+
 /// The model the federation's log ends with (its last aggregate), as a model file.
 fn final_model(log: &[AuditEvent]) -> Option<ModelFile> {
     let config = run_config(log)?;
@@ -389,6 +415,7 @@ fn build_report(
         model: model_description(&observed.log),
         strategy: run_config(&observed.log)
             .map_or(UNKNOWN_RUN.into(), |c| c.public.strategy.to_string()),
+        privacy: privacy_description(&observed.log),
         final_model: final_model(&observed.log),
         overhead_ratio,
         options: format!("{options:?}"),

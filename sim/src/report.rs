@@ -49,6 +49,8 @@ pub struct RoundRow {
     pub baseline_accuracy: Option<f64>,
     /// Round wall time of the same federation with proofs off, if it ran.
     pub baseline_wall_seconds: Option<f64>,
+    /// A private run's ε spent after this round, as its aggregate records it.
+    pub epsilon: Option<f64>,
 }
 
 /// The whole report.
@@ -62,6 +64,8 @@ pub struct Report {
     pub model: String,
     /// The coordinator's aggregation strategy, in its canonical `NAME:KEY=VALUE,...` form.
     pub strategy: String,
+    /// A private run's noise, sampling rate and spent budget.
+    pub privacy: Option<String>,
     /// Mean round wall time with proofs divided by that without, if both ran.
     pub overhead_ratio: Option<f64>,
     /// Per-round figures.
@@ -153,13 +157,13 @@ pub fn write(report: &Report, dir: &Path) -> anyhow::Result<()> {
 /// The per-round CSV text.
 pub fn csv(rows: &[RoundRow]) -> String {
     let mut out = String::from(
-        "round,accuracy,loss,centralized_accuracy,no_proofs_accuracy,accepted,rejected,rejected_by_reason,refused_unverified,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,coordinator_bytes_in,coordinator_bytes_out,wall_s,no_proofs_wall_s\n",
+        "round,accuracy,loss,centralized_accuracy,no_proofs_accuracy,accepted,rejected,rejected_by_reason,refused_unverified,prove_p50_s,prove_p95_s,prove_max_s,verify_p50_ms,verify_max_ms,coordinator_bytes_in,coordinator_bytes_out,wall_s,no_proofs_wall_s,epsilon\n",
     );
     for r in rows {
         let reasons: Vec<String> = r.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let rejected: usize = r.rejected.values().sum();
         out.push_str(&format!(
-            "{},{:.4},{:.4},{:.4},{},{},{},\"{}\",{},{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2},{}\n",
+            "{},{:.4},{:.4},{:.4},{},{},{},\"{}\",{},{:.3},{:.3},{:.3},{:.2},{:.2},{},{},{:.2},{},{}\n",
             r.round,
             r.accuracy,
             r.loss,
@@ -177,7 +181,8 @@ pub fn csv(rows: &[RoundRow]) -> String {
             r.bytes_in,
             r.bytes_out,
             r.wall_seconds,
-            optional(r.baseline_wall_seconds, 2)
+            optional(r.baseline_wall_seconds, 2),
+            optional(r.epsilon, 4)
         ));
     }
     out
@@ -259,17 +264,23 @@ fn plot(rows: &[RoundRow], path: &Path) -> anyhow::Result<()> {
     root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))
 }
 
-/// Prints the per-round table.
+/// Prints the per-round table (with a column of ε spent for a private run).
 pub fn print_table(rows: &[RoundRow], out: &mut impl Write) -> std::io::Result<()> {
+    let private = rows.iter().any(|r| r.epsilon.is_some());
     writeln!(
         out,
-        "round  accuracy  central.  loss    accepted  rejected  refused  prove p50/p95/max s  verify p50/max ms  KiB in/out   wall s"
+        "round  accuracy  central.  loss    accepted  rejected  refused  prove p50/p95/max s  verify p50/max ms  KiB in/out   wall s{}",
+        if private { "       ε" } else { "" }
     )?;
     for r in rows {
         let rejected: usize = r.rejected.values().sum();
+        let epsilon = match (private, r.epsilon) {
+            (true, Some(e)) => format!("  {e:>6.3}"),
+            _ => String::new(),
+        };
         writeln!(
             out,
-            "{:>5}  {:>7.1}%  {:>7.1}%  {:>6.3}  {:>8}  {:>8}  {:>7}  {:>6.2}/{:>5.2}/{:>5.2}    {:>7.1}/{:>6.1}    {:>6.0}/{:<5.0} {:>6.1}",
+            "{:>5}  {:>7.1}%  {:>7.1}%  {:>6.3}  {:>8}  {:>8}  {:>7}  {:>6.2}/{:>5.2}/{:>5.2}    {:>7.1}/{:>6.1}    {:>6.0}/{:<5.0} {:>6.1}{epsilon}",
             r.round,
             r.accuracy * 100.0,
             r.centralized_accuracy * 100.0,
@@ -313,6 +324,7 @@ mod tests {
             wall_seconds: 1.5,
             baseline_accuracy: Some(0.91),
             baseline_wall_seconds: Some(0.5),
+            epsilon: Some(0.25 * round as f64),
         }
     }
 
@@ -334,7 +346,13 @@ mod tests {
         assert!(
             lines[1].starts_with("1,0.9000,0.3000,0.9200,0.9100,4,1,\"proof rejected: x=1\",2,")
         );
-        assert!(lines[1].ends_with(",1.50,0.50"));
+        assert!(lines[1].ends_with(",1.50,0.50,0.2500"));
+        assert!(lines[2].ends_with(",1.50,0.50,0.5000"));
+        let mut table = Vec::new();
+        print_table(&[row(1), row(2)], &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.lines().next().unwrap().ends_with("ε"));
+        assert!(table.lines().nth(2).unwrap().ends_with(" 0.500"));
     }
 
     #[test]
@@ -391,6 +409,7 @@ mod tests {
             proofs: true,
             model: "logistic, 3 parameters".into(),
             strategy: "fedavg".into(),
+            privacy: None,
             overhead_ratio: Some(3.0),
             rounds: vec![row(1), row(2), row(3)],
             final_accuracy: 0.9,

@@ -37,7 +37,12 @@ pub(crate) fn rows_of(
                     Some(rejection) => *entry.1.entry(rejection.kind().into()).or_default() += 1,
                 }
             }
-            AuditEvent::Aggregated { round, model, .. } => {
+            AuditEvent::Aggregated {
+                round,
+                model,
+                privacy,
+                ..
+            } => {
                 let (accuracy, loss) = evaluate(model);
                 let (accepted, rejected) = judged.remove(round).unwrap_or_default();
                 let timings = RoundTimings::of(observed, *round);
@@ -62,6 +67,7 @@ pub(crate) fn rows_of(
                     wall_seconds: timings.wall_seconds,
                     baseline_accuracy: None,
                     baseline_wall_seconds: None,
+                    epsilon: privacy.map(|p| p.epsilon),
                 });
             }
             _ => {}
@@ -237,6 +243,9 @@ pub(crate) fn summarize(
     writeln!(out)?;
     writeln!(out, "model: {}", report.model)?;
     writeln!(out, "aggregation: {}", report.strategy)?;
+    if let Some(privacy) = &report.privacy {
+        writeln!(out, "privacy: {privacy}")?;
+    }
     writeln!(
         out,
         "final test accuracy: zkfed {:.1}%, centralized {:.1}% (difference {:+.1} points, {} the 2-point bar)",

@@ -18,12 +18,18 @@ impl Prover for UnprovenUpdates {
         statement: &Statement,
         dataset: &CommittedDataset,
     ) -> anyhow::Result<Submission> {
-        let batch = statement.batch_indices.iter().map(|&i| {
-            let (x, y, _) = dataset.row(i as usize);
-            (x, y)
-        });
-        let update =
-            zkfed_air::clipped_gradient_sum(&statement.model, batch, statement.params.clip_norm)?;
+        let update = match statement.sampling {
+            // The hidden sample is the proof's: its trace generation computes it.
+            Some(_) => zkfed_air::engine::witness::generate_traces(statement, dataset)?.update,
+            None => {
+                let batch = statement.batch_indices.iter().map(|&i| {
+                    let (x, y, _) = dataset.row(i as usize);
+                    (x, y)
+                });
+                let clip = statement.params.clip_norm;
+                zkfed_air::clipped_gradient_sum(&statement.model, batch, clip)?
+            }
+        };
         Ok(Submission {
             round: round.round,
             attempt: round.attempt,

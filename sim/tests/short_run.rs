@@ -216,3 +216,54 @@ fn federations_under_fedadam_and_multi_krum_aggregate_every_round_and_learn() {
         std::fs::remove_dir_all(out).unwrap();
     }
 }
+
+/// A private federation over libp2p: hidden-sampling proofs verify, every aggregate records
+/// the ε spent (increasing, in the table and the CSV), the budget ends the run before its
+/// last round, and the store audits with the escrowed noise key (noise recomputed) and
+/// without it (noise counted as unchecked).
+#[test]
+fn a_private_federation_spends_its_budget_and_audits() {
+    let options = Options {
+        participants: 3,
+        rounds: 6,
+        adversary: vec!["none".into()],
+        noise_multiplier: Some(2.0),
+        sampling_rate: Some(0.2),
+        // Room for some rounds of z = 2 at q = 0.2 (ε ≈ 0.91 after one), not for six
+        // (ε ≈ 1.58).
+        dp_epsilon: Some(1.3),
+        ..small_run("private")
+    };
+    let out = options.out.clone();
+    let mut printed = Vec::new();
+    let report = run(&options, &mut printed).expect("the simulation runs");
+    let text = String::from_utf8(printed).unwrap();
+    let rounds = report.rounds.len();
+    assert!((1..6).contains(&rounds), "{text}");
+    let spent: Vec<f64> = report.rounds.iter().map(|r| r.epsilon.unwrap()).collect();
+    assert!(
+        spent.windows(2).all(|w| w[0] < w[1]) && spent[rounds - 1] <= 1.3,
+        "{text}"
+    );
+    assert!(report.rounds.iter().all(|r| r.accepted == 3), "{text}");
+    let privacy = report.privacy.as_deref().unwrap();
+    assert!(
+        privacy.contains(&format!("the budget ended the run after round {rounds}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("privacy: {privacy}")), "{text}");
+    let csv = std::fs::read_to_string(out.join("rounds.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",epsilon"));
+    let coordinator = out.join("nodes").join("coordinator");
+    let store = coordinator.join("state.redb");
+    let keyless = zkfed_coordinator::audit::audit_store(&store, None, None)
+        .unwrap()
+        .unwrap_or_else(|d| panic!("the store does not audit: {d}"));
+    assert_eq!(keyless.unchecked_noise, rounds as u64);
+    let key = zkfed_coordinator::privacy::NoiseKey::load(&coordinator.join("noise.key")).unwrap();
+    let keyed = zkfed_coordinator::audit::audit_store(&store, None, Some(&key))
+        .unwrap()
+        .unwrap_or_else(|d| panic!("the store does not audit with its noise key: {d}"));
+    assert_eq!((keyed.rounds, keyed.unchecked_noise), (rounds as u64, 0));
+    std::fs::remove_dir_all(out).unwrap();
+}

@@ -239,7 +239,7 @@ pub fn tables(statement: &Statement, update: &ClippedGradientSum) -> Vec<TableAi
         let rows = statement.dataset.rows;
         let air = SamplingTableAir::new(
             sampling.key.elements(),
-            &statement.seed,
+            statement.draw(),
             sampling.rate,
             rows,
         );

@@ -3,7 +3,7 @@
 //!
 //! Row 0 opens the key commitment: its permutation input is `[key, 0, 0, 0, 0, 0,
 //! KEY_DOMAIN, 0, 0]` and its output's first four lanes are the statement's commitment.
-//! Row `b ≥ 1` is PRF block `b`: input `[key, seed, b, PRF_DOMAIN, 0, 0]`, the key the same
+//! Row `b ≥ 1` is PRF block `b`: input `[key, seed, b, PRF_DOMAIN, round, 0]`, the key the same
 //! on every row, and its eight output lanes decide rows `8(b − 1)..8b`. Per lane the row
 //! splits the value into 32-bit halves (the high half never `2^32 − 1`, so the split is
 //! unique), proves `low < t` or `low ≥ t` by a range-checked slack, and offers the row's
@@ -25,8 +25,8 @@ use super::limbs::{eval_range, limbs_for, limbs_value};
 use super::{SAMPLE_BUS, SAMPLING_PERMUTATION_BUS, view, view_mut};
 use crate::hash::{DIGEST_ELEMS, WIDTH};
 use crate::sampling::{
-    BLOCK_LANE, DOMAIN_LANE, KEY_DOMAIN, PRF_DOMAIN, RATE_BITS, ROWS_PER_PERMUTATION, SamplingRate,
-    seed_elements,
+    BLOCK_LANE, DOMAIN_LANE, Draw, KEY_DOMAIN, PRF_DOMAIN, RATE_BITS, ROUND_LANE,
+    ROWS_PER_PERMUTATION, SamplingRate, seed_elements,
 };
 use crate::statement::MIN_LOG_HEIGHT;
 
@@ -103,22 +103,24 @@ pub fn sampling_height(rows: u64) -> usize {
 pub struct SamplingTableAir {
     commitment: [Goldilocks; DIGEST_ELEMS],
     seed: [Goldilocks; 4],
+    round: u64,
     threshold: u64,
     periodic: Vec<Vec<Goldilocks>>,
 }
 
 impl SamplingTableAir {
-    /// The table for a `rows`-row dataset, the key `commitment`, the round `seed` and the
-    /// sampling `rate`.
+    /// The table for a `rows`-row dataset, the key `commitment`, the attempt's `draw` and
+    /// the sampling `rate`.
     pub fn new(
         commitment: [Goldilocks; DIGEST_ELEMS],
-        seed: &[u8; 32],
+        draw: Draw<'_>,
         rate: SamplingRate,
         rows: u64,
     ) -> Self {
         Self {
             commitment,
-            seed: seed_elements(seed),
+            seed: seed_elements(draw.seed),
+            round: draw.round,
             threshold: rate.threshold,
             periodic: periodic_columns(rows),
         }
@@ -173,7 +175,7 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SamplingTableAir {
 
         let permutation = c.input.iter().chain(&c.output).copied();
         builder.push_interaction(SAMPLING_PERMUTATION_BUS, permutation, -1);
-        eval_inputs(builder, c, next, &p, &self.seed);
+        eval_inputs(builder, c, next, &p, &self.seed, self.round);
         let commit = p[periodic::COMMIT].clone();
         for (&out, &digest) in c.output.iter().zip(&self.commitment) {
             builder.assert_zero(commit.clone() * (out.into() - AB::Expr::from(digest)));
@@ -192,14 +194,15 @@ impl<AB: InteractionBuilder<F = Goldilocks>> Air<AB> for SamplingTableAir {
 }
 
 /// The permutation inputs: the key on every row (the same as the next row's), then the
-/// commitment's zeros and domain on row 0, the seed, block number and PRF domain on the
-/// others.
+/// commitment's zeros and domain on row 0, the seed, block number, PRF domain and round on
+/// the others.
 fn eval_inputs<AB: AirBuilder<F = Goldilocks>>(
     builder: &mut AB,
     c: &SamplingCols<AB::Var>,
     next: &SamplingCols<AB::Var>,
     p: &[AB::Expr],
     seed: &[Goldilocks; 4],
+    round: u64,
 ) {
     for i in 0..DIGEST_ELEMS {
         builder
@@ -212,9 +215,11 @@ fn eval_inputs<AB: AirBuilder<F = Goldilocks>>(
         builder.assert_eq(c.input[DIGEST_ELEMS + i], prf.clone() * AB::Expr::from(s));
     }
     builder.assert_eq(c.input[BLOCK_LANE], p[periodic::BLOCK].clone());
-    let domain = commit * AB::Expr::from_u64(KEY_DOMAIN) + prf * AB::Expr::from_u64(PRF_DOMAIN);
+    let domain =
+        commit * AB::Expr::from_u64(KEY_DOMAIN) + prf.clone() * AB::Expr::from_u64(PRF_DOMAIN);
     builder.assert_eq(c.input[DOMAIN_LANE], domain);
-    for lane in DOMAIN_LANE + 1..WIDTH {
+    builder.assert_eq(c.input[ROUND_LANE], prf * AB::Expr::from_u64(round));
+    for lane in ROUND_LANE + 1..WIDTH {
         builder.assert_zero(c.input[lane]);
     }
 }

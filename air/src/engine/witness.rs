@@ -157,7 +157,7 @@ fn slots(
         .sampling_key()
         .filter(|k| k.commitment() == sampling.key)
         .ok_or(WitnessError::SamplingKey)?;
-    let rows = sampled_rows(key, &statement.seed, statement.dataset.rows, sampling.rate);
+    let rows = sampled_rows(key, statement.draw(), statement.dataset.rows, sampling.rate);
     let capacity = statement.params.batch_size;
     if rows.len() > capacity {
         return Err(WitnessError::SampleOverflow { capacity });
@@ -388,7 +388,7 @@ pub fn sampling_traces(
     let inputs: Vec<[Goldilocks; WIDTH]> = (0..height as u64)
         .map(|b| match b {
             0 => commitment_input(&key_elems),
-            b => prf_input(&key_elems, &statement.seed, b),
+            b => prf_input(&key_elems, statement.draw(), b),
         })
         .collect();
     let permutation = generate_rows(inputs);
