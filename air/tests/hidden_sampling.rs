@@ -45,6 +45,14 @@ impl Hidden {
         slots
     }
 
+    /// The honest slots with `row` claimed in the first unused one.
+    fn slots_claiming(&self, row: u64) -> Vec<(u64, bool)> {
+        let mut slots = self.slots();
+        let unused = slots.iter().position(|s| !s.1).unwrap();
+        slots[unused] = (row, true);
+        slots
+    }
+
     fn traces_for(&self, slots: &[(u64, bool)]) -> Traces {
         generate_for_slots(&self.statement, &self.dataset, Labels::Checked, slots).unwrap()
     }
@@ -189,9 +197,7 @@ fn the_public_values_name_no_row_and_no_count() {
 #[test]
 fn a_row_whose_bit_is_zero_cannot_be_included() {
     let f = hidden(None);
-    let mut slots = f.slots();
-    let unused = slots.iter().position(|s| !s.1).unwrap();
-    slots[unused] = (f.unsampled_row(), true);
+    let slots = f.slots_claiming(f.unsampled_row());
     assert_rejected(&f, &f.traces_for(&slots), &[Rule::Bus]);
 }
 
@@ -234,10 +240,7 @@ fn the_sampling_table_cannot_flip_a_decision() {
 
     // An unsampled row declared sampled, and claimed by an unused slot.
     let included = f.unsampled_row();
-    let mut slots = f.slots();
-    let unused = slots.iter().position(|s| !s.1).unwrap();
-    slots[unused] = (included, true);
-    let mut traces = f.traces_for(&slots);
+    let mut traces = f.traces_for(&f.slots_claiming(included));
     let (row, lane) = lane_of(included);
     let c = sampling_row(&mut traces, row);
     let low = split(c.output[lane]).0 as i64;
@@ -256,10 +259,7 @@ fn a_changed_prf_output_is_refused() {
     let f = hidden(None);
     let threshold = f.statement.sampling.unwrap().rate.threshold;
     let included = f.unsampled_row();
-    let mut slots = f.slots();
-    let unused = slots.iter().position(|s| !s.1).unwrap();
-    slots[unused] = (included, true);
-    let mut traces = f.traces_for(&slots);
+    let mut traces = f.traces_for(&f.slots_claiming(included));
     let (row, lane) = lane_of(included);
     let c = sampling_row(&mut traces, row);
     // A value whose low half is 0: sampled, with a consistent split and slack.

@@ -71,11 +71,21 @@ pub(crate) fn prepare(
         smallest >= 1,
         "a participant received no rows: use fewer participants or a milder partition"
     );
-    let batch = options.batch.min(smallest);
+    let mut batch = options.batch.min(smallest);
     if batch < options.batch {
         writeln!(
             out,
             "batch lowered to {batch}: the smallest shard has {smallest} rows"
+        )?;
+    }
+    if let Some(q) = options.sampling_rate {
+        // A private run's batches are hidden samples; the hospitals' minimum batch (this
+        // value) is what the smallest shard expects, so none refuses the run.
+        let expected = (q * smallest as f64).floor().max(1.0) as usize;
+        batch = batch.min(expected);
+        writeln!(
+            out,
+            "private run: hidden samples at rate {q}, the smallest shard expects {expected} rows a round"
         )?;
     }
     Ok(Prepared {
