@@ -74,6 +74,10 @@ pub const BATCH_POW_BITS: usize = 16;
 /// columns into the opening proof, and at 446 → 256 → 64 over the largest batch and
 /// dataset the batch-combination term would be 107.6 bits with 16.
 pub const MLP_BATCH_POW_BITS: usize = 20;
+/// [`BATCH_POW_BITS`] of a hidden-sampling proof: its two sampling tables (239 columns,
+/// up to 2^18 rows) batch more columns into the opening proof, and a 16-class softmax over
+/// 511 features, 2^20 rows and 975 slots would have 109.5 bits with 16.
+pub const SAMPLING_BATCH_POW_BITS: usize = 18;
 /// Grinding bits before each FRI folding challenge: lifts the commit-phase term, which
 /// otherwise limits the largest shapes (101 bits at d = 1024, B = 1024 without it; 109
 /// with 8 bits).
@@ -105,9 +109,10 @@ pub fn lookup_pow_bits(shape: &ProofShape) -> usize {
 /// The grinding bits before the opening proof's batching challenge of a proof of this
 /// shape.
 pub fn batch_pow_bits(shape: &ProofShape) -> usize {
-    match shape.hidden {
-        true => MLP_BATCH_POW_BITS,
-        false => BATCH_POW_BITS,
+    match (shape.hidden, shape.sampled_from) {
+        (true, _) => MLP_BATCH_POW_BITS,
+        (false, Some(_)) => SAMPLING_BATCH_POW_BITS,
+        (false, None) => BATCH_POW_BITS,
     }
 }
 

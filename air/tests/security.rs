@@ -224,3 +224,53 @@ fn commit_phase_grinding_lifts_the_folding_term_of_the_largest_shape() {
     assert_ne!(with.conjectured_limit, "ldt-commit-phase", "{with:?}");
     assert!(with.conjectured_bits > without.conjectured_bits, "{with:?}");
 }
+
+/// A hidden-sampling statement over `rows` rows with about `mean` sampled per attempt.
+fn hidden_statement(spec: ModelSpec, features: usize, rows: u64, mean: f64) -> Statement {
+    use zkfed_air::sampling::{KeyCommitment, SamplingRate};
+    use zkfed_air::statement::HiddenSampling;
+    let dataset = DatasetCommitment {
+        root: [1, 2, 3, 4],
+        rows,
+    };
+    let sampling = HiddenSampling {
+        key: KeyCommitment([5, 6, 7, 8]),
+        rate: SamplingRate::from_probability(mean / rows as f64).unwrap(),
+    };
+    let model = Model::zeros(spec, features);
+    Statement::with_hidden_sampling(context(1), model, ONE, dataset, [0; 32], sampling).unwrap()
+}
+
+#[test]
+fn every_hidden_sampling_shape_has_at_least_110_conjectured_bits() {
+    // The sampling table adds a PRF row per eight dataset rows (up to 2^17 rows of 96 range
+    // lookups): the largest dataset hidden sampling covers, with as many slots as a proof
+    // holds, for logistic regression and the widest softmax layers.
+    use zkfed_air::sampling::MAX_SAMPLED_ROWS;
+    let most = 800.0; // a mean whose 10^-9 capacity stays within MAX_BATCH
+    let mut shapes = vec![
+        (ModelSpec::Logistic, 30, 114, 16.0),
+        (ModelSpec::Logistic, 30, 10_000, 100.0),
+        (ModelSpec::Logistic, MAX_FEATURES, MAX_SAMPLED_ROWS, most),
+        (ModelSpec::Softmax { classes: 10 }, 64, 360, 36.0),
+    ];
+    for classes in [2u8, 16, 64] {
+        let features = (MAX_SOFTMAX_PARAMS / usize::from(classes) - 1).min(MAX_FEATURES);
+        shapes.push((
+            ModelSpec::Softmax { classes },
+            features,
+            MAX_SAMPLED_ROWS,
+            most,
+        ));
+    }
+    for (spec, features, rows, mean) in shapes {
+        let statement = hidden_statement(spec, features, rows, mean);
+        assert!(statement.params.batch_size <= MAX_BATCH);
+        let e = checked(&statement, security_estimate(&statement));
+        assert!(
+            e.conjectured_bits >= CONJECTURED_FLOOR && e.proven_bits >= PROVEN_FLOOR,
+            "{spec}, d = {features}, rows = {rows}, slots = {}: {e:?}",
+            statement.params.batch_size
+        );
+    }
+}
