@@ -192,6 +192,12 @@ pub fn seed_elements(seed: &[u8; 32]) -> [Goldilocks; 4] {
     })
 }
 
+/// [`seed_elements`] as canonical integers: two seeds the PRF cannot tell apart have equal
+/// words.
+pub fn seed_words(seed: &[u8; 32]) -> [u64; 4] {
+    seed_elements(seed).map(|e| e.as_canonical_u64())
+}
+
 /// The permutation input of the key commitment.
 pub fn commitment_input(key: &[Goldilocks; DIGEST_ELEMS]) -> [Goldilocks; WIDTH] {
     let mut input = [Goldilocks::ZERO; WIDTH];
@@ -401,6 +407,17 @@ mod tests {
             pmf *= (n - k) as f64 / (k + 1) as f64 * q / (1.0 - q);
         }
         tail + if n > b { pmf } else { 0.0 }
+    }
+
+    #[test]
+    fn seeds_the_prf_cannot_tell_apart_have_equal_words() {
+        let mut a = [0u8; 32];
+        a[..8].copy_from_slice(&5u64.to_le_bytes());
+        let mut b = a;
+        b[..8].copy_from_slice(&(5 + Goldilocks::ORDER_U64).to_le_bytes());
+        assert_ne!(a, b);
+        assert_eq!(seed_words(&a), seed_words(&b));
+        assert_ne!(seed_words(&a), seed_words(&[0; 32]));
     }
 
     #[test]

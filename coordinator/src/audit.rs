@@ -117,6 +117,10 @@ pub fn audit(
         unchecked_noise: 0,
     };
     let mut prev = [0u8; 32];
+    // Every attempt's seed as the PRF reads it (words reduced into the field): a private
+    // run's samples are independent only if no seed comes back.
+    let private = config.public.privacy.is_some();
+    let mut seeds = std::collections::BTreeSet::new();
     for (i, record) in records.iter().enumerate() {
         let seq = i as u64;
         if record.seq != seq || record.prev != prev {
@@ -129,6 +133,18 @@ pub fn audit(
             return Err(diverge(seq, "coordinator signature does not verify".into()));
         }
         prev = record.hash();
+        if let AuditEvent::RoundStarted(announced) = &record.event
+            && private
+            && !seeds.insert(zkfed_air::sampling::seed_words(&announced.seed))
+        {
+            return Err(diverge(
+                seq,
+                format!(
+                    "round {} attempt {} reuses an earlier attempt's seed",
+                    announced.round, announced.attempt
+                ),
+            ));
+        }
         if seq > 0 {
             let context = Context {
                 proof: &proof,

@@ -378,6 +378,7 @@ impl EventLoop {
             return Response::Finished {
                 rounds: state.completed_rounds,
                 model: state.model.clone(),
+                budget_spent: state.budget_spent,
             };
         }
         if state.revoked.contains_key(&peer) {

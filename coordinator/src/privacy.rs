@@ -154,7 +154,8 @@ pub fn spent_epsilon(
     let q = privacy.sampling.probability();
     let half = privacy.delta / 2.0;
     let epsilon = epsilon_at_orders(z, q, rounds, half, &integer_orders())?.epsilon;
-    let slack = rounds as f64 * OVERFLOW_PROBABILITY * (1.0 + epsilon.exp());
+    // libm, not the platform's: audits on other machines must agree to the bit.
+    let slack = rounds as f64 * OVERFLOW_PROBABILITY * (1.0 + libm::exp(epsilon));
     if slack.is_nan() || slack > half {
         return Err(PrivacyError::NoDelta {
             delta: privacy.delta,

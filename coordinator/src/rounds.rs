@@ -11,12 +11,9 @@ use zkfed_aggregation::AggregationError;
 use zkfed_aggregation::private::{private_step, sum_digest, unnoised_sum};
 use zkfed_aggregation::strategy::{self, ServerState};
 use zkfed_air::Statement;
-use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
-use zkfed_air::fixed::MAX_BATCH;
-use zkfed_air::sampling::{MAX_SAMPLED_ROWS, capacity};
-use zkfed_air::statement::ProofShape;
 use zkfed_protocol::{
-    Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, round_statement,
+    Rejection, RoundAnnouncement, SignedEnrolment, Submission, Verdict, private_slots,
+    round_statement,
 };
 
 use crate::events::{AuditEvent, OpenRound, PrivateAggregate, RunState, update_digest};
@@ -121,33 +118,11 @@ fn check_sampling_key(state: &RunState, e: &zkfed_protocol::Enrolment) -> Result
         (Some(privacy), Some(key)) if key.is_canonical() => privacy,
         (Some(_), Some(_)) => return refuse("the commitment is not canonical"),
     };
-    let rows = e.commitment.rows;
-    if rows > MAX_SAMPLED_ROWS {
-        return Err(Rejection::Statement(format!(
-            "{rows} rows; hidden sampling covers at most {MAX_SAMPLED_ROWS}"
-        )));
-    }
-    let slots = capacity(rows, privacy.sampling);
-    if slots > MAX_BATCH {
-        return Err(Rejection::Statement(format!(
-            "{rows} rows at this sampling rate need {slots} slots; a proof has at most {MAX_BATCH}"
-        )));
-    }
     // The verifier's periodic columns grow with the slots and the rows: held to the bound
     // the configuration holds public batches to.
-    let public = &state.config.public;
-    let shape = ProofShape {
-        sampled_from: Some(rows),
-        ..ProofShape::new(public.model, public.schema.features.len(), slots, rows)
-    };
-    let cells = periodic_cells(&shape);
-    if cells > MAX_PERIODIC_CELLS {
-        return Err(Rejection::Statement(format!(
-            "{rows} rows at this sampling rate would make each verification build {cells} \
-             periodic cells, above {MAX_PERIODIC_CELLS}"
-        )));
-    }
-    Ok(())
+    private_slots(&state.config.public, privacy, e.commitment.rows)
+        .map(|_| ())
+        .map_err(Rejection::Statement)
 }
 
 /// The verdict already on record for exactly this submission (same round, attempt, peer,

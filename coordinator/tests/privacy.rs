@@ -272,6 +272,28 @@ fn private_aggregates_are_the_noised_mean_and_audit_with_and_without_the_key() {
     });
     let d = audit_with(&out_of_range, &stored, &me, None).unwrap_err();
     assert!(d.seq == last as u64 && d.what.contains("range"), "{d}");
+    // A second attempt's seed that the PRF reads as the first's: every sample repeats.
+    let mut reseeded = records.clone();
+    let first_seed = reseeded
+        .iter()
+        .find_map(|r| match &r.event {
+            AuditEvent::RoundStarted(a) => Some(a.seed),
+            _ => None,
+        })
+        .unwrap();
+    let second = reseeded
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.event, AuditEvent::RoundStarted(_)))
+        .nth(1)
+        .map(|(i, _)| i)
+        .unwrap();
+    if let AuditEvent::RoundStarted(a) = &mut reseeded[second].event {
+        a.seed = first_seed;
+    }
+    resign(&mut reseeded, &coordinator);
+    let d = audit_with(&reseeded, &stored, &me, None).unwrap_err();
+    assert!(d.seq == second as u64 && d.what.contains("seed"), "{d}");
     let unnoised = forge(&|e| {
         if let AuditEvent::Aggregated { privacy, .. } = e {
             *privacy = None;

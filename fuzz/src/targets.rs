@@ -155,6 +155,7 @@ fn wire(f: &Fixture) -> Target {
         Response::Finished {
             rounds: 3,
             model: f.announcement().model,
+            budget_spent: true,
         },
     ];
     for rejection in rejections {

@@ -189,15 +189,19 @@ async fn participate(
             Response::Round(_) | Response::Waiting => {
                 link.poll_while(tokio::time::sleep(POLL)).await
             }
-            Response::Finished { rounds, model } => {
+            Response::Finished {
+                rounds,
+                model,
+                budget_spent,
+            } => {
                 write_final_model(&run_dir, &params, &model, rounds)?;
-                if rounds < params.rounds && params.privacy.is_some() {
-                    // The coordinator's budget end; its log says why (`BudgetSpent`), and
-                    // the audit checks that the budget called for it.
-                    warn!(
+                if rounds < params.rounds && budget_spent && params.privacy.is_some() {
+                    // Its log's `BudgetSpent` record says why, and the audit checks that the
+                    // budget called for it.
+                    info!(
                         rounds,
                         planned = params.rounds,
-                        "the private run ended before its last round (its privacy budget, or a failed round)"
+                        "the private run ended at its privacy budget"
                     );
                 } else if rounds < params.rounds {
                     bail!(
@@ -427,12 +431,15 @@ fn pinned_federation(config: &Config, path: &Path) -> anyhow::Result<Option<[u8;
 /// Refuses a run whose proofs would need a larger trace than this node builds.
 fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyhow::Result<()> {
     let d = params.schema.features.len();
-    // A private run's proofs have the sample's slots and a sampling table over every row.
+    // A private run's proofs have the sample's slots and a sampling table over every row,
+    // held to the coordinator's own bounds.
     let (batch, sampled_from) = match &params.privacy {
-        Some(privacy) => (
-            zkfed_air::sampling::capacity(rows, privacy.sampling),
-            Some(rows),
-        ),
+        Some(privacy) => {
+            let slots = zkfed_protocol::private_slots(params, privacy, rows)
+                .map_err(anyhow::Error::msg)
+                .context("this dataset in the run's private proofs")?;
+            (slots, Some(rows))
+        }
         None => (params.params.batch_size, None),
     };
     let shape = zkfed_air::statement::ProofShape {
@@ -441,9 +448,13 @@ fn check_trace_size(config: &Config, params: &RunParameters, rows: u64) -> anyho
     };
     let cells = shape.committed_cells();
     if cells > config.max_trace_cells {
+        let table = match sampled_from {
+            Some(rows) => format!(", a sampling table over {rows} rows"),
+            None => String::new(),
+        };
         bail!(
-            "the run's proofs need {cells} committed trace cells ({d} features, batch {batch}), \
-             above this node's limit of {} (`max_trace_cells`)",
+            "the run's proofs need {cells} committed trace cells ({d} features, batch \
+             {batch}{table}), above this node's limit of {} (`max_trace_cells`)",
             config.max_trace_cells
         );
     }

@@ -96,6 +96,9 @@ pub enum Response {
         rounds: u64,
         /// The final model.
         model: Model,
+        /// Whether a private run ended at its privacy budget (its log's `BudgetSpent`
+        /// record) rather than by completing or failing its rounds.
+        budget_spent: bool,
     },
     /// The outcome of a submission.
     Verdict(Verdict),
@@ -407,6 +410,40 @@ pub fn round_statement(
         commitment,
         round.seed,
     )
+}
+
+/// The slots of a private run's proofs over a dataset of `rows` rows, or why the proof
+/// cannot hold its hidden sample: more rows than the sampling table covers, more slots than
+/// a proof has, or more periodic cells than a verifier builds. The coordinator refuses such
+/// an enrolment and a participant such a run, with the same rule.
+pub fn private_slots(run: &RunParameters, privacy: &Privacy, rows: u64) -> Result<usize, String> {
+    use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
+    use zkfed_air::fixed::MAX_BATCH;
+    use zkfed_air::sampling::{MAX_SAMPLED_ROWS, capacity};
+    use zkfed_air::statement::ProofShape;
+    if rows > MAX_SAMPLED_ROWS {
+        return Err(format!(
+            "{rows} rows; hidden sampling covers at most {MAX_SAMPLED_ROWS}"
+        ));
+    }
+    let slots = capacity(rows, privacy.sampling);
+    if slots > MAX_BATCH {
+        return Err(format!(
+            "{rows} rows at this sampling rate need {slots} slots; a proof has at most {MAX_BATCH}"
+        ));
+    }
+    let shape = ProofShape {
+        sampled_from: Some(rows),
+        ..ProofShape::new(run.model, run.schema.features.len(), slots, rows)
+    };
+    let cells = periodic_cells(&shape);
+    if cells > MAX_PERIODIC_CELLS {
+        return Err(format!(
+            "{rows} rows at this sampling rate would make each verification build {cells} \
+             periodic cells, above {MAX_PERIODIC_CELLS}"
+        ));
+    }
+    Ok(slots)
 }
 
 /// A run's model checked against its schema: it predicts the label's classes over the
