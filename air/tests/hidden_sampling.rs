@@ -384,3 +384,16 @@ fn mlps_and_oversized_datasets_are_refused_hidden_sampling() {
         Err(ShapeError::HiddenSampling(_))
     ));
 }
+
+#[test]
+fn another_rounds_sample_is_refused() {
+    // The same seed announced in the next round: its honest traces, proven against this
+    // round's statement, carry the other round number into every PRF block.
+    let f = hidden(None);
+    let mut next = f.statement.clone();
+    next.context.round += 1;
+    let theirs = generate_traces(&next, &f.dataset).unwrap();
+    let ours = generate_traces(&f.statement, &f.dataset).unwrap();
+    assert_ne!(theirs.update, ours.update);
+    assert_rejected(&f, &theirs, &[Rule::Sampling]);
+}
