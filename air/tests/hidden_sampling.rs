@@ -4,12 +4,16 @@
 mod common;
 
 use common::{Rule, Spec, broken_rules, context, fixture, prove_and_verify, softmax_fixture};
+use p3_field::Field;
 use p3_field::{PrimeCharacteristicRing, PrimeField64};
 use p3_goldilocks::Goldilocks;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use zkfed_air::engine::hash_table::{HashCols, NUM_HASH_COLS};
 use zkfed_air::engine::limbs::write_limbs_truncated;
 use zkfed_air::engine::sampling_table::{HALF_BITS, NUM_SAMPLING_COLS, SamplingCols};
+use zkfed_air::engine::softmax_table;
+use zkfed_air::engine::step_table::StepCols;
 use zkfed_air::engine::witness::{Labels, Traces, generate_for_slots, generate_traces};
 use zkfed_air::sampling::{
     ROWS_PER_PERMUTATION, SamplingKey, SamplingRate, capacity, sampled_rows, split,
@@ -139,6 +143,17 @@ fn sampling_row(traces: &mut Traces, row: usize) -> &mut SamplingCols<Goldilocks
     let table = &mut traces.sampling.as_mut().unwrap().table;
     let cells = &mut table.values[row * NUM_SAMPLING_COLS..(row + 1) * NUM_SAMPLING_COLS];
     SamplingCols::from_row_mut(cells)
+}
+
+/// The traces break `rule` (among others, maybe) and their proof is rejected.
+fn assert_breaks(f: &Hidden, traces: &Traces, rule: Rule) {
+    let rules = broken_rules(&f.statement, traces, &traces.update);
+    assert!(rules.contains(&rule), "{rules:?}");
+    let verdict = prove_and_verify(&f.statement, traces, &traces.update);
+    assert!(
+        matches!(verdict, Err(VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
 }
 
 fn assert_rejected(f: &Hidden, traces: &Traces, rules: &[Rule]) {
@@ -295,28 +310,180 @@ fn a_key_other_than_the_committed_one_is_refused() {
 
 #[test]
 fn an_unused_slot_cannot_contribute() {
-    let f = hidden(None);
-    let mut slots = f.slots();
-    let unused = slots.iter().position(|s| !s.1).unwrap();
-    // Row 0's step in the unused slot, counted in the update, while the slot claims nothing.
-    slots[unused] = (0, true);
-    let mut traces = f.traces_for(&slots);
-    let shape = f.statement.shape();
-    let block = shape.block_len();
+    for classes in [None, Some(3)] {
+        let f = hidden(classes);
+        let mut slots = f.slots();
+        let unused = slots.iter().position(|s| !s.1).unwrap();
+        // Row 0's step in the unused slot, counted in the update, while the slot claims
+        // nothing.
+        slots[unused] = (0, true);
+        let mut traces = f.traces_for(&slots);
+        set_block(&f, &mut traces, unused, |c| {
+            c.sampled = Goldilocks::ZERO;
+            c.claims = Goldilocks::ZERO;
+        });
+        let step_width = traces.step.width;
+        let row = &mut traces.step.values[unused * step_width..(unused + 1) * step_width];
+        match classes {
+            None => StepCols::from_row_mut(row).sampled = Goldilocks::ZERO,
+            Some(_) => softmax_table::split_row_mut(row).0.sampled = Goldilocks::ZERO,
+        }
+        let update = zkfed_air::forgery::rebalance(&f.statement, &mut traces).unwrap();
+        assert_ne!(update.values, public_update(&f).values);
+        assert_rejected(&f, &traces, &[Rule::Step]);
+    }
+}
+
+/// Edits the named hash-table columns of every row of slot `slot`.
+fn set_block(
+    f: &Hidden,
+    traces: &mut Traces,
+    slot: usize,
+    edit: impl Fn(&mut HashCols<Goldilocks>),
+) {
+    let block = f.statement.shape().block_len();
     let width = traces.hash.width;
-    for r in unused * block..(unused + 1) * block {
-        let row = &mut traces.hash.values
-            [r * width..r * width + zkfed_air::engine::hash_table::NUM_HASH_COLS];
-        let c = zkfed_air::engine::hash_table::HashCols::from_row_mut(row);
+    for r in slot * block..(slot + 1) * block {
+        let row = &mut traces.hash.values[r * width..r * width + NUM_HASH_COLS];
+        edit(HashCols::from_row_mut(row));
+    }
+}
+
+#[test]
+fn a_slot_cannot_change_its_mind_within_its_block() {
+    // A used slot whose first absorb row says "not sampled": the block constant breaks.
+    let f = hidden(None);
+    let mut traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    HashCols::from_row_mut(&mut traces.hash.values[..NUM_HASH_COLS]).sampled = Goldilocks::ZERO;
+    assert_rejected(&f, &traces, &[Rule::Hash]);
+}
+
+#[test]
+fn a_slot_claims_only_on_its_root_row() {
+    // The claim moved from the root row to the first Merkle row of a used slot.
+    let f = hidden(None);
+    let mut traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    let shape = f.statement.shape();
+    let (first_merkle, root) = (shape.chunks(), shape.block_len() - 1);
+    let width = traces.hash.width;
+    for (r, claims) in [(first_merkle, Goldilocks::ONE), (root, Goldilocks::ZERO)] {
+        let row = &mut traces.hash.values[r * width..r * width + NUM_HASH_COLS];
+        HashCols::from_row_mut(row).claims = claims;
+    }
+    assert_breaks(&f, &traces, Rule::Hash);
+}
+
+#[test]
+fn a_row_past_the_dataset_cannot_be_sampled() {
+    // A padding row past the dataset's blocks: its lanes are past the last row.
+    let f = hidden(None);
+    let mut traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    let blocks = f
+        .statement
+        .dataset
+        .rows
+        .div_ceil(ROWS_PER_PERMUTATION as u64) as usize;
+    let c = sampling_row(&mut traces, blocks + 1);
+    c.lanes[0].sampled = Goldilocks::ONE;
+    traces.recount_lookups(&f.statement.shape());
+    assert_breaks(&f, &traces, Rule::Sampling);
+}
+
+#[test]
+fn the_key_cannot_change_between_prf_blocks() {
+    // Block 2 under another key, its permutation row recomputed so the permutation bus
+    // holds: only the key's row-to-row equality notices.
+    let f = hidden(None);
+    let mut traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    let other = key(44).elements();
+    let input = zkfed_air::sampling::prf_input(&other, f.statement.draw(), 2);
+    let perm_row = zkfed_air::engine::witness::permutation_row(input);
+    let sampling = traces.sampling.as_mut().unwrap();
+    let w = sampling.permutation.width;
+    sampling.permutation.values[2 * w..3 * w].copy_from_slice(&perm_row);
+    let perm: &zkfed_air::engine::permutation_table::PermCols<Goldilocks> =
+        std::borrow::Borrow::borrow(&perm_row[..]);
+    let out =
+        perm.ending_full_rounds[zkfed_air::engine::permutation_table::HALF_FULL_ROUNDS - 1].post;
+    let threshold = f.statement.sampling.unwrap().rate.threshold;
+    let c = sampling_row(&mut traces, 2);
+    c.input = input;
+    for (lane, &l) in zkfed_air::engine::permutation_table::OUTPUT_LANES
+        .iter()
+        .enumerate()
+    {
+        c.output[lane] = out[l];
+    }
+    // Re-split every lane and keep each decision as the honest slots claimed it, so only
+    // the key's constancy (and what follows from it) can object.
+    for lane in 0..ROWS_PER_PERMUTATION {
+        let (low, high) = split(c.output[lane]);
+        let l = &mut c.lanes[lane];
+        write_limbs_truncated(&mut l.low, low as i64, HALF_BITS);
+        write_limbs_truncated(&mut l.high, high as i64, HALF_BITS);
+        l.high_gap_inverse = (Goldilocks::from_u64(high) - Goldilocks::from_u64(0xFFFF_FFFF))
+            .try_inverse()
+            .unwrap();
+        let slack = match l.sampled == Goldilocks::ONE {
+            true => threshold as i64 - 1 - low as i64,
+            false => low as i64 - threshold as i64,
+        };
+        write_limbs_truncated(&mut l.slack, slack, HALF_BITS);
+    }
+    traces.recount_lookups(&f.statement.shape());
+    let rules = broken_rules(&f.statement, &traces, &traces.update);
+    assert!(
+        rules.contains(&Rule::Sampling) && !rules.contains(&Rule::SamplingPermutation),
+        "{rules:?}"
+    );
+    let verdict = prove_and_verify(&f.statement, &traces, &traces.update);
+    assert!(
+        matches!(verdict, Err(VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn a_public_batch_cannot_drop_an_example() {
+    // With public indices every active step row is sampled: example 0 declared unused,
+    // its coefficients and shares zeroed everywhere so every other rule holds.
+    let f = fixture(spec());
+    let mut traces = generate_traces(&f.statement, &f.dataset).unwrap();
+    let block = f.statement.shape().block_len();
+    let width = traces.hash.width;
+    for r in 0..block {
+        let c =
+            HashCols::from_row_mut(&mut traces.hash.values[r * width..r * width + NUM_HASH_COLS]);
         c.sampled = Goldilocks::ZERO;
-        c.claims = Goldilocks::ZERO;
+        c.coeff = Goldilocks::ZERO;
+        c.share = [Goldilocks::ZERO; 8];
     }
     let step_width = traces.step.width;
-    let row = &mut traces.step.values[unused * step_width..(unused + 1) * step_width];
-    zkfed_air::engine::step_table::StepCols::from_row_mut(row).sampled = Goldilocks::ZERO;
+    let c = StepCols::from_row_mut(&mut traces.step.values[..step_width]);
+    c.sampled = Goldilocks::ZERO;
+    c.coeff = Goldilocks::ZERO;
     let update = zkfed_air::forgery::rebalance(&f.statement, &mut traces).unwrap();
-    assert_ne!(update.values, public_update(&f).values);
-    assert_rejected(&f, &traces, &[Rule::Step]);
+    assert_eq!(broken_rules(&f.statement, &traces, &update), [Rule::Step]);
+    let verdict = prove_and_verify(&f.statement, &traces, &update);
+    assert!(
+        matches!(verdict, Err(VerifyError::Rejected(_))),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn a_sampling_table_of_another_height_is_refused_before_plonky3_reads_it() {
+    let f = hidden(None);
+    let (update, bytes) = zkfed_air::prove(&f.statement, &f.dataset).unwrap();
+    let mut proof = zkfed_air::proof::decode_proof(&bytes).unwrap();
+    let last = proof.degree_bits.len() - 1;
+    proof.degree_bits[last] += 1;
+    let forged = zkfed_air::proof::encode_proof(&proof);
+    let verdict = zkfed_air::verify(&f.statement, &update, &forged);
+    assert!(
+        matches!(&verdict, Err(VerifyError::ProofShape { field, .. }) if *field == "sampling table degree_bits"),
+        "{verdict:?}"
+    );
 }
 
 #[test]
