@@ -564,3 +564,19 @@ fn another_rounds_sample_is_refused() {
     assert_ne!(theirs.update, ours.update);
     assert_rejected(&f, &theirs, &[Rule::Sampling]);
 }
+
+#[test]
+fn hidden_sampling_proofs_grind_their_own_bits_before_the_batching_challenge() {
+    // The sampling tables batch 239 more columns, so hidden-sampling statements fix 18 bits
+    // of grinding before the batching challenge: proofs with a public statement's 16 are
+    // refused, the same traces proven with the statement's bits verify.
+    // `zk_config` is the public statements' configuration.
+    use zkfed_air::config::{BATCH_POW_BITS, SAMPLING_BATCH_POW_BITS, batch_pow_bits, zk_config};
+    let f = hidden(None);
+    assert_eq!(
+        batch_pow_bits(&f.statement.shape()),
+        SAMPLING_BATCH_POW_BITS
+    );
+    assert!(BATCH_POW_BITS < SAMPLING_BATCH_POW_BITS);
+    common::assert_weaker_grinding_refused(&f.statement, &f.dataset, zk_config);
+}

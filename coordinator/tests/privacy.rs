@@ -412,3 +412,133 @@ fn enrolments_carry_a_sampling_key_exactly_in_private_runs() {
         Err(Rejection::SamplingKey(_))
     ));
 }
+
+#[test]
+fn an_abandoned_private_attempt_is_charged_and_its_successor_uses_a_fresh_seed() {
+    // Attempt 1 of round 1 gets one submission of the quorum's two and is abandoned at its
+    // deadline; attempt 2 aggregates. The sample and the noise of attempt 1 were drawn, so the
+    // aggregate records ε of two attempts and its noise comes from attempt 2's seed.
+    let dir = tempdir("abandoned");
+    let store = dir.join("state.redb");
+    let coordinator = Keypair::generate_ed25519();
+    let me = coordinator.public().to_peer_id();
+    let (hospitals, _, _) = bundled_hospitals(HOSPITALS, ROWS, 20);
+    let noise = NoiseKey::from_raw([7; 32]);
+    let config = private_config(1, 50.0, &coordinator, &hospitals, &noise);
+    let public = &config.public;
+    let privacy = public.privacy.unwrap();
+    let mut ledger = Ledger::open(&store, coordinator.clone(), config.clone())
+        .unwrap()
+        .with_noise_key(noise.clone())
+        .unwrap();
+    for h in &hospitals {
+        ledger
+            .enrol(&h.peer(), &h.signed_enrolment(&config))
+            .unwrap()
+            .unwrap();
+    }
+    let submit = |ledger: &mut Ledger, h: &Hospital| {
+        let submission = h.honest_submission(ledger);
+        let statement = ledger.admit(&h.peer(), &submission).unwrap();
+        let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
+            .map_err(Rejection::from);
+        assert!(
+            ledger
+                .judge(&h.peer(), &submission, outcome)
+                .unwrap()
+                .accepted()
+        );
+    };
+    assert!(ledger.start_round_if_due([1; 32], unix_ms()).unwrap());
+    submit(&mut ledger, &hospitals[0]);
+    let past_the_deadline = unix_ms() + 61_000;
+    assert!(matches!(
+        ledger.close_round_if_due(past_the_deadline).unwrap(),
+        Some(AuditEvent::Abandoned { attempt: 1, .. })
+    ));
+    assert_eq!(ledger.state().attempts_opened, 1);
+    drop(ledger);
+    // A restarted coordinator opens attempt 2 with the charge of attempt 1 replayed.
+    let mut ledger = Ledger::open(&store, coordinator.clone(), config.clone())
+        .unwrap()
+        .with_noise_key(noise.clone())
+        .unwrap();
+    assert_eq!(ledger.state().attempts_opened, 1);
+    assert!(ledger.start_round_if_due([2; 32], unix_ms()).unwrap());
+    assert_eq!(
+        ledger.state().open.as_ref().unwrap().announcement.attempt,
+        2
+    );
+    assert_eq!(ledger.state().attempts_opened, 2);
+    for h in &hospitals {
+        submit(&mut ledger, h);
+    }
+    assert!(matches!(
+        ledger.close_round_if_due(unix_ms()).unwrap(),
+        Some(AuditEvent::Aggregated { round: 1, .. })
+    ));
+    drop(ledger);
+
+    let stored = StoredLog::open(&store).unwrap();
+    let records = stored.records().unwrap();
+    let (at, logged, recorded) = records
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| match &r.event {
+            AuditEvent::Aggregated {
+                model,
+                privacy: Some(p),
+                ..
+            } => Some((i, model.clone(), p.clone())),
+            _ => None,
+        })
+        .unwrap();
+    let two_attempts = spent_epsilon(public, &privacy, 2).unwrap();
+    assert_eq!(recorded.epsilon, two_attempts);
+    let inputs = |attempt| PrivateRound {
+        sigma_sq: variance(public, &privacy).unwrap(),
+        threshold: privacy.sampling.threshold,
+        rows: (HOSPITALS * ROWS) as u64,
+        seed: noise.seed(&public.federation_id, 1, attempt),
+    };
+    let start = Model::initial(public.model, public.schema.features.len());
+    let updates = accepted(&records, 1);
+    assert_eq!(updates.len(), 1 + HOSPITALS);
+    // Only attempt 2's updates are aggregated, with attempt 2's noise.
+    let attempt_two = &updates[1..];
+    let step = |attempt| {
+        private_step(
+            public.strategy,
+            &start,
+            &ServerState::default(),
+            attempt_two,
+            &inputs(attempt),
+            ONE,
+        )
+        .unwrap()
+        .0
+    };
+    assert_eq!(step(2), logged);
+    assert_ne!(step(1), logged);
+    let keyed = audit_with(&records, &stored, &me, Some(&noise)).unwrap();
+    assert_eq!((keyed.rounds, keyed.unchecked_noise), (1, 0));
+    assert_eq!(
+        audit_with(&records, &stored, &me, None)
+            .unwrap()
+            .unchecked_noise,
+        1
+    );
+
+    // A log that leaves the abandoned attempt uncharged is caught by every auditor.
+    let mut uncharged = records.clone();
+    if let AuditEvent::Aggregated {
+        privacy: Some(p), ..
+    } = &mut uncharged[at].event
+    {
+        p.epsilon = spent_epsilon(public, &privacy, 1).unwrap();
+    }
+    resign(&mut uncharged, &coordinator);
+    let d = audit_with(&uncharged, &stored, &me, None).unwrap_err();
+    assert!(d.seq == at as u64 && d.what.contains('ε'), "{d}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -312,3 +312,40 @@ pub fn assert_changed_entries_rejected(statement: &Statement, traces: &Traces, i
         );
     }
 }
+
+/// Proofs of the honest traces made under `weak` (a configuration grinding fewer bits than
+/// the statement's) are refused, and one under the statement's configuration verifies.
+///
+/// A weak proof's witness meets the statement's bits by chance (probability `2^-missing`),
+/// so weak proofs are made until one is refused, at most [`WEAK_PROOF_ATTEMPTS`]: a verifier
+/// that checked only the weak bits would accept every one of them.
+#[allow(dead_code)]
+pub fn assert_weaker_grinding_refused(
+    statement: &Statement,
+    dataset: &CommittedDataset,
+    weak: impl Fn() -> zkfed_air::config::ZkConfig,
+) {
+    use zkfed_air::VerifyError;
+    use zkfed_air::proof::prove_traces_with;
+    let traces = zkfed_air::engine::witness::generate_traces(statement, dataset).unwrap();
+    let update = &traces.update;
+    let refused = (0..WEAK_PROOF_ATTEMPTS).any(|_| {
+        let bytes = prove_traces_with(weak(), statement, &traces, update).unwrap();
+        match zkfed_air::verify(statement, update, &bytes) {
+            Ok(()) => false,
+            Err(VerifyError::Rejected(_)) => true,
+            Err(other) => panic!("refused for another reason: {other:?}"),
+        }
+    });
+    assert!(
+        refused,
+        "{WEAK_PROOF_ATTEMPTS} weakly ground proofs all verified"
+    );
+    let config = zkfed_air::config::zk_config_for(&statement.shape());
+    let strong = prove_traces_with(config, statement, &traces, update).unwrap();
+    assert_eq!(zkfed_air::verify(statement, update, &strong), Ok(()));
+}
+
+/// Weak proofs [`assert_weaker_grinding_refused`] makes at most: with two bits missing, all
+/// of them verify with probability `2^-32`.
+pub const WEAK_PROOF_ATTEMPTS: usize = 16;
