@@ -5,10 +5,19 @@
 
 mod common;
 
-use common::{Spec, fixture};
-use zkfed_air::{ClippedGradientSum, prove, verify};
+use common::{Spec, context, fixture};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use zkfed_air::sampling::{SamplingKey, SamplingRate};
+use zkfed_air::statement::HiddenSampling;
+use zkfed_air::{ClippedGradientSum, Statement, prove, verify};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proof_v6.bin");
+/// A hidden-sampling proof: its two sampling tables, public values and grinding.
+const HIDDEN_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/hidden_proof_v6.bin"
+);
 
 /// The fixture's statement is deterministic: seeded data, salts and seed.
 fn stored() -> common::Fixture {
@@ -16,6 +25,32 @@ fn stored() -> common::Fixture {
         seed: 42,
         ..Spec::default()
     })
+}
+
+/// The hidden-sampling fixture's statement, as deterministic: 40 rows sampled at 1/4 under
+/// a seeded key.
+fn stored_hidden() -> common::Fixture {
+    let base = fixture(Spec {
+        seed: 43,
+        rows: 40,
+        ..Spec::default()
+    });
+    let key = SamplingKey::generate(&mut StdRng::seed_from_u64(43));
+    let dataset = base.dataset.with_sampling_key(key.clone());
+    let sampling = HiddenSampling {
+        key: key.commitment(),
+        rate: SamplingRate::from_probability(0.25).unwrap(),
+    };
+    let statement = Statement::with_hidden_sampling(
+        context(5),
+        base.statement.model,
+        base.statement.params.clip_norm,
+        dataset.commitment(),
+        [11; 32],
+        sampling,
+    )
+    .unwrap();
+    common::Fixture { dataset, statement }
 }
 
 fn decode(bytes: &[u8]) -> (ClippedGradientSum, Vec<u8>) {
@@ -35,11 +70,29 @@ fn stored_proof_still_verifies() {
 }
 
 #[test]
-#[ignore = "writes the fixture; run by hand after a deliberate format change"]
+fn stored_hidden_sampling_proof_still_verifies() {
+    let bytes = std::fs::read(HIDDEN_FIXTURE).expect("fixture present");
+    let (update, proof) = decode(&bytes);
+    let f = stored_hidden();
+    verify(&f.statement, &update, &proof)
+        .expect("the stored hidden-sampling proof no longer verifies: bump PROTOCOL_VERSION");
+    // The statement's sampling is bound: another rate or another attempt's seed refuses it.
+    let mut faster = f.statement.clone();
+    let sampling = faster.sampling.as_mut().unwrap();
+    sampling.rate = SamplingRate::from_probability(0.3).unwrap();
+    assert!(verify(&faster, &update, &proof).is_err());
+    let mut reseeded = f.statement.clone();
+    reseeded.seed[0] ^= 1;
+    assert!(verify(&reseeded, &update, &proof).is_err());
+}
+
+#[test]
+#[ignore = "writes the fixtures; run by hand after a deliberate format change"]
 fn regenerate() {
-    let f = stored();
-    let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
-    std::fs::write(FIXTURE, postcard::to_allocvec(&(update, proof)).unwrap()).unwrap();
+    for (f, path) in [(stored(), FIXTURE), (stored_hidden(), HIDDEN_FIXTURE)] {
+        let (update, proof) = prove(&f.statement, &f.dataset).unwrap();
+        std::fs::write(path, postcard::to_allocvec(&(update, proof)).unwrap()).unwrap();
+    }
 }
 
 #[test]

@@ -17,6 +17,8 @@ use crate::mutate::{binary_tokens, text_tokens};
 
 /// The stored proof fixture of `zkfed-air`: postcard of (update, proof bytes).
 const PROOF_FIXTURE: &[u8] = include_bytes!("../../air/tests/fixtures/proof_v6.bin");
+/// Its hidden-sampling fixture (six tables).
+const HIDDEN_PROOF_FIXTURE: &[u8] = include_bytes!("../../air/tests/fixtures/hidden_proof_v6.bin");
 
 /// Decodes (and checks) one input; `true` if it was accepted.
 pub type Decoder = Box<dyn FnMut(&[u8]) -> bool>;
@@ -59,6 +61,7 @@ struct Fixture {
     raw_config: zkfed_coordinator::config::RawConfig,
     update: ClippedGradientSum,
     proof: Vec<u8>,
+    hidden_proof: Vec<u8>,
     key: Keypair,
 }
 
@@ -74,11 +77,14 @@ impl Fixture {
         );
         let run = raw_config.clone().resolve()?.run;
         let (update, proof): (ClippedGradientSum, Vec<u8>) = postcard::from_bytes(PROOF_FIXTURE)?;
+        let (_, hidden_proof): (ClippedGradientSum, Vec<u8>) =
+            postcard::from_bytes(HIDDEN_PROOF_FIXTURE)?;
         Ok(Self {
             run,
             raw_config,
             update,
             proof,
+            hidden_proof,
             key,
         })
     }
@@ -184,7 +190,7 @@ fn wire(f: &Fixture) -> Target {
 fn proof(f: &Fixture) -> Target {
     Target {
         name: "proof",
-        samples: vec![f.proof.clone()],
+        samples: vec![f.proof.clone(), f.hidden_proof.clone()],
         tokens: binary_tokens(),
         limit: sixteen_per_byte,
         run: Box::new(|input| zkfed_air::proof::decode_proof(input).is_ok()),
