@@ -577,6 +577,6 @@ fn hidden_sampling_proofs_grind_their_own_bits_before_the_batching_challenge() {
         batch_pow_bits(&f.statement.shape()),
         SAMPLING_BATCH_POW_BITS
     );
-    assert!(BATCH_POW_BITS < SAMPLING_BATCH_POW_BITS);
+    const { assert!(BATCH_POW_BITS < SAMPLING_BATCH_POW_BITS) };
     common::assert_weaker_grinding_refused(&f.statement, &f.dataset, zk_config);
 }

@@ -257,7 +257,7 @@ impl RawConfig {
                 zkfed_aggregation::noise::MAX_SIGMA as f64 / ONE as f64
             )
         })?;
-        let affordable = affordable_rounds(&public, &privacy, self.rounds)
+        let affordable = affordable_rounds(&public, &privacy, privacy.epsilon, self.rounds)
             .context("accounting the `[privacy]` budget")?;
         ensure!(
             affordable >= 1,

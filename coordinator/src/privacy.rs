@@ -10,22 +10,15 @@
 //!   everyone else checks everything but the noise.
 //! - ε is charged per attempt opened, not per round aggregated: an abandoned attempt's
 //!   participants proved and sent noised-to-be sums too, and whether it was abandoned (a
-//!   model out of range, an abstention) may depend on the data.
-//! - ε after `r` attempts is the RDP accountant's at the integer orders with the effective
-//!   multiplier `σ / (C·2^16 + √P)` and `q'`, converted at `δ/2`; the other half covers
-//!   the overflow rule: with probability at most `β = 10^-9` per round the participant
-//!   whose data differs abstains because its sample overflowed the proof's slots, an event
-//!   the Poisson-sampling analysis does not cover, which costs `r·β·(1 + e^ε)` of δ and
-//!   must fit in `δ/2` (ARCHITECTURE.md, "Membership and hidden Poisson sampling").
+//!   model out of range, an abstention) may depend on the data. The accounting itself is
+//!   [`zkfed_protocol::budget`], shared with the audit and the participants.
 
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use zkfed_aggregation::accountant::{AccountantError, epsilon_at_orders, integer_orders};
-use zkfed_aggregation::noise::NoiseError;
-use zkfed_aggregation::private::{PrivateRound, effective_multiplier, noise_variance};
-use zkfed_air::sampling::OVERFLOW_PROBABILITY;
+use zkfed_aggregation::private::PrivateRound;
+pub use zkfed_protocol::budget::{BudgetError, affordable_rounds, spent_epsilon, variance};
 use zkfed_protocol::{Privacy, RunParameters};
 
 /// A private run's secret noise key. No `Debug`: it decides the noise.
@@ -46,24 +39,9 @@ pub enum PrivacyError {
     /// A key file that is not 32 bytes.
     #[error("noise key {0} is not 32 bytes")]
     Corrupt(String),
-    /// The noise variance is out of the sampler's range.
+    /// The run's ε cannot be accounted.
     #[error(transparent)]
-    Noise(#[from] NoiseError),
-    /// The accountant refused its inputs.
-    #[error(transparent)]
-    Accountant(#[from] AccountantError),
-    /// The overflow rule's share of δ does not fit in half of it.
-    #[error(
-        "after {rounds} rounds at ε = {epsilon}, the overflow rule needs more than half of δ = {delta}"
-    )]
-    NoDelta {
-        /// The run's δ.
-        delta: f64,
-        /// The rounds.
-        rounds: u64,
-        /// The ε spent by then.
-        epsilon: f64,
-    },
+    Budget(#[from] BudgetError),
 }
 
 impl NoiseKey {
@@ -126,70 +104,6 @@ impl NoiseKey {
     pub fn from_raw(key: [u8; 32]) -> Self {
         Self(key)
     }
-}
-
-/// `σ²` of the run's noise in lattice units².
-pub fn variance(public: &RunParameters, privacy: &Privacy) -> Result<u128, PrivacyError> {
-    Ok(noise_variance(
-        privacy.noise_multiplier,
-        public.params.clip_norm,
-    )?)
-}
-
-/// ε spent after `rounds` attempts of the private run.
-pub fn spent_epsilon(
-    public: &RunParameters,
-    privacy: &Privacy,
-    rounds: u64,
-) -> Result<f64, PrivacyError> {
-    if rounds == 0 {
-        return Ok(0.0);
-    }
-    let num_params = public.model.num_params(public.schema.features.len());
-    let z = effective_multiplier(
-        variance(public, privacy)?,
-        public.params.clip_norm,
-        num_params,
-    );
-    let q = privacy.sampling.probability();
-    let half = privacy.delta / 2.0;
-    let epsilon = epsilon_at_orders(z, q, rounds, half, &integer_orders())?.epsilon;
-    // libm, not the platform's: audits on other machines must agree to the bit.
-    let slack = rounds as f64 * OVERFLOW_PROBABILITY * (1.0 + libm::exp(epsilon));
-    if slack.is_nan() || slack > half {
-        return Err(PrivacyError::NoDelta {
-            delta: privacy.delta,
-            rounds,
-            epsilon,
-        });
-    }
-    Ok(epsilon)
-}
-
-/// Attempts the budget allows: the largest `r ≤ limit` with `ε(r) ≤ ε_target` (an `r` whose
-/// ε cannot be accounted within δ does not fit).
-pub fn affordable_rounds(
-    public: &RunParameters,
-    privacy: &Privacy,
-    limit: u64,
-) -> Result<u64, PrivacyError> {
-    let fits = |r: u64| match spent_epsilon(public, privacy, r) {
-        Ok(e) => Ok(e <= privacy.epsilon),
-        Err(PrivacyError::NoDelta { .. }) => Ok(false),
-        Err(e) => Err(e),
-    };
-    if fits(limit)? {
-        return Ok(limit);
-    }
-    let (mut low, mut high) = (0, limit);
-    while high - low > 1 {
-        let mid = low + (high - low) / 2;
-        match fits(mid)? {
-            true => low = mid,
-            false => high = mid,
-        }
-    }
-    Ok(low)
 }
 
 /// The inputs of a private aggregate: the run's variance and threshold, the accepted

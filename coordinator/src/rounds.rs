@@ -417,7 +417,8 @@ pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate
         state: next,
         privacy: Some(PrivateAggregate {
             unnoised_sum_sha256: digest,
-            epsilon: spent_epsilon(public, privacy, state.attempts_opened)?,
+            epsilon: spent_epsilon(public, privacy, state.attempts_opened)
+                .map_err(PrivacyError::from)?,
         }),
     })
 }

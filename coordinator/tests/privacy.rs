@@ -489,7 +489,7 @@ fn an_abandoned_private_attempt_is_charged_and_its_successor_uses_a_fresh_seed()
                 model,
                 privacy: Some(p),
                 ..
-            } => Some((i, model.clone(), p.clone())),
+            } => Some((i, model.clone(), *p)),
             _ => None,
         })
         .unwrap();

@@ -51,6 +51,15 @@ pub struct RawConfig {
     /// 3.0 M, BENCH.md).
     #[serde(default = "default_max_trace_cells")]
     pub max_trace_cells: u64,
+    /// Take part in private runs only (hidden sampling, noise, a budget: README,
+    /// "Privacy"): a run without them is refused before a row is read.
+    #[serde(default)]
+    pub private_only: bool,
+    /// This node's own privacy budget: a private run whose target ε is higher is refused at
+    /// enrolment, and the node stops letting its rows be sampled once one more attempt would
+    /// spend more than this (or the run's target, if lower), counting the attempts itself.
+    #[serde(default)]
+    pub max_epsilon: Option<f64>,
 }
 
 /// The default [`RawConfig::max_trace_cells`].
@@ -92,6 +101,10 @@ pub struct Config {
     pub federation_id: Option<[u8; 32]>,
     /// Largest proof trace this node builds.
     pub max_trace_cells: u64,
+    /// Take part in private runs only.
+    pub private_only: bool,
+    /// This node's own privacy budget, if any.
+    pub max_epsilon: Option<f64>,
 }
 
 impl Config {
@@ -120,6 +133,12 @@ impl RawConfig {
         };
         // Zero would refuse every attempt of every round while still enrolling.
         ensure!(self.max_attempts >= 1, "`max_attempts` must be at least 1");
+        if let Some(e) = self.max_epsilon {
+            ensure!(
+                e.is_finite() && e > 0.0,
+                "`max_epsilon` must be positive and finite, not {e}"
+            );
+        }
         let federation_id = self
             .federation_id
             .as_deref()
@@ -142,6 +161,8 @@ impl RawConfig {
             skip_out_of_range: self.skip_out_of_range,
             federation_id,
             max_trace_cells: self.max_trace_cells,
+            private_only: self.private_only,
+            max_epsilon: self.max_epsilon,
         })
     }
 }
@@ -162,6 +183,8 @@ mod tests {
             skip_out_of_range: false,
             federation_id: None,
             max_trace_cells: default_max_trace_cells(),
+            private_only: false,
+            max_epsilon: None,
         }
     }
 
@@ -193,6 +216,17 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("`max_attempts`"), "{err}");
+        for e in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = RawConfig {
+                max_epsilon: Some(e),
+                ..raw(&dir)
+            }
+            .resolve()
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(err.contains("`max_epsilon`"), "{err}");
+        }
         for id in ["abc", "é", &"zz".repeat(32)] {
             let err = RawConfig {
                 federation_id: Some(id.into()),

@@ -46,6 +46,13 @@ enum Command {
         /// Take part only in this federation (64 hex digits; with the three flags).
         #[arg(long)]
         federation: Option<String>,
+        /// Take part in private runs only (also with --config: `private_only = true`).
+        #[arg(long)]
+        private_only: bool,
+        /// This node's own privacy budget ε (also with --config, where the lower of the
+        /// flag and `max_epsilon` holds).
+        #[arg(long)]
+        max_epsilon: Option<f64>,
     },
     /// Print this node's peer id (creating its key on first use), for the allow-list.
     PeerId {
@@ -79,6 +86,8 @@ fn main() -> anyhow::Result<ExitCode> {
             min_batch_size,
             skip_out_of_range,
             federation,
+            private_only,
+            max_epsilon,
         } => {
             let mut raw = match (config, coordinator, dataset, state) {
                 (Some(path), ..) => RawConfig::load(&path)?,
@@ -92,11 +101,19 @@ fn main() -> anyhow::Result<ExitCode> {
                     skip_out_of_range,
                     federation_id: federation,
                     max_trace_cells: zkfed_participant::config::default_max_trace_cells(),
+                    private_only,
+                    max_epsilon,
                 },
                 _ => anyhow::bail!("give --config, or --coordinator, --dataset and --state"),
             };
             // The flag only ever turns skipping on: a file that asks for it keeps it.
             raw.skip_out_of_range |= skip_out_of_range;
+            // So do the privacy flags: they only ever tighten the file's policy.
+            raw.private_only |= private_only;
+            raw.max_epsilon = match (raw.max_epsilon, max_epsilon) {
+                (Some(file), Some(flag)) => Some(file.min(flag)),
+                (file, flag) => file.or(flag),
+            };
             let config = raw.resolve()?;
             let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             let ran = runtime.block_on(EventLog::around(events.as_deref(), move |observer| {

@@ -148,7 +148,9 @@ async fn participate(
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if (round.round, round.attempt) > progress.last => {
                 let limits = (config.max_attempts, progress.proofs);
-                if let Some(reason) = refusal(&params, &round, limits) {
+                let refused = refusal(&params, &round, limits)
+                    .or_else(|| budget_refusal(&params, config.max_epsilon, progress.sampled));
+                if let Some(reason) = refused {
                     warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
                     progress.last = (round.round, round.attempt);
                     continue;
@@ -161,6 +163,7 @@ async fn participate(
                         // Probability below 10^-9 per attempt (README, "Privacy").
                         warn!(round = round.round, attempt = round.attempt, error = %e, "abstaining from this attempt");
                         progress.last = (round.round, round.attempt);
+                        progress.sampled += 1;
                         progress.save(&progress_path)?;
                         continue;
                     }
@@ -184,6 +187,7 @@ async fn participate(
                 // same attempt again, over the same seed-chosen batch, so the same update.
                 progress.last = attempt;
                 progress.proofs += 1;
+                progress.sampled += 1;
                 progress.save(&progress_path)?;
             }
             Response::Round(_) | Response::Waiting => {
@@ -348,8 +352,23 @@ fn check_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
             "the run's strategy {} needs each update, which a private run does not give it",
             params.strategy
         );
+        if let Some(mine) = config.max_epsilon {
+            ensure!(
+                privacy.epsilon <= mine,
+                "the run's privacy budget ε = {} is above this node's `max_epsilon` {mine}",
+                privacy.epsilon
+            );
+        }
+        if let Some(reason) = budget_refusal(params, config.max_epsilon, 0) {
+            bail!("the run could not use this node's rows even once: {reason}");
+        }
         return Ok(());
     }
+    ensure!(
+        !config.private_only,
+        "the run is not private (public batches, no noise, no budget), and this node takes \
+         part in private runs only (`private_only`)"
+    );
     if params.params.batch_size < config.min_batch_size {
         bail!(
             "the run's batch size {} is below this node's minimum {}: an update over so few \
@@ -506,20 +525,38 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     }
 }
 
-/// The last attempt this node proved and how many proofs it has made, kept durably.
+/// The last attempt this node proved, how many proofs it has made, and in how many
+/// attempts its rows were sampled (proofs and abstentions), kept durably.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Progress {
+    last: (u64, u32),
+    proofs: u64,
+    sampled: u64,
+}
+
+/// [`Progress`] as releases before private runs wrote it.
+#[derive(serde::Deserialize)]
+struct ProgressV1 {
     last: (u64, u32),
     proofs: u64,
 }
 
 impl Progress {
     fn load(path: &Path) -> anyhow::Result<Self> {
-        match read_if_present(path)? {
-            Some(bytes) => postcard::from_bytes(&bytes)
-                .with_context(|| format!("{} is corrupt", path.display())),
-            None => Ok(Self::default()),
+        let Some(bytes) = read_if_present(path)? else {
+            return Ok(Self::default());
+        };
+        if let Ok(progress) = postcard::from_bytes(&bytes) {
+            return Ok(progress);
         }
+        // Every proof drew a sample: a lower bound no private run's count falls below.
+        let v1: ProgressV1 = postcard::from_bytes(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        Ok(Self {
+            last: v1.last,
+            proofs: v1.proofs,
+            sampled: v1.proofs,
+        })
     }
 
     fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -565,6 +602,37 @@ fn refusal(
         ));
     }
     model_misfit(params, &round.model).map(|e| format!("the announced model {e}"))
+}
+
+/// This node's privacy budget: the lower of the run's target ε and its own
+/// `max_epsilon` (none in a run without privacy).
+fn privacy_cap(params: &RunParameters, max_epsilon: Option<f64>) -> Option<f64> {
+    let target = params.privacy?.epsilon;
+    Some(max_epsilon.map_or(target, |mine| mine.min(target)))
+}
+
+/// Why this node will not let its rows be sampled once more in a private run, if it will
+/// not: one more sampled attempt would spend more than its budget ([`privacy_cap`]). It
+/// counts the attempts itself, so a coordinator that opens attempts past the budget gets no
+/// more of its updates.
+fn budget_refusal(
+    params: &RunParameters,
+    max_epsilon: Option<f64>,
+    sampled: u64,
+) -> Option<String> {
+    let (privacy, cap) = (params.privacy?, privacy_cap(params, max_epsilon)?);
+    let next = sampled.saturating_add(1);
+    match zkfed_protocol::budget::spent_epsilon(params, &privacy, next) {
+        Ok(epsilon) if epsilon <= cap => None,
+        Ok(epsilon) => Some(format!(
+            "this node's rows were sampled in {sampled} attempts; one more would spend ε = \
+             {epsilon:.4}, above its budget of {cap}"
+        )),
+        Err(e) => Some(format!(
+            "this node's rows were sampled in {sampled} attempts; one more cannot be \
+             accounted: {e}"
+        )),
+    }
 }
 
 /// Why a model the coordinator sent does not fit the run this node enrolled in: another
@@ -995,6 +1063,8 @@ mod tests {
             skip_out_of_range: false,
             federation_id: None,
             max_trace_cells: crate::config::default_max_trace_cells(),
+            private_only: false,
+            max_epsilon: None,
         }
     }
 
@@ -1041,6 +1111,110 @@ mod tests {
         let mut unbounded = params.clone();
         unbounded.privacy.as_mut().unwrap().noise_multiplier = f64::NAN;
         assert!(check_run(&tight, &unbounded).is_err());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn private_run_parameters(epsilon: f64) -> RunParameters {
+        RunParameters {
+            strategy: zkfed_aggregation::strategy::Strategy::FedAvg,
+            privacy: Some(zkfed_protocol::Privacy {
+                sampling: zkfed_air::sampling::SamplingRate::from_probability(0.1).unwrap(),
+                noise_multiplier: 1.0,
+                epsilon,
+                delta: 1e-5,
+            }),
+            rounds: 1000,
+            ..run_parameters()
+        }
+    }
+
+    #[test]
+    fn the_node_counts_its_own_sampled_attempts_and_stops_at_its_budget() {
+        use zkfed_protocol::budget::{affordable_rounds, spent_epsilon};
+        let params = private_run_parameters(4.5);
+        let privacy = params.privacy.unwrap();
+        let fits = |cap| affordable_rounds(&params, &privacy, cap, 1000).unwrap();
+        let run_allows = fits(4.5);
+        assert!(run_allows > 1 && run_allows < 1000, "{run_allows}");
+        // The run's target: the last attempt it affords is proven, the next refused.
+        assert_eq!(budget_refusal(&params, None, run_allows - 1), None);
+        let refused = budget_refusal(&params, None, run_allows).unwrap();
+        assert!(
+            refused.contains(&format!("sampled in {run_allows} attempts")),
+            "{refused}"
+        );
+        assert!(spent_epsilon(&params, &privacy, run_allows + 1).unwrap() > 4.5);
+        // This node's own lower budget stops it earlier; a higher one does not raise the run's.
+        let mine = fits(2.5);
+        assert!(mine >= 1 && mine < run_allows, "{mine}");
+        assert_eq!(budget_refusal(&params, Some(2.5), mine - 1), None);
+        assert!(budget_refusal(&params, Some(2.5), mine).is_some());
+        assert!(budget_refusal(&params, Some(60.0), run_allows).is_some());
+        // An attempt past what δ can account for is refused too, never proven.
+        assert!(budget_refusal(&params, None, u64::MAX).is_some());
+        // A run without privacy has no budget here.
+        assert_eq!(budget_refusal(&run_parameters(), Some(0.1), 10_000), None);
+    }
+
+    #[test]
+    fn runs_outside_this_nodes_privacy_policy_are_refused_before_committing() {
+        let dir = tempdir("policy");
+        let strict = Config {
+            private_only: true,
+            max_epsilon: Some(4.0),
+            ..config(&dir)
+        };
+        let public = check_run(&strict, &run_parameters())
+            .unwrap_err()
+            .to_string();
+        assert!(public.contains("`private_only`"), "{public}");
+        let generous = check_run(&strict, &private_run_parameters(8.0))
+            .unwrap_err()
+            .to_string();
+        assert!(generous.contains("`max_epsilon` 4"), "{generous}");
+        check_run(&strict, &private_run_parameters(4.0)).unwrap();
+        // A budget below one sampled attempt's ε could never use the rows.
+        let futile = check_run(&strict, &private_run_parameters(1e-3))
+            .unwrap_err()
+            .to_string();
+        assert!(futile.contains("even once"), "{futile}");
+        // Without the policy, a public run is taken part in as before.
+        check_run(&config(&dir), &run_parameters()).unwrap();
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn progress_from_before_private_runs_counts_every_proof_as_sampled() {
+        let dir = tempdir("progress-v1");
+        let path = dir.join("progress.bin");
+        #[derive(serde::Serialize)]
+        struct V1 {
+            last: (u64, u32),
+            proofs: u64,
+        }
+        let v1 = V1 {
+            last: (4, 2),
+            proofs: 5,
+        };
+        std::fs::write(&path, postcard::to_allocvec(&v1).unwrap()).unwrap();
+        let loaded = Progress::load(&path).unwrap();
+        assert_eq!(
+            loaded,
+            Progress {
+                last: (4, 2),
+                proofs: 5,
+                sampled: 5
+            }
+        );
+        let now = Progress {
+            sampled: 7,
+            ..loaded
+        };
+        now.save(&path).unwrap();
+        assert_eq!(Progress::load(&path).unwrap(), now);
+        std::fs::write(&path, [0xff; 3]).unwrap();
+        let corrupt = Progress::load(&path).unwrap_err().to_string();
+        assert!(corrupt.contains("corrupt"), "{corrupt}");
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -1299,6 +1473,7 @@ mod tests {
         let progress = Progress {
             last: (1, 1),
             proofs: 1,
+            sampled: 1,
         };
         progress.save(&run_dir.join("progress.bin")).unwrap();
         let params = run_parameters();

@@ -1,9 +1,10 @@
 //! The wire protocol between participants and the coordinator: one versioned
-//! request-response protocol (`/zkfed/9`, CBOR), its message types and its limits.
+//! request-response protocol (`/zkfed/10`, CBOR), its message types and its limits.
 //!
 //! Participants always dial and ask; the coordinator only answers. Every response names
 //! the round it is about, so a late answer can never be mistaken for a current one.
 
+pub mod budget;
 mod codec;
 pub mod model_file;
 mod rejection;

@@ -428,6 +428,8 @@ pub(crate) fn participant_task_config(
         skip_out_of_range: false,
         federation_id: None,
         max_trace_cells: zkfed_participant::config::default_max_trace_cells(),
+        private_only: false,
+        max_epsilon: None,
     }
     .resolve()?;
     let me = config.key.public().to_peer_id();
