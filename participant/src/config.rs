@@ -56,8 +56,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub private_only: bool,
     /// This node's own privacy budget: a private run whose target ε is higher is refused at
-    /// enrolment, and the node stops letting its rows be sampled once one more attempt would
-    /// spend more than this (or the run's target, if lower), counting the attempts itself.
+    /// enrolment and at every start. In the runs it takes part in, the node stops letting its
+    /// rows be sampled once one more attempt would spend more than the run's ε, counting
+    /// the attempts itself.
     #[serde(default)]
     pub max_epsilon: Option<f64>,
 }

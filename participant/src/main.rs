@@ -111,6 +111,8 @@ fn main() -> anyhow::Result<ExitCode> {
             // So do the privacy flags: they only ever tighten the file's policy.
             raw.private_only |= private_only;
             raw.max_epsilon = match (raw.max_epsilon, max_epsilon) {
+                // `f64::min` would drop a NaN, which `resolve` must see and refuse.
+                (Some(file), Some(flag)) if file.is_nan() || flag.is_nan() => Some(f64::NAN),
                 (Some(file), Some(flag)) => Some(file.min(flag)),
                 (file, flag) => file.or(flag),
             };

@@ -132,6 +132,7 @@ async fn participate(
     prover: Arc<dyn Prover>,
 ) -> anyhow::Result<Outcome> {
     let me = config.key.public().to_peer_id();
+    let _lock = lock_state_dir(&config.state_dir)?;
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
     let mut link = link(&config)?;
     let (params, dataset) = enrol(&config, &mut link).await?;
@@ -139,21 +140,28 @@ async fn participate(
     // Every new attempt is proven: a round abandoned below quorum is retried with the same
     // number, and a node that stayed silent because it had "already submitted" would keep
     // the retry below quorum too.
-    // What this node has proven survives restarts: it never proves an attempt twice, and
-    // never more proofs than the run's rounds times its attempt limit.
+    // What this node has set out to prove survives restarts, written before it proves: it
+    // never proves more attempts than the run's rounds times its attempt limit, nor (in a
+    // private run) more than its budget, however the coordinator answers or numbers them.
     let progress_path = run_dir.join("progress.bin");
     let mut progress = Progress::load(&progress_path)?;
     let mut accepted = 0;
     loop {
         match link.ask(Request::CurrentRound).await? {
-            Response::Round(round) if (round.round, round.attempt) > progress.last => {
-                let limits = (config.max_attempts, progress.proofs);
-                let refused = refusal(&params, &round, limits)
-                    .or_else(|| budget_refusal(&params, config.max_epsilon, progress.sampled));
-                if let Some(reason) = refused {
-                    warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
-                    progress.last = (round.round, round.attempt);
-                    continue;
+            Response::Round(round) if progress.takes(&round) != Take::Skip => {
+                if progress.takes(&round) == Take::New {
+                    let limits = (config.max_attempts, progress.proofs);
+                    let refused = refusal(&params, &round, limits)
+                        .or_else(|| reused_seed(&params, &progress, &round))
+                        .or_else(|| budget_refusal(&params, config.max_epsilon, progress.proofs));
+                    if let Some(reason) = refused {
+                        warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
+                        progress.refuse(&round);
+                        progress.save(&progress_path)?;
+                        continue;
+                    }
+                    progress.begin(&round);
+                    progress.save(&progress_path)?;
                 }
                 // The swarm is serviced while proving: pings answered, the connection kept.
                 let proved = prove_round(&prover, &params, &round, &me, &dataset);
@@ -162,15 +170,13 @@ async fn participate(
                     Err(e) if abstains(&e) => {
                         // Probability below 10^-9 per attempt (README, "Privacy").
                         warn!(round = round.round, attempt = round.attempt, error = %e, "abstaining from this attempt");
-                        progress.last = (round.round, round.attempt);
-                        progress.sampled += 1;
+                        progress.unfinished = false;
                         progress.save(&progress_path)?;
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
                 let bytes = submission.proof.len() + 8 * (submission.update.values.len() + 1);
-                let attempt = (round.round, round.attempt);
                 let round = round.round;
                 emit(
                     &observer,
@@ -183,11 +189,9 @@ async fn participate(
                 if submit(&mut link, submission, &observer).await? {
                     accepted += 1;
                 }
-                // Recorded once sent: a crash before this only makes the node prove the
-                // same attempt again, over the same seed-chosen batch, so the same update.
-                progress.last = attempt;
-                progress.proofs += 1;
-                progress.sampled += 1;
+                // A crash before this makes the node prove the same attempt again only under
+                // the same seed: the same sample, so the same update, counted once.
+                progress.unfinished = false;
                 progress.save(&progress_path)?;
             }
             Response::Round(_) | Response::Waiting => {
@@ -230,6 +234,29 @@ async fn participate(
             }
             Response::Refused(rejection) => bail!("coordinator refused: {}", shown(&rejection)),
             other => bail!("unexpected answer: {}", shown(&format!("{other:?}"))),
+        }
+    }
+}
+
+/// Holds `lock` in the state directory exclusively while this node runs (released when the
+/// file is dropped or the process dies): two processes on one state directory would each
+/// count their own proofs and overwrite each other's progress and commitments.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another participant is running on the state directory {}",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
         }
     }
 }
@@ -525,13 +552,30 @@ fn pin_run(config: &Config, params: &RunParameters) -> anyhow::Result<()> {
     }
 }
 
-/// The last attempt this node proved, how many proofs it has made, and in how many
-/// attempts its rows were sampled (proofs and abstentions), kept durably.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What this node has set out to prove, kept durably and written before it proves.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Progress {
+    /// The last attempt announced to it that it proved, began to prove or refused.
     last: (u64, u32),
+    /// The attempts it has set out to prove: its proof budget's count and, in a private
+    /// run, the attempts its rows were sampled in (each proof and each abstention).
     proofs: u64,
-    sampled: u64,
+    /// Whether the proof of `last` may not have reached the coordinator.
+    unfinished: bool,
+    /// The seeds of the attempts of round `last.0` it set out to prove, the last one
+    /// `last`'s.
+    seeds: Vec<[u8; 32]>,
+}
+
+/// What a node does with an announced attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// An attempt after [`Progress::last`]: checked, counted and proven.
+    New,
+    /// The unfinished `last` under its own seed: the same sample again, proven uncounted.
+    Resume,
+    /// Anything else, among them `last` under another seed.
+    Skip,
 }
 
 /// [`Progress`] as releases before private runs wrote it.
@@ -549,14 +593,48 @@ impl Progress {
         if let Ok(progress) = postcard::from_bytes(&bytes) {
             return Ok(progress);
         }
-        // Every proof drew a sample: a lower bound no private run's count falls below.
+        // Releases before private runs counted proofs once sent; nothing was unfinished.
         let v1: ProgressV1 = postcard::from_bytes(&bytes)
             .with_context(|| format!("{} is corrupt", path.display()))?;
+        info!(path = %path.display(), "reading progress written by an earlier release");
         Ok(Self {
             last: v1.last,
             proofs: v1.proofs,
-            sampled: v1.proofs,
+            ..Self::default()
         })
+    }
+
+    /// What to do with `round`.
+    fn takes(&self, round: &RoundAnnouncement) -> Take {
+        let attempt = (round.round, round.attempt);
+        if attempt > self.last {
+            Take::New
+        } else if attempt == self.last && self.unfinished && self.seeds.last() == Some(&round.seed)
+        {
+            Take::Resume
+        } else {
+            Take::Skip
+        }
+    }
+
+    /// Counts `round` as set out to prove, before proving it.
+    fn begin(&mut self, round: &RoundAnnouncement) {
+        if round.round != self.last.0 {
+            self.seeds.clear();
+        }
+        self.last = (round.round, round.attempt);
+        self.proofs += 1;
+        self.unfinished = true;
+        self.seeds.push(round.seed);
+    }
+
+    /// Skips `round` for good.
+    fn refuse(&mut self, round: &RoundAnnouncement) {
+        if round.round != self.last.0 {
+            self.seeds.clear();
+        }
+        self.last = (round.round, round.attempt);
+        self.unfinished = false;
     }
 
     fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -609,6 +687,27 @@ fn refusal(
 fn privacy_cap(params: &RunParameters, max_epsilon: Option<f64>) -> Option<f64> {
     let target = params.privacy?.epsilon;
     Some(max_epsilon.map_or(target, |mine| mine.min(target)))
+}
+
+/// Why this node will not prove `round` of a private run, if its seed is one the PRF reads
+/// as that of an attempt of the same round it set out to prove: the same rows sampled
+/// again, which the accountant (independent samples) does not cover.
+fn reused_seed(
+    params: &RunParameters,
+    progress: &Progress,
+    round: &RoundAnnouncement,
+) -> Option<String> {
+    use zkfed_air::sampling::seed_words;
+    params.privacy?;
+    let words = seed_words(&round.seed);
+    let reused = round.round == progress.last.0
+        && progress.seeds.iter().any(|seed| seed_words(seed) == words);
+    reused.then(|| {
+        format!(
+            "attempt {} repeats the sampling seed of an earlier attempt of round {}",
+            round.attempt, round.round
+        )
+    })
 }
 
 /// Why this node will not let its rows be sampled once more in a private run, if it will
@@ -1183,8 +1282,98 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    fn announcement(round: u64, attempt: u32, seed: u8) -> RoundAnnouncement {
+        let params = run_parameters();
+        RoundAnnouncement {
+            round,
+            attempt,
+            model: zkfed_air::Model::zeros(params.model, params.schema.features.len()),
+            params: params.params,
+            seed: [seed; 32],
+            opened_at_ms: 0,
+        }
+    }
+
     #[test]
-    fn progress_from_before_private_runs_counts_every_proof_as_sampled() {
+    fn an_attempt_is_counted_before_it_is_proven_and_resumed_only_under_its_seed() {
+        // The node counts an attempt and saves the count before proving, so a coordinator
+        // that withholds its verdict, or a crash mid-proof, cannot get an uncounted update:
+        // after a restart the same attempt is proven again only under the same seed (the
+        // same sample), uncounted, and under another seed not at all.
+        let dir = tempdir("write-ahead");
+        let path = dir.join("progress.bin");
+        let mut progress = Progress::default();
+        let first = announcement(1, 1, 7);
+        assert_eq!(progress.takes(&first), Take::New);
+        progress.begin(&first);
+        progress.save(&path).unwrap();
+        // Killed here, before any verdict.
+        let restarted = Progress::load(&path).unwrap();
+        assert_eq!((restarted.proofs, restarted.unfinished), (1, true));
+        assert_eq!(restarted.takes(&first), Take::Resume);
+        assert_eq!(restarted.takes(&announcement(1, 1, 8)), Take::Skip);
+        assert_eq!(restarted.takes(&announcement(1, 2, 8)), Take::New);
+        // Once the submission is answered, the attempt is never proven again.
+        let mut finished = restarted.clone();
+        finished.unfinished = false;
+        assert_eq!(finished.takes(&first), Take::Skip);
+        assert_eq!(finished.takes(&announcement(1, 0, 7)), Take::Skip);
+        // A refused attempt is not counted and is skipped after a restart too.
+        let mut refused = finished.clone();
+        refused.refuse(&announcement(1, 2, 9));
+        refused.save(&path).unwrap();
+        let reloaded = Progress::load(&path).unwrap();
+        assert_eq!((reloaded.proofs, reloaded.last), (1, (1, 2)));
+        assert_eq!(reloaded.takes(&announcement(1, 2, 9)), Take::Skip);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_private_attempt_under_a_seed_of_the_same_round_is_refused() {
+        let private = private_run_parameters(4.5);
+        let mut progress = Progress::default();
+        progress.begin(&announcement(3, 1, 7));
+        progress.unfinished = false;
+        let again = announcement(3, 2, 7);
+        let refused = reused_seed(&private, &progress, &again).unwrap();
+        assert!(refused.contains("repeats the sampling seed"), "{refused}");
+        // A seed the PRF reads alike (its first word p, read as 0) is refused after zeros.
+        let mut zeros = Progress::default();
+        zeros.begin(&announcement(3, 1, 0));
+        let mut alias = announcement(3, 2, 0);
+        alias.seed[..8].copy_from_slice(&0xffff_ffff_0000_0001u64.to_le_bytes());
+        assert_ne!(alias.seed, [0; 32]);
+        assert!(reused_seed(&private, &zeros, &alias).is_some());
+        // Refused attempts keep the round's seeds; a new round starts afresh (the PRF
+        // reads the round too), and public runs have no hidden sample to repeat.
+        progress.refuse(&announcement(3, 2, 8));
+        assert!(reused_seed(&private, &progress, &announcement(3, 3, 7)).is_some());
+        assert_eq!(
+            reused_seed(&private, &progress, &announcement(3, 3, 9)),
+            None
+        );
+        assert_eq!(
+            reused_seed(&private, &progress, &announcement(4, 1, 7)),
+            None
+        );
+        assert_eq!(reused_seed(&run_parameters(), &progress, &again), None);
+        progress.begin(&announcement(4, 1, 7));
+        assert_eq!(progress.seeds, [[7; 32]]);
+    }
+
+    #[test]
+    fn one_state_directory_serves_one_node_at_a_time() {
+        let dir = tempdir("lock");
+        let held = lock_state_dir(&dir).unwrap();
+        let second = lock_state_dir(&dir).unwrap_err().to_string();
+        assert!(second.contains("another participant"), "{second}");
+        drop(held);
+        lock_state_dir(&dir).unwrap();
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn progress_from_before_private_runs_keeps_its_count() {
         let dir = tempdir("progress-v1");
         let path = dir.join("progress.bin");
         #[derive(serde::Serialize)]
@@ -1198,18 +1387,10 @@ mod tests {
         };
         std::fs::write(&path, postcard::to_allocvec(&v1).unwrap()).unwrap();
         let loaded = Progress::load(&path).unwrap();
-        assert_eq!(
-            loaded,
-            Progress {
-                last: (4, 2),
-                proofs: 5,
-                sampled: 5
-            }
-        );
-        let now = Progress {
-            sampled: 7,
-            ..loaded
-        };
+        assert_eq!((loaded.last, loaded.proofs), ((4, 2), 5));
+        assert!(!loaded.unfinished && loaded.seeds.is_empty());
+        let mut now = loaded.clone();
+        now.begin(&announcement(5, 1, 3));
         now.save(&path).unwrap();
         assert_eq!(Progress::load(&path).unwrap(), now);
         std::fs::write(&path, [0xff; 3]).unwrap();
@@ -1473,7 +1654,7 @@ mod tests {
         let progress = Progress {
             last: (1, 1),
             proofs: 1,
-            sampled: 1,
+            ..Progress::default()
         };
         progress.save(&run_dir.join("progress.bin")).unwrap();
         let params = run_parameters();
