@@ -72,21 +72,8 @@ fn run(
     hospitals: &[Hospital],
     noise: &NoiseKey,
 ) -> u64 {
-    let open = || {
-        Ledger::open(store, coordinator.clone(), config.clone())
-            .unwrap()
-            .with_noise_key(noise.clone())
-            .unwrap()
-    };
-    {
-        let mut ledger = open();
-        for h in hospitals {
-            ledger
-                .enrol(&h.peer(), &h.signed_enrolment(config))
-                .unwrap()
-                .unwrap();
-        }
-    }
+    let open = || open_ledger(store, coordinator, config, noise);
+    enrol_all(&mut open(), config, hospitals);
     let mut aggregated = 0;
     loop {
         let mut ledger = open();
@@ -98,17 +85,7 @@ fn run(
             return aggregated;
         }
         for h in hospitals {
-            let submission = h.honest_submission(&ledger);
-            let statement = ledger.admit(&h.peer(), &submission).unwrap();
-            assert!(statement.sampling.is_some());
-            let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
-                .map_err(Rejection::from);
-            assert!(
-                ledger
-                    .judge(&h.peer(), &submission, outcome)
-                    .unwrap()
-                    .accepted()
-            );
+            submit_honestly(&mut ledger, h);
         }
         let closed = ledger.close_round_if_due(unix_ms()).unwrap();
         assert!(
@@ -117,6 +94,43 @@ fn run(
         );
         aggregated += 1;
     }
+}
+
+/// The ledger in `store`, opened (or reopened, as a restarted coordinator) with the key.
+fn open_ledger(
+    store: &std::path::Path,
+    coordinator: &Keypair,
+    config: &RunConfig,
+    noise: &NoiseKey,
+) -> Ledger {
+    Ledger::open(store, coordinator.clone(), config.clone())
+        .unwrap()
+        .with_noise_key(noise.clone())
+        .unwrap()
+}
+
+fn enrol_all(ledger: &mut Ledger, config: &RunConfig, hospitals: &[Hospital]) {
+    for h in hospitals {
+        ledger
+            .enrol(&h.peer(), &h.signed_enrolment(config))
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Proves `h`'s honest hidden-sampling update for the open attempt; it is accepted.
+fn submit_honestly(ledger: &mut Ledger, h: &Hospital) {
+    let submission = h.honest_submission(ledger);
+    let statement = ledger.admit(&h.peer(), &submission).unwrap();
+    assert!(statement.sampling.is_some());
+    let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
+        .map_err(Rejection::from);
+    assert!(
+        ledger
+            .judge(&h.peer(), &submission, outcome)
+            .unwrap()
+            .accepted()
+    );
 }
 
 fn audit_with(
@@ -427,30 +441,10 @@ fn an_abandoned_private_attempt_is_charged_and_its_successor_uses_a_fresh_seed()
     let config = private_config(1, 50.0, &coordinator, &hospitals, &noise);
     let public = &config.public;
     let privacy = public.privacy.unwrap();
-    let mut ledger = Ledger::open(&store, coordinator.clone(), config.clone())
-        .unwrap()
-        .with_noise_key(noise.clone())
-        .unwrap();
-    for h in &hospitals {
-        ledger
-            .enrol(&h.peer(), &h.signed_enrolment(&config))
-            .unwrap()
-            .unwrap();
-    }
-    let submit = |ledger: &mut Ledger, h: &Hospital| {
-        let submission = h.honest_submission(ledger);
-        let statement = ledger.admit(&h.peer(), &submission).unwrap();
-        let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
-            .map_err(Rejection::from);
-        assert!(
-            ledger
-                .judge(&h.peer(), &submission, outcome)
-                .unwrap()
-                .accepted()
-        );
-    };
+    let mut ledger = open_ledger(&store, &coordinator, &config, &noise);
+    enrol_all(&mut ledger, &config, &hospitals);
     assert!(ledger.start_round_if_due([1; 32], unix_ms()).unwrap());
-    submit(&mut ledger, &hospitals[0]);
+    submit_honestly(&mut ledger, &hospitals[0]);
     let past_the_deadline = unix_ms() + 61_000;
     assert!(matches!(
         ledger.close_round_if_due(past_the_deadline).unwrap(),
@@ -459,10 +453,7 @@ fn an_abandoned_private_attempt_is_charged_and_its_successor_uses_a_fresh_seed()
     assert_eq!(ledger.state().attempts_opened, 1);
     drop(ledger);
     // A restarted coordinator opens attempt 2 with the charge of attempt 1 replayed.
-    let mut ledger = Ledger::open(&store, coordinator.clone(), config.clone())
-        .unwrap()
-        .with_noise_key(noise.clone())
-        .unwrap();
+    let mut ledger = open_ledger(&store, &coordinator, &config, &noise);
     assert_eq!(ledger.state().attempts_opened, 1);
     assert!(ledger.start_round_if_due([2; 32], unix_ms()).unwrap());
     assert_eq!(
@@ -471,7 +462,7 @@ fn an_abandoned_private_attempt_is_charged_and_its_successor_uses_a_fresh_seed()
     );
     assert_eq!(ledger.state().attempts_opened, 2);
     for h in &hospitals {
-        submit(&mut ledger, h);
+        submit_honestly(&mut ledger, h);
     }
     assert!(matches!(
         ledger.close_round_if_due(unix_ms()).unwrap(),
