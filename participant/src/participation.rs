@@ -133,6 +133,7 @@ async fn participate(
 ) -> anyhow::Result<Outcome> {
     let me = config.key.public().to_peer_id();
     let _lock = lock_state_dir(&config.state_dir)?;
+    check_node_key(&config)?;
     info!(peer = %me, coordinator = %config.coordinator, "participant starting");
     let mut link = link(&config)?;
     let (params, dataset) = enrol(&config, &mut link).await?;
@@ -149,17 +150,29 @@ async fn participate(
     loop {
         match link.ask(Request::CurrentRound).await? {
             Response::Round(round) if progress.takes(&round) != Take::Skip => {
-                if progress.takes(&round) == Take::New {
-                    let limits = (config.max_attempts, progress.proofs);
-                    let refused = refusal(&params, &round, limits)
-                        .or_else(|| reused_seed(&params, &progress, &round))
-                        .or_else(|| budget_refusal(&params, config.max_epsilon, progress.proofs));
-                    if let Some(reason) = refused {
-                        warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
-                        progress.refuse(&round);
-                        progress.save(&progress_path)?;
-                        continue;
-                    }
+                let take = progress.takes(&round);
+                // A resumed attempt was counted when it began; its announcement is the
+                // same bytes, checked again all the same.
+                let counted = match take {
+                    Take::Resume => progress.proofs - 1,
+                    _ => progress.proofs,
+                };
+                let refused = refusal(&params, &round, (config.max_attempts, counted))
+                    .or_else(|| {
+                        (take == Take::New)
+                            .then(|| reused_seed(&params, &progress, &round))
+                            .flatten()
+                    })
+                    .or_else(|| budget_refusal(&params, config.max_epsilon, counted));
+                if let Some(reason) = refused {
+                    warn!(round = round.round, attempt = round.attempt, %reason, "refusing to prove this round");
+                    // Kept in memory only: a refusal draws no sample, and one absurd
+                    // announcement must not shut this node out of the rest of the run.
+                    progress.refuse(&round);
+                    link.poll_while(tokio::time::sleep(POLL)).await;
+                    continue;
+                }
+                if take == Take::New {
                     progress.begin(&round);
                     progress.save(&progress_path)?;
                 }
@@ -170,7 +183,7 @@ async fn participate(
                     Err(e) if abstains(&e) => {
                         // Probability below 10^-9 per attempt (README, "Privacy").
                         warn!(round = round.round, attempt = round.attempt, error = %e, "abstaining from this attempt");
-                        progress.unfinished = false;
+                        progress.unfinished = None;
                         progress.save(&progress_path)?;
                         continue;
                     }
@@ -189,9 +202,10 @@ async fn participate(
                 if submit(&mut link, submission, &observer).await? {
                     accepted += 1;
                 }
-                // A crash before this makes the node prove the same attempt again only under
-                // the same seed: the same sample, so the same update, counted once.
-                progress.unfinished = false;
+                // A crash before this makes the node prove the same attempt again only if it
+                // is announced in the same bytes: the same sample, so the same update,
+                // counted once.
+                progress.unfinished = None;
                 progress.save(&progress_path)?;
             }
             Response::Round(_) | Response::Waiting => {
@@ -243,10 +257,12 @@ async fn participate(
 /// count their own proofs and overwrite each other's progress and commitments.
 fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("lock");
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
@@ -259,6 +275,19 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             Err(e).with_context(|| format!("locking {}", path.display()))
         }
     }
+}
+
+/// The configuration's key is the one on disk: two first starts may each have created one
+/// before either held the lock, and the one on disk is the node's.
+fn check_node_key(config: &Config) -> anyhow::Result<()> {
+    let on_disk = zkfed_net::load_or_create_key(&config.state_dir.join("node.key"))
+        .context("reading the node key")?;
+    ensure!(
+        on_disk.public() == config.key.public(),
+        "another process replaced this node's key in {}: start it again",
+        config.state_dir.display()
+    );
+    Ok(())
 }
 
 /// Most characters of a coordinator's text a participant's error shows.
@@ -560,8 +589,9 @@ struct Progress {
     /// The attempts it has set out to prove: its proof budget's count and, in a private
     /// run, the attempts its rows were sampled in (each proof and each abstention).
     proofs: u64,
-    /// Whether the proof of `last` may not have reached the coordinator.
-    unfinished: bool,
+    /// While the proof of `last` may not have reached the coordinator, the SHA-256 of its
+    /// announcement: only the same announcement resumes it.
+    unfinished: Option<[u8; 32]>,
     /// The seeds of the attempts of round `last.0` it set out to prove, the last one
     /// `last`'s.
     seeds: Vec<[u8; 32]>,
@@ -572,9 +602,10 @@ struct Progress {
 enum Take {
     /// An attempt after [`Progress::last`]: checked, counted and proven.
     New,
-    /// The unfinished `last` under its own seed: the same sample again, proven uncounted.
+    /// The unfinished `last`, announced in the same bytes: the same sample again, proven
+    /// uncounted.
     Resume,
-    /// Anything else, among them `last` under another seed.
+    /// Anything else, among them `last` announced otherwise.
     Skip,
 }
 
@@ -609,8 +640,7 @@ impl Progress {
         let attempt = (round.round, round.attempt);
         if attempt > self.last {
             Take::New
-        } else if attempt == self.last && self.unfinished && self.seeds.last() == Some(&round.seed)
-        {
+        } else if attempt == self.last && self.unfinished == Some(announcement_digest(round)) {
             Take::Resume
         } else {
             Take::Skip
@@ -624,17 +654,17 @@ impl Progress {
         }
         self.last = (round.round, round.attempt);
         self.proofs += 1;
-        self.unfinished = true;
+        self.unfinished = Some(announcement_digest(round));
         self.seeds.push(round.seed);
     }
 
-    /// Skips `round` for good.
+    /// Skips `round` (a resumed attempt refused is no longer resumed).
     fn refuse(&mut self, round: &RoundAnnouncement) {
         if round.round != self.last.0 {
             self.seeds.clear();
         }
         self.last = (round.round, round.attempt);
-        self.unfinished = false;
+        self.unfinished = None;
     }
 
     fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -687,6 +717,13 @@ fn refusal(
 fn privacy_cap(params: &RunParameters, max_epsilon: Option<f64>) -> Option<f64> {
     let target = params.privacy?.epsilon;
     Some(max_epsilon.map_or(target, |mine| mine.min(target)))
+}
+
+/// SHA-256 of an announcement's encoding.
+fn announcement_digest(round: &RoundAnnouncement) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let bytes = postcard::to_allocvec(round).expect("plain data serializes");
+    Sha256::digest(bytes).into()
 }
 
 /// Why this node will not prove `round` of a private run, if its seed is one the PRF reads
@@ -1309,22 +1346,29 @@ mod tests {
         progress.save(&path).unwrap();
         // Killed here, before any verdict.
         let restarted = Progress::load(&path).unwrap();
-        assert_eq!((restarted.proofs, restarted.unfinished), (1, true));
+        assert_eq!(restarted.proofs, 1);
+        assert!(restarted.unfinished.is_some());
         assert_eq!(restarted.takes(&first), Take::Resume);
         assert_eq!(restarted.takes(&announcement(1, 1, 8)), Take::Skip);
+        // The same seed with another model (or clip, or batch) is another statement.
+        let mut remodelled = first.clone();
+        remodelled.model.params[0] += 1;
+        assert_eq!(restarted.takes(&remodelled), Take::Skip);
         assert_eq!(restarted.takes(&announcement(1, 2, 8)), Take::New);
         // Once the submission is answered, the attempt is never proven again.
         let mut finished = restarted.clone();
-        finished.unfinished = false;
+        finished.unfinished = None;
         assert_eq!(finished.takes(&first), Take::Skip);
         assert_eq!(finished.takes(&announcement(1, 0, 7)), Take::Skip);
-        // A refused attempt is not counted and is skipped after a restart too.
+        // A refused attempt is not counted, and skipped until a restart checks it again.
         let mut refused = finished.clone();
         refused.refuse(&announcement(1, 2, 9));
-        refused.save(&path).unwrap();
-        let reloaded = Progress::load(&path).unwrap();
-        assert_eq!((reloaded.proofs, reloaded.last), (1, (1, 2)));
-        assert_eq!(reloaded.takes(&announcement(1, 2, 9)), Take::Skip);
+        assert_eq!((refused.proofs, refused.last), (1, (1, 2)));
+        assert_eq!(refused.takes(&announcement(1, 2, 9)), Take::Skip);
+        // A resumed attempt refused on its recheck is not resumed again.
+        let mut resumed = restarted.clone();
+        resumed.refuse(&first);
+        assert_eq!(resumed.takes(&first), Take::Skip);
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -1333,7 +1377,7 @@ mod tests {
         let private = private_run_parameters(4.5);
         let mut progress = Progress::default();
         progress.begin(&announcement(3, 1, 7));
-        progress.unfinished = false;
+        progress.unfinished = None;
         let again = announcement(3, 2, 7);
         let refused = reused_seed(&private, &progress, &again).unwrap();
         assert!(refused.contains("repeats the sampling seed"), "{refused}");
@@ -1369,6 +1413,33 @@ mod tests {
         assert!(second.contains("another participant"), "{second}");
         drop(held);
         lock_state_dir(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("lock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A key another first start wrote after this configuration loaded its own.
+        let config = Config {
+            state_dir: dir.clone(),
+            ..config(&dir)
+        };
+        zkfed_net::write_durably(
+            &dir.join("node.key"),
+            &config.key.to_protobuf_encoding().unwrap(),
+            true,
+        )
+        .unwrap();
+        check_node_key(&config).unwrap();
+        let other = libp2p::identity::Keypair::generate_ed25519();
+        zkfed_net::write_durably(
+            &dir.join("node.key"),
+            &other.to_protobuf_encoding().unwrap(),
+            true,
+        )
+        .unwrap();
+        let replaced = check_node_key(&config).unwrap_err().to_string();
+        assert!(replaced.contains("replaced this node's key"), "{replaced}");
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -1388,7 +1459,7 @@ mod tests {
         std::fs::write(&path, postcard::to_allocvec(&v1).unwrap()).unwrap();
         let loaded = Progress::load(&path).unwrap();
         assert_eq!((loaded.last, loaded.proofs), ((4, 2), 5));
-        assert!(!loaded.unfinished && loaded.seeds.is_empty());
+        assert!(loaded.unfinished.is_none() && loaded.seeds.is_empty());
         let mut now = loaded.clone();
         now.begin(&announcement(5, 1, 3));
         now.save(&path).unwrap();

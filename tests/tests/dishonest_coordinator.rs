@@ -4,12 +4,14 @@
 //!
 //! 1. withholds its verdict on attempt (1, 1), and the hospital is stopped and restarted
 //!    while it waits;
-//! 2. announces (1, 1) again under another seed;
-//! 3. announces (1, 2) under the seed of (1, 1);
-//! 4. announces (1, 3) under a fresh seed, then rounds 2 and 3, past the budget.
+//! 2. announces (1, 1) again under another seed, then under its seed with another model;
+//! 3. announces (1, 1) as it first did;
+//! 4. announces (1, 2) under the seed of (1, 1);
+//! 5. announces (1, 3) under a fresh seed, then rounds 2 and 3, past the budget.
 //!
-//! The hospital proves (1, 1), refuses 2 and 3, proves (1, 3), and refuses rounds 2 and 3:
-//! the withheld update was counted before it was sent, so the budget ends after (1, 3).
+//! The hospital proves (1, 1), skips 2, resumes 3 with the same update, uncounted, refuses
+//! 4, proves (1, 3), and refuses rounds 2 and 3: the withheld update was counted before it
+//! was sent, so the budget ends after (1, 3).
 
 mod common;
 
@@ -51,13 +53,21 @@ struct Step {
     round: u64,
     attempt: u32,
     seed: u8,
-    /// Whether a submission gets a verdict (else its answer is withheld).
-    answer: bool,
+    /// Added to the model's first parameter.
+    model_shift: i64,
+    /// Whether a submission to it closes the gate: it and every later one is left
+    /// unanswered until the test opens the gate.
+    withhold: bool,
 }
 
-/// What the scripted coordinator saw: each distinct update's attempt, in order (a request
-/// sent again is not another update; the same attempt proven over another sample is).
-type Seen = Arc<Mutex<Vec<(u64, u32)>>>;
+/// What the scripted coordinator saw, in order: each distinct update's attempt (a request
+/// sent again is not another update; the same attempt proven over another sample or model
+/// is), and the step each answered submission answered.
+#[derive(Default)]
+struct Seen {
+    updates: Vec<(u64, u32)>,
+    answered: Vec<Option<usize>>,
+}
 
 fn private_run() -> RunParameters {
     let raw = breast_cancer();
@@ -90,10 +100,12 @@ fn private_run() -> RunParameters {
 }
 
 fn announcement(run: &RunParameters, step: &Step) -> RoundAnnouncement {
+    let mut model = Model::zeros(run.model, run.schema.features.len());
+    model.params[0] += step.model_shift;
     RoundAnnouncement {
         round: step.round,
         attempt: step.attempt,
-        model: Model::zeros(run.model, run.schema.features.len()),
+        model,
         params: run.params,
         seed: [step.seed; 32],
         opened_at_ms: 0,
@@ -102,14 +114,17 @@ fn announcement(run: &RunParameters, step: &Step) -> RoundAnnouncement {
 
 /// Answers requests from `steps` until stopped: the parameters, any enrolment, each step's
 /// announcement until it is submitted to or served [`SERVED`] times, then `Finished`.
-/// Reports each withheld submission on `withheld`.
+/// Reports each withheld submission on `withheld`; `open` opens the gate.
 async fn scripted_coordinator(
     port: u16,
     key: libp2p::identity::Keypair,
     run: RunParameters,
     steps: Vec<Step>,
-    seen: Seen,
-    withheld: mpsc::UnboundedSender<(u64, u32)>,
+    seen: Arc<Mutex<Seen>>,
+    (withheld, mut open): (
+        mpsc::UnboundedSender<(u64, u32)>,
+        mpsc::UnboundedReceiver<()>,
+    ),
     mut stop: oneshot::Receiver<()>,
 ) {
     let traffic = zkfed_net::Traffic::default();
@@ -125,10 +140,17 @@ async fn scripted_coordinator(
     let address: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
     swarm.listen_on(address).unwrap();
     let (mut step, mut served) = (0, 0);
+    // The step last announced, until a submission answers it.
+    let mut announced = None;
+    let mut gate_open = true;
     let mut updates = Vec::new();
     loop {
         let event = tokio::select! {
             event = swarm.select_next_some() => event,
+            Some(()) = open.recv() => {
+                gate_open = true;
+                continue;
+            }
             _ = &mut stop => return,
         };
         let SwarmEvent::Behaviour(ScriptedBehaviourEvent::Zkfed(
@@ -148,6 +170,7 @@ async fn scripted_coordinator(
             Request::Enrol(_) => Response::Enrolled,
             Request::CurrentRound => match steps.get(step) {
                 Some(current) => {
+                    announced = Some(step);
                     served += 1;
                     if served == SERVED {
                         (step, served) = (step + 1, 0);
@@ -162,24 +185,26 @@ async fn scripted_coordinator(
             },
             Request::Submit(submission) => {
                 let attempt = (submission.round, submission.attempt);
-                let current = steps.get(step).filter(|s| (s.round, s.attempt) == attempt);
-                let answered = current
-                    .or_else(|| steps.iter().find(|s| (s.round, s.attempt) == attempt))
-                    .is_some_and(|s| s.answer);
                 let update = (attempt, submission.update.clone());
                 if !updates.contains(&update) {
                     updates.push(update);
-                    seen.lock().unwrap().push(attempt);
-                    if current.is_some() {
-                        (step, served) = (step + 1, 0);
-                    }
+                    seen.lock().unwrap().updates.push(attempt);
                 }
-                if !answered {
+                // A request sent again finds no step announced since.
+                let current = announced
+                    .take()
+                    .filter(|&i| (steps[i].round, steps[i].attempt) == attempt);
+                if let Some(i) = current {
+                    (step, served) = (i + 1, 0);
+                    gate_open &= !steps[i].withhold;
+                }
+                if !gate_open {
                     // No response: the hospital's request stays unanswered.
                     drop(channel);
                     let _ = withheld.send(attempt);
                     continue;
                 }
+                seen.lock().unwrap().answered.push(current);
                 Response::Verdict(Verdict {
                     round: submission.round,
                     attempt: submission.attempt,
@@ -214,22 +239,32 @@ async fn a_hospital_keeps_its_own_budget_against_a_coordinator_that_breaks_the_p
         key.public().to_peer_id()
     );
     let run = private_run();
-    let step = |round, attempt, seed, answer| Step {
+    let step = |round, attempt, seed| Step {
         round,
         attempt,
         seed,
-        answer,
+        model_shift: 0,
+        withhold: false,
     };
     let steps = vec![
-        step(1, 1, 1, false),
-        step(1, 1, 2, true),
-        step(1, 2, 1, true),
-        step(1, 3, 3, true),
-        step(2, 1, 4, true),
-        step(3, 1, 5, true),
+        Step {
+            withhold: true,
+            ..step(1, 1, 1)
+        },
+        step(1, 1, 2),
+        Step {
+            model_shift: ONE / 2,
+            ..step(1, 1, 1)
+        },
+        step(1, 1, 1),
+        step(1, 2, 1),
+        step(1, 3, 3),
+        step(2, 1, 4),
+        step(3, 1, 5),
     ];
-    let seen = Seen::default();
+    let seen = Arc::new(Mutex::new(Seen::default()));
     let (withheld_tx, mut withheld) = mpsc::unbounded_channel();
+    let (open, gate) = mpsc::unbounded_channel();
     let (stop_coordinator, coordinator_stopped) = oneshot::channel();
     let coordinator = tokio::spawn(scripted_coordinator(
         port,
@@ -237,7 +272,7 @@ async fn a_hospital_keeps_its_own_budget_against_a_coordinator_that_breaks_the_p
         run,
         steps,
         seen.clone(),
-        withheld_tx,
+        (withheld_tx, gate),
         coordinator_stopped,
     ));
 
@@ -251,6 +286,7 @@ async fn a_hospital_keeps_its_own_budget_against_a_coordinator_that_breaks_the_p
     // Stopped while it waits for the withheld verdict, then restarted.
     let _ = stop.send(());
     assert!(first.await.unwrap().unwrap().is_none(), "stopped");
+    open.send(()).unwrap();
     let (_stop, second) = start_hospital(hospital());
     let outcome = tokio::time::timeout(WAIT, second)
         .await
@@ -258,9 +294,15 @@ async fn a_hospital_keeps_its_own_budget_against_a_coordinator_that_breaks_the_p
         .unwrap()
         .unwrap()
         .expect("the run ended, not a shutdown");
-    assert_eq!(outcome.accepted, 1, "{outcome:?}");
-    // (1, 1) once under its own seed, (1, 3), and nothing past the budget of two.
-    assert_eq!(*seen.lock().unwrap(), [(1, 1), (1, 3)]);
+    assert_eq!(outcome.accepted, 2, "{outcome:?}");
+    // (1, 1) over one sample, sent again when announced as it first was, then (1, 3), and
+    // nothing past the budget of two.
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.updates, [(1, 1), (1, 3)]);
+        // Steps 3 and 5: (1, 1) as first announced, and (1, 3).
+        assert_eq!(seen.answered, [Some(3), Some(5)]);
+    }
     let _ = stop_coordinator.send(());
     coordinator.await.unwrap();
     std::fs::remove_dir_all(dir).ok();
