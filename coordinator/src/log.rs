@@ -33,9 +33,10 @@ const FORMAT_KEY: &str = "log_format";
 /// 8 aggregation strategies (`RunParameters::strategy`, the server state in
 /// `AuditEvent::Aggregated`, `Enrolment::parameters`); 9 privacy (hidden-sampling proofs,
 /// `PROTOCOL_VERSION` 6, `RunParameters::privacy`, `RunConfig::noise_key_commitment`,
-/// `Enrolment::sampling_key`, `Aggregated::privacy`, `AuditEvent::BudgetSpent`); stores
-/// from before formats were recorded have no format and are refused.
-pub const LOG_FORMAT: u64 = 9;
+/// `Enrolment::sampling_key`, `Aggregated::privacy`, `AuditEvent::BudgetSpent`); 10 noise
+/// seeds that read the un-noised sum's digest (a format-9 store's private aggregates would
+/// not recompute); stores from before formats were recorded have no format and are refused.
+pub const LOG_FORMAT: u64 = 10;
 
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,10 @@
 //! - The noise key is 32 bytes from the operating system's CSPRNG in `noise.key` (0600)
 //!   beside the node key. Its SHA-256 commitment is in the run's configuration (the log's
 //!   first record); the attempt `(r, a)`'s noise seed is
-//!   `SHA-256("zkfed/noise-seed/v1" || key || federation id || r || a)`. Whoever holds a copy of the key
+//!   `SHA-256("zkfed/noise-seed/v2" || key || federation id || r || a || d)`, `d` the
+//!   SHA-256 of the attempt's un-noised sum (in its record). The sum depends on the hidden
+//!   samples, which the coordinator cannot know when it commits to its key, so it cannot
+//!   grind a key for noise it likes. Whoever holds a copy of the key
 //!   (an escrow the operator hands the auditor) recomputes every aggregate bit for bit;
 //!   everyone else checks everything but the noise.
 //! - ε is charged per attempt opened, not per round aggregated: an abandoned attempt's
@@ -88,15 +91,24 @@ impl NoiseKey {
         h.finalize().into()
     }
 
-    /// The noise seed of run `federation_id`'s round `round`, attempt `attempt` (another
-    /// run from the same key draws other noise, so models of two runs cannot cancel it).
-    pub fn seed(&self, federation_id: &[u8; 32], round: u64, attempt: u32) -> [u8; 32] {
+    /// The noise seed of run `federation_id`'s round `round`, attempt `attempt`, whose
+    /// un-noised sum has the digest `unnoised` (another run from the same key draws other
+    /// noise, so models of two runs cannot cancel it; the sum keeps a key chosen before the
+    /// run from deciding the noise).
+    pub fn seed(
+        &self,
+        federation_id: &[u8; 32],
+        round: u64,
+        attempt: u32,
+        unnoised: &[u8; 32],
+    ) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"zkfed/noise-seed/v1");
+        h.update(b"zkfed/noise-seed/v2");
         h.update(self.0);
         h.update(federation_id);
         h.update(round.to_le_bytes());
         h.update(attempt.to_le_bytes());
+        h.update(unnoised);
         h.finalize().into()
     }
 
@@ -129,11 +141,12 @@ mod tests {
     #[test]
     fn seeds_differ_per_run_round_and_attempt_and_commitments_per_key() {
         let key = NoiseKey::from_raw([1; 32]);
-        let seed = key.seed(&[2; 32], 3, 1);
-        assert_eq!(seed, key.seed(&[2; 32], 3, 1));
-        assert_ne!(seed, key.seed(&[9; 32], 3, 1));
-        assert_ne!(seed, key.seed(&[2; 32], 4, 1));
-        assert_ne!(seed, key.seed(&[2; 32], 3, 2));
+        let seed = key.seed(&[2; 32], 3, 1, &[5; 32]);
+        assert_eq!(seed, key.seed(&[2; 32], 3, 1, &[5; 32]));
+        assert_ne!(seed, key.seed(&[9; 32], 3, 1, &[5; 32]));
+        assert_ne!(seed, key.seed(&[2; 32], 4, 1, &[5; 32]));
+        assert_ne!(seed, key.seed(&[2; 32], 3, 2, &[5; 32]));
+        assert_ne!(seed, key.seed(&[2; 32], 3, 1, &[6; 32]));
         assert_ne!(key.commitment(), NoiseKey::from_raw([2; 32]).commitment());
     }
 

@@ -398,11 +398,12 @@ pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate
     };
     let key = noise.ok_or(AggregateError::NoNoiseKey)?;
     let (round, attempt) = (open.announcement.round, open.announcement.attempt);
+    let unnoised = unnoised_sum_digest(state)?;
     let inputs = private_round(
         public,
         privacy,
         accepted_rows(state),
-        key.seed(&public.federation_id, round, attempt),
+        key.seed(&public.federation_id, round, attempt, &unnoised),
     )?;
     let (model, next, digest) = private_step(
         public.strategy,

@@ -200,7 +200,12 @@ fn private_aggregates_are_the_noised_mean_and_audit_with_and_without_the_key() {
             sigma_sq: variance(public, &privacy).unwrap(),
             threshold: privacy.sampling.threshold,
             rows: (HOSPITALS * ROWS) as u64,
-            seed: noise.seed(&public.federation_id, *round, 1),
+            seed: noise.seed(
+                &public.federation_id,
+                *round,
+                1,
+                &recorded.unnoised_sum_sha256,
+            ),
         };
         let updates = accepted(&records, *round);
         let (next, next_state, digest) =
@@ -490,7 +495,12 @@ fn an_abandoned_private_attempt_is_charged_and_its_successor_uses_a_fresh_seed()
         sigma_sq: variance(public, &privacy).unwrap(),
         threshold: privacy.sampling.threshold,
         rows: (HOSPITALS * ROWS) as u64,
-        seed: noise.seed(&public.federation_id, 1, attempt),
+        seed: noise.seed(
+            &public.federation_id,
+            1,
+            attempt,
+            &recorded.unnoised_sum_sha256,
+        ),
     };
     let start = Model::initial(public.model, public.schema.features.len());
     let updates = accepted(&records, 1);
