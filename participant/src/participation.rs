@@ -154,7 +154,7 @@ async fn participate(
                 // A resumed attempt was counted when it began; its announcement is the
                 // same bytes, checked again all the same.
                 let counted = match take {
-                    Take::Resume => progress.proofs - 1,
+                    Take::Resume => progress.proofs.saturating_sub(1),
                     _ => progress.proofs,
                 };
                 let refused = refusal(&params, &round, (config.max_attempts, counted))
@@ -587,7 +587,8 @@ struct Progress {
     /// The last attempt announced to it that it proved, began to prove or refused.
     last: (u64, u32),
     /// The attempts it has set out to prove: its proof budget's count and, in a private
-    /// run, the attempts its rows were sampled in (each proof and each abstention).
+    /// run, the attempts its rows were sampled in (each proof, each abstention, and each
+    /// attempt a crash interrupted).
     proofs: u64,
     /// While the proof of `last` may not have reached the coordinator, the SHA-256 of its
     /// announcement: only the same announcement resumes it.
