@@ -8,7 +8,9 @@
 //!   `SHA-256("zkfed/noise-seed/v2" || key || federation id || r || a || d)`, `d` the
 //!   SHA-256 of the attempt's un-noised sum (in its record). The sum depends on the hidden
 //!   samples, which the coordinator cannot know when it commits to its key, so it cannot
-//!   grind a key for noise it likes. Whoever holds a copy of the key
+//!   grind a key for noise it likes. (It can still choose among the draws of the subsets
+//!   of submissions that meet the quorum by leaving hospitals out: README, "Privacy".)
+//!   Whoever holds a copy of the key
 //!   (an escrow the operator hands the auditor) recomputes every aggregate bit for bit;
 //!   everyone else checks everything but the noise.
 //! - ε is charged per attempt opened, not per round aggregated: an abandoned attempt's

@@ -376,7 +376,8 @@ pub enum AggregateError {
 
 /// The run's strategy over the open round's accepted updates (in the order they were
 /// accepted): the next model and server state. A private run's is the noised mean over
-/// the expected batch with `noise`'s seed for the attempt ("privacy").
+/// the expected batch with `noise`'s seed for the attempt and its un-noised sum
+/// ("privacy").
 pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate, AggregateError> {
     let open = state.open.as_ref().ok_or(AggregationError::Empty)?;
     let updates: Vec<_> = open.accepted.iter().map(|(_, u)| u.clone()).collect();
