@@ -399,7 +399,7 @@ pub fn aggregate(state: &RunState, noise: Option<&NoiseKey>) -> Result<Aggregate
     };
     let key = noise.ok_or(AggregateError::NoNoiseKey)?;
     let (round, attempt) = (open.announcement.round, open.announcement.attempt);
-    let unnoised = unnoised_sum_digest(state)?;
+    let unnoised = sum_digest(&unnoised_sum(&updates, model.params.len())?);
     let inputs = private_round(
         public,
         privacy,

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Hospital, bundled_hospitals, resign, run_config};
+use common::{Hospital, bundled_hospitals, judge_accepted, resign, run_config};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use zkfed_aggregation::private::{PrivateRound, private_step};
@@ -121,16 +121,8 @@ fn enrol_all(ledger: &mut Ledger, config: &RunConfig, hospitals: &[Hospital]) {
 /// Proves `h`'s honest hidden-sampling update for the open attempt; it is accepted.
 fn submit_honestly(ledger: &mut Ledger, h: &Hospital) {
     let submission = h.honest_submission(ledger);
-    let statement = ledger.admit(&h.peer(), &submission).unwrap();
+    let statement = judge_accepted(ledger, &h.peer(), &submission);
     assert!(statement.sampling.is_some());
-    let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
-        .map_err(Rejection::from);
-    assert!(
-        ledger
-            .judge(&h.peer(), &submission, outcome)
-            .unwrap()
-            .accepted()
-    );
 }
 
 fn audit_with(

@@ -19,7 +19,7 @@ use zkfed_coordinator::audit::audit;
 use zkfed_coordinator::events::{AuditEvent, RunConfig, unix_ms};
 use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::{AuditRecord, StoredLog};
-use zkfed_protocol::{Rejection, Submission, round_statement};
+use zkfed_protocol::{Submission, round_statement};
 
 const HOSPITALS: usize = 5;
 const ROUNDS: u64 = 2;
@@ -96,15 +96,7 @@ fn run(
                 update,
                 proof,
             };
-            let admitted = ledger.admit(&h.peer(), &submission).unwrap();
-            let outcome = zkfed_air::verify(&admitted, &submission.update, &submission.proof)
-                .map_err(Rejection::from);
-            assert!(
-                ledger
-                    .judge(&h.peer(), &submission, outcome)
-                    .unwrap()
-                    .accepted()
-            );
+            common::judge_accepted(&mut ledger, &h.peer(), &submission);
         }
         let closed = ledger.close_round_if_due(unix_ms()).unwrap();
         assert!(

@@ -149,8 +149,12 @@ async fn participate(
     let mut accepted = 0;
     loop {
         match link.ask(Request::CurrentRound).await? {
-            Response::Round(round) if progress.takes(&round) != Take::Skip => {
+            Response::Round(round) => {
                 let take = progress.takes(&round);
+                if take == Take::Skip {
+                    link.poll_while(tokio::time::sleep(POLL)).await;
+                    continue;
+                }
                 // A resumed attempt was counted when it began; its announcement is the
                 // same bytes, checked again all the same.
                 let counted = match take {
@@ -208,9 +212,7 @@ async fn participate(
                 progress.unfinished = None;
                 progress.save(&progress_path)?;
             }
-            Response::Round(_) | Response::Waiting => {
-                link.poll_while(tokio::time::sleep(POLL)).await
-            }
+            Response::Waiting => link.poll_while(tokio::time::sleep(POLL)).await,
             Response::Finished {
                 rounds,
                 model,
@@ -1425,20 +1427,13 @@ mod tests {
             state_dir: dir.clone(),
             ..config(&dir)
         };
-        zkfed_net::write_durably(
-            &dir.join("node.key"),
-            &config.key.to_protobuf_encoding().unwrap(),
-            true,
-        )
-        .unwrap();
+        let write_key = |key: &libp2p::identity::Keypair| {
+            let bytes = key.to_protobuf_encoding().unwrap();
+            zkfed_net::write_durably(&dir.join("node.key"), &bytes, true).unwrap();
+        };
+        write_key(&config.key);
         check_node_key(&config).unwrap();
-        let other = libp2p::identity::Keypair::generate_ed25519();
-        zkfed_net::write_durably(
-            &dir.join("node.key"),
-            &other.to_protobuf_encoding().unwrap(),
-            true,
-        )
-        .unwrap();
+        write_key(&libp2p::identity::Keypair::generate_ed25519());
         let replaced = check_node_key(&config).unwrap_err().to_string();
         assert!(replaced.contains("replaced this node's key"), "{replaced}");
         std::fs::remove_dir_all(dir).ok();

@@ -6,7 +6,7 @@ use libp2p::identity::Keypair;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use zkfed_air::data::{Schema, Standardization, breast_cancer};
-use zkfed_air::{CommittedDataset, RoundParams, prove};
+use zkfed_air::{CommittedDataset, RoundParams, Statement, prove};
 use zkfed_coordinator::events::{AuditEvent, RunConfig};
 use zkfed_coordinator::ledger::Ledger;
 use zkfed_coordinator::log::AuditRecord;
@@ -67,6 +67,16 @@ impl Hospital {
             proof,
         }
     }
+}
+
+/// Admits `submission` from `peer`, verifies it against the statement admission builds,
+/// and records the verdict, which must accept it. Returns the statement.
+pub fn judge_accepted(ledger: &mut Ledger, peer: &PeerId, submission: &Submission) -> Statement {
+    let statement = ledger.admit(peer, submission).unwrap();
+    let outcome = zkfed_air::verify(&statement, &submission.update, &submission.proof)
+        .map_err(Rejection::from);
+    assert!(ledger.judge(peer, submission, outcome).unwrap().accepted());
+    statement
 }
 
 /// `count` hospitals holding `rows` consecutive rows each of the bundled data, committed
