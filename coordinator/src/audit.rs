@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::events::{AuditEvent, RunConfig, RunState};
-use crate::log::AuditRecord;
+use crate::log::{AuditRecord, LogError, StoredLog};
 use crate::privacy::{NoiseKey, spent_epsilon, variance};
 use crate::rounds::{
     aggregate, all_judged, budget_spent, deadline_ms, judge_enrolment, statement_for,
@@ -56,6 +56,10 @@ pub struct Divergence {
     pub what: String,
 }
 
+/// A stored proof by round, attempt and peer: `Ok(None)` if none is stored, `Err` with why
+/// if the store holds one that cannot be read.
+pub type ProofLookup<'a> = dyn Fn(u64, u32, &PeerId) -> Result<Option<Vec<u8>>, String> + 'a;
+
 /// Audits `records`; `proof` looks up the stored proof of an accepted submission by round,
 /// attempt and peer.
 pub fn audit(
@@ -64,101 +68,152 @@ pub fn audit(
     expected_coordinator: Option<&PeerId>,
     noise: Option<&NoiseKey>,
 ) -> Result<AuditSummary, Divergence> {
-    let diverge = |seq: u64, what: String| Divergence { seq, what };
-    let first = records
-        .first()
-        .ok_or_else(|| diverge(0, "the log is empty".into()))?;
-    let AuditEvent::RunStarted(config) = &first.event else {
-        return Err(diverge(0, "the log does not start with RunStarted".into()));
-    };
-    let key = PublicKey::try_decode_protobuf(&config.coordinator_key)
-        .map_err(|_| diverge(0, "coordinator key does not decode".into()))?;
-    let coordinator = key.to_peer_id();
-    if let Some(expected) = expected_coordinator
-        && *expected != coordinator
-    {
-        return Err(diverge(
-            0,
-            format!("log is signed by {coordinator}, expected {expected}"),
-        ));
+    let (first, rest) = records.split_first().ok_or_else(empty_log)?;
+    let lookup = |round, attempt, peer: &PeerId| Ok(proof(round, attempt, peer));
+    let mut auditor = Auditor::start(first, expected_coordinator, noise)?;
+    for record in rest {
+        auditor.check(record, &lookup)?;
+    }
+    Ok(auditor.finish().0)
+}
+
+fn empty_log() -> Divergence {
+    Divergence {
+        seq: 0,
+        what: "the log is empty".into(),
+    }
+}
+
+/// An audit in progress, fed one record at a time: it holds the state the log folds into,
+/// so a store of any length is audited in the memory of one run's state.
+pub struct Auditor<'a> {
+    key: PublicKey,
+    noise: Option<&'a NoiseKey>,
+    state: RunState,
+    summary: AuditSummary,
+    prev: [u8; 32],
+    private: bool,
+    /// Every attempt's seed as the PRF reads it (words reduced into the field): a private
+    /// run's samples are independent only if no seed comes back.
+    seeds: std::collections::BTreeSet<[u64; 4]>,
+}
+
+impl<'a> Auditor<'a> {
+    /// Starts an audit from the log's first record, which must open the run; checks it as
+    /// record 0.
+    pub fn start(
+        first: &AuditRecord,
+        expected_coordinator: Option<&PeerId>,
+        noise: Option<&'a NoiseKey>,
+    ) -> Result<Self, Divergence> {
+        let diverge = |what: String| Divergence { seq: 0, what };
+        let AuditEvent::RunStarted(config) = &first.event else {
+            return Err(diverge("the log does not start with RunStarted".into()));
+        };
+        let key = PublicKey::try_decode_protobuf(&config.coordinator_key)
+            .map_err(|_| diverge("coordinator key does not decode".into()))?;
+        let coordinator = key.to_peer_id();
+        if let Some(expected) = expected_coordinator
+            && *expected != coordinator
+        {
+            return Err(diverge(format!(
+                "log is signed by {coordinator}, expected {expected}"
+            )));
+        }
+        check_run(config, noise).map_err(diverge)?;
+        let mut auditor = Self {
+            key,
+            noise,
+            state: RunState::new(config.clone()),
+            summary: AuditSummary {
+                records: 0,
+                coordinator,
+                rounds: 0,
+                proofs_verified: 0,
+                rejections: 0,
+                revocations: 0,
+                unchecked_noise: 0,
+            },
+            prev: [0u8; 32],
+            private: config.public.privacy.is_some(),
+            seeds: std::collections::BTreeSet::new(),
+        };
+        auditor.check(first, &|_, _, _| Ok(None))?;
+        Ok(auditor)
     }
 
-    // The run's model against its schema, as the coordinator's configuration checks it;
-    // also before `RunState::new` sizes a model from it.
-    zkfed_protocol::check_model(&config.public.model, &config.public.schema)
-        .map_err(|e| diverge(0, format!("the run's model: {e}")))?;
-    // Checked as the coordinator's configuration checks it: otherwise a strategy that cannot
-    // aggregate the quorum would excuse abandoning every attempt.
-    let strategy = config.public.strategy;
-    strategy
-        .validate()
-        .map_err(|e| diverge(0, format!("the run's strategy: {e}")))?;
-    strategy
-        .admits_from(config.quorum, config.allow_list.len())
-        .map_err(|e| {
-            diverge(
-                0,
-                format!(
-                    "the run's strategy {strategy} with a quorum of {} and {} allowed peers: {e}",
-                    config.quorum,
-                    config.allow_list.len()
-                ),
-            )
-        })?;
-    check_privacy(config, noise).map_err(|what| diverge(0, what))?;
-    let mut state = RunState::new(config.clone());
-    let mut summary = AuditSummary {
-        records: 0,
-        coordinator,
-        rounds: 0,
-        proofs_verified: 0,
-        rejections: 0,
-        revocations: 0,
-        unchecked_noise: 0,
-    };
-    let mut prev = [0u8; 32];
-    // Every attempt's seed as the PRF reads it (words reduced into the field): a private
-    // run's samples are independent only if no seed comes back.
-    let private = config.public.privacy.is_some();
-    let mut seeds = std::collections::BTreeSet::new();
-    for (i, record) in records.iter().enumerate() {
-        let seq = i as u64;
-        if record.seq != seq || record.prev != prev {
+    /// Checks the next record: its place in the chain, the signature, and (after the first)
+    /// that its event is possible in the replayed state, then applies it.
+    pub fn check(
+        &mut self,
+        record: &AuditRecord,
+        proof: &ProofLookup<'_>,
+    ) -> Result<(), Divergence> {
+        let seq = self.summary.records;
+        let diverge = |what: String| Divergence { seq, what };
+        if record.seq != seq || record.prev != self.prev {
             return Err(diverge(
-                seq,
                 "hash chain broken (record missing, reordered or altered)".into(),
             ));
         }
-        if !record.signed_by(&key) {
-            return Err(diverge(seq, "coordinator signature does not verify".into()));
+        if !record.signed_by(&self.key) {
+            return Err(diverge("coordinator signature does not verify".into()));
         }
-        prev = record.hash();
+        self.prev = record.hash();
         if let AuditEvent::RoundStarted(announced) = &record.event
-            && private
-            && !seeds.insert(zkfed_air::sampling::seed_words(&announced.seed))
+            && self.private
+            && !self
+                .seeds
+                .insert(zkfed_air::sampling::seed_words(&announced.seed))
         {
-            return Err(diverge(
-                seq,
-                format!(
-                    "round {} attempt {} reuses an earlier attempt's seed",
-                    announced.round, announced.attempt
-                ),
-            ));
+            return Err(diverge(format!(
+                "round {} attempt {} reuses an earlier attempt's seed",
+                announced.round, announced.attempt
+            )));
         }
         if seq > 0 {
             let context = Context {
-                proof: &proof,
-                noise,
+                proof,
+                noise: self.noise,
             };
-            check_event(&state, seq, &record.event, &context, &mut summary)?;
-            state
+            check_event(&self.state, seq, &record.event, &context, &mut self.summary)?;
+            self.state
                 .apply(seq, &record.event)
-                .map_err(|e| diverge(seq, e.to_string()))?;
+                .map_err(|e| diverge(e.to_string()))?;
         }
-        summary.records += 1;
+        self.summary.records += 1;
+        Ok(())
     }
-    summary.rounds = state.completed_rounds;
-    Ok(summary)
+
+    /// What the audit found, and the state the log replays to.
+    pub fn finish(mut self) -> (AuditSummary, RunState) {
+        self.summary.rounds = self.state.completed_rounds;
+        (self.summary, self.state)
+    }
+}
+
+/// The run's first record checked as the coordinator's configuration checks it: its model
+/// against its schema, its strategy against its quorum, its privacy and noise key.
+fn check_run(config: &RunConfig, noise: Option<&NoiseKey>) -> Result<(), String> {
+    // Also before `RunState::new` sizes a model from it.
+    zkfed_protocol::check_model(&config.public.model, &config.public.schema)
+        .map_err(|e| format!("the run's model: {e}"))?;
+    // Otherwise a strategy that cannot aggregate the quorum would excuse abandoning every
+    // attempt.
+    let strategy = config.public.strategy;
+    strategy
+        .validate()
+        .map_err(|e| format!("the run's strategy: {e}"))?;
+    strategy
+        .admits_from(config.quorum, config.allow_list.len())
+        .map_err(|e| {
+            format!(
+                "the run's strategy {strategy} with a quorum of {} and {} allowed peers: {e}",
+                config.quorum,
+                config.allow_list.len()
+            )
+        })?;
+    check_privacy(config, noise)
 }
 
 /// A private run's parameters as the coordinator's configuration checks them, its noise
@@ -193,16 +248,16 @@ fn check_privacy(config: &RunConfig, noise: Option<&NoiseKey>) -> Result<(), Str
 }
 
 /// What every record's check may need besides the state.
-struct Context<'a, P> {
-    proof: &'a P,
+struct Context<'a, 'b> {
+    proof: &'a ProofLookup<'b>,
     noise: Option<&'a NoiseKey>,
 }
 
-fn check_event<P: Fn(u64, u32, &PeerId) -> Option<Vec<u8>>>(
+fn check_event(
     state: &RunState,
     seq: u64,
     event: &AuditEvent,
-    context: &Context<'_, P>,
+    context: &Context<'_, '_>,
     summary: &mut AuditSummary,
 ) -> Result<(), Divergence> {
     let diverge = |what: String| Divergence { seq, what };
@@ -235,6 +290,7 @@ fn check_event<P: Fn(u64, u32, &PeerId) -> Option<Vec<u8>>>(
                 )));
             }
             let bytes = proof(*round, *attempt, &peer)
+                .map_err(|e| diverge(format!("judged proof of {peer} cannot be read: {e}")))?
                 .ok_or_else(|| diverge(format!("judged proof of {peer} is missing")))?;
             if Sha256::digest(&bytes).as_slice() != proof_sha256 {
                 return Err(diverge(format!(
@@ -444,10 +500,48 @@ pub fn audit_store(
     path: &std::path::Path,
     expected_coordinator: Option<&PeerId>,
     noise: Option<&NoiseKey>,
-) -> Result<Result<AuditSummary, Divergence>, crate::log::LogError> {
-    let stored = crate::log::StoredLog::open(path)?;
-    let records = stored.records()?;
-    let lookup =
-        |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    Ok(audit(&records, lookup, expected_coordinator, noise))
+) -> Result<Result<AuditSummary, Divergence>, LogError> {
+    let stored = StoredLog::open(path)?;
+    let audited = audit_stored(&stored, expected_coordinator, noise)?;
+    Ok(audited.map(|(summary, _)| summary))
+}
+
+/// Audits an open store record by record, reading each proof when its record needs it;
+/// also returns the state the log replays to. `Ok(Err(_))` is a divergence.
+pub fn audit_stored(
+    stored: &StoredLog,
+    expected_coordinator: Option<&PeerId>,
+    noise: Option<&NoiseKey>,
+) -> Result<Result<(AuditSummary, RunState), Divergence>, LogError> {
+    enum Stop {
+        Store(LogError),
+        Diverged(Divergence),
+    }
+    impl From<LogError> for Stop {
+        fn from(e: LogError) -> Self {
+            Stop::Store(e)
+        }
+    }
+    let lookup = |round, attempt, peer: &PeerId| {
+        stored
+            .proof(round, attempt, peer)
+            .map_err(|e| e.to_string())
+    };
+    let mut auditor: Option<Auditor> = None;
+    let walked = stored.for_each_record(|record| {
+        match &mut auditor {
+            None => {
+                let started = Auditor::start(&record, expected_coordinator, noise);
+                auditor = Some(started.map_err(Stop::Diverged)?);
+            }
+            Some(started) => started.check(&record, &lookup).map_err(Stop::Diverged)?,
+        }
+        Ok(())
+    });
+    match (walked, auditor) {
+        (Err(Stop::Store(e)), _) => Err(e),
+        (Err(Stop::Diverged(d)), _) => Ok(Err(d)),
+        (Ok(()), Some(auditor)) => Ok(Ok(auditor.finish())),
+        (Ok(()), None) => Ok(Err(empty_log())),
+    }
 }

@@ -5,13 +5,11 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use libp2p::PeerId;
 use zkfed_air::data::{Standardized, read_csv};
 use zkfed_air::evaluation::{Evaluation, evaluate};
 use zkfed_protocol::model_file::{MAX_MODEL_FILE_BYTES, ModelFile};
 
-use crate::audit::audit;
-use crate::events::RunState;
+use crate::audit::audit_stored;
 use crate::log::StoredLog;
 
 /// The run's current model (its last aggregate, or the initial model before any) as a
@@ -21,14 +19,12 @@ use crate::log::StoredLog;
 /// --coordinator`'s question.
 pub fn export_model(path: &Path) -> anyhow::Result<ModelFile> {
     let stored = StoredLog::open(path).context("opening the state store")?;
-    let records = stored.records().context("reading the audit log")?;
-    let lookup =
-        |round: u64, attempt: u32, peer: &PeerId| stored.proof(round, attempt, peer).ok().flatten();
-    if let Err(divergence) = audit(&records, lookup, None, None) {
-        bail!("the store does not audit, so its model is not exported: {divergence}");
-    }
-    let state =
-        RunState::replay(records.iter().map(|r| &r.event)).context("replaying the audit log")?;
+    let state = match audit_stored(&stored, None, None).context("reading the audit log")? {
+        Ok((_, state)) => state,
+        Err(divergence) => {
+            bail!("the store does not audit, so its model is not exported: {divergence}")
+        }
+    };
     let public = &state.config.public;
     Ok(ModelFile::new(
         &state.model,

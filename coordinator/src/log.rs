@@ -38,6 +38,12 @@ const FORMAT_KEY: &str = "log_format";
 /// not recompute); stores from before formats were recorded have no format and are refused.
 pub const LOG_FORMAT: u64 = 10;
 
+/// Most bytes one encoded record may hold. The largest the coordinator writes is a run's
+/// first record or an aggregate: a model within the wire's parameters, its server state
+/// and the allow-list, well under this. A store is untrusted input to an auditor, so a
+/// longer record is refused before it is decoded, and one is never written.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
 /// One signed entry of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -99,6 +105,30 @@ pub enum LogError {
         found: Option<u64>,
         /// This build's format.
         expected: u64,
+    },
+    /// A record longer than [`MAX_RECORD_BYTES`], refused before it is written.
+    #[error(
+        "audit record {seq} would take {bytes} bytes, more than a record may ({MAX_RECORD_BYTES})"
+    )]
+    RecordTooLarge {
+        /// The record.
+        seq: u64,
+        /// Its encoded length.
+        bytes: usize,
+    },
+    /// A stored proof longer than any proof the coordinator accepts.
+    #[error(
+        "the stored proof of round {round} attempt {attempt} holds {bytes} bytes, more than a \
+         proof may ({})",
+        zkfed_air::proof::MAX_PROOF_BYTES
+    )]
+    ProofTooLarge {
+        /// The round.
+        round: u64,
+        /// The attempt.
+        attempt: u32,
+        /// Its length.
+        bytes: usize,
     },
     /// A stored record that does not decode.
     #[error("audit record {seq} is corrupt: {message}")]
@@ -193,6 +223,12 @@ impl AuditLog {
             signature,
         };
         let bytes = postcard::to_allocvec(&record).expect("serializing plain data cannot fail");
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(LogError::RecordTooLarge {
+                seq,
+                bytes: bytes.len(),
+            });
+        }
         let txn = self.db.begin_write()?;
         {
             let mut records = txn.open_table(RECORDS)?;
@@ -255,9 +291,19 @@ impl StoredLog {
         Ok(Self { db })
     }
 
-    /// Every record, in order.
+    /// Every record, in order (the whole log in memory: tests and small tools; an audit
+    /// reads it with [`Self::for_each_record`]).
     pub fn records(&self) -> Result<Vec<AuditRecord>, LogError> {
         read_records(&self.db)
+    }
+
+    /// Hands every record to `fold`, in order, one at a time: an audit of a store of any
+    /// length holds the state the log folds into, never the whole log.
+    pub fn for_each_record<E: From<LogError>>(
+        &self,
+        fold: impl FnMut(AuditRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for_each_record(&self.db, fold)
     }
 
     /// The stored proof of an accepted submission.
@@ -320,6 +366,15 @@ fn last_record(db: &impl ReadableDatabase) -> Result<Option<AuditRecord>, LogErr
 }
 
 fn decode_record(seq: u64, bytes: &[u8]) -> Result<AuditRecord, LogError> {
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(LogError::Corrupt {
+            seq,
+            message: format!(
+                "{} bytes, more than a record may hold ({MAX_RECORD_BYTES})",
+                bytes.len()
+            ),
+        });
+    }
     postcard::from_bytes(bytes).map_err(|e| LogError::Corrupt {
         seq,
         message: e.to_string(),
@@ -335,9 +390,18 @@ fn read_proof(
     let txn = db.begin_read()?;
     let table = txn.open_table(PROOFS)?;
     let key = peer.to_bytes();
-    Ok(table
-        .get((round, attempt, key.as_slice()))?
-        .map(|v| v.value().to_vec()))
+    let Some(stored) = table.get((round, attempt, key.as_slice()))? else {
+        return Ok(None);
+    };
+    let bytes = stored.value();
+    if bytes.len() > zkfed_air::proof::MAX_PROOF_BYTES {
+        return Err(LogError::ProofTooLarge {
+            round,
+            attempt,
+            bytes: bytes.len(),
+        });
+    }
+    Ok(Some(bytes.to_vec()))
 }
 
 #[cfg(test)]
@@ -446,6 +510,64 @@ mod tests {
         drop(db);
         let err = AuditLog::open(&path, key).err().unwrap();
         assert!(matches!(err, LogError::Format { found: Some(f), .. } if f == LOG_FORMAT + 1));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A store is untrusted input to an auditor: a record longer than any the coordinator
+    /// writes is refused before it is decoded, one is never written, and a stored proof
+    /// longer than any accepted one is refused before it is copied.
+    #[test]
+    fn oversized_records_and_proofs_are_refused() {
+        let dir = tempdir();
+        let path = dir.join("state.redb");
+        let key = Keypair::generate_ed25519();
+        let peer = Keypair::generate_ed25519().public().to_peer_id();
+        let mut log = AuditLog::open(&path, key).unwrap();
+        log.append(event(1), None).unwrap();
+        let long = AuditEvent::Abandoned {
+            round: 2,
+            attempt: 1,
+            at_ms: 0,
+            reason: "x".repeat(MAX_RECORD_BYTES),
+        };
+        let err = log.append(long, None).unwrap_err();
+        assert!(
+            matches!(err, LogError::RecordTooLarge { seq: 1, .. }),
+            "{err}"
+        );
+        let proof = vec![0u8; zkfed_air::proof::MAX_PROOF_BYTES + 1];
+        log.append(event(2), Some((2, 1, &peer, &proof))).unwrap();
+        let err = log.proof(2, 1, &peer).unwrap_err();
+        assert!(
+            matches!(err, LogError::ProofTooLarge { round: 2, attempt: 1, bytes } if bytes == proof.len()),
+            "{err}"
+        );
+        drop(log);
+        // A record written behind the coordinator's back, one byte over the bound.
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let oversized = vec![0u8; MAX_RECORD_BYTES + 1];
+        txn.open_table(RECORDS)
+            .unwrap()
+            .insert(2, oversized.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let stored = StoredLog::open(&path).unwrap();
+        let mut seen = Vec::new();
+        let err = stored
+            .for_each_record(|r| {
+                seen.push(r.seq);
+                Ok::<_, LogError>(())
+            })
+            .unwrap_err();
+        assert_eq!(seen, [0, 1], "the records before it are read one at a time");
+        let message = err.to_string();
+        assert!(
+            matches!(err, LogError::Corrupt { seq: 2, .. })
+                && message.contains("more than a record may hold"),
+            "{message}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

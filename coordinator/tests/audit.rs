@@ -551,25 +551,26 @@ fn softmax_and_mlp_runs_audit_and_export_their_models() {
     }
 }
 
-/// An aggregate edited in the store and signed again with the coordinator's own key still
-/// does not audit (the aggregate is recomputed), so it is not exported.
-#[test]
-fn a_store_with_a_forged_aggregate_is_not_exported() {
-    use zkfed_coordinator::export::export_model;
+/// Copies the store at `honest` into a new store at `to`, signed with `coordinator`'s key,
+/// passing the last record's event through `edit_last` and each stored proof through
+/// `edit_proof`.
+fn rewrite_store(
+    honest: &Path,
+    to: &Path,
+    coordinator: Keypair,
+    edit_last: impl Fn(&mut AuditEvent),
+    edit_proof: impl Fn(Vec<u8>) -> Vec<u8>,
+) {
     use zkfed_coordinator::log::AuditLog;
 
-    let dir = tempdir();
-    let coordinator = Keypair::generate_ed25519();
-    run(&dir, &coordinator);
-    let honest = StoredLog::open(&dir.join("state.redb")).unwrap();
+    let honest = StoredLog::open(honest).unwrap();
     let records = honest.records().unwrap();
-    let forged_path = dir.join("forged.redb");
-    let mut forged = AuditLog::open(&forged_path, coordinator).unwrap();
+    let mut forged = AuditLog::open(to, coordinator).unwrap();
     let last = records.len() - 1;
     for (i, record) in records.into_iter().enumerate() {
         let mut event = record.event;
-        if let (true, AuditEvent::Aggregated { model, .. }) = (i == last, &mut event) {
-            model.params[0] += 1;
+        if i == last {
+            edit_last(&mut event);
         }
         let proof = match &event {
             AuditEvent::Judged {
@@ -580,20 +581,75 @@ fn a_store_with_a_forged_aggregate_is_not_exported() {
             } => {
                 let peer = PeerId::from_bytes(peer).unwrap();
                 let bytes = honest.proof(*round, *attempt, &peer).unwrap();
-                bytes.map(|b| (*round, *attempt, peer, b))
+                bytes.map(|b| (*round, *attempt, peer, edit_proof(b)))
             }
             _ => None,
         };
         let proof = proof.as_ref().map(|(r, a, p, b)| (*r, *a, p, &b[..]));
         forged.append(event, proof).unwrap();
     }
-    drop(forged);
+}
+
+/// An aggregate edited in the store and signed again with the coordinator's own key still
+/// does not audit (the aggregate is recomputed), so it is not exported.
+#[test]
+fn a_store_with_a_forged_aggregate_is_not_exported() {
+    use zkfed_coordinator::export::export_model;
+
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    run(&dir, &coordinator);
+    let forged_path = dir.join("forged.redb");
+    let edit_last = |event: &mut AuditEvent| {
+        if let AuditEvent::Aggregated { model, .. } = event {
+            model.params[0] += 1;
+        }
+    };
+    rewrite_store(
+        &dir.join("state.redb"),
+        &forged_path,
+        coordinator,
+        edit_last,
+        |proof| proof,
+    );
     export_model(&dir.join("state.redb")).expect("the honest store exports");
     let err = format!("{:#}", export_model(&forged_path).unwrap_err());
     assert!(
         err.contains("does not audit") && err.contains("aggregate differs from fedavg"),
         "{err}"
     );
+}
+
+/// A store is untrusted input to its auditor: stored proofs longer than any the coordinator
+/// accepts are refused before they are read into the audit, and named as what diverges.
+#[test]
+fn a_store_with_an_oversized_proof_does_not_audit() {
+    use zkfed_coordinator::audit::audit_store;
+
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    run(&dir, &coordinator);
+    let me = coordinator.public().to_peer_id();
+    let forged_path = dir.join("forged.redb");
+    let pad = |mut proof: Vec<u8>| {
+        proof.resize(zkfed_air::proof::MAX_PROOF_BYTES + 1, 0);
+        proof
+    };
+    rewrite_store(
+        &dir.join("state.redb"),
+        &forged_path,
+        coordinator,
+        |_| {},
+        pad,
+    );
+    let d = audit_store(&forged_path, Some(&me), None)
+        .expect("the store opens")
+        .expect_err("an oversized proof does not audit");
+    assert!(
+        d.what.contains("cannot be read") && d.what.contains("more than a proof may"),
+        "{d}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A run whose model does not fit its schema (or is not proven) does not audit, whatever
