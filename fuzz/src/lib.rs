@@ -1,6 +1,7 @@
 //! A fuzzer on stable Rust for every decoder of untrusted bytes: structure-aware mutation
-//! of valid proof bytes, wire messages, audit-log records, TOML configurations and CSV
-//! files; each input must be decoded or refused without a panic and without allocating
+//! of valid proof bytes, wire messages, audit-log records, whole logs re-signed with the
+//! run's coordinator key (so the audit checks each event), TOML configurations, CSV files
+//! and model files; each input must be decoded or refused without a panic and without allocating
 //! beyond its target's limit (measured by [`alloc::PeakAlloc`]).
 //!
 //! `cargo run --release -p zkfed-fuzz -- --runs 1000000` is the full run (BENCH.md);

@@ -49,6 +49,7 @@ pub fn all(scratch: &Path) -> anyhow::Result<Vec<Target>> {
         wire(&fixture),
         proof(&fixture),
         audit_log(&fixture),
+        resigned_log(&fixture),
         config(&fixture, scratch)?,
         csv(&fixture),
         model_file(&fixture),
@@ -62,7 +63,10 @@ struct Fixture {
     update: ClippedGradientSum,
     proof: Vec<u8>,
     hidden_proof: Vec<u8>,
+    /// The participant's key.
     key: Keypair,
+    /// The run's coordinator key, which signs the re-signed logs.
+    coordinator: Keypair,
 }
 
 impl Fixture {
@@ -75,7 +79,8 @@ impl Fixture {
             3,
             Some(1),
         );
-        let run = raw_config.clone().resolve()?.run;
+        let resolved = raw_config.clone().resolve()?;
+        let (run, coordinator) = (resolved.run, resolved.key);
         let (update, proof): (ClippedGradientSum, Vec<u8>) = postcard::from_bytes(PROOF_FIXTURE)?;
         let (_, hidden_proof): (ClippedGradientSum, Vec<u8>) =
             postcard::from_bytes(HIDDEN_PROOF_FIXTURE)?;
@@ -86,6 +91,7 @@ impl Fixture {
             proof,
             hidden_proof,
             key,
+            coordinator,
         })
     }
 
@@ -120,6 +126,54 @@ impl Fixture {
             sampling_key: Some(zkfed_air::sampling::KeyCommitment([5, 6, 7, 8])),
         };
         SignedEnrolment::sign(enrolment, &self.key)
+    }
+
+    /// A run's log the audit accepts, from the coordinator's own policy: an enrolment, an
+    /// attempt that judges one submission (rejected) and is abandoned at its deadline, a
+    /// second attempt, the peer's revocation, the attempt abandoned and the run failed.
+    fn consistent_log(&self) -> Vec<AuditEvent> {
+        use sha2::Digest;
+        use zkfed_coordinator::rounds::{close_round, judge_enrolment, revoke, start_round};
+
+        let peer = self.key.public().to_peer_id();
+        let mut enrolment = self.signed_enrolment().enrolment;
+        enrolment.sampling_key = None;
+        let enrolment = SignedEnrolment::sign(enrolment, &self.key);
+        let mut state = RunState::new(self.run.clone());
+        let mut log = vec![AuditEvent::RunStarted(self.run.clone())];
+        let mut push = |state: &mut RunState, next: &dyn Fn(&RunState) -> Option<AuditEvent>| {
+            let event = next(state).expect("the policy has an event here");
+            state
+                .apply(log.len() as u64, &event)
+                .expect("the policy's events replay");
+            log.push(event);
+        };
+        push(&mut state, &|s| {
+            judge_enrolment(s, &peer, &enrolment).expect("the peer enrols")
+        });
+        let opened = 1_700_000_000_000;
+        push(&mut state, &|s| start_round(s, [9; 32], opened));
+        let judged = AuditEvent::Judged {
+            round: 1,
+            attempt: 1,
+            peer: peer.to_bytes(),
+            update: ClippedGradientSum::zero(
+                self.run
+                    .public
+                    .model
+                    .num_params(self.schema().features.len()),
+            ),
+            proof_sha256: sha2::Sha256::digest(JUDGED_PROOF).into(),
+            rejection: Some(Rejection::Decode("not a proof".into())),
+        };
+        push(&mut state, &|_| Some(judged.clone()));
+        let late = opened + 200_000;
+        push(&mut state, &|s| close_round(s, late, None));
+        push(&mut state, &|s| start_round(s, [10; 32], late));
+        push(&mut state, &|s| revoke(s, &peer, "key lost", late + 1).ok());
+        push(&mut state, &|s| close_round(s, late + 2, None));
+        push(&mut state, &|s| start_round(s, [11; 32], late + 3));
+        log
     }
 
     fn submission(&self) -> Submission {
@@ -295,6 +349,59 @@ fn audit_log(f: &Fixture) -> Target {
             true
         }),
     }
+}
+
+/// What the re-signed logs' judged submission stored as its proof: bytes that do not
+/// decode, so the audit checks the recorded rejection without proving time per input.
+const JUDGED_PROOF: &[u8] = b"not a proof";
+
+/// Whole logs as `audit verify` reads them from a store whose coordinator signs whatever it
+/// likes: each input is a sequence of events, chained and signed with the run's own
+/// coordinator key before the audit, so mutations reach the audit's check of each event
+/// instead of stopping at the signature (accepted: the log audits clean).
+fn resigned_log(f: &Fixture) -> Target {
+    let sample = postcard::to_allocvec(&f.consistent_log()).expect("plain data serializes");
+    let coordinator = f.coordinator.clone();
+    Target {
+        name: "audit-resigned",
+        samples: vec![sample],
+        tokens: binary_tokens(),
+        limit: per_decoded_record,
+        run: Box::new(move |input| {
+            let Ok(events) = postcard::from_bytes::<Vec<AuditEvent>>(input) else {
+                return false;
+            };
+            let records = signed_log(events, &coordinator);
+            let lookup = |_, _, _: &libp2p::PeerId| Some(JUDGED_PROOF.to_vec());
+            zkfed_coordinator::audit::audit(&records, lookup, None, None).is_ok()
+        }),
+    }
+}
+
+/// A re-signed log holds every event it decodes at once (a store is read one record at a
+/// time; the fuzzer hands over the whole log): each input byte may become a record of its
+/// own size and a 64-byte signature, as the smallest event encodes in 3 bytes.
+fn per_decoded_record(n: usize) -> usize {
+    let record = size_of::<AuditRecord>() + 64;
+    record * n.div_ceil(3) + sixteen_per_byte(n)
+}
+
+/// `events` chained from record 0 and signed with `key`.
+fn signed_log(events: Vec<AuditEvent>, key: &Keypair) -> Vec<AuditRecord> {
+    let mut prev = [0; 32];
+    let sign = |(seq, event): (usize, AuditEvent)| {
+        let mut record = AuditRecord {
+            seq: seq as u64,
+            prev,
+            event,
+            signature: Vec::new(),
+        };
+        let hash = record.hash();
+        record.signature = key.sign(&hash).expect("ed25519 signing cannot fail");
+        prev = hash;
+        record
+    };
+    events.into_iter().enumerate().map(sign).collect()
 }
 
 /// TOML configuration files of both node binaries, parsed and validated (the state

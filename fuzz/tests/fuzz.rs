@@ -15,7 +15,7 @@ fn every_decoder_survives_ten_thousand_mutated_inputs() {
     let scratch = std::env::temp_dir().join(format!("zkfed-fuzz-test-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let mut targets = zkfed_fuzz::targets::all(&scratch).unwrap();
-    assert_eq!(targets.len(), 6);
+    assert_eq!(targets.len(), 7);
     for target in &mut targets {
         // Every sample is valid: the mutations start from inputs the decoder accepts.
         for sample in target.samples.clone() {

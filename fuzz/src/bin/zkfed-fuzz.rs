@@ -6,7 +6,8 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: zkfed_fuzz::alloc::PeakAlloc = zkfed_fuzz::alloc::PeakAlloc;
 
-/// Fuzz zkfed's decoders: proofs, wire messages, audit-log records, configs, CSV.
+/// Fuzz zkfed's decoders: proofs, wire messages, audit-log records, re-signed logs, configs,
+/// CSV, model files.
 #[derive(Parser)]
 struct Args {
     /// Inputs per target.
@@ -15,7 +16,7 @@ struct Args {
     /// Seed of the mutations (a run is reproducible from it).
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Only this target (wire, proof, audit-log, config, csv).
+    /// Only this target (wire, proof, audit-log, audit-resigned, config, csv, model-file).
     #[arg(long)]
     target: Option<String>,
     /// Where a failing input is written.
