@@ -36,13 +36,17 @@ pub const MAX_BATCH: usize = 1024;
 /// Most parameters a model may have (an MLP 1024 → 256 → 64 has 278,848).
 pub const MAX_PARAMS: usize = 1 << 19;
 /// Most parameters a model or an update may carry over the wire and in the audit log:
-/// 4,096, above a logistic model's `MAX_FEATURES + 1` and the digits models (650 for the
-/// softmax, 2,410 for the 64 → 32 → 10 MLP). An update of 4,096 entries is at most 37 KiB
-/// of CBOR, within the 64 KiB a submission may carry beside its proof. Proofs cover more
-/// (a softmax of up to [`crate::statement::MAX_SOFTMAX_PARAMS`], an MLP of up to
-/// [`crate::statement::MAX_MLP_PARAMS`]); a run's model is refused above this bound until
-/// the message limits are raised with it (ARCHITECTURE.md, "Bounded memory").
-pub const MAX_WIRE_PARAMS: usize = 1 << 12;
+/// every model a proof covers, [`crate::statement::MAX_MLP_PARAMS`] (131,072; a logistic
+/// model has at most `MAX_FEATURES + 1`, a softmax at most
+/// [`crate::statement::MAX_SOFTMAX_PARAMS`]), so a 784 → 10 softmax (7,850) or a
+/// 784 → 128 → 10 MLP (101,770) travels. The message limits make room for an update of
+/// this many entries at their widest ([`MAX_WIRE_PARAMS_CBOR_BYTES`]; ARCHITECTURE.md,
+/// "Bounded memory").
+pub const MAX_WIRE_PARAMS: usize = crate::statement::MAX_MLP_PARAMS;
+
+/// Most bytes of CBOR a vector of [`MAX_WIRE_PARAMS`] `i64`s takes: 9 per entry (a head
+/// byte and 8 bytes) and a 9-byte array header, 1.13 MiB.
+pub const MAX_WIRE_PARAMS_CBOR_BYTES: usize = 9 * MAX_WIRE_PARAMS + 9;
 
 /// The field element representing a signed integer.
 pub fn to_field(v: i64) -> Goldilocks {

@@ -42,10 +42,17 @@ fn honest_mlp_proofs_verify_and_match_the_reference() {
 
 #[test]
 fn proofs_of_the_widest_mlps_fit_their_size_allowance() {
-    // The widest MLPs a run may use (within 4,096 parameters: 256 hidden units over 12
-    // features, 64 classes after 60 units) and the digits shape: honest proofs stay under
-    // the bytes the verifier reads.
-    for (features, hidden, classes, batch) in [(12, 256, 2, 2), (1, 60, 64, 2), (64, 32, 10, 4)] {
+    // The widest MLPs a run may use (within `MAX_WIRE_PARAMS` = 131,072 parameters: 256
+    // hidden units and 64 classes over 446 features; 256 units over 12 features, 64 classes
+    // after 60 units) and the digits shape: honest proofs stay under the bytes the verifier
+    // reads.
+    let shapes = [
+        (446, 256, 64, 2),
+        (12, 256, 2, 2),
+        (1, 60, 64, 2),
+        (64, 32, 10, 4),
+    ];
+    for (features, hidden, classes, batch) in shapes {
         let spec = Spec {
             features,
             rows: 8,

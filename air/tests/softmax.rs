@@ -758,9 +758,10 @@ fn exponential_from_another_segment_is_rejected() {
 
 #[test]
 fn proofs_of_many_classes_fit_their_size_allowance() {
-    // The widest softmax a run may use (64 classes over 15 features: 1,024 parameters)
-    // and the digits shape: honest proofs stay under the bytes the verifier reads.
-    for (features, classes, batch) in [(15, 64, 2), (64, 10, 4)] {
+    // The widest softmaxes a run may use (64 classes over 127 features: the 8,192
+    // parameters proofs cover; over 15), the digits shape and a 784-input one: honest
+    // proofs stay under the bytes the verifier reads.
+    for (features, classes, batch) in [(127, 64, 2), (15, 64, 2), (64, 10, 4), (784, 10, 2)] {
         let spec = Spec {
             features,
             rows: 8,

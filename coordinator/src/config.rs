@@ -540,10 +540,11 @@ mod tests {
                 Box::new(|c| c.schema.classes = 10),
             ),
             (
-                "the model has 8210 parameters; at most 4096",
+                "the model has 156426 parameters; at most 131072",
                 Box::new(|c| {
+                    c.schema.features = (0..600).map(|i| format!("f{i}")).collect();
                     c.schema.classes = 10;
-                    c.model = "mlp:200".into();
+                    c.model = "mlp:256".into();
                 }),
             ),
             (

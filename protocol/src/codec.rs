@@ -19,14 +19,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::prelude::*;
 use libp2p::StreamProtocol;
 use thiserror::Error;
+use zkfed_air::fixed::MAX_WIRE_PARAMS_CBOR_BYTES;
 
 use crate::{Request, Response};
 
 /// Largest request a node reads: a submission's largest proof
-/// ([`zkfed_air::proof::MAX_PROOF_BYTES`]) plus its update and framing.
-pub const MAX_REQUEST_BYTES: u64 = zkfed_air::proof::MAX_PROOF_BYTES as u64 + (64 << 10);
-/// Largest response a node reads: run parameters or a model of up to `MAX_WIRE_PARAMS` entries.
-pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+/// ([`zkfed_air::proof::MAX_PROOF_BYTES`]), its largest update
+/// ([`MAX_WIRE_PARAMS_CBOR_BYTES`]) and 64 KiB of framing.
+pub const MAX_REQUEST_BYTES: u64 =
+    (zkfed_air::proof::MAX_PROOF_BYTES + MAX_WIRE_PARAMS_CBOR_BYTES) as u64 + (64 << 10);
+/// Largest response a node reads: a round's model of up to `MAX_WIRE_PARAMS` entries at
+/// their widest, and 1 MiB for the rest (run parameters with a schema and standardization
+/// of up to `MAX_FEATURES` features).
+pub const MAX_RESPONSE_BYTES: u64 = MAX_WIRE_PARAMS_CBOR_BYTES as u64 + (1 << 20);
 /// Bytes of messages in flight one connection may hold: two whole submissions (an honest
 /// participant may resend one while the first is still being verified) and small requests.
 pub const INBOUND_BYTES_PER_CONNECTION: u64 = 2 * MAX_REQUEST_BYTES + (64 << 10);
@@ -379,6 +384,80 @@ mod decoding {
         bytes.extend(len.to_be_bytes());
         bytes.resize(bytes.len() + len as usize, 0x00);
         bytes
+    }
+
+    /// The largest messages an honest node sends fit the limits the other side reads
+    /// under: a submission of the largest proof with an update of `MAX_WIRE_PARAMS` entries
+    /// at their widest, and a round announcing a model of as many.
+    #[test]
+    fn the_largest_honest_messages_fit_their_limits() {
+        use zkfed_air::fixed::MAX_WIRE_PARAMS;
+        use zkfed_air::spec::ModelSpec;
+
+        let widest = vec![i64::MIN; MAX_WIRE_PARAMS];
+        let submission = crate::Submission {
+            round: u64::MAX,
+            attempt: u32::MAX,
+            update: zkfed_air::ClippedGradientSum {
+                values: widest.clone(),
+                examples: u64::MAX,
+            },
+            proof: vec![0xA5; zkfed_air::proof::MAX_PROOF_BYTES],
+        };
+        let request = encode_request(&crate::Request::Submit(submission));
+        assert!(
+            request.len() as u64 <= MAX_REQUEST_BYTES,
+            "{}",
+            request.len()
+        );
+        assert!(matches!(
+            decode_request(&request),
+            Ok(crate::Request::Submit(_))
+        ));
+
+        // A 1024 → 127 → 10 MLP: 131,455 parameters would be over; 1024 → 126 → 10 is
+        // 130,420, the largest hidden width under the bound at 1024 features.
+        let spec = ModelSpec::Mlp {
+            hidden: 126,
+            outputs: 10,
+        };
+        let model = zkfed_air::Model {
+            spec,
+            num_features: 1024,
+            params: widest[..spec.num_params(1024)].to_vec(),
+        };
+        let announcement = crate::RoundAnnouncement {
+            round: u64::MAX,
+            attempt: u32::MAX,
+            model,
+            params: zkfed_air::RoundParams {
+                clip_norm: i64::MIN,
+                batch_size: usize::MAX,
+            },
+            seed: [0xFF; 32],
+            opened_at_ms: u64::MAX,
+        };
+        let response = encode_response(&crate::Response::Round(announcement));
+        assert!(
+            response.len() as u64 <= MAX_RESPONSE_BYTES,
+            "{}",
+            response.len()
+        );
+        assert!(matches!(
+            decode_response(&response),
+            Ok(crate::Response::Round(_))
+        ));
+        // One entry more than the bound is refused while decoding.
+        let over = encode_request(&crate::Request::Submit(crate::Submission {
+            round: 1,
+            attempt: 1,
+            update: zkfed_air::ClippedGradientSum {
+                values: vec![1; MAX_WIRE_PARAMS + 1],
+                examples: 1,
+            },
+            proof: vec![1],
+        }));
+        assert!(matches!(decode_request(&over), Err(WireError::Decode(_))));
     }
 
     #[test]
