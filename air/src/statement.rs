@@ -357,26 +357,33 @@ impl Statement {
 }
 
 /// The ranges the headroom argument and the tree depth rely on.
+/// A model of this family and parameter count is one the proofs cover: not a
+/// sigmoid-headed MLP, a softmax of at most [`MAX_SOFTMAX_PARAMS`] parameters, an MLP of at
+/// most [`MAX_MLP_PARAMS`] (a logistic model's features are bounded elsewhere). A run's
+/// configuration checks it too, so no run starts whose proofs could never be made.
+pub fn check_provable(spec: ModelSpec, num_params: usize) -> Result<(), ShapeError> {
+    let max = match spec {
+        ModelSpec::Logistic => return Ok(()),
+        ModelSpec::Mlp { outputs: 1, .. } => return Err(ShapeError::Unproven { spec }),
+        ModelSpec::Softmax { .. } => MAX_SOFTMAX_PARAMS,
+        ModelSpec::Mlp { .. } => MAX_MLP_PARAMS,
+    };
+    if num_params > max {
+        return Err(ShapeError::TooManyParameters {
+            got: num_params,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn check_ranges(
     model: &Model,
     params: &RoundParams,
     dataset: &DatasetCommitment,
 ) -> Result<(), ShapeError> {
     model.validate()?;
-    let max = match model.spec {
-        ModelSpec::Logistic => None,
-        ModelSpec::Mlp { outputs: 1, .. } => {
-            return Err(ShapeError::Unproven { spec: model.spec });
-        }
-        ModelSpec::Softmax { .. } => Some(MAX_SOFTMAX_PARAMS),
-        ModelSpec::Mlp { .. } => Some(MAX_MLP_PARAMS),
-    };
-    if let Some(max) = max.filter(|&max| model.params.len() > max) {
-        return Err(ShapeError::TooManyParameters {
-            got: model.params.len(),
-            max,
-        });
-    }
+    check_provable(model.spec, model.params.len())?;
     params.validate()?;
     dataset.validate()
 }

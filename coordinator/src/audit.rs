@@ -84,8 +84,9 @@ fn empty_log() -> Divergence {
     }
 }
 
-/// An audit in progress, fed one record at a time: it holds the state the log folds into,
-/// so a store of any length is audited in the memory of one run's state.
+/// An audit in progress, fed one record at a time: it holds the state the log folds into
+/// (which grows by a small entry per verdict, per distinct refusal and per private seed,
+/// never by a record's size), not the log.
 pub struct Auditor<'a> {
     key: PublicKey,
     noise: Option<&'a NoiseKey>,
@@ -213,6 +214,17 @@ fn check_run(config: &RunConfig, noise: Option<&NoiseKey>) -> Result<(), String>
                 config.allow_list.len()
             )
         })?;
+    let features = config.public.schema.features.len();
+    let batch = config.public.params.batch_size;
+    zkfed_protocol::check_verifier_memory(config.public.model, features, batch).map_err(
+        |cells| {
+            format!(
+                "the run's model and batch: verifying one proof could build {cells} periodic \
+                 cells, above {}",
+                zkfed_air::engine::MAX_PERIODIC_CELLS
+            )
+        },
+    )?;
     check_privacy(config, noise)
 }
 

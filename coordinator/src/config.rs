@@ -13,7 +13,6 @@ use zkfed_air::data::{Schema, Standardization};
 use zkfed_air::fixed::{MAX_BATCH, ONE, PARAM_BOUND, dequantize, quantize};
 use zkfed_air::sampling::SamplingRate;
 use zkfed_air::spec::ModelSpec;
-use zkfed_air::statement::ProofShape;
 use zkfed_protocol::check_model;
 use zkfed_protocol::{Privacy, RunParameters};
 
@@ -352,17 +351,15 @@ impl RawConfig {
     /// The periodic columns a proof of this run makes the verifier build, at the deepest
     /// tree a participant may declare (`MAX_ROWS` rows), within `MAX_PERIODIC_CELLS`.
     fn check_verifier_memory(&self, model: ModelSpec, batch: usize) -> anyhow::Result<()> {
-        use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
+        use zkfed_air::engine::MAX_PERIODIC_CELLS;
         let d = self.schema.features.len();
-        let deepest = ProofShape::new(model, d, batch, zkfed_air::commitment::MAX_ROWS);
-        let cells = periodic_cells(&deepest);
-        ensure!(
-            cells <= MAX_PERIODIC_CELLS,
-            "`model` and `batch_size`: verifying one proof could build {cells} periodic cells \
-             (participants may declare up to 2^32 rows), above {MAX_PERIODIC_CELLS}; use a \
-             smaller batch, fewer classes or fewer hidden units"
-        );
-        Ok(())
+        zkfed_protocol::check_verifier_memory(model, d, batch).map_err(|cells| {
+            anyhow::anyhow!(
+                "`model` and `batch_size`: verifying one proof could build {cells} periodic \
+                 cells (participants may declare up to 2^32 rows), above {MAX_PERIODIC_CELLS}; \
+                 use a smaller batch, fewer classes or fewer hidden units"
+            )
+        })
     }
 
     /// One finite mean and one finite, positive standard deviation per feature: a

@@ -286,7 +286,11 @@ pub struct StoredLog {
 impl StoredLog {
     /// Opens the store at `path` without writing to it.
     pub fn open(path: &Path) -> Result<Self, LogError> {
-        let db = redb::ReadOnlyDatabase::open(path)?;
+        // The coordinator's cache bound, not redb's default of 1 GiB: redb keeps the pages
+        // it reads cached, so an audit streaming a large store would otherwise grow to it.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(path)?;
         check_format(&db)?;
         Ok(Self { db })
     }

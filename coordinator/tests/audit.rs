@@ -688,4 +688,18 @@ fn a_run_started_with_a_model_the_schema_or_the_proof_rejects_does_not_audit() {
         assert_eq!(d.seq, 0, "{d}");
         assert!(d.to_string().contains(reason), "{d}");
     }
+    // A run whose every judged proof would make the auditor build more periodic cells than
+    // a verifier may (the coordinator's configuration refuses it too).
+    let mut altered = records.clone();
+    if let AuditEvent::RunStarted(config) = &mut altered[0].event {
+        config.public.model = zkfed_air::spec::ModelSpec::Mlp {
+            hidden: 256,
+            outputs: 2,
+        };
+        config.public.params.batch_size = 1024;
+    }
+    resign(&mut altered, &coordinator);
+    let d = audit(&altered, lookup, None, None).unwrap_err();
+    assert_eq!(d.seq, 0, "{d}");
+    assert!(d.to_string().contains("periodic cells"), "{d}");
 }

@@ -358,7 +358,10 @@ const JUDGED_PROOF: &[u8] = b"not a proof";
 /// Whole logs as `audit verify` reads them from a store whose coordinator signs whatever it
 /// likes: each input is a sequence of events, chained and signed with the run's own
 /// coordinator key before the audit, so mutations reach the audit's check of each event
-/// instead of stopping at the signature (accepted: the log audits clean).
+/// instead of stopping at the signature (accepted: the log audits clean). Its judged proof
+/// never verifies (one that did would cost milliseconds per input), so no update is ever
+/// accepted and an aggregate stops at the quorum check: aggregates are re-computed by the
+/// audit tests (`coordinator/tests/audit.rs`), not here.
 fn resigned_log(f: &Fixture) -> Target {
     let sample = postcard::to_allocvec(&f.consistent_log()).expect("plain data serializes");
     let coordinator = f.coordinator.clone();

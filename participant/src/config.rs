@@ -47,8 +47,10 @@ pub struct RawConfig {
     pub federation_id: Option<String>,
     /// Largest proof trace (rows × columns) this node builds: bounds the memory a run's
     /// parameters can make it use, in committed main cells over all tables (2^22 cells ≈
-    /// 2.3 GiB at peak, about 560 bytes per cell at blowup 16; d = 256, B = 256 needs
-    /// 3.0 M, BENCH.md).
+    /// 2.3 GiB at peak for logistic regression, about 560 bytes per cell at blowup 16;
+    /// d = 256, B = 256 needs 3.0 M; an MLP's tables carry more LogUp columns, about 1 KiB
+    /// per cell, so up to about 4 GiB: the 784 → 128 → 10 MLP's 2.27 M cells took 2.3 GiB,
+    /// BENCH.md).
     #[serde(default = "default_max_trace_cells")]
     pub max_trace_cells: u64,
     /// Take part in private runs only (hidden sampling, noise, a budget: README,

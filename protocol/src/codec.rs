@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::prelude::*;
 use libp2p::StreamProtocol;
 use thiserror::Error;
-use zkfed_air::fixed::MAX_WIRE_PARAMS_CBOR_BYTES;
+use zkfed_air::fixed::{MAX_WIRE_PARAMS, MAX_WIRE_PARAMS_CBOR_BYTES};
 
 use crate::{Request, Response};
 
@@ -32,9 +32,15 @@ pub const MAX_REQUEST_BYTES: u64 =
 /// their widest, and 1 MiB for the rest (run parameters with a schema and standardization
 /// of up to `MAX_FEATURES` features).
 pub const MAX_RESPONSE_BYTES: u64 = MAX_WIRE_PARAMS_CBOR_BYTES as u64 + (1 << 20);
-/// Bytes of messages in flight one connection may hold: two whole submissions (an honest
-/// participant may resend one while the first is still being verified) and small requests.
-pub const INBOUND_BYTES_PER_CONNECTION: u64 = 2 * MAX_REQUEST_BYTES + (64 << 10);
+/// Most bytes a decoded message's parameter vector holds beyond its encoding: each entry is
+/// an 8-byte `i64`, however few bytes it took on the wire (one, for a small integer), so
+/// 128 KiB of small integers decode to 1 MiB. Charged to the budgets once decoded.
+pub const MAX_DECODED_PARAMS_BYTES: u64 = 8 * MAX_WIRE_PARAMS as u64;
+/// Bytes of messages in flight one connection may hold: two whole submissions, each read
+/// and decoded (an honest participant may resend one while the first is still being
+/// verified), and small requests.
+pub const INBOUND_BYTES_PER_CONNECTION: u64 =
+    2 * (MAX_REQUEST_BYTES + MAX_DECODED_PARAMS_BYTES) + (64 << 10);
 /// Bytes of messages in flight all connections of a node together may hold.
 pub const INBOUND_BYTES_OVERALL: u64 = 256 << 20;
 /// Bytes read from a stream at a time (and reserved before they are read).
@@ -241,6 +247,28 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     cbor4ii::serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
 }
 
+/// What a decoded request's parameter vector holds, held for as long as its stream's bytes
+/// are: the read buffer's reservation counts its encoding, not its 8-byte entries.
+fn decoded_request_bytes(request: &Request) -> u64 {
+    match request {
+        Request::Submit(submission) => 8 * submission.update.values.len() as u64,
+        Request::Parameters | Request::Enrol(_) | Request::CurrentRound => 0,
+    }
+}
+
+/// [`decoded_request_bytes`] of a response: the model a round or the run's end carries.
+fn decoded_response_bytes(response: &Response) -> u64 {
+    match response {
+        Response::Round(announcement) => 8 * announcement.model.params.len() as u64,
+        Response::Finished { model, .. } => 8 * model.params.len() as u64,
+        Response::Parameters(_)
+        | Response::Enrolled
+        | Response::Waiting
+        | Response::Verdict(_)
+        | Response::Refused(_) => 0,
+    }
+}
+
 /// Encodes a request as it goes on the wire.
 pub fn encode_request(request: &Request) -> Vec<u8> {
     cbor4ii::serde::to_vec(Vec::new(), request).expect("encoding into a Vec cannot fail")
@@ -261,7 +289,9 @@ impl libp2p::request_response::Codec for ZkfedCodec {
         T: AsyncRead + Unpin + Send,
     {
         let bytes = self.read_bounded(io, MAX_REQUEST_BYTES).await?;
-        Ok(decode_request(&bytes)?)
+        let request = decode_request(&bytes)?;
+        self.take(decoded_request_bytes(&request))?;
+        Ok(request)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -269,7 +299,9 @@ impl libp2p::request_response::Codec for ZkfedCodec {
         T: AsyncRead + Unpin + Send,
     {
         let bytes = self.read_bounded(io, MAX_RESPONSE_BYTES).await?;
-        Ok(decode_response(&bytes)?)
+        let response = decode_response(&bytes)?;
+        self.take(decoded_response_bytes(&response))?;
+        Ok(response)
     }
 
     async fn write_request<T>(
@@ -361,6 +393,41 @@ mod tests {
         drop(a);
         let mut b = connection.clone();
         assert_eq!(read(&mut b, 500, 1 << 20).unwrap(), 500);
+    }
+
+    /// An update of small integers is short on the wire and eight bytes an entry once
+    /// decoded: the decoded entries are charged too, so a connection's budget bounds what
+    /// its streams hold, not only what they read.
+    #[test]
+    fn decoded_updates_are_charged_to_the_budget() {
+        use libp2p::request_response::Codec;
+
+        let submission = crate::Request::Submit(crate::Submission {
+            round: 1,
+            attempt: 1,
+            update: zkfed_air::ClippedGradientSum::zero(100_000),
+            proof: vec![1, 2, 3],
+        });
+        let wire = encode_request(&submission);
+        assert!(wire.len() < 110_000, "{}", wire.len());
+        let read = |per_connection: u64| {
+            let mut codec = ZkfedCodec::with_limits(per_connection, 1 << 30).clone();
+            let mut stream = Cursor::new(wire.clone());
+            block_on(codec.read_request(&crate::PROTOCOL, &mut stream)).map(|_| codec.held)
+        };
+        let error = read(600_000).unwrap_err();
+        assert!(
+            matches!(
+                error.get_ref().and_then(|e| e.downcast_ref::<WireError>()),
+                Some(WireError::BudgetExhausted {
+                    scope: "connection",
+                    ..
+                })
+            ),
+            "{error}"
+        );
+        let held = read(2 << 20).expect("within a larger budget");
+        assert!(held >= 800_000 + wire.len() as u64, "{held}");
     }
 
     #[test]

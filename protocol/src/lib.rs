@@ -413,6 +413,21 @@ pub fn round_statement(
     )
 }
 
+/// The periodic cells one proof of a run makes its verifier build before any cryptographic
+/// check, at the deepest tree a participant may declare (`MAX_ROWS` rows): `Err` with
+/// their count above `MAX_PERIODIC_CELLS`. The coordinator's configuration refuses such a
+/// run, and the audit a log that starts one (each judged proof would make it build them).
+pub fn check_verifier_memory(spec: ModelSpec, features: usize, batch: usize) -> Result<(), u64> {
+    use zkfed_air::engine::{MAX_PERIODIC_CELLS, periodic_cells};
+    use zkfed_air::statement::ProofShape;
+    let deepest = ProofShape::new(spec, features, batch, zkfed_air::commitment::MAX_ROWS);
+    let cells = periodic_cells(&deepest);
+    match cells <= MAX_PERIODIC_CELLS {
+        true => Ok(()),
+        false => Err(cells),
+    }
+}
+
 /// The slots of a private run's proofs over a dataset of `rows` rows, or why the proof
 /// cannot hold its hidden sample: more rows than the sampling table covers, more slots than
 /// a proof has, or more periodic cells than a verifier builds. The coordinator refuses such
@@ -451,11 +466,9 @@ pub fn private_slots(run: &RunParameters, privacy: &Privacy, rows: u64) -> Resul
 /// schema's features, and the proof covers it. Coordinator and participant both call it.
 pub fn check_model(spec: &ModelSpec, schema: &Schema) -> Result<(), ShapeError> {
     spec.validate(schema.features.len(), schema.classes)?;
-    if let ModelSpec::Mlp { outputs: 1, .. } = spec {
-        return Err(ShapeError::Unproven { spec: *spec });
-    }
-    // Models and updates travel whole in messages and log records bounded for this many.
     let params = spec.num_params(schema.features.len());
+    zkfed_air::statement::check_provable(*spec, params)?;
+    // Models and updates travel whole in messages and log records bounded for this many.
     if params > MAX_WIRE_PARAMS {
         return Err(ShapeError::TooManyParameters {
             got: params,
@@ -542,6 +555,14 @@ mod tests {
         assert_eq!(check_model(&digits, &schema(64, 10)), Ok(()));
         // MNIST-sized models travel: every model the proofs cover fits the wire.
         assert_eq!(check_model(&digits, &schema(784, 10)), Ok(()));
+        // A softmax the wire could carry but no proof covers is refused with the run.
+        assert_eq!(
+            check_model(&digits, &schema(1024, 10)),
+            Err(ShapeError::TooManyParameters {
+                got: 10_250,
+                max: zkfed_air::statement::MAX_SOFTMAX_PARAMS
+            })
+        );
         let mlp = |hidden| ModelSpec::Mlp {
             hidden,
             outputs: 10,

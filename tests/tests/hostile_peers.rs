@@ -86,9 +86,11 @@ impl request_response::Codec for RawBytes {
     }
 }
 
-/// The two worst requests: a submission whose proof fills the request, and one whose
-/// update is an array of ~2 million one-byte integers (16 MiB as `i64`s if decoded).
-fn worst_requests(features: usize) -> [Vec<u8>; 2] {
+/// The three worst requests: a submission whose proof fills the request; one whose update
+/// is an array of ~3 million one-byte integers (26 MiB as `i64`s if decoded); and the
+/// longest update the decoder accepts, `MAX_WIRE_PARAMS` one-byte integers (128 KiB on the
+/// wire, 1 MiB decoded).
+fn worst_requests(features: usize) -> [Vec<u8>; 3] {
     let framing = 4 << 10;
     let full = Submission {
         round: 1,
@@ -110,13 +112,17 @@ fn worst_requests(features: usize) -> [Vec<u8>; 2] {
         .windows(3)
         .position(|w| w == two_zeros)
         .expect("the weights array");
-    let entries = MAX_REQUEST_BYTES as usize - framing;
-    let mut bomb = small[..at].to_vec();
-    bomb.push(0x9a);
-    bomb.extend((entries as u32).to_be_bytes());
-    bomb.resize(bomb.len() + entries, 0x00);
-    bomb.extend(&small[at + 3..]);
-    [full, bomb]
+    let with_update_of = |entries: usize| {
+        let mut request = small[..at].to_vec();
+        request.push(0x9a);
+        request.extend((entries as u32).to_be_bytes());
+        request.resize(request.len() + entries, 0x00);
+        request.extend(&small[at + 3..]);
+        request
+    };
+    let bomb = with_update_of(MAX_REQUEST_BYTES as usize - framing);
+    let widest = with_update_of(zkfed_air::fixed::MAX_WIRE_PARAMS);
+    [full, bomb, widest]
 }
 
 /// What the hostile peer got back.
@@ -162,7 +168,7 @@ async fn hostile_peer(
     let mut connected = 0usize;
     while !stop.load(Ordering::Relaxed) {
         while connected > 0 && in_flight < streams {
-            let bytes = requests[in_flight % 2].clone();
+            let bytes = requests[in_flight % requests.len()].clone();
             swarm.behaviour_mut().send_request(&coordinator, bytes);
             tally.sent.fetch_add(1, Ordering::Relaxed);
             in_flight += 1;
@@ -454,7 +460,7 @@ async fn one_connection_cannot_hold_more_than_its_budget() {
     )
     .unwrap();
     client.add_peer_address(server, listen);
-    let [whole, _] = worst_requests(30);
+    let [whole, _, _] = worst_requests(30);
     let outcomes = |n: usize| {
         for _ in 0..n {
             client.behaviour_mut().send_request(&server, whole.clone());
