@@ -356,7 +356,6 @@ impl Statement {
     }
 }
 
-/// The ranges the headroom argument and the tree depth rely on.
 /// A model of this family and parameter count is one the proofs cover: not a
 /// sigmoid-headed MLP, a softmax of at most [`MAX_SOFTMAX_PARAMS`] parameters, an MLP of at
 /// most [`MAX_MLP_PARAMS`] (a logistic model's features are bounded elsewhere). A run's
@@ -377,6 +376,7 @@ pub fn check_provable(spec: ModelSpec, num_params: usize) -> Result<(), ShapeErr
     Ok(())
 }
 
+/// The ranges the headroom argument and the tree depth rely on.
 fn check_ranges(
     model: &Model,
     params: &RoundParams,

@@ -214,6 +214,12 @@ fn check_run(config: &RunConfig, noise: Option<&NoiseKey>) -> Result<(), String>
                 config.allow_list.len()
             )
         })?;
+    // Also before the shape below multiplies the batch size.
+    config
+        .public
+        .params
+        .validate()
+        .map_err(|e| format!("the run's round parameters: {e}"))?;
     let features = config.public.schema.features.len();
     let batch = config.public.params.batch_size;
     zkfed_protocol::check_verifier_memory(config.public.model, features, batch).map_err(

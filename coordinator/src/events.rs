@@ -418,6 +418,9 @@ impl RunState {
                         "verdict for round {round} attempt {attempt} from {peer} out of place"
                     )));
                 }
+                // Texts kept bounded, live and in replay alike: a log of long rejection texts
+                // costs whoever replays it a bounded amount per verdict.
+                let rejection = rejection.as_ref().map(Rejection::bounded);
                 open.judged.insert(peer, rejection.clone());
                 let recorded = RecordedVerdict {
                     proof_sha256: *proof_sha256,

@@ -702,4 +702,61 @@ fn a_run_started_with_a_model_the_schema_or_the_proof_rejects_does_not_audit() {
     let d = audit(&altered, lookup, None, None).unwrap_err();
     assert_eq!(d.seq, 0, "{d}");
     assert!(d.to_string().contains("periodic cells"), "{d}");
+    // A batch size no run may have is refused before any shape is computed from it.
+    let mut altered = records.clone();
+    if let AuditEvent::RunStarted(config) = &mut altered[0].event {
+        config.public.params.batch_size = 1 << 62;
+    }
+    resign(&mut altered, &coordinator);
+    let d = audit(&altered, lookup, None, None).unwrap_err();
+    assert_eq!(d.seq, 0, "{d}");
+    assert!(d.to_string().contains("round parameters"), "{d}");
+}
+
+/// A store is untrusted input to its auditor: a verdict's rejection text, as long as a
+/// record allows, costs the audit's replayed state at most `MAX_KEPT_TEXT_BYTES`.
+#[test]
+fn the_audit_keeps_a_bounded_text_of_each_rejection() {
+    use zkfed_coordinator::audit::Auditor;
+    use zkfed_protocol::MAX_KEPT_TEXT_BYTES;
+
+    let dir = tempdir();
+    let coordinator = Keypair::generate_ed25519();
+    run(&dir, &coordinator);
+    let mut records = StoredLog::open(&dir.join("state.redb"))
+        .unwrap()
+        .records()
+        .unwrap();
+    let proofs = proofs(&dir);
+    let rejected = records
+        .iter_mut()
+        .find_map(|r| match &mut r.event {
+            AuditEvent::Judged {
+                round,
+                attempt,
+                peer,
+                rejection: Some(rejection),
+                ..
+            } => {
+                *rejection = Rejection::ProofRejected("x".repeat(1 << 20));
+                Some((*round, *attempt, PeerId::from_bytes(peer).unwrap()))
+            }
+            _ => None,
+        })
+        .expect("the run rejects a cheater");
+    resign(&mut records, &coordinator);
+    let lookup =
+        |round: u64, attempt: u32, peer: &PeerId| Ok(proofs.get(&(round, attempt, *peer)).cloned());
+    let mut auditor = Auditor::start(&records[0], Some(&coordinator.public().to_peer_id()), None)
+        .expect("the run starts");
+    for record in &records[1..] {
+        auditor.check(record, &lookup).expect("the log audits");
+    }
+    let (_, state) = auditor.finish();
+    let kept = &state.verdicts[&rejected].rejection;
+    assert!(
+        matches!(kept, Some(Rejection::ProofRejected(text)) if text.len() == MAX_KEPT_TEXT_BYTES),
+        "{kept:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -247,11 +247,14 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, WireError> {
     cbor4ii::serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
 }
 
-/// What a decoded request's parameter vector holds, held for as long as its stream's bytes
-/// are: the read buffer's reservation counts its encoding, not its 8-byte entries.
+/// What a decoded request's parameter vector holds (its capacity: the decoder grows it by
+/// doubling), held for as long as its stream's bytes are: the read buffer's reservation
+/// counts its encoding, not its 8-byte entries. The decoder allocates it before it is
+/// charged, so each stream being decoded (one per runtime worker at a time) holds up to
+/// [`MAX_DECODED_PARAMS_BYTES`] uncounted for that moment.
 fn decoded_request_bytes(request: &Request) -> u64 {
     match request {
-        Request::Submit(submission) => 8 * submission.update.values.len() as u64,
+        Request::Submit(submission) => 8 * submission.update.values.capacity() as u64,
         Request::Parameters | Request::Enrol(_) | Request::CurrentRound => 0,
     }
 }
@@ -259,8 +262,8 @@ fn decoded_request_bytes(request: &Request) -> u64 {
 /// [`decoded_request_bytes`] of a response: the model a round or the run's end carries.
 fn decoded_response_bytes(response: &Response) -> u64 {
     match response {
-        Response::Round(announcement) => 8 * announcement.model.params.len() as u64,
-        Response::Finished { model, .. } => 8 * model.params.len() as u64,
+        Response::Round(announcement) => 8 * announcement.model.params.capacity() as u64,
+        Response::Finished { model, .. } => 8 * model.params.capacity() as u64,
         Response::Parameters(_)
         | Response::Enrolled
         | Response::Waiting
@@ -427,7 +430,8 @@ mod tests {
             "{error}"
         );
         let held = read(2 << 20).expect("within a larger budget");
-        assert!(held >= 800_000 + wire.len() as u64, "{held}");
+        // The decoder grows the vector by doubling from 1024 entries: 131,072 of them.
+        assert!(held >= 8 * 131_072 + wire.len() as u64, "{held}");
     }
 
     #[test]

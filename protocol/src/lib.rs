@@ -13,7 +13,7 @@ pub use codec::{
     INBOUND_BYTES_OVERALL, INBOUND_BYTES_PER_CONNECTION, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
     WireError, ZkfedCodec, decode_request, decode_response, encode_request, encode_response,
 };
-pub use rejection::Rejection;
+pub use rejection::{MAX_KEPT_TEXT_BYTES, Rejection};
 
 use std::time::Duration;
 

@@ -146,6 +146,67 @@ impl Rejection {
     }
 }
 
+/// Most bytes of a rejection's text a run's state keeps (`Rejection::bounded`).
+pub const MAX_KEPT_TEXT_BYTES: usize = 1024;
+
+impl Rejection {
+    /// This rejection with each text cut to [`MAX_KEPT_TEXT_BYTES`] (at a character
+    /// boundary): what a run's state keeps of a recorded verdict, so a log whose records
+    /// carry long texts costs whoever replays it a bounded amount per verdict.
+    pub fn bounded(&self) -> Rejection {
+        let cut = |text: &String| {
+            let mut end = text.len().min(MAX_KEPT_TEXT_BYTES);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_string()
+        };
+        match self {
+            Rejection::BadEnrolmentSignature(t) => Rejection::BadEnrolmentSignature(cut(t)),
+            Rejection::SamplingKey(t) => Rejection::SamplingKey(cut(t)),
+            Rejection::Statement(t) => Rejection::Statement(cut(t)),
+            Rejection::Decode(t) => Rejection::Decode(cut(t)),
+            Rejection::ProofRejected(t) => Rejection::ProofRejected(cut(t)),
+            Rejection::ProofShape {
+                field,
+                expected,
+                got,
+            } => Rejection::ProofShape {
+                field: cut(field),
+                expected: *expected,
+                got: *got,
+            },
+            Rejection::UpdateShape {
+                what,
+                expected,
+                got,
+            } => Rejection::UpdateShape {
+                what: cut(what),
+                expected: *expected,
+                got: *got,
+            },
+            Rejection::NotAllowed
+            | Rejection::OtherFederation
+            | Rejection::OtherSchema
+            | Rejection::OtherParameters
+            | Rejection::TooFewRows { .. }
+            | Rejection::CommitmentChanged
+            | Rejection::NotEnrolled
+            | Rejection::Revoked
+            | Rejection::NoOpenRound
+            | Rejection::WrongRound { .. }
+            | Rejection::Duplicate { .. }
+            | Rejection::Busy
+            | Rejection::TooLarge { .. }
+            | Rejection::BadMagic
+            | Rejection::Version { .. }
+            | Rejection::UpdateRange { .. }
+            | Rejection::VerifierFault
+            | Rejection::VerifierUnavailable => self.clone(),
+        }
+    }
+}
+
 impl From<VerifyError> for Rejection {
     fn from(e: VerifyError) -> Self {
         match e {
@@ -202,5 +263,31 @@ mod tests {
         let round_trip: Rejection =
             serde_json::from_str(&serde_json::to_string(&rejection).unwrap()).unwrap();
         assert_eq!(round_trip, rejection);
+    }
+
+    #[test]
+    fn kept_texts_are_cut_at_a_character_boundary() {
+        // A three-byte character straddling the bound is dropped whole.
+        let long = format!(
+            "{}€{}",
+            "a".repeat(MAX_KEPT_TEXT_BYTES - 1),
+            "b".repeat(1 << 20)
+        );
+        let Rejection::ProofRejected(kept) = Rejection::ProofRejected(long).bounded() else {
+            panic!("the variant is kept");
+        };
+        assert_eq!(kept, "a".repeat(MAX_KEPT_TEXT_BYTES - 1));
+        let shape = Rejection::UpdateShape {
+            what: "w".repeat(5000),
+            expected: 1,
+            got: 2,
+        };
+        assert!(matches!(
+            shape.bounded(),
+            Rejection::UpdateShape { what, expected: 1, got: 2 } if what.len() == MAX_KEPT_TEXT_BYTES
+        ));
+        for short in [Rejection::Statement("short".into()), Rejection::Busy] {
+            assert_eq!(short.bounded(), short);
+        }
     }
 }
