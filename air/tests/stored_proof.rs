@@ -53,14 +53,15 @@ fn stored_hidden() -> common::Fixture {
     common::Fixture { dataset, statement }
 }
 
-fn decode(bytes: &[u8]) -> (ClippedGradientSum, Vec<u8>) {
-    postcard::from_bytes(bytes).expect("fixture decodes")
+/// A stored fixture: the update and its proof.
+fn load(path: &str) -> (ClippedGradientSum, Vec<u8>) {
+    let bytes = std::fs::read(path).expect("fixture present");
+    postcard::from_bytes(&bytes).expect("fixture decodes")
 }
 
 #[test]
 fn stored_proof_still_verifies() {
-    let bytes = std::fs::read(FIXTURE).expect("fixture present");
-    let (update, proof) = decode(&bytes);
+    let (update, proof) = load(FIXTURE);
     let f = stored();
     verify(&f.statement, &update, &proof)
         .expect("the stored proof no longer verifies: bump PROTOCOL_VERSION");
@@ -71,8 +72,7 @@ fn stored_proof_still_verifies() {
 
 #[test]
 fn stored_hidden_sampling_proof_still_verifies() {
-    let bytes = std::fs::read(HIDDEN_FIXTURE).expect("fixture present");
-    let (update, proof) = decode(&bytes);
+    let (update, proof) = load(HIDDEN_FIXTURE);
     let f = stored_hidden();
     verify(&f.statement, &update, &proof)
         .expect("the stored hidden-sampling proof no longer verifies: bump PROTOCOL_VERSION");
@@ -97,8 +97,7 @@ fn regenerate() {
 
 #[test]
 fn stored_proof_carries_one_salt_per_distinct_height_in_each_commitment() {
-    let bytes = std::fs::read(FIXTURE).expect("fixture present");
-    let (_, proof) = decode(&bytes);
+    let (_, proof) = load(FIXTURE);
     let f = stored();
     let proof = zkfed_air::proof::decode_proof(&proof).expect("proof decodes");
     let mut heights = zkfed_air::engine::TableHeights::of(&f.statement).all();

@@ -467,16 +467,16 @@ pub fn private_slots(run: &RunParameters, privacy: &Privacy, rows: u64) -> Resul
 pub fn check_model(spec: &ModelSpec, schema: &Schema) -> Result<(), ShapeError> {
     spec.validate(schema.features.len(), schema.classes)?;
     let params = spec.num_params(schema.features.len());
-    zkfed_air::statement::check_provable(*spec, params)?;
-    // Models and updates travel whole in messages and log records bounded for this many.
-    if params > MAX_WIRE_PARAMS {
-        return Err(ShapeError::TooManyParameters {
-            got: params,
-            max: MAX_WIRE_PARAMS,
-        });
-    }
-    Ok(())
+    zkfed_air::statement::check_provable(*spec, params)
 }
+
+// Models and updates travel whole in messages and log records bounded for `MAX_WIRE_PARAMS`
+// entries, so every model a proof covers must fit them.
+const _: () = {
+    use zkfed_air::statement::{MAX_MLP_PARAMS, MAX_SOFTMAX_PARAMS};
+    assert!(zkfed_air::fixed::MAX_FEATURES < MAX_WIRE_PARAMS);
+    assert!(MAX_SOFTMAX_PARAMS <= MAX_WIRE_PARAMS && MAX_MLP_PARAMS <= MAX_WIRE_PARAMS);
+};
 
 /// The participant identifier bound into proofs: SHA-256 of the peer id's bytes.
 pub fn participant_digest(peer: &PeerId) -> [u8; 32] {
